@@ -1,0 +1,3 @@
+from modelkit.cli.app import main
+
+main()

@@ -1,0 +1,1 @@
+"""The Typer CLI: thin verbs over the library."""

@@ -1,0 +1,158 @@
+"""Run configuration: frozen dataclasses, loaded from TOML/YAML + CLI overrides.
+
+The resolved :class:`TrainConfig` is saved verbatim (sorted keys) in the run directory,
+the checkpoint and the model card: one source of truth.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from modelkit.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a training run."""
+
+    model: str = "mnist-mlp"
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    data: str = "digits"
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 2e-3
+    optimizer: str = "adam"
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    seed: int = 0
+    device: str = "auto"
+    threads: int = 0  # 0: keep torch's default
+    deterministic: bool = False
+    skip_bad_files: bool = False
+    eval_batch_size: int = 1024
+    checkpoint_every: int = 0  # steps; 0 = once per epoch
+    keep_checkpoints: int = 2
+    log_every: int = 10  # steps between metrics.jsonl step records
+
+    def __post_init__(self) -> None:
+        _check(self.epochs >= 1, "epochs must be >= 1", "pass e.g. --epochs 5")
+        _check(self.batch_size >= 1, "batch-size must be >= 1", "pass e.g. --batch-size 128")
+        _check(self.lr > 0, "lr must be > 0", "pass e.g. --lr 1e-3")
+        _check(
+            self.optimizer in OPTIMIZERS,
+            f"unknown optimizer '{self.optimizer}' (valid: {', '.join(OPTIMIZERS)})",
+            "pass --optimizer adam",
+        )
+        _check(
+            self.device in DEVICES or self.device.startswith("cuda:"),
+            f"unknown device '{self.device}' (valid: auto, cpu, cuda, cuda:N)",
+            "pass --device cpu",
+        )
+        _check(self.threads >= 0, "threads must be >= 0", "pass --threads 2 (0 = torch default)")
+        _check(self.keep_checkpoints >= 1, "keep-checkpoints must be >= 1", "use 2")
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of every field."""
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        """Canonical JSON: sorted keys, so equal configs give equal bytes."""
+        return json.dumps(self.to_dict(), sort_keys=True, indent=2) + "\n"
+
+    def digest(self) -> str:
+        """sha256 of the canonical JSON (short form used in file metadata)."""
+        return hashlib.sha256(self.to_json().encode()).hexdigest()
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        """A copy with ``changes`` applied (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, source: str = "config") -> TrainConfig:
+        """Build from a mapping, rejecting unknown keys with a suggestion."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            from modelkit.errors import did_you_mean
+
+            key = unknown[0]
+            raise ConfigError(
+                f"{source}: unknown key '{key}'{did_you_mean(key, names)}",
+                hint=f"valid keys: {', '.join(sorted(names))}",
+            )
+        try:
+            return cls(**data)
+        except TypeError as exc:  # wrong type that __post_init__ comparisons tripped on
+            raise ConfigError(f"{source}: {exc}", hint="check the value types") from None
+
+
+def _check(ok: bool, message: str, hint: str) -> None:
+    if not ok:
+        raise ConfigError(message, hint=hint)
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Read a TOML or YAML config file into a dict (keys may use dashes or underscores)."""
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}", hint="pass an existing .toml or .yaml")
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix == ".toml":
+            data = tomllib.loads(text)
+        elif path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+        elif path.suffix == ".json":
+            data = json.loads(text)
+        else:
+            raise ConfigError(
+                f"unsupported config format '{path.suffix}': {path}",
+                hint="use .toml, .yaml/.yml or .json",
+            )
+    except ConfigError:
+        raise
+    except Exception as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"cannot parse {path}: {first}", hint="fix the syntax") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a table/mapping", hint="use key = value")
+    # a config may nest the training keys under [train]
+    if "train" in data and isinstance(data["train"], dict):
+        data = {**{k: v for k, v in data.items() if k != "train"}, **data["train"]}
+    return normalise_keys(data)
+
+
+def normalise_keys(data: dict[str, Any]) -> dict[str, Any]:
+    """Map ``batch-size`` style keys to ``batch_size``."""
+    return {str(k).replace("-", "_"): v for k, v in data.items()}
+
+
+def resolve_config(
+    *,
+    config_file: Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    project: Any = None,
+) -> TrainConfig:
+    """Defaults < ``[tool.modelkit.defaults]`` < config file < CLI overrides."""
+    merged: dict[str, Any] = {}
+    if project is not None:
+        merged.update(normalise_keys(project.defaults))
+    if config_file is not None:
+        merged.update(read_config_file(config_file))
+    merged.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return TrainConfig.from_dict(merged, source=str(config_file or "config"))

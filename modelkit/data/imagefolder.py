@@ -1,0 +1,185 @@
+"""``imagefolder:PATH``: class-per-folder images (the layout torchvision's ImageFolder reads).
+
+Images are decoded once, converted to RGB, resized to ``image_size`` and cached as a
+safetensors file keyed by the content fingerprint (sha256 over sorted relative paths, labels
+and file bytes), so later runs load tensors, not JPEGs. If PATH holds ``train/`` and
+``val/`` (or ``test/``) those splits are used; otherwise ~20% of each class is held out,
+chosen by a hash of the relative path (stable when files are added).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from modelkit.data.base import Dataset
+from modelkit.errors import DataError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
+HELD_OUT_PERCENT = 20
+
+
+def cache_dir() -> Path:
+    """Where decoded tensors are cached (``$MODELKIT_CACHE`` or ~/.cache/modelkit)."""
+    base = os.environ.get("MODELKIT_CACHE") or Path.home() / ".cache" / "modelkit"
+    return Path(base) / "imagefolder"
+
+
+def _classes(root: Path) -> list[str]:
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise DataError(
+            f"no class folders in {root}", hint="expected PATH/<class>/<image> (e.g. cats/, dogs/)"
+        )
+    return classes
+
+
+def _files(root: Path, classes: list[str]) -> list[tuple[str, int]]:
+    out: list[tuple[str, int]] = []
+    for label, name in enumerate(classes):
+        files = sorted(
+            p for p in (root / name).rglob("*") if p.is_file() and not p.name.startswith(".")
+        )
+        if not files:
+            raise DataError(
+                f"empty class folder: {root / name}", hint="add images to it or remove the folder"
+            )
+        out += [(p.relative_to(root).as_posix(), label) for p in files]
+    return out
+
+
+def _decode(path: Path, size: int) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            img.load()
+            rgb = img.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise DataError(
+            f"cannot decode image {path}: {exc}",
+            hint="remove or fix the file, or pass --skip-bad-files",
+        ) from None
+    return np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1)  # (3, size, size)
+
+
+def _split_of(relpath: str) -> str:
+    h = int(hashlib.sha256(relpath.encode()).hexdigest()[:8], 16)
+    return "test" if h % 100 < HELD_OUT_PERCENT else "train"
+
+
+def load_imagefolder_dataset(
+    path: str, *, image_size: int = 28, skip_bad_files: bool = False
+) -> Dataset:
+    """Load an image folder (see module docstring)."""
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise DataError(
+            f"image folder not found: {root}",
+            hint="pass imagefolder:PATH to a folder of class folders",
+        )
+    split_dirs = {s: root / s for s in ("train", "val", "test") if (root / s).is_dir()}
+    if "train" in split_dirs and ("val" in split_dirs or "test" in split_dirs):
+        held = split_dirs.get("val") or split_dirs["test"]
+        classes = _classes(split_dirs["train"])
+        entries = [
+            ("train", split_dirs["train"], f, y) for f, y in _files(split_dirs["train"], classes)
+        ]
+        held_classes = _classes(held)
+        if held_classes != classes:
+            raise DataError(
+                f"class folders differ between {split_dirs['train']} and {held}",
+                hint=f"both need the same classes: {classes}",
+            )
+        entries += [("test", held, f, y) for f, y in _files(held, classes)]
+        split = f"folders train/ and {held.name}/"
+    else:
+        classes = _classes(root)
+        entries = [(_split_of(f), root, f, y) for f, y in _files(root, classes)]
+        split = f"hash of relative path, {HELD_OUT_PERCENT}% held out"
+
+    h = hashlib.sha256(b"imagefolder-v1|")
+    for part, base, rel, label in entries:
+        h.update(f"{part}/{rel}|{label}|".encode())
+        h.update(hashlib.sha256((base / rel).read_bytes()).digest())
+    fingerprint = "sha256:" + h.hexdigest()
+
+    cache = (
+        cache_dir()
+        / f"{fingerprint[7:31]}-{image_size}{'-skip' if skip_bad_files else ''}.safetensors"
+    )
+    tensors, skipped = _load_cache(cache)
+    if tensors is None:
+        xs: dict[str, list[np.ndarray]] = {"train": [], "test": []}
+        ys: dict[str, list[int]] = {"train": [], "test": []}
+        skipped = []
+        for part, base, rel, label in entries:
+            try:
+                xs[part].append(_decode(base / rel, image_size))
+            except DataError:
+                if not skip_bad_files:
+                    raise
+                skipped.append(rel)
+                continue
+            ys[part].append(label)
+        for part in ("train", "test"):
+            if not xs[part]:
+                raise DataError(
+                    f"{root}: no usable images in the {part} split",
+                    hint="add images (or check --skip-bad-files counts)",
+                )
+        tensors = {
+            "x_train": torch.from_numpy(np.stack(xs["train"])),
+            "y_train": torch.tensor(ys["train"], dtype=torch.int64),
+            "x_test": torch.from_numpy(np.stack(xs["test"])),
+            "y_test": torch.tensor(ys["test"], dtype=torch.int64),
+        }
+        tensors = {k: v.contiguous() for k, v in tensors.items()}
+        _save_cache(cache, tensors, skipped)
+    return Dataset(
+        spec=f"imagefolder:{path}",
+        x_train=tensors["x_train"].float() / 255.0,
+        y_train=tensors["y_train"],
+        x_test=tensors["x_test"].float() / 255.0,
+        y_test=tensors["y_test"],
+        classes=classes,
+        fingerprint=fingerprint,
+        info={
+            "split": split,
+            "image_size": image_size,
+            "skipped_files": len(skipped),
+            "skipped": skipped[:20],
+        },
+    )
+
+
+def _load_cache(path: Path) -> tuple[dict[str, torch.Tensor] | None, list[str]]:
+    if not path.is_file():
+        return None, []
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in ("x_train", "y_train", "x_test", "y_test")}
+        skipped = [s for s in meta.get("skipped", "").split("\n") if s]
+        return tensors, skipped
+    except Exception:  # a corrupt cache is rebuilt, never trusted
+        return None, []
+
+
+def _save_cache(path: Path, tensors: dict[str, torch.Tensor], skipped: list[str]) -> None:
+    from safetensors.torch import save_file
+
+    from modelkit.io import atomic_path
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata={"skipped": "\n".join(skipped)})
+    except OSError:
+        pass  # caching is an optimisation; an unwritable cache dir must not fail the run

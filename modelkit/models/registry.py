@@ -1,0 +1,143 @@
+"""Model registry: built-in models register with ``@register_model`` (timm style);
+a project adds its own in ``[tool.modelkit.models]``; any ``package.module:factory`` works too.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from modelkit.errors import BadInputError, unknown
+
+_REGISTRY: dict[str, ModelEntry] = {}
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A registered model: its name, factory and what it expects."""
+
+    name: str
+    factory: Callable[..., Any]
+    description: str = ""
+    input_shape: tuple[int, ...] | None = None
+    default_data: str | None = None
+    source: str = "builtin"
+
+
+def register_model(
+    name: str,
+    *,
+    description: str = "",
+    input_shape: tuple[int, ...] | None = None,
+    default_data: str | None = None,
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator: register ``factory`` under ``name``."""
+
+    def wrap(factory: Callable[..., Any]) -> Callable[..., Any]:
+        if name in _REGISTRY:
+            raise ValueError(f"model '{name}' registered twice")
+        _REGISTRY[name] = ModelEntry(name, factory, description, input_shape, default_data)
+        return factory
+
+    return wrap
+
+
+def builtin_models() -> dict[str, ModelEntry]:
+    """The built-in registry (importing the reference model modules)."""
+    import modelkit.models.cnn  # noqa: F401  (registers)
+    import modelkit.models.mlp  # noqa: F401
+
+    return dict(_REGISTRY)
+
+
+def list_models(project: Any = None) -> dict[str, ModelEntry]:
+    """Built-in models plus the project's ``[tool.modelkit.models]``."""
+    entries = builtin_models()
+    for name, spec in (getattr(project, "models", None) or {}).items():
+        entries[name] = ModelEntry(name, _lazy(spec), description=spec, source="pyproject")
+    return entries
+
+
+def _lazy(spec: str) -> Callable[..., Any]:
+    def factory(**kwargs: Any) -> Any:
+        from modelkit.project import import_object
+
+        return import_object(spec, what="model")(**kwargs)
+
+    factory.__modelkit_spec__ = spec  # type: ignore[attr-defined]
+    return factory
+
+
+def resolve_model(name: str, *, project: Any = None) -> ModelEntry:
+    """Find a model by registry name, project name or ``package.module:factory``."""
+    if ":" in name:
+        from modelkit.project import import_object
+
+        return ModelEntry(name, import_object(name, what="model"), description=name, source=name)
+    entries = list_models(project)
+    if name not in entries:
+        raise unknown("model", name, entries, hint="see `modelkit models`, or pass pkg.mod:factory")
+    return entries[name]
+
+
+def factory_parameters(entry: ModelEntry) -> set[str] | None:
+    """Keyword names the factory accepts (None when it takes ``**kwargs`` we cannot see)."""
+    target = entry.factory
+    spec = getattr(target, "__modelkit_spec__", None)
+    if spec is not None:
+        from modelkit.project import import_object
+
+        target = import_object(spec, what="model")
+    if entry.source == "builtin":  # builtin factories forward **kwargs to the class
+        target = _builtin_class(entry.name)
+    try:
+        params = inspect.signature(target).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    return {p.name for p in params}
+
+
+def _builtin_class(name: str) -> Any:
+    from modelkit.models.cnn import SmallCNN
+    from modelkit.models.mlp import MnistMLP
+
+    return {"mnist-mlp": MnistMLP, "small-cnn": SmallCNN}[name]
+
+
+def build_model(
+    name: str,
+    *,
+    project: Any = None,
+    kwargs: dict[str, Any] | None = None,
+    data_hints: dict[str, Any] | None = None,
+) -> tuple[Any, dict[str, Any]]:
+    """Build a model; returns ``(module, resolved_kwargs)``.
+
+    ``data_hints`` (num_classes, in_channels, image_size) fill parameters the factory accepts
+    and the user did not set, so a model fits its data without hand-editing.
+    """
+    import torch
+
+    entry = resolve_model(name, project=project)
+    accepted = factory_parameters(entry)
+    resolved = dict(kwargs or {})
+    for key, value in (data_hints or {}).items():
+        if key not in resolved and accepted is not None and key in accepted:
+            resolved[key] = value
+    try:
+        module = entry.factory(**resolved)
+    except TypeError as exc:
+        raise BadInputError(
+            f"model '{name}' rejected its arguments {sorted(resolved)}: {exc}",
+            hint="check model_kwargs against the factory's signature",
+        ) from None
+    if not isinstance(module, torch.nn.Module):
+        raise BadInputError(
+            f"model factory '{name}' returned {type(module).__name__}, not a torch.nn.Module",
+            hint="the factory must return an nn.Module",
+        )
+    return module, resolved

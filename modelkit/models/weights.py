@@ -1,0 +1,60 @@
+"""Weights I/O for run directories: safetensors with metadata, rebuilt from config.json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from modelkit.errors import RunDirError
+
+
+def save_weights(model: torch.nn.Module, path: Path, *, metadata: dict[str, str]) -> None:
+    """Save ``model``'s state to ``path`` as safetensors, atomically."""
+    from safetensors.torch import save_model
+
+    from modelkit.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        save_model(model, str(tmp), metadata=metadata)
+
+
+def model_config(name: str, kwargs: dict[str, Any], train_config: dict[str, Any]) -> dict[str, Any]:
+    """The run's config.json: HF-style flat model kwargs + the full modelkit config."""
+    return {**json.loads(json.dumps(kwargs)), "modelkit": {"model": name, "train": train_config}}
+
+
+def load_model_from_dir(
+    directory: Path, *, project: Any = None, device: str | torch.device = "cpu"
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Rebuild the model a run (or a release) describes and load its weights (strict)."""
+    from safetensors.torch import load_model
+
+    from modelkit.models.registry import build_model
+
+    cfg_path, weights = directory / "config.json", directory / "model.safetensors"
+    for p in (cfg_path, weights):
+        if not p.is_file():
+            raise RunDirError(
+                f"{p} not found", hint="pass a run directory made by `modelkit train`"
+            )
+    cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    meta = cfg.get("modelkit", {})
+    name = meta.get("model")
+    if not name:
+        raise RunDirError(
+            f"{cfg_path} does not name its model (modelkit.model)",
+            hint="was it written by modelkit?",
+        )
+    kwargs = meta.get("train", {}).get("model_kwargs", {})
+    model, _ = build_model(name, project=project, kwargs=kwargs)
+    try:
+        load_model(model, str(weights), strict=True, device=str(device))
+    except Exception as exc:
+        raise RunDirError(
+            f"weights in {weights} do not fit model '{name}': {str(exc).splitlines()[0]}",
+            hint="the run's config.json and model.safetensors disagree",
+        ) from None
+    return model.to(device).eval(), cfg

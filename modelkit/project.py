@@ -1,0 +1,129 @@
+"""The maintainer's project: ``[tool.modelkit]`` in the nearest ``pyproject.toml``.
+
+Example::
+
+    [tool.modelkit]
+    run = "runs/main"                 # the run that `card`/`release` use by default
+    hub = "hf://my-org/my-model"      # default release target
+    [tool.modelkit.models]
+    tiny-net = "my_pkg.models:tiny_net"      # name -> package.module:factory
+    [tool.modelkit.datasets]
+    toy = "my_pkg.data:load_toy"             # name -> callable returning a Dataset
+    [tool.modelkit.defaults]
+    model = "tiny-net"
+    data = "toy"
+    epochs = 3
+    [tool.modelkit.benchmark]        # read by `modelkit benchmark`
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from modelkit.config import tomllib
+from modelkit.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Project:
+    """What ``[tool.modelkit]`` declares; an empty project when there is none."""
+
+    root: Path | None = None
+    models: dict[str, str] = field(default_factory=dict)
+    datasets: dict[str, str] = field(default_factory=dict)
+    defaults: dict[str, Any] = field(default_factory=dict)
+    run: str | None = None
+    hub: str | None = None
+    benchmark: dict[str, Any] = field(default_factory=dict)
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    def activate(self) -> None:
+        """Make the project's own packages importable (root and root/src on sys.path)."""
+        if self.root is None:
+            return
+        for p in (self.root / "src", self.root):
+            s = str(p)
+            if p.is_dir() and s not in sys.path:
+                sys.path.insert(0, s)
+
+
+def find_pyproject(start: Path | None = None) -> Path | None:
+    """The nearest ``pyproject.toml`` at or above ``start`` (default: cwd)."""
+    here = (start or Path.cwd()).resolve()
+    for d in (here, *here.parents):
+        candidate = d / "pyproject.toml"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_project(start: Path | None = None) -> Project:
+    """Load ``[tool.modelkit]`` from the nearest pyproject.toml and activate it."""
+    path = find_pyproject(start)
+    if path is None:
+        return Project()
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except Exception as exc:
+        raise ConfigError(f"cannot parse {path}: {exc}", hint="fix the TOML syntax") from None
+    table = data.get("tool", {}).get("modelkit")
+    if table is None:
+        return Project()
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: [tool.modelkit] must be a table", hint="see the README")
+    for key in ("models", "datasets", "defaults", "benchmark"):
+        if not isinstance(table.get(key, {}), dict):
+            raise ConfigError(
+                f"{path}: [tool.modelkit.{key}] must be a table", hint="see the README"
+            )
+    project = Project(
+        root=path.parent,
+        models={str(k): str(v) for k, v in table.get("models", {}).items()},
+        datasets={str(k): str(v) for k, v in table.get("datasets", {}).items()},
+        defaults=dict(table.get("defaults", {})),
+        run=table.get("run"),
+        hub=table.get("hub"),
+        benchmark=dict(table.get("benchmark", {})),
+        raw=table,
+    )
+    project.activate()
+    return project
+
+
+def import_object(spec: str, *, what: str) -> Any:
+    """Import ``package.module:attr`` and return the attribute (typed error when it fails)."""
+    import importlib
+
+    from modelkit.errors import BadInputError
+
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise BadInputError(
+            f"invalid {what} reference '{spec}'", hint="use the form package.module:callable"
+        )
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        raise BadInputError(
+            f"cannot import module '{module_name}' for {what} '{spec}': {exc}",
+            hint="check the name, and run from the project root (or pip install -e it)",
+        ) from None
+    except Exception as exc:
+        raise BadInputError(
+            f"importing '{module_name}' for {what} '{spec}' failed: {type(exc).__name__}: {exc}",
+            hint="fix the error in that module",
+        ) from None
+    obj = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise BadInputError(
+                f"module '{module_name}' has no attribute '{attr}' ({what} '{spec}')",
+                hint=f"define {attr} in {module_name}",
+            )
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise BadInputError(f"{what} '{spec}' is not callable", hint="point at a function or class")
+    return obj

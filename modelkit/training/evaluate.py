@@ -1,0 +1,116 @@
+"""Held-out evaluation: accuracy, loss, per-class accuracy, confusion matrix."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+
+@torch.no_grad()
+def evaluate(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    num_classes: int,
+    batch_size: int = 1024,
+    classes: list[str] | None = None,
+) -> dict[str, Any]:
+    """Evaluate ``model`` on ``(x, y)`` in batches; returns JSON-ready metrics."""
+    was_training = model.training
+    model.eval()
+    confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=x.device)
+    for i in range(0, len(x), batch_size):
+        logits = model(x[i : i + batch_size])
+        yb = y[i : i + batch_size]
+        loss_sum += F.cross_entropy(logits.float(), yb, reduction="sum").double()
+        pred = logits.argmax(1)
+        idx = (yb * num_classes + pred).cpu()
+        confusion += torch.bincount(idx, minlength=num_classes * num_classes).view(
+            num_classes, num_classes
+        )
+    model.train(was_training)
+    n = int(confusion.sum())
+    correct = int(confusion.diag().sum())
+    per_class_total = confusion.sum(1)
+    names = classes or [str(i) for i in range(num_classes)]
+    return {
+        "accuracy": correct / n if n else 0.0,
+        "loss": float(loss_sum) / n if n else float("nan"),
+        "samples": n,
+        "per_class_accuracy": {
+            names[c]: (int(confusion[c, c]) / int(per_class_total[c]))
+            if per_class_total[c]
+            else None
+            for c in range(num_classes)
+        },
+        "confusion_matrix": confusion.tolist(),
+        "classes": names,
+    }
+
+
+def evaluate_run(
+    run_dir: Any,
+    *,
+    data: str | None = None,
+    project: Any = None,
+    device: str = "auto",
+    skip_bad_files: bool = False,
+    batch_size: int = 1024,
+    write: bool = True,
+) -> dict[str, Any]:
+    """Evaluate a run's weights on the held-out split of its data (or ``data``); writes eval.json."""
+    from modelkit.data import load_dataset
+    from modelkit.errors import CheckFailed, DataError
+    from modelkit.io import sha256_file, write_json_atomic
+    from modelkit.models.weights import load_model_from_dir
+    from modelkit.runs import now_iso, open_run
+    from modelkit.training.loop import resolve_device
+
+    run = open_run(run_dir, require=("run.json", "config.json", "model.safetensors"))
+    record = run.read_record()
+    expected = record.get("weights_sha256")
+    actual = sha256_file(run.weights)
+    if expected and expected != actual:
+        raise CheckFailed(
+            f"{run.weights} sha256 {actual[:12]}… does not match run.json ({expected[:12]}…)",
+            hint="the weights were modified after training; re-train or restore them",
+        )
+    dev = resolve_device(device)
+    train_cfg = run.train_config()
+    spec = data or train_cfg.data
+    ds = load_dataset(
+        spec, project=project, skip_bad_files=skip_bad_files or train_cfg.skip_bad_files
+    )
+    model, _ = load_model_from_dir(run.path, project=project, device=dev)
+    if ds.num_classes > int(model(ds.x_test[:1].to(dev)).shape[1]):
+        raise DataError(
+            f"data '{spec}' has {ds.num_classes} classes, more than the model outputs",
+            hint="evaluate on data with the classes the model was trained on",
+        )
+    ds.to(dev)
+    result = evaluate(
+        model,
+        ds.x_test,
+        ds.y_test,
+        num_classes=ds.num_classes,
+        batch_size=batch_size,
+        classes=ds.classes,
+    )
+    result.update(
+        data={
+            "spec": spec,
+            "fingerprint": ds.fingerprint,
+            "split": "held-out",
+            "same_as_training": ds.fingerprint == record.get("data", {}).get("fingerprint"),
+        },
+        weights_sha256=actual,
+        evaluated=now_iso(),
+        device=str(dev),
+    )
+    if write:
+        write_json_atomic(run.eval, result)
+    return result

@@ -1,0 +1,72 @@
+"""Reference models: registry, shapes, and Hugging Face round-trips (parametrised over the registry)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from modelkit.errors import UnknownNameError
+from modelkit.models import build_model, list_models, resolve_model
+from modelkit.models.registry import builtin_models
+
+BUILTIN = sorted(builtin_models())
+
+
+def test_registry_has_the_reference_models() -> None:
+    assert {"mnist-mlp", "small-cnn"} <= set(list_models())
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+def test_forward_shape(name: str) -> None:
+    entry = resolve_model(name)
+    model, _ = build_model(name)
+    x = torch.rand(4, *entry.input_shape)
+    assert model(x).shape == (4, model.state_dict()[list(model.state_dict())[-1]].shape[0])
+
+
+def test_mlp_architecture_matches_the_article() -> None:
+    model, _ = build_model("mnist-mlp")
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(784, 128), (128, 64), (64, 10)]
+    assert sum(p.numel() for p in model.parameters()) == 109386
+
+
+def test_cnn_architecture_matches_the_article() -> None:
+    model, _ = build_model("small-cnn")
+    assert (model.conv1.in_channels, model.conv1.out_channels, model.conv1.kernel_size) == (
+        3,
+        32,
+        (5, 5),
+    )
+    assert (model.conv2.out_channels, model.fc1.in_features, model.fc1.out_features) == (
+        64,
+        1024,
+        1024,
+    )
+    assert model.fc2.out_features == 2 and model.dropout.p == 0.2
+    assert model(torch.rand(2, 3, 28, 28)).shape == (2, 2)
+
+
+def test_configurable_sizes() -> None:
+    model, kw = build_model(
+        "mnist-mlp", kwargs={"hidden_sizes": [32]}, data_hints={"num_classes": 3}
+    )
+    assert kw == {"hidden_sizes": [32], "num_classes": 3}
+    assert model(torch.rand(2, 1, 28, 28)).shape == (2, 3)
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+def test_save_pretrained_round_trip(name: str, tmp_path) -> None:
+    cls = type(build_model(name)[0])
+    model = cls(num_classes=5).eval()
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").is_file() and (tmp_path / "config.json").is_file()
+    again = cls.from_pretrained(tmp_path).eval()
+    x = torch.rand(3, *resolve_model(name).input_shape)
+    assert torch.equal(model(x), again(x))
+
+
+def test_unknown_model_suggests_close_match() -> None:
+    with pytest.raises(UnknownNameError) as e:
+        resolve_model("mnist-mlpp")
+    assert "did you mean 'mnist-mlp'" in str(e.value) and "small-cnn" in str(e.value)
