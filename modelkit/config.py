@@ -148,11 +148,24 @@ def resolve_config(
     overrides: dict[str, Any] | None = None,
     project: Any = None,
 ) -> TrainConfig:
-    """Defaults < ``[tool.modelkit.defaults]`` < config file < CLI overrides."""
+    """Defaults < the model's registered defaults < ``[tool.modelkit.defaults]`` < config file
+    < CLI overrides."""
     merged: dict[str, Any] = {}
     if project is not None:
         merged.update(normalise_keys(project.defaults))
     if config_file is not None:
         merged.update(read_config_file(config_file))
     merged.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    model = merged.get("model", TrainConfig.model)
+    merged = {**model_defaults(str(model), project=project), **merged}
     return TrainConfig.from_dict(merged, source=str(config_file or "config"))
+
+
+def model_defaults(model: str, *, project: Any = None) -> dict[str, Any]:
+    """The recommended hyperparameters a registered model declares (empty for others)."""
+    if ":" in model or model in (getattr(project, "models", None) or {}):
+        return {}
+    from modelkit.models.registry import builtin_models
+
+    entry = builtin_models().get(model)
+    return dict(entry.defaults or {}) if entry else {}

@@ -50,6 +50,7 @@ class SmallCNN(nn.Module, PyTorchModelHubMixin, library_name="modelkit", tags=["
     description="2-conv CNN for 3x28x28 images (the reference article's cats-vs-dogs model)",
     input_shape=(3, 28, 28),
     default_data="imagefolder:../shared/data/catsdogs",
+    defaults={"batch_size": 32, "lr": 1e-3, "epochs": 20},
 )
 def small_cnn(**kwargs) -> SmallCNN:
     """Build the small CNN."""

@@ -24,6 +24,7 @@ class ModelEntry:
     input_shape: tuple[int, ...] | None = None
     default_data: str | None = None
     source: str = "builtin"
+    defaults: dict[str, Any] | None = None  # recommended training hyperparameters
 
 
 def register_model(
@@ -32,13 +33,16 @@ def register_model(
     description: str = "",
     input_shape: tuple[int, ...] | None = None,
     default_data: str | None = None,
+    defaults: dict[str, Any] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Decorator: register ``factory`` under ``name``."""
+    """Decorator: register ``factory`` under ``name`` (``defaults``: its recommended hyperparameters)."""
 
     def wrap(factory: Callable[..., Any]) -> Callable[..., Any]:
         if name in _REGISTRY:
             raise ValueError(f"model '{name}' registered twice")
-        _REGISTRY[name] = ModelEntry(name, factory, description, input_shape, default_data)
+        _REGISTRY[name] = ModelEntry(
+            name, factory, description, input_shape, default_data, defaults=defaults or {}
+        )
         return factory
 
     return wrap
