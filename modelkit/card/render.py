@@ -30,16 +30,86 @@ PLACEHOLDER_VERSION = "vX.Y"
 
 # the Hub's license identifiers (https://huggingface.co/docs/hub/repositories-licenses)
 HUB_LICENSES = frozenset(
-    """apache-2.0 mit openrail bigscience-openrail-m creativeml-openrail-m bigscience-bloom-rail-1.0
-    bigcode-openrail-m afl-3.0 artistic-2.0 bsl-1.0 bsd bsd-2-clause bsd-3-clause
-    bsd-3-clause-clear c-uda cc cc0-1.0 cc-by-2.0 cc-by-2.5 cc-by-3.0 cc-by-4.0 cc-by-sa-3.0
-    cc-by-sa-4.0 cc-by-nc-2.0 cc-by-nc-3.0 cc-by-nc-4.0 cc-by-nd-4.0 cc-by-nc-nd-3.0
-    cc-by-nc-nd-4.0 cc-by-nc-sa-2.0 cc-by-nc-sa-3.0 cc-by-nc-sa-4.0 cdla-sharing-1.0
-    cdla-permissive-1.0 cdla-permissive-2.0 wtfpl ecl-2.0 epl-1.0 epl-2.0 etalab-2.0 eupl-1.1
-    eupl-1.2 agpl-3.0 gfdl gpl gpl-2.0 gpl-3.0 lgpl lgpl-2.1 lgpl-3.0 isc h-research
-    intel-research lppl-1.3c ms-pl apple-ascl apple-amlr mpl-2.0 odc-by odbl openrail++ osl-3.0
-    postgresql ofl-1.1 ncsa unlicense zlib pddl lgpl-lr deepfloyd-if-license llama2 llama3
-    llama3.1 llama3.2 llama3.3 gemma unknown other""".split()
+    [
+        "apache-2.0",
+        "mit",
+        "openrail",
+        "bigscience-openrail-m",
+        "creativeml-openrail-m",
+        "bigscience-bloom-rail-1.0",
+        "bigcode-openrail-m",
+        "afl-3.0",
+        "artistic-2.0",
+        "bsl-1.0",
+        "bsd",
+        "bsd-2-clause",
+        "bsd-3-clause",
+        "bsd-3-clause-clear",
+        "c-uda",
+        "cc",
+        "cc0-1.0",
+        "cc-by-2.0",
+        "cc-by-2.5",
+        "cc-by-3.0",
+        "cc-by-4.0",
+        "cc-by-sa-3.0",
+        "cc-by-sa-4.0",
+        "cc-by-nc-2.0",
+        "cc-by-nc-3.0",
+        "cc-by-nc-4.0",
+        "cc-by-nd-4.0",
+        "cc-by-nc-nd-3.0",
+        "cc-by-nc-nd-4.0",
+        "cc-by-nc-sa-2.0",
+        "cc-by-nc-sa-3.0",
+        "cc-by-nc-sa-4.0",
+        "cdla-sharing-1.0",
+        "cdla-permissive-1.0",
+        "cdla-permissive-2.0",
+        "wtfpl",
+        "ecl-2.0",
+        "epl-1.0",
+        "epl-2.0",
+        "etalab-2.0",
+        "eupl-1.1",
+        "eupl-1.2",
+        "agpl-3.0",
+        "gfdl",
+        "gpl",
+        "gpl-2.0",
+        "gpl-3.0",
+        "lgpl",
+        "lgpl-2.1",
+        "lgpl-3.0",
+        "isc",
+        "h-research",
+        "intel-research",
+        "lppl-1.3c",
+        "ms-pl",
+        "apple-ascl",
+        "apple-amlr",
+        "mpl-2.0",
+        "odc-by",
+        "odbl",
+        "openrail++",
+        "osl-3.0",
+        "postgresql",
+        "ofl-1.1",
+        "ncsa",
+        "unlicense",
+        "zlib",
+        "pddl",
+        "lgpl-lr",
+        "deepfloyd-if-license",
+        "llama2",
+        "llama3",
+        "llama3.1",
+        "llama3.2",
+        "llama3.3",
+        "gemma",
+        "unknown",
+        "other",
+    ]
 )
 # data spec prefix -> Hub dataset id, where one exists
 HUB_DATASETS = {"mnist": "ylecun/mnist"}
@@ -54,7 +124,10 @@ TODO_SECTIONS = {
         "Describe risks, known biases and recommendations (Mitchell et al., "
         "'Ethical Considerations', 'Caveats and Recommendations').",
     ),
-    "contact": ("Citation and contact", "Who maintains this model, how to cite it, where to report issues."),
+    "contact": (
+        "Citation and contact",
+        "Who maintains this model, how to cite it, where to report issues.",
+    ),
 }
 
 
@@ -109,7 +182,10 @@ def _architecture(run_dir: Path, cfg: dict[str, Any], *, project: Any) -> dict[s
         from huggingface_hub import PyTorchModelHubMixin
 
         mixin = isinstance(model, PyTorchModelHubMixin)
-        library = getattr(getattr(cls, "_hub_mixin_info", None), "library_name", None)
+        info = getattr(cls, "_hub_mixin_info", None)
+        library = getattr(info, "library_name", None) or getattr(
+            getattr(info, "model_card_data", None), "library_name", None
+        )
     except ImportError:  # pragma: no cover
         mixin, library = False, None
     return {
@@ -153,7 +229,9 @@ def _metadata(f: dict[str, Any], *, repo_id: str, project: Any) -> dict[str, Any
     card_cfg = (getattr(project, "raw", None) or {}).get("card", {})
     spec = f["record"].get("data", {}).get("spec") or f["train"].get("data", "unknown")
     prefix = spec.split(":", 1)[0]
-    datasets = list(card_cfg.get("datasets") or ([HUB_DATASETS[prefix]] if prefix in HUB_DATASETS else []))
+    datasets = list(
+        card_cfg.get("datasets") or ([HUB_DATASETS[prefix]] if prefix in HUB_DATASETS else [])
+    )
     dataset_type = datasets[0] if datasets else prefix
     ev = f["eval"]
     name = repo_id.split("/")[-1]
@@ -336,7 +414,10 @@ def _sections(f: dict[str, Any], *, repo_id: str, version: str, curves: bool) ->
         f" data loading {timings.get('data_load_s', 0):.1f} s",
     ]
     if curves:
-        lines += ["", f"![Training curves: loss per step and held-out accuracy per epoch]({CURVES})"]
+        lines += [
+            "",
+            f"![Training curves: loss per step and held-out accuracy per epoch]({CURVES})",
+        ]
     s["training"] = "\n".join(lines)
     per_class = ev.get("per_class_accuracy", {})
     same = ev.get("data", {}).get("same_as_training")
@@ -405,10 +486,19 @@ def _sections(f: dict[str, Any], *, repo_id: str, version: str, curves: bool) ->
         f"Or check it first: `modelkit verify hf://{repo_id}@{version}`.",
     ]
     s["usage"] = "\n".join(usage)
-    env_keys = ("python", "torch", "numpy", "device_type", "device_name", "threads", "deterministic")
+    env_keys = (
+        "python",
+        "torch",
+        "numpy",
+        "device_type",
+        "device_name",
+        "threads",
+        "deterministic",
+    )
     s["reproducibility"] = "\n".join(
         [
-            f"- **Git commit:** `{git.get('commit')}`" + (" (dirty tree)" if git.get("dirty") else ""),
+            f"- **Git commit:** `{git.get('commit')}`"
+            + (" (dirty tree)" if git.get("dirty") else ""),
             f"- **Seed:** `{rec.get('seed')}`",
             f"- **Config sha256:** `{rec.get('config_sha256')}`",
             f"- **Weights sha256:** `{rec.get('weights_sha256')}`",
@@ -496,9 +586,10 @@ def render_card(
     f = _facts(Path(run_dir), project=project)
     repo = repo_id or PLACEHOLDER_REPO
     sections = _sections(f, repo_id=repo, version=version or PLACEHOLDER_VERSION, curves=curves)
-    meta = _metadata(f, repo_id=repo, project=project)
+    title = repo_id.split("/")[-1] if repo_id else f["arch"]["name"]
+    meta = _metadata(f, repo_id=f"x/{title}", project=project)
     if existing is None:
-        return _dump(meta, _fresh_body(repo.split("/")[-1], sections))
+        return _dump(meta, _fresh_body(title, sections))
     old_meta, body, errors = split_front_matter(existing)
     if errors:
         raise BadInputError(
@@ -523,8 +614,14 @@ def pin_usage(text: str, *, repo_id: str, version: str) -> str:
         block = m.group(0)
         if m.group("name") != "usage":
             return block
-        block = re.sub(r'REPO, REVISION = "[^"]*", "[^"]*"', f'REPO, REVISION = "{repo_id}", "{version}"', block)
-        return re.sub(r"modelkit verify \S+@\S+?`", f"modelkit verify hf://{repo_id}@{version}`", block)
+        block = re.sub(
+            r'REPO, REVISION = "[^"]*", "[^"]*"',
+            f'REPO, REVISION = "{repo_id}", "{version}"',
+            block,
+        )
+        return re.sub(
+            r"modelkit verify \S+@\S+?`", f"modelkit verify hf://{repo_id}@{version}`", block
+        )
 
     return BLOCK_RE.sub(repl, out)
 
@@ -548,7 +645,10 @@ def render_curves(run_dir: Path) -> Path | None:
     ax1.plot([r["step"] for r in steps], [r["loss"] for r in steps], label="train loss")
     if epochs:
         ax1.plot(
-            [r["step"] for r in epochs], [r["test_loss"] for r in epochs], "o-", label="held-out loss"
+            [r["step"] for r in epochs],
+            [r["test_loss"] for r in epochs],
+            "o-",
+            label="held-out loss",
         )
         ax2.plot([r["epoch"] for r in epochs], [r["test_accuracy"] for r in epochs], "o-")
     ax1.set(xlabel="step", ylabel="cross-entropy", title="loss")
@@ -587,8 +687,11 @@ def write_card(
 
         check_repo_id(repo_id)
     # render (and fail) before touching anything on disk
+    from modelkit.runs import RunDir
+
+    curves = any(r.get("kind") in ("step", "epoch") for r in RunDir(run_dir).read_metrics())
     text = render_card(
-        run_dir, repo_id=repo_id, version=version, project=project, existing=existing, curves=True
+        run_dir, repo_id=repo_id, version=version, project=project, existing=existing, curves=curves
     )
     meta, _, _ = split_front_matter(text)
     errors = validate_card(text)
@@ -605,8 +708,11 @@ def write_card(
             "card metadata errors: " + "; ".join(blocking),
             hint="fix [tool.modelkit.card] in pyproject.toml or the README's YAML front matter",
         )
-    curves = render_curves(run_dir)
+    png = render_curves(run_dir) if curves else None
     write_bytes_atomic(path, text.encode("utf-8"))
-    kept = [m.group("name") for m in BLOCK_RE.finditer(text) if m.group("name") not in
-            {"summary", *(k for _, k in ORDER if k)}]
-    return CardResult(path, todos + (["license"] if errors else []), curves, meta or {}, kept)
+    kept = [
+        m.group("name")
+        for m in BLOCK_RE.finditer(text)
+        if m.group("name") not in {"summary", *(k for _, k in ORDER if k)}
+    ]
+    return CardResult(path, todos + (["license"] if errors else []), png, meta or {}, kept)

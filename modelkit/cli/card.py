@@ -24,10 +24,14 @@ Examples:
 def command(
     run_dir: RunDirArg,
     repo: Annotated[
-        str | None, typer.Option("--repo", help="ORG/NAME for the loading snippet (default: [tool.modelkit] hub).")
+        str | None,
+        typer.Option(
+            "--repo", help="ORG/NAME for the loading snippet (default: [tool.modelkit] hub)."
+        ),
     ] = None,
     version: Annotated[
-        str | None, typer.Option("--version", help="Release tag for the loading snippet (release fills it).")
+        str | None,
+        typer.Option("--version", help="Release tag for the loading snippet (release fills it)."),
     ] = None,
     strict: Annotated[
         bool, typer.Option("--strict", help="Fail (exit 3) on sections the tool cannot fill.")
@@ -55,7 +59,8 @@ def command(
     o.success(f"wrote {result.path}" + (f" and {result.curves.name}" if result.curves else ""))
     if result.todos:
         o.info(
-            "to write by hand: " + ", ".join(result.todos)
+            "to write by hand: "
+            + ", ".join(result.todos)
             + " (delete each `modelkit:todo` marker when done; --strict checks)"
         )
     o.info(f"next: modelkit release vX.Y --run {run_dir} --dry-run")

@@ -31,20 +31,31 @@ def _human(n: int) -> str:
 
 @o.handle_errors
 def command(
-    version: Annotated[str, typer.Argument(help="Version tag: v1.2, v1.2.0, v2.0.0rc1.", show_default=False)],
+    version: Annotated[
+        str, typer.Argument(help="Version tag: v1.2, v1.2.0, v2.0.0rc1.", show_default=False)
+    ],
     run: Annotated[
-        Path | None, typer.Option("--run", help="Run directory (default: [tool.modelkit] run, else the latest).")
+        Path | None,
+        typer.Option(
+            "--run", help="Run directory (default: [tool.modelkit] run, else the latest)."
+        ),
     ] = None,
     to: Annotated[
         str | None,
-        typer.Option("--to", help="hf://ORG/NAME or a local registry folder (default: [tool.modelkit] hub, else ./registry)."),
+        typer.Option(
+            "--to",
+            help="hf://ORG/NAME or a local registry folder (default: [tool.modelkit] hub, else ./registry).",
+        ),
     ] = None,
     repo: Annotated[
         str | None, typer.Option("--repo", help="ORG/NAME inside a local registry.")
     ] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan; change nothing.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the plan; change nothing.")
+    ] = False,
     allow_dirty: Annotated[
-        bool, typer.Option("--allow-dirty", help="Release from a git tree with uncommitted changes.")
+        bool,
+        typer.Option("--allow-dirty", help="Release from a git tree with uncommitted changes."),
     ] = False,
     fmt: FormatOpt = OutputFormat.text,
 ) -> None:
@@ -63,7 +74,10 @@ def command(
         o.table(
             f"release {result['tag']} of {result['run_dir']} to {result['target']} (dry run)",
             ["file", "size", "storage", "sha256"],
-            [[f["path"], _human(f["size"]), f["storage"], f["sha256"][:16] + "…"] for f in result["files"]],
+            [
+                [f["path"], _human(f["size"]), f["storage"], f["sha256"][:16] + "…"]
+                for f in result["files"]
+            ],
         )
         for step in result["steps"]:
             o.info(f"would: {step}")
@@ -71,7 +85,9 @@ def command(
         for line in result["card_diff"]:
             o.out.print(o.escape(line))
         if result["already_released"]:
-            o.info(f"{result['tag']} is already released with identical content: nothing to publish")
+            o.info(
+                f"{result['tag']} is already released with identical content: nothing to publish"
+            )
         o.success("dry run: nothing was changed")
         return
     for line in result.get("log", []):

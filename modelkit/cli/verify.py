@@ -22,10 +22,16 @@ Examples:
 
 @o.handle_errors
 def command(
-    ref: Annotated[str, typer.Argument(help="TARGET@VERSION: hf://ORG/NAME@v1.2 or PATH@v1.2.", show_default=False)],
-    repo: Annotated[str | None, typer.Option("--repo", help="ORG/NAME inside a local registry.")] = None,
+    ref: Annotated[
+        str,
+        typer.Argument(help="TARGET@VERSION: hf://ORG/NAME@v1.2 or PATH@v1.2.", show_default=False),
+    ],
+    repo: Annotated[
+        str | None, typer.Option("--repo", help="ORG/NAME inside a local registry.")
+    ] = None,
     eval_: Annotated[
-        bool, typer.Option("--eval", help="Re-evaluate the downloaded weights; must match eval.json.")
+        bool,
+        typer.Option("--eval", help="Re-evaluate the downloaded weights; must match eval.json."),
     ] = False,
     fmt: FormatOpt = OutputFormat.text,
 ) -> None:
@@ -47,8 +53,12 @@ def command(
         [[k, f"{v:,}"] for k, v in report["files"].items()],
     )
     if "eval" in report:
-        o.info(f"re-evaluated accuracy {report['eval']['accuracy']:.4f} == released {report['eval']['recorded']:.4f}")
-    o.success(f"verified {version}: {report['num_parameters']:,} parameters load, every hash matches")
+        o.info(
+            f"re-evaluated accuracy {report['eval']['accuracy']:.4f} == released {report['eval']['recorded']:.4f}"
+        )
+    o.success(
+        f"verified {version}: {report['num_parameters']:,} parameters load, every hash matches"
+    )
 
 
 command.__doc__ = (command.__doc__ or "") + EXAMPLES

@@ -97,9 +97,13 @@ class HubTarget:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         from huggingface_hub import HfApi, constants
+        from huggingface_hub.utils import disable_progress_bars
 
+        disable_progress_bars()  # the library never prints; the CLI reports
         self.repo_id = repo_id
-        self.endpoint = (endpoint or os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
+        self.endpoint = (endpoint or os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip(
+            "/"
+        )
         self._token = resolve_token(required=token_required)
         self.api = HfApi(endpoint=self.endpoint, token=self._token or False)
         self.retry = retry or RetryPolicy.from_env()
@@ -107,12 +111,18 @@ class HubTarget:
         self.log: list[str] = []  # what happened (retries, recoveries), for the report
 
     def describe(self) -> str:
-        return f"hf://{self.repo_id}" + ("" if "huggingface.co" in self.endpoint else f" at {self.endpoint}")
+        return f"hf://{self.repo_id}" + (
+            "" if "huggingface.co" in self.endpoint else f" at {self.endpoint}"
+        )
 
     # ------------------------------------------------------------------ retries
     def call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Call ``fn``; retry transient failures with backoff; map the rest to typed errors."""
-        from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
+        from huggingface_hub.errors import (
+            EntryNotFoundError,
+            RepositoryNotFoundError,
+            RevisionNotFoundError,
+        )
 
         delay = self.retry.base_s
         for attempt in range(1, self.retry.attempts + 1):
@@ -196,11 +206,17 @@ class HubTarget:
         except RepositoryNotFoundError:
             return RemoteState(exists=False, head=None)
         head = next((b.target_commit for b in refs.branches if b.name == "main"), None)
-        return RemoteState(exists=True, head=head, tags={t.name: t.target_commit for t in refs.tags})
+        return RemoteState(
+            exists=True, head=head, tags={t.name: t.target_commit for t in refs.tags}
+        )
 
     def files_at(self, revision: str) -> dict[str, RemoteFile]:
         info = self.call(
-            "read model info", self.api.model_info, self.repo_id, revision=revision, files_metadata=True
+            "read model info",
+            self.api.model_info,
+            self.repo_id,
+            revision=revision,
+            files_metadata=True,
         )
         out = {}
         for s in info.siblings or []:
@@ -246,15 +262,18 @@ class HubTarget:
         self.call("create repo", self.api.create_repo, self.repo_id, exist_ok=True)
         if parent is None:
             parent = self.state().head
-        if parent is not None and self._matches(parent, package):
+        existing = self.files_at(parent) if parent else {}
+        if parent is not None and self._matches(existing, package):
             self.log.append("main already holds exactly these files; no new commit")
             return parent
-        existing = self.files_at(parent) if parent else {}
 
         def operations() -> list[Any]:
             ops: list[Any] = []
             for f in package.files:
-                op = CommitOperationAdd(path_in_repo=f.path, path_or_fileobj=f.data if f.data is not None else str(f.source))
+                op = CommitOperationAdd(
+                    path_in_repo=f.path,
+                    path_or_fileobj=f.data if f.data is not None else str(f.source),
+                )
                 op.upload_info.sha256 = bytes.fromhex(f.sha256)  # hashed once, while packaging
                 ops.append(op)
             keep = {f.path for f in package.files} | {".gitattributes"}
@@ -273,20 +292,24 @@ class HubTarget:
 
         def landed() -> str | None:
             head = self.state().head
-            if head and head != parent and self._matches(head, package):
+            if head and head != parent and self._matches(self.files_at(head), package):
                 return head
             return None
 
         return self._ambiguous("commit", commit, landed)
 
-    def _matches(self, revision: str, package: Any) -> bool:
-        """True when ``revision`` holds exactly the package's files (by sha256 / git oid)."""
-        remote = self.files_at(revision)
+    @staticmethod
+    def _matches(remote: dict[str, RemoteFile], package: Any) -> bool:
+        """True when ``remote`` holds exactly the package's files (by sha256 / git oid)."""
         for f in package.files:
             r = remote.get(f.path)
             if r is None or r.size != f.size:
                 return False
-            same = (r.sha256 == f.sha256) if f.lfs else (r.git_oid == f.git_oid or r.sha256 == f.sha256)
+            same = (
+                (r.sha256 == f.sha256)
+                if f.lfs
+                else (r.git_oid == f.git_oid or r.sha256 == f.sha256)
+            )
             if not same:
                 return False
         extra = set(remote) - {f.path for f in package.files} - {".gitattributes"}
@@ -349,7 +372,9 @@ class HubTarget:
             if r.size != want["size"]:
                 problems.append(f"{name}: remote size {r.size} != manifest {want['size']}")
             if r.sha256 is not None and r.sha256 != want["sha256"]:
-                problems.append(f"{name}: remote sha256 {r.sha256[:12]}… != manifest {want['sha256'][:12]}…")
+                problems.append(
+                    f"{name}: remote sha256 {r.sha256[:12]}… != manifest {want['sha256'][:12]}…"
+                )
             if r.sha256 is None and want.get("git_oid") and r.git_oid != want["git_oid"]:
                 problems.append(f"{name}: remote blob id {str(r.git_oid)[:12]}… != manifest")
         return problems

@@ -61,7 +61,11 @@ class LocalRegistry:
         refs = self.repo / "refs"
         if not refs.is_dir():
             return RemoteState(exists=self.repo.is_dir(), head=None)
-        tags = {p.name: p.read_text().strip() for p in refs.iterdir() if p.is_file() and p.name != "main"}
+        tags = {
+            p.name: p.read_text().strip()
+            for p in refs.iterdir()
+            if p.is_file() and p.name != "main"
+        }
         return RemoteState(exists=True, head=self._ref("main"), tags=tags)
 
     def files_at(self, revision: str) -> dict[str, RemoteFile]:
@@ -76,7 +80,12 @@ class LocalRegistry:
                 rel = p.relative_to(snap).as_posix()
                 from modelkit.release.package import git_blob_oid
 
-                out[rel] = RemoteFile(rel, p.stat().st_size, sha, git_blob_oid(p.read_bytes()) if p.stat().st_size < (10 << 20) else None)
+                out[rel] = RemoteFile(
+                    rel,
+                    p.stat().st_size,
+                    sha,
+                    git_blob_oid(p.read_bytes()) if p.stat().st_size < (10 << 20) else None,
+                )
         return out
 
     def read_file(self, revision: str, path: str) -> bytes | None:
@@ -149,7 +158,11 @@ class LocalRegistry:
             try:
                 return Path(
                     hf_hub_download(
-                        self.repo_id, name, revision=version, cache_dir=self.root, local_files_only=True
+                        self.repo_id,
+                        name,
+                        revision=version,
+                        cache_dir=self.root,
+                        local_files_only=True,
                     )
                 )
             except Exception as exc:

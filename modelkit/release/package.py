@@ -244,7 +244,9 @@ def read_manifest(data: bytes, *, source: str) -> dict[str, Any]:
     try:
         m = json.loads(data)
         files = m["files"]
-        assert isinstance(files, dict) and all("sha256" in v and "size" in v for v in files.values())
+        assert isinstance(files, dict) and all(
+            "sha256" in v and "size" in v for v in files.values()
+        )
     except Exception:
         raise CheckFailed(
             f"{source}: {MANIFEST} is missing or malformed", hint="the release is incomplete"

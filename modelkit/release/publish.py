@@ -103,9 +103,10 @@ def prepare(
 def _identical(tgt: Target, commit: str, pkg: Package) -> bool:
     remote = tgt.files_at(commit)
     m = remote.get("manifest.json")
-    return m is not None and (m.sha256 == pkg.file("manifest.json").sha256 or (
-        m.git_oid is not None and m.git_oid == pkg.file("manifest.json").git_oid
-    ))
+    return m is not None and (
+        m.sha256 == pkg.file("manifest.json").sha256
+        or (m.git_oid is not None and m.git_oid == pkg.file("manifest.json").git_oid)
+    )
 
 
 def plan(pkg: Package, tgt: Target, state: Any, git: dict[str, Any]) -> dict[str, Any]:
@@ -133,7 +134,12 @@ def plan(pkg: Package, tgt: Target, state: Any, git: dict[str, Any]) -> dict[str
         "tag": pkg.version,
         "git": {"commit": git.get("commit"), "dirty": git.get("dirty")},
         "files": [
-            {"path": f.path, "size": f.size, "sha256": f.sha256, "storage": "lfs" if f.lfs else "regular"}
+            {
+                "path": f.path,
+                "size": f.size,
+                "sha256": f.sha256,
+                "storage": "lfs" if f.lfs else "regular",
+            }
             for f in pkg.files
         ],
         "total_size": pkg.total_size,
@@ -193,7 +199,10 @@ def release(
     report = verify_release(tgt, version, project=project, expected_manifest=pkg.manifest)
     report.update(
         already_released=resumed,
-        files=[{"path": f.path, "size": f.size, "storage": "lfs" if f.lfs else "regular"} for f in pkg.files],
+        files=[
+            {"path": f.path, "size": f.size, "storage": "lfs" if f.lfs else "regular"}
+            for f in pkg.files
+        ],
         log=list(getattr(tgt, "log", [])),
     )
     return report

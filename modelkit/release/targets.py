@@ -9,7 +9,9 @@ from typing import Any, Protocol
 
 from modelkit.errors import BadInputError
 
-REPO_ID_RE = re.compile(r"^(?!.*(--|\.\.))[A-Za-z0-9][\w.-]{0,94}[A-Za-z0-9_]?/[A-Za-z0-9][\w.-]{0,94}$")
+REPO_ID_RE = re.compile(
+    r"^(?!.*(--|\.\.))[A-Za-z0-9][\w.-]{0,94}[A-Za-z0-9_]?/[A-Za-z0-9][\w.-]{0,94}$"
+)
 DEFAULT_REGISTRY = "registry"
 
 
