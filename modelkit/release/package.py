@@ -125,7 +125,7 @@ def safetensors_header(path: Path) -> dict[str, Any]:
     dtypes: dict[str, int] = {}
     params = 0
     end = 0
-    for name, t in header.items():
+    for _name, t in header.items():
         count = 1
         for d in t["shape"]:
             count *= d

@@ -17,6 +17,7 @@ request is handled) or ``"drop-after"`` (handled, then closed without an answer:
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import re
@@ -145,10 +146,8 @@ def _handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
             return self.rfile.read(n) if n else b""
 
         def _drop(self) -> None:
-            try:
+            with contextlib.suppress(OSError):
                 self.connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             self.close_connection = True
             raise _Drop
 
@@ -200,10 +199,8 @@ def _handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
         do_HEAD = do_POST = do_PUT = do_DELETE = do_GET
 
         def _safe(self) -> None:
-            try:
+            with contextlib.suppress(_Drop):
                 self._dispatch()
-            except _Drop:
-                pass
 
         # ------------------------------------------------------------- repo helpers
         def _repo(self, repo_id: str) -> Repo | None:
@@ -294,10 +291,13 @@ def _handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
                 repo = self._repo(repo_id)
                 if repo is None:
                     return
-                fmt = lambda kind, d: [
-                    {"name": k, "ref": f"refs/{kind}/{k}", "targetCommit": v}
-                    for k, v in sorted(d.items())
-                ]  # noqa: E731
+
+                def fmt(kind, d):
+                    return [
+                        {"name": k, "ref": f"refs/{kind}/{k}", "targetCommit": v}
+                        for k, v in sorted(d.items())
+                    ]  # noqa: E731
+
                 body = {
                     "branches": fmt("heads", repo.branches),
                     "tags": fmt("tags", repo.tags),
