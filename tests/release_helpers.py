@@ -23,7 +23,9 @@ def git_project(root: Path, *, license: str = "MIT") -> Project:
     return Project(root=root)
 
 
-def copy_run(template: Path, root: Path, name: str = "run", *, project: Project | None = None) -> Path:
+def copy_run(
+    template: Path, root: Path, name: str = "run", *, project: Project | None = None
+) -> Path:
     """Copy the session's run into ``root/runs/name``; re-card it for ``project`` when given."""
     dst = root / "runs" / name
     shutil.copytree(template, dst)

@@ -42,7 +42,7 @@ def test_card_validates_and_is_filled_from_facts(cli, project_run: Path) -> None
     assert record["data"]["fingerprint"] in text and record["weights_sha256"] in text
     assert f"| 0 | {evaluation['per_class_accuracy']['0']:.4f} |" in text
     assert f"modelkit repro --against {project_run}" in text
-    assert 'MnistMLP.from_pretrained(REPO, revision=REVISION)' in text
+    assert "MnistMLP.from_pretrained(REPO, revision=REVISION)" in text
     assert "(training_curves.png)" in text
     png = (project_run / "training_curves.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 5000
@@ -79,8 +79,7 @@ def test_regenerating_keeps_hand_written_sections(cli, project_run: Path) -> Non
 def test_card_metadata_errors_are_listed(cli, project_run: Path) -> None:
     pyproject = Path("pyproject.toml")
     pyproject.write_text(
-        pyproject.read_text()
-        + '[tool.modelkit.card]\nlicense = "not-a-license"\ntags = "oops"\n'
+        pyproject.read_text() + '[tool.modelkit.card]\nlicense = "not-a-license"\ntags = "oops"\n'
     )
     code, _, err = cli("card", project_run)
     assert code == 2

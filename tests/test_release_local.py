@@ -23,7 +23,9 @@ def tree(path: Path) -> dict[str, bytes]:
 
 
 def test_release_loads_with_stock_huggingface_hub_offline(cli, proj: Path) -> None:
-    code, out, err = cli("release", "v1.2", "--to", "registry", "--repo", "org/digits", "-f", "json")
+    code, out, err = cli(
+        "release", "v1.2", "--to", "registry", "--repo", "org/digits", "-f", "json"
+    )
     assert code == 0, err
     report = json.loads(out)
     assert report["ok"] and report["version"] == "v1.2" and not report["already_released"]
@@ -40,18 +42,28 @@ def test_release_loads_with_stock_huggingface_hub_offline(cli, proj: Path) -> No
         "assert all(torch.equal(sd[k], v) for k, v in m.state_dict().items())\n"
         "print('loaded', sum(v.numel() for v in sd.values()))\n"
     )
-    env = {"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(__file__).parents[1])}
+    env = {
+        "HF_HUB_OFFLINE": "1",
+        "PATH": "/usr/bin:/bin",
+        "PYTHONPATH": str(Path(__file__).parents[1]),
+    }
     import sys
 
-    r = subprocess.run([sys.executable, "-c", code], cwd=proj, env=env, capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-c", code], cwd=proj, env=env, capture_output=True, text=True
+    )
     assert r.returncode == 0, r.stderr
     assert "loaded 109386" in r.stdout
-    card = (proj / "registry/models--org--digits/snapshots" / report["commit"] / "README.md").read_text()
+    card = (
+        proj / "registry/models--org--digits/snapshots" / report["commit"] / "README.md"
+    ).read_text()
     assert 'REPO, REVISION = "org/digits", "v1.2"' in card  # snippet pinned to the tag
     # verify (+ re-evaluation) passes; then tamper with a blob and it fails with exit 3
     code, out, err = cli("verify", "registry@v1.2", "--eval")
     assert code == 0, err
-    blob = (proj / "registry/models--org--digits/snapshots" / report["commit"] / "config.json").resolve()
+    blob = (
+        proj / "registry/models--org--digits/snapshots" / report["commit"] / "config.json"
+    ).resolve()
     blob.write_text(blob.read_text().replace("128", "129"))
     code, _, err = cli("verify", "registry@v1.2")
     assert code == 3 and "config.json" in err and "sha256" in err
@@ -59,7 +71,9 @@ def test_release_loads_with_stock_huggingface_hub_offline(cli, proj: Path) -> No
 
 def test_dry_run_has_no_side_effects(cli, proj: Path) -> None:
     before = tree(proj)
-    code, out, err = cli("release", "v1.0", "--dry-run", "--to", "registry", "--repo", "org/d", "-f", "json")
+    code, out, err = cli(
+        "release", "v1.0", "--dry-run", "--to", "registry", "--repo", "org/d", "-f", "json"
+    )
     assert code == 0, err
     plan = json.loads(out)
     storage = {f["path"]: f["storage"] for f in plan["files"]}

@@ -243,7 +243,13 @@ def _handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
             )
             with hub.lock:
                 if repo_id in hub.repos:
-                    return self._err(409, "You already created this model repo")
+                    return self._reply(
+                        409,
+                        {
+                            "error": "You already created this model repo",
+                            "url": f"{hub.url}/{repo_id}",
+                        },
+                    )
                 repo = Repo()
                 data = GITATTRIBUTES
                 sha = hashlib.sha256(data).hexdigest()
@@ -530,6 +536,8 @@ def _handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
 
 class _Sink:
     """Swallows a response (for ``drop-after``)."""
+
+    closed = False
 
     def write(self, data: bytes) -> int:
         return len(data)
