@@ -24,6 +24,8 @@ from modelkit.release import release
 from modelkit.release.hub import RetryPolicy
 from modelkit.testing.hubserver import HubServer
 
+# huggingface_hub's own LFS PUT passes data=<file>; httpx2 warns about it
+pytestmark = pytest.mark.filterwarnings("ignore:Use 'content=<...>':DeprecationWarning")
 TOKEN = "hf_test_token"
 FAST = RetryPolicy(attempts=6, base_s=0.02, max_s=0.2)
 
