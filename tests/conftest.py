@@ -61,3 +61,20 @@ def cli():
         return result.exit_code, result.stdout, result.stderr
 
     return invoke
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny mnist-mlp run on digits (1 epoch), evaluated and carded once per session."""
+    from modelkit.card import write_card
+    from modelkit.config import resolve_config
+    from modelkit.project import Project
+    from modelkit.training.evaluate import evaluate_run
+    from modelkit.training.loop import train
+
+    out = tmp_path_factory.mktemp("trained") / "run"
+    cfg = resolve_config(config_file=None, overrides={"epochs": 1}, project=Project())
+    train(cfg, out=out, project=Project())
+    evaluate_run(out, project=Project(), device="cpu")
+    write_card(out, project=Project())
+    return out

@@ -16,6 +16,9 @@ VERBS: dict[str, str] = {
     "train": "train",
     "eval": "eval",
     "models": "models",
+    "card": "card",
+    "release": "release",
+    "verify": "verify",
 }
 
 app = typer.Typer(

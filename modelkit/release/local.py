@@ -1,0 +1,209 @@
+"""A local registry in the Hugging Face cache layout, so stock huggingface_hub loads from it offline.
+
+::
+
+    PATH/models--ORG--NAME/
+      blobs/<sha256 | git oid>          content-addressed files (LFS files by sha256, like the Hub's ETag)
+      snapshots/<commit>/<file>         relative symlinks into blobs/
+      refs/main, refs/v1.2              the commit each ref points at (tags are created once, never moved)
+
+``hf_hub_download(repo_id, "model.safetensors", revision="v1.2", cache_dir=PATH,
+local_files_only=True)`` resolves ``refs/v1.2`` -> ``snapshots/<commit>/model.safetensors``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from modelkit.errors import BadInputError, CheckFailed, ModelkitError
+from modelkit.io import fsync_dir
+from modelkit.release.targets import RemoteFile, RemoteState
+
+CHUNK = 4 << 20
+
+
+class LocalRegistry:
+    """A release target on the local disk (same semantics as the Hub target)."""
+
+    kind = "local"
+
+    def __init__(self, root: Path, repo_id: str) -> None:
+        self.root = Path(root)
+        self.repo_id = repo_id
+        org, name = repo_id.split("/")
+        self.repo = self.root / f"models--{org}--{name}"
+
+    @staticmethod
+    def only_repo(root: Path) -> str | None:
+        """The repo id when ``root`` holds exactly one repo."""
+        if not Path(root).is_dir():
+            return None
+        repos = [p.name for p in Path(root).glob("models--*--*") if p.is_dir()]
+        if len(repos) != 1:
+            return None
+        _, org, name = repos[0].split("--", 2)
+        return f"{org}/{name}"
+
+    def describe(self) -> str:
+        return f"{self.root} ({self.repo_id})"
+
+    # ---------------------------------------------------------------- reading
+    def _ref(self, name: str) -> str | None:
+        p = self.repo / "refs" / name
+        return p.read_text().strip() if p.is_file() else None
+
+    def state(self) -> RemoteState:
+        refs = self.repo / "refs"
+        if not refs.is_dir():
+            return RemoteState(exists=self.repo.is_dir(), head=None)
+        tags = {
+            p.name: p.read_text().strip()
+            for p in refs.iterdir()
+            if p.is_file() and p.name != "main"
+        }
+        return RemoteState(exists=True, head=self._ref("main"), tags=tags)
+
+    def files_at(self, revision: str) -> dict[str, RemoteFile]:
+        commit = self._ref(revision) or revision
+        snap = self.repo / "snapshots" / commit
+        out: dict[str, RemoteFile] = {}
+        if not snap.is_dir():
+            return out
+        for p in sorted(snap.rglob("*")):
+            if p.is_file():
+                sha = _sha256(p)
+                rel = p.relative_to(snap).as_posix()
+                from modelkit.release.package import git_blob_oid
+
+                out[rel] = RemoteFile(
+                    rel,
+                    p.stat().st_size,
+                    sha,
+                    git_blob_oid(p.read_bytes()) if p.stat().st_size < (10 << 20) else None,
+                )
+        return out
+
+    def read_file(self, revision: str, path: str) -> bytes | None:
+        commit = self._ref(revision) or revision
+        p = self.repo / "snapshots" / commit / path
+        return p.read_bytes() if p.is_file() else None
+
+    # ---------------------------------------------------------------- writing
+    def publish(self, package: Any, *, parent: str | None) -> str:
+        """Copy blobs (streamed, verified), build the snapshot atomically; returns the commit id."""
+        manifest = package.file("manifest.json")
+        commit = hashlib.sha1(
+            f"modelkit-local-commit\n{parent or ''}\n{manifest.sha256}\n".encode()
+        ).hexdigest()
+        blobs = self.repo / "blobs"
+        snaps = self.repo / "snapshots"
+        for d in (blobs, snaps, self.repo / "refs"):
+            d.mkdir(parents=True, exist_ok=True)
+        for f in package.files:
+            blob = blobs / (f.sha256 if f.lfs else f.git_oid)
+            if blob.is_file() and blob.stat().st_size == f.size:
+                continue
+            _copy_verified(f, blob)
+        final = snaps / commit
+        if not final.is_dir():
+            tmp = Path(tempfile.mkdtemp(prefix=f".{commit}.", dir=snaps))
+            try:
+                for f in package.files:
+                    link = tmp / f.path
+                    link.parent.mkdir(parents=True, exist_ok=True)
+                    rel = os.path.relpath(blobs / (f.sha256 if f.lfs else f.git_oid), link.parent)
+                    os.symlink(rel, link)
+                os.rename(tmp, final)
+                fsync_dir(snaps)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                if not final.is_dir():
+                    raise
+        return commit
+
+    def tag(self, version: str, commit: str) -> None:
+        """Create ``refs/<version>`` once (atomic create-if-absent), then move ``refs/main``."""
+        refs = self.repo / "refs"
+        fd, tmp = tempfile.mkstemp(prefix=".ref.", dir=refs)
+        try:
+            os.write(fd, commit.encode())
+            os.fsync(fd)
+            os.close(fd)
+            try:
+                os.link(tmp, refs / version)  # fails if the tag exists: tags never move
+            except FileExistsError:
+                existing = (refs / version).read_text().strip()
+                if existing != commit:
+                    raise BadInputError(
+                        f"tag {version} already exists on {self.describe()} at {existing[:12]}",
+                        hint="tags are immutable; release a new version",
+                    ) from None
+            os.replace(tmp, refs / "main")
+            fsync_dir(refs)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+
+    def download(self, version: str, cache_dir: Path) -> Path:
+        """Fetch ``version`` with stock huggingface_hub (offline, from this registry) into ``cache_dir``."""
+        from huggingface_hub import hf_hub_download
+
+        from modelkit.release.package import read_manifest
+
+        def get(name: str) -> Path:
+            try:
+                return Path(
+                    hf_hub_download(
+                        self.repo_id,
+                        name,
+                        revision=version,
+                        cache_dir=self.root,
+                        local_files_only=True,
+                    )
+                )
+            except Exception as exc:
+                raise CheckFailed(
+                    f"{name} at {version} cannot be loaded from {self.describe()}: {type(exc).__name__}",
+                    hint="the registry is incomplete or was modified",
+                ) from None
+
+        manifest = read_manifest(get("manifest.json").read_bytes(), source=self.describe())
+        out = Path(cache_dir) / "snapshot"
+        out.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(get("manifest.json"), out / "manifest.json")
+        for name in manifest["files"]:
+            dst = out / name
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(get(name), dst)
+        return out
+
+
+def _sha256(path: Path) -> str:
+    from modelkit.release.package import hash_file
+
+    return hash_file(path)[0]
+
+
+def _copy_verified(f: Any, blob: Path) -> None:
+    """Stream ``f`` into ``blob`` through a temp file, hashing as it goes; rename when it matches."""
+    h = hashlib.sha256()
+    fd, tmp = tempfile.mkstemp(prefix=".blob.", dir=blob.parent)
+    try:
+        with os.fdopen(fd, "wb") as out, f.open() as src:
+            while block := src.read(CHUNK):
+                h.update(block)
+                out.write(block)
+            out.flush()
+            os.fsync(out.fileno())
+        if h.hexdigest() != f.sha256:
+            raise ModelkitError(
+                f"{f.path} changed while it was being released (sha256 mismatch)",
+                hint="do not modify the run directory during a release; re-run",
+            )
+        os.replace(tmp, blob)
+    finally:
+        Path(tmp).unlink(missing_ok=True)

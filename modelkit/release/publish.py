@@ -1,0 +1,208 @@
+"""``release()``: check, package, publish (one commit), tag, verify — or plan it (dry run)."""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any
+
+from modelkit.errors import BadInputError, RunDirError
+from modelkit.release.package import Package, build_package
+from modelkit.release.targets import Target, parse_target
+from modelkit.release.version import check_greater, parse_version
+
+
+def resolve_run(run_dir: Path | str | None, *, project: Any) -> Path:
+    """``--run``, else ``[tool.modelkit] run``, else the latest complete run under runs/."""
+    from modelkit.runs import latest_run
+
+    if run_dir is not None:
+        return Path(run_dir)
+    if getattr(project, "run", None):
+        return (project.root or Path.cwd()) / project.run
+    latest = latest_run((getattr(project, "root", None) or Path.cwd()) / "runs")
+    if latest is None:
+        raise RunDirError(
+            "no run to release: none given, none in [tool.modelkit] run, none under runs/",
+            hint="pass --run RUN_DIR (train one with `modelkit train`)",
+        )
+    return latest
+
+
+def _check_git(project: Any, *, allow_dirty: bool) -> dict[str, Any]:
+    from modelkit.gitinfo import git_info
+
+    info = git_info(getattr(project, "root", None) or Path.cwd())
+    if allow_dirty:
+        return info
+    if info["root"] is None:
+        raise BadInputError(
+            "not inside a git repository: a release must record the code it came from",
+            hint="commit your project to git, or pass --allow-dirty",
+        )
+    if info["dirty"]:
+        raise BadInputError(
+            "the git tree has uncommitted changes",
+            hint="commit or stash them (git status), or pass --allow-dirty",
+        )
+    return info
+
+
+def _card(run: Path, *, repo_id: str, version: str) -> bytes:
+    from modelkit.card import pin_usage, validate_card
+
+    path = run / "README.md"
+    if not path.is_file():
+        raise RunDirError(f"no model card in {run}", hint=f"write one: modelkit card {run}")
+    if not (run / "eval.json").is_file():
+        raise RunDirError(f"no eval.json in {run}", hint=f"evaluate first: modelkit eval {run}")
+    text = path.read_text(encoding="utf-8")
+    errors = validate_card(text)
+    if errors:
+        raise BadInputError(
+            f"{path} metadata errors: " + "; ".join(errors),
+            hint=f"fix them, or regenerate: modelkit card {run}",
+        )
+    return pin_usage(text, repo_id=repo_id, version=version).encode("utf-8")
+
+
+def prepare(
+    version: str,
+    *,
+    run_dir: Path | str | None = None,
+    target: str | None = None,
+    repo_id: str | None = None,
+    project: Any = None,
+    allow_dirty: bool = False,
+    dry_run: bool = False,
+    endpoint: str | None = None,
+    retry: Any = None,
+) -> tuple[Package, Target, Any, dict[str, Any]]:
+    """Every check a release makes before it writes anything."""
+    parse_version(version)
+    run = resolve_run(run_dir, project=project)
+    git = _check_git(project, allow_dirty=allow_dirty)
+    from modelkit.runs import open_run
+
+    record = open_run(run).read_record()
+    tgt = parse_target(
+        target,
+        project=project,
+        repo_id=repo_id,
+        model=record.get("model"),
+        endpoint=endpoint,
+        token_required=not dry_run,
+        retry=retry,
+    )
+    card = _card(run, repo_id=tgt.repo_id, version=version)
+    pkg = build_package(run, version=version, repo_id=tgt.repo_id, card=card)
+    state = tgt.state()
+    return pkg, tgt, state, git
+
+
+def _identical(tgt: Target, commit: str, pkg: Package) -> bool:
+    remote = tgt.files_at(commit)
+    m = remote.get("manifest.json")
+    return m is not None and (
+        m.sha256 == pkg.file("manifest.json").sha256
+        or (m.git_oid is not None and m.git_oid == pkg.file("manifest.json").git_oid)
+    )
+
+
+def plan(pkg: Package, tgt: Target, state: Any, git: dict[str, Any]) -> dict[str, Any]:
+    """The dry-run plan: files, sizes, regular vs LFS, the card's diff against the remote, the tag."""
+    remote_card = tgt.read_file(state.head, "README.md") if state.head else None
+    new_card = pkg.file("README.md").data or b""
+    diff = list(
+        difflib.unified_diff(
+            (remote_card or b"").decode("utf-8", "replace").splitlines(),
+            new_card.decode("utf-8").splitlines(),
+            "remote/README.md" if remote_card is not None else "/dev/null",
+            "release/README.md",
+            lineterm="",
+        )
+    )
+    return {
+        "version": pkg.version,
+        "target": tgt.describe(),
+        "kind": tgt.kind,
+        "repo_id": pkg.repo_id,
+        "run_dir": str(pkg.run_dir),
+        "repo_exists": state.exists,
+        "parent_commit": state.head,
+        "released_versions": sorted(state.tags),
+        "tag": pkg.version,
+        "git": {"commit": git.get("commit"), "dirty": git.get("dirty")},
+        "files": [
+            {
+                "path": f.path,
+                "size": f.size,
+                "sha256": f.sha256,
+                "storage": "lfs" if f.lfs else "regular",
+            }
+            for f in pkg.files
+        ],
+        "total_size": pkg.total_size,
+        "card_diff": diff,
+        "steps": [
+            *([] if state.exists else [f"create repo {pkg.repo_id}"]),
+            f"one commit of {len(pkg.files)} files on parent {state.head or '(none)'}",
+            f"tag {pkg.version} on that commit",
+            "verify: remote sha256/size vs manifest, clean-cache download, load weights",
+        ],
+    }
+
+
+def release(
+    version: str,
+    *,
+    run_dir: Path | str | None = None,
+    target: str | None = None,
+    repo_id: str | None = None,
+    project: Any = None,
+    allow_dirty: bool = False,
+    dry_run: bool = False,
+    endpoint: str | None = None,
+    retry: Any = None,
+) -> dict[str, Any]:
+    """Release ``version`` of a run to a target; returns the plan (dry run) or the report."""
+    from modelkit.release.verify import verify_release
+
+    pkg, tgt, state, git = prepare(
+        version,
+        run_dir=run_dir,
+        target=target,
+        repo_id=repo_id,
+        project=project,
+        allow_dirty=allow_dirty,
+        dry_run=dry_run,
+        endpoint=endpoint,
+        retry=retry,
+    )
+    resumed = False
+    if version in state.tags:
+        if not _identical(tgt, state.tags[version], pkg):
+            raise BadInputError(
+                f"tag {version} already exists on {tgt.describe()} (commit {state.tags[version][:12]})",
+                hint="tags are never moved or deleted; release a new version",
+            )
+        resumed = True  # an earlier run published exactly this: only verify
+    else:
+        check_greater(version, state.tags, target=tgt.describe())
+    if dry_run:
+        result = plan(pkg, tgt, state, git)
+        result["already_released"] = resumed
+        return result
+    if not resumed:
+        commit = tgt.publish(pkg, parent=state.head)
+        tgt.tag(version, commit)
+    report = verify_release(tgt, version, project=project, expected_manifest=pkg.manifest)
+    report.update(
+        already_released=resumed,
+        files=[
+            {"path": f.path, "size": f.size, "storage": "lfs" if f.lfs else "regular"}
+            for f in pkg.files
+        ],
+        log=list(getattr(tgt, "log", [])),
+    )
+    return report

@@ -1,0 +1,1 @@
+"""Test helpers that ship with modelkit (a local Hub-compatible server)."""
