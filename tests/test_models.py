@@ -51,7 +51,7 @@ def test_configurable_sizes() -> None:
     model, kw = build_model(
         "mnist-mlp", kwargs={"hidden_sizes": [32]}, data_hints={"num_classes": 3}
     )
-    assert kw == {"hidden_sizes": [32], "num_classes": 3}
+    assert kw == {"hidden_sizes": [32], "num_classes": 3, "in_channels": 1, "image_size": 28}
     assert model(torch.rand(2, 1, 28, 28)).shape == (2, 3)
 
 

@@ -64,7 +64,7 @@ def test_release_loads_with_stock_huggingface_hub_offline(cli, proj: Path) -> No
     blob = (
         proj / "registry/models--org--digits/snapshots" / report["commit"] / "config.json"
     ).resolve()
-    blob.write_text(blob.read_text().replace("128", "129"))
+    blob.write_text(blob.read_text() + "\n")  # any byte changed
     code, _, err = cli("verify", "registry@v1.2")
     assert code == 3 and "config.json" in err and "sha256" in err
 

@@ -132,6 +132,9 @@ def build_model(
     for key, value in (data_hints or {}).items():
         if key not in resolved and accepted is not None and key in accepted:
             resolved[key] = value
+    resolved.update(
+        {k: v for k, v in _signature_defaults(entry).items() if k not in resolved}
+    )  # explicit in config.json, so a later change of a default cannot break old weights
     try:
         module = entry.factory(**resolved)
     except TypeError as exc:
@@ -145,3 +148,23 @@ def build_model(
             hint="the factory must return an nn.Module",
         )
     return module, resolved
+
+
+def _signature_defaults(entry: ModelEntry) -> dict[str, Any]:
+    """JSON-able default values of the factory's (or built-in class's) keyword parameters."""
+    import json
+
+    target = _builtin_class(entry.name) if entry.source == "builtin" else entry.factory
+    try:
+        params = inspect.signature(target).parameters.values()
+    except (TypeError, ValueError):
+        return {}
+    out = {}
+    for p in params:
+        if p.default is inspect.Parameter.empty or p.kind is inspect.Parameter.VAR_KEYWORD:
+            continue
+        try:
+            out[p.name] = json.loads(json.dumps(p.default))
+        except (TypeError, ValueError):
+            continue
+    return out
