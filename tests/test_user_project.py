@@ -13,6 +13,7 @@ PYPROJECT = """
 [project]
 name = "tinyproj"
 version = "0.0.1"
+license = "MIT"
 
 [tool.modelkit]
 run = "runs/main"
@@ -118,3 +119,23 @@ def test_bad_project_model_reference(cli, project: Path) -> None:
     py.write_text(py.read_text().replace("tinyproj.models:tiny_net", "tinyproj.models:nope"))
     code, _, err = cli("train", "-q", "--out", "runs/x")
     assert code == 2 and "has no attribute 'nope'" in err
+
+
+def test_user_model_through_card_release_verify(cli, project: Path) -> None:
+    import subprocess
+
+    (project / ".gitignore").write_text("runs/\nregistry/\n__pycache__/\n")
+    git = ["git", "-c", "user.email=t@example.com", "-c", "user.name=t"]
+    subprocess.run([*git, "init", "-q"], cwd=project, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=project, check=True)
+    subprocess.run([*git, "commit", "-qm", "init"], cwd=project, check=True)
+    assert cli("train", "-q", "--out", "runs/main")[0] == 0
+    assert cli("eval", "runs/main")[0] == 0
+    code, _, err = cli("card", "runs/main")
+    assert code == 0, err
+    card = (project / "runs/main/README.md").read_text()
+    assert "tiny-net" in card and "blobs" in card
+    code, _, err = cli("release", "v0.1.0", "--to", "registry", "--repo", "me/tiny")
+    assert code == 0, err
+    code, _, err = cli("verify", "registry@v0.1.0", "--eval")
+    assert code == 0, err
