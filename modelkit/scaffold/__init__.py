@@ -259,6 +259,13 @@ def init_project(
                 f"{root / rel} is a directory where the scaffold puts a file",
                 hint="move it away, or choose another PATH",
             )
+    for rel in files:
+        for parent in Path(rel).parents:
+            if parent != Path(".") and (root / parent).exists() and not (root / parent).is_dir():
+                raise BadInputError(
+                    f"{root / parent} is a file where the scaffold puts a directory",
+                    hint="move it away, or choose another PATH",
+                )
     to_write = {rel: text for rel, text in files.items() if rel not in kept}
 
     staging_parent = root.parent if not existed else root
