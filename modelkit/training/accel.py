@@ -33,11 +33,15 @@ def grad_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler | 
 def check_precision(precision: str, device: torch.device) -> None:
     """Refuse combinations that cannot run."""
     if precision not in PRECISIONS:
-        raise BadInputError(f"unknown precision '{precision}' (valid: {', '.join(PRECISIONS)})",
-                            hint="use --precision fp32")
+        raise BadInputError(
+            f"unknown precision '{precision}' (valid: {', '.join(PRECISIONS)})",
+            hint="use --precision fp32",
+        )
     if precision == "fp16" and device.type == "cpu":
-        raise BadInputError("--precision fp16 needs a CUDA device",
-                            hint="use --precision bf16 on CPU, or --device cuda")
+        raise BadInputError(
+            "--precision fp16 needs a CUDA device",
+            hint="use --precision bf16 on CPU, or --device cuda",
+        )
 
 
 def set_tf32(enabled: bool) -> dict[str, bool]:
@@ -73,7 +77,9 @@ def place_data(data: Any, device: torch.device) -> tuple[Any, bool]:
     Returns ``(data, on_device)``; when not on the device, batches are copied with
     ``non_blocking=True`` from pinned memory by :func:`to_device`.
     """
-    nbytes = sum(t.numel() * t.element_size() for t in (data.x_train, data.y_train, data.x_test, data.y_test))
+    nbytes = sum(
+        t.numel() * t.element_size() for t in (data.x_train, data.y_train, data.x_test, data.y_test)
+    )
     if fits_on_device(nbytes, device):
         return data.to(device), True
     for name in ("x_train", "y_train", "x_test", "y_test"):

@@ -46,7 +46,11 @@ def world() -> tuple[int, int, int]:
     """``(rank, world_size, local_rank)`` from the launcher's environment (0, 1, 0 outside)."""
     if not in_worker():
         return 0, 1, 0
-    return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0))
+    return (
+        int(os.environ["RANK"]),
+        int(os.environ["WORLD_SIZE"]),
+        int(os.environ.get("LOCAL_RANK", 0)),
+    )
 
 
 def port_in_use(host: str, port: int) -> bool:
@@ -73,25 +77,37 @@ def validate_launch(cfg: LaunchConfig, *, device_type: str) -> LaunchConfig:
     import torch.distributed as dist
 
     if cfg.nproc_per_node < 1 or cfg.nnodes < 1:
-        raise BadInputError("--nproc-per-node and --nnodes must be >= 1", hint="e.g. --nproc-per-node 2")
+        raise BadInputError(
+            "--nproc-per-node and --nnodes must be >= 1", hint="e.g. --nproc-per-node 2"
+        )
     if not 0 <= cfg.node_rank < cfg.nnodes:
-        raise BadInputError(f"--node-rank {cfg.node_rank} is outside 0..{cfg.nnodes - 1}",
-                            hint="node ranks count from 0 to --nnodes - 1")
+        raise BadInputError(
+            f"--node-rank {cfg.node_rank} is outside 0..{cfg.nnodes - 1}",
+            hint="node ranks count from 0 to --nnodes - 1",
+        )
     if device_type == "cuda":
         available = torch.cuda.device_count()
         if cfg.nproc_per_node > available:
             raise BadInputError(
                 f"--nproc-per-node {cfg.nproc_per_node} asks for more GPUs than this node has ({available})",
-                hint=f"use --nproc-per-node {max(available, 1)} or --device cpu")
+                hint=f"use --nproc-per-node {max(available, 1)} or --device cpu",
+            )
         if not dist.is_nccl_available():
-            raise BadInputError("NCCL is not available in this torch build, needed for CUDA DDP",
-                                hint="install a CUDA build of torch, or use --device cpu (gloo)")
+            raise BadInputError(
+                "NCCL is not available in this torch build, needed for CUDA DDP",
+                hint="install a CUDA build of torch, or use --device cpu (gloo)",
+            )
     else:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        cores = (
+            len(os.sched_getaffinity(0))
+            if hasattr(os, "sched_getaffinity")
+            else os.cpu_count() or 1
+        )
         if cfg.nproc_per_node > cores:
             raise BadInputError(
                 f"--nproc-per-node {cfg.nproc_per_node} is more than the {cores} CPU cores available",
-                hint=f"use --nproc-per-node {cores} or fewer")
+                hint=f"use --nproc-per-node {cores} or fewer",
+            )
         if not dist.is_gloo_available():
             raise BadInputError("gloo is not available in this torch build", hint="reinstall torch")
     if cfg.rdzv_endpoint:
@@ -99,24 +115,37 @@ def validate_launch(cfg: LaunchConfig, *, device_type: str) -> LaunchConfig:
     port = cfg.master_port
     if port is None:
         if cfg.nnodes > 1:
-            raise BadInputError("multi-node training needs --master-port (or --rdzv-endpoint)",
-                                hint="every node must use the same --master-addr and --master-port")
+            raise BadInputError(
+                "multi-node training needs --master-port (or --rdzv-endpoint)",
+                hint="every node must use the same --master-addr and --master-port",
+            )
         port = free_port(cfg.master_addr)
     elif cfg.node_rank == 0 and port_in_use(cfg.master_addr, port):
-        raise BadInputError(f"port {port} on {cfg.master_addr} is already in use",
-                            hint="pick another --master-port, or omit it to use a free one")
+        raise BadInputError(
+            f"port {port} on {cfg.master_addr} is already in use",
+            hint="pick another --master-port, or omit it to use a free one",
+        )
     return LaunchConfig(cfg.nproc_per_node, cfg.nnodes, cfg.node_rank, cfg.master_addr, port, None)
 
 
 def launch(cfg: LaunchConfig, train_args: list[str]) -> int:
     """Run ``modelkit train <train_args>`` under torchrun; returns torchrun's exit code."""
-    cmd = [sys.executable, "-m", "torch.distributed.run",
-           f"--nproc-per-node={cfg.nproc_per_node}", f"--nnodes={cfg.nnodes}", "--max-restarts=0"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nproc-per-node={cfg.nproc_per_node}",
+        f"--nnodes={cfg.nnodes}",
+        "--max-restarts=0",
+    ]
     if cfg.rdzv_endpoint:
         cmd += ["--rdzv-backend=c10d", f"--rdzv-endpoint={cfg.rdzv_endpoint}"]
     else:
-        cmd += [f"--node-rank={cfg.node_rank}", f"--master-addr={cfg.master_addr}",
-                f"--master-port={cfg.master_port}"]
+        cmd += [
+            f"--node-rank={cfg.node_rank}",
+            f"--master-addr={cfg.master_addr}",
+            f"--master-port={cfg.master_port}",
+        ]
     cmd += ["-m", "modelkit", "train", *train_args]
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     return subprocess.run(cmd, env=env, check=False).returncode
