@@ -12,7 +12,7 @@ import pytest
 
 from modelkit.config import tomllib
 from modelkit.errors import BadInputError
-from modelkit.scaffold import init_project, modelkit_requirement, render_templates, validate_name
+from modelkit.scaffold import modelkit_requirement, render_templates, validate_name
 
 EXPECTED = {
     "pyproject.toml",
@@ -87,7 +87,7 @@ def test_init_writes_a_complete_repository(in_tmp: Path, git_env: None, cli) -> 
     result = json.loads(out)
     root = in_tmp / "digit-net"
     files = tree(root)
-    assert EXPECTED <= set(files) and set(result["created"]) == set(files)
+    assert set(files) >= EXPECTED and set(result["created"]) == set(files)
     assert result["name"] == "digit-net" and result["package"] == "digit_net"
     for rel, data in files.items():  # every placeholder was filled
         assert not re.search(rb"\{\{[a-z_]+\}\}", data), rel
