@@ -116,7 +116,11 @@ def test_scaffold_end_to_end(scaffold: tuple[Path, dict[str, str]]) -> None:
 
     require_verb("release")
     registry = root.parent / "registry"
-    ok(modelkit("release", "v0.1.0", "--to", str(registry), cwd=root, env=env))
+    ok(
+        modelkit(
+            "release", "v0.1.0", "--run", "runs/main", "--to", str(registry), cwd=root, env=env
+        )
+    )
 
     require_verb("verify")
     ok(modelkit("verify", f"{registry}@v0.1.0", cwd=root, env=env))
