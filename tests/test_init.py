@@ -177,6 +177,21 @@ def test_force_into_an_existing_git_repo_leaves_git_alone(in_tmp: Path, git_env:
     assert head.returncode != 0  # no commit was made in the user's repository
 
 
+def test_force_commits_only_what_init_wrote(in_tmp: Path, git_env: None, cli) -> None:
+    root = in_tmp / "p"
+    root.mkdir()
+    (root / "data.bin").write_bytes(b"\0" * 10)
+    (root / "README.md").write_text("mine\n")
+    code, out, err = cli("init", "p", "--name", "pp", "--force", "-f", "json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["git"]["committed"] and result["kept"] == ["README.md"]
+    listed = subprocess.run(
+        ["git", "ls-files"], cwd=root, capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert set(listed) == set(result["created"])  # not data.bin, not the kept README.md
+
+
 def test_file_in_the_way_of_a_directory_writes_nothing(in_tmp: Path, cli) -> None:
     root = in_tmp / "p"
     root.mkdir()

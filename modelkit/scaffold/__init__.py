@@ -310,7 +310,7 @@ def init_project(
         raise
 
     git_state = (
-        _git_init(root)
+        _git_init(root, files=sorted(to_write))
         if git
         else {"initialised": False, "committed": False, "note": "--no-git: git left alone"}
     )
@@ -330,8 +330,9 @@ def _umask() -> int:
     return mask
 
 
-def _git_init(root: Path) -> dict[str, Any]:
-    """``git init`` + a first commit, unless ``root`` already lies in a git work tree."""
+def _git_init(root: Path, *, files: list[str]) -> dict[str, Any]:
+    """``git init`` + a first commit of ``files`` (only what init wrote), unless ``root``
+    already lies in a git work tree."""
     from modelkit.gitinfo import git
 
     state: dict[str, Any] = {"initialised": False, "committed": False, "note": ""}
@@ -346,7 +347,7 @@ def _git_init(root: Path) -> dict[str, Any]:
     try:
         git("init", "-q", "-b", "main", cwd=root)
         state["initialised"] = True
-        git("add", "-A", cwd=root)
+        git("add", "--", *files, cwd=root)
         git("commit", "-q", "-m", "Initial commit: modelkit init", cwd=root)
         state["committed"] = True
     except subprocess.CalledProcessError as exc:
