@@ -18,8 +18,10 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
+# pre-commit (ruff, formatting, hygiene) on every file, then actionlint on the workflows
 lint: $(STAMP)
-	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+	$(BIN)/pre-commit run --all-files --show-diff-on-failure
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/actionlint
 
 bench: $(STAMP)
 	$(BIN)/python -m pytest benchmarks --benchmark-only

@@ -19,6 +19,7 @@ VERBS: dict[str, str] = {
     "card": "card",
     "release": "release",
     "verify": "verify",
+    "init": "init",
 }
 
 app = typer.Typer(

@@ -1,0 +1,73 @@
+"""`modelkit init`: scaffold a new model repository with the maintainer workflow built in."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from modelkit.cli import _output as o
+from modelkit.cli._options import FormatOpt, OutputFormat
+
+EXAMPLES = """
+Examples:
+
+  modelkit init digit-net                 # ./digit-net, package digit_net, git repo + commit
+
+  modelkit init repos/my-model --name my-model
+
+  modelkit init . --name my-model --force # add the scaffold to an existing folder (keeps files)
+
+  modelkit init digit-net --no-git --format json
+"""
+
+
+@o.handle_errors
+def command(
+    path: Annotated[
+        Path, typer.Argument(help="Directory to create (or an empty one).", show_default=False)
+    ],
+    name: Annotated[
+        str | None,
+        typer.Option("--name", "-n", help="Project name (default: the directory's name)."),
+    ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Scaffold into a non-empty directory; existing files are kept."
+        ),
+    ] = False,
+    git: Annotated[
+        bool, typer.Option("--git/--no-git", help="git init + a first commit (new repos only).")
+    ] = True,
+    requirement: Annotated[
+        str | None,
+        typer.Option(
+            "--modelkit-requirement",
+            help="The project's modelkit dependency (default: where this modelkit came from).",
+        ),
+    ] = None,
+    fmt: FormatOpt = OutputFormat.text,
+) -> None:
+    """Create a model repository: model, config, tests, benchmarks, CI workflows, pre-commit."""
+    from modelkit.scaffold import init_project
+
+    result = init_project(path, name=name, force=force, git=git, requirement=requirement)
+    if fmt is OutputFormat.json:
+        o.print_json(result.to_dict())
+        return
+    o.success(
+        f"created {result.name} (package {result.package}) in {result.root}: "
+        f"{len(result.created)} files"
+    )
+    for rel in result.kept:
+        o.info(f"kept your existing {rel} (not overwritten; compare it with the template)")
+    if result.git.get("committed"):
+        o.info("git: initialised, first commit made")
+    elif result.git.get("note"):
+        o.info(f"git: {result.git['note']}")
+    o.info(f"next: cd {path} && make run && make test")
+
+
+command.__doc__ = (command.__doc__ or "") + EXAMPLES
