@@ -58,11 +58,11 @@ def test_train_step(bench, bench_device: str, name: str) -> None:
 
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_inference(bench, bench_device: str, name: str) -> None:
-    """Forward pass at batch 256 under no_grad: latency p50/p95 and samples/s."""
+    """Forward pass at batch 64 under no_grad: latency p50/p95 and samples/s."""
     model = _model(name, bench_device)
-    x, _ = _batch(name, 256, bench_device)
+    x, _ = _batch(name, 64, bench_device)
     out = bench.inference(model, x)
-    assert out.shape == (256, MODELS[name][3])
+    assert out.shape == (64, MODELS[name][3])
 
 
 def test_accuracy_mlp_digits(bench, bench_device: str, tmp_path) -> None:

@@ -381,8 +381,6 @@ def run_benchmark(
     finally:
         shutil.rmtree(harness_dir, ignore_errors=True)
     outcome.wall_s = time.monotonic() - t_start
-    if out is not None and outcome.results_file is None and getattr(outcome, "_head_doc", None):
-        pass
     head_doc = getattr(outcome, "_head_doc", None)
     if head_doc is not None:
         head_doc["modelkit"]["suite_sha256"] = suite_sha

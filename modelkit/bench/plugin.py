@@ -5,7 +5,7 @@ Fixtures (for ordinary pytest-benchmark tests in ``benchmarks/``):
 ``bench``        a :class:`Bench` bound to pytest-benchmark's ``benchmark`` fixture and the device:
                  ``bench.train_throughput(step, samples_per_step=...)`` (samples/s),
                  ``bench.inference(model, x)`` (latency p50/p95 and samples/s),
-                 ``bench.peak_memory(fn)`` (CUDA max allocated; peak RSS on CPU),
+                 ``bench.peak_memory(fn)`` (CUDA max allocated; the process's peak RSS on CPU),
                  ``bench.params(model)`` (parameter count),
                  ``bench.accuracy(train_eval, seeds=(0, 1, 2))`` (accuracy after a fixed budget),
                  all recorded in ``extra_info["modelkit"]`` of the pytest-benchmark JSON.
@@ -207,7 +207,8 @@ class Bench:
             p50 = statistics.median(raw)
             p95 = raw[min(len(raw) - 1, int(round(0.95 * (len(raw) - 1))))]
             self.record("latency_p50_ms", p50 * 1e3, kind="timing", unit="ms", derived_from="time")
-            self.record("latency_p95_ms", p95 * 1e3, kind="timing", unit="ms")
+            # tail latency from one process's samples is too noisy to gate on a shared runner
+            self.record("latency_p95_ms", p95 * 1e3, kind="info", unit="ms")
             self.record(
                 "infer_samples_per_s",
                 len(x) / p50,
@@ -233,18 +234,11 @@ class Bench:
             self.record("cuda_peak_bytes", peak, kind="exact", unit="bytes")
             return peak
         import resource
-        import tracemalloc
 
-        tracemalloc.start()
-        try:
-            fn()
-            _, py_peak = tracemalloc.get_traced_memory()
-        finally:
-            tracemalloc.stop()
+        fn()
         scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is KiB on Linux
         rss = int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale)
         self.record("peak_rss_bytes", rss, kind="memory", unit="bytes")
-        self.record("tracemalloc_peak_bytes", py_peak, kind="memory", unit="bytes")
         return rss
 
     def params(self, model: Any) -> int:
