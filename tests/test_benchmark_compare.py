@@ -31,7 +31,9 @@ def test_injected_slowdown_accuracy_drop_and_one_sided_error(tiny: Path, cli, tm
 
     os.environ["GITHUB_STEP_SUMMARY"] = str(summary)
     try:
-        code, out, err = cli("benchmark", "--compare", "main", "--report-md", md, "--report-json", js)
+        code, out, err = cli(
+            "benchmark", "--compare", "main", "--report-md", md, "--report-json", js
+        )
     finally:
         del os.environ["GITHUB_STEP_SUMMARY"]
     assert code == 3, out + err
@@ -46,7 +48,9 @@ def test_injected_slowdown_accuracy_drop_and_one_sided_error(tiny: Path, cli, tm
     assert by[("test_new_feature", "-")]["verdict"] == "error"
     assert report["errors"][0]["side"] == "REF"
     assert report["base"]["how"] == "merge-base of HEAD and main"
-    assert "regression" in md.read_text() and md.read_text() == summary.read_text().rstrip("\n") + "\n"
+    assert (
+        "regression" in md.read_text() and md.read_text() == summary.read_text().rstrip("\n") + "\n"
+    )
 
 
 def test_aa_uncommitted_docs_change_is_quiet(tiny: Path, cli, tmp_path: Path):
@@ -100,9 +104,7 @@ def test_shallow_clone_hints_fetch_depth(tiny: Path, cli, tmp_path: Path, monkey
     demo.write_tree(tiny, work=41)
     demo.commit_all(tiny, "second")
     clone = tmp_path / "shallow"
-    subprocess.run(
-        ["git", "clone", "-q", "--depth", "1", f"file://{tiny}", str(clone)], check=True
-    )
+    subprocess.run(["git", "clone", "-q", "--depth", "1", f"file://{tiny}", str(clone)], check=True)
     first = demo.git(tiny, "rev-list", "--max-parents=0", "HEAD")
     monkeypatch.chdir(clone)
     code, out, err = cli("benchmark", "--compare", first)

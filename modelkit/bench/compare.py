@@ -173,7 +173,9 @@ def evaluate(
             msg = mb if sb == "error" else mh
             errors.append({"benchmark": nodeid, "side": side, "message": msg})
             results.append(
-                MetricResult(nodeid, "-", "error", "", None, None, verdict="error", note=f"{side}: {msg}")
+                MetricResult(
+                    nodeid, "-", "error", "", None, None, verdict="error", note=f"{side}: {msg}"
+                )
             )
             continue
         if "skipped" in (sb, sh):
@@ -245,7 +247,9 @@ def evaluate(
         if src.ratio is not None:
             r.ratio = 1 / src.ratio if flip else src.ratio
         if src.ci_low is not None and src.ci_high is not None:
-            r.ci_low, r.ci_high = (1 / src.ci_high, 1 / src.ci_low) if flip else (src.ci_low, src.ci_high)
+            r.ci_low, r.ci_high = (
+                (1 / src.ci_high, 1 / src.ci_low) if flip else (src.ci_low, src.ci_high)
+            )
         r.note = f"same samples as {src_name}"
     return results, errors
 
@@ -434,7 +438,13 @@ def _run_only(plan, head_info, fp, warnings, processes, suite_sha, use_cache) ->
     for r in results:  # a run alone has no verdicts: show the values
         if r.verdict not in ("error", "skipped"):
             r.verdict, r.ratio, r.ci_low, r.ci_high, r.mde, r.p_value, r.p_holm = (
-                "-", None, None, None, None, None, None,
+                "-",
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
             )
             r.base = None
     outcome = Outcome("run", head_info, None, fp, plan.cfg.to_dict(), rounds=len(procs))
@@ -464,7 +474,9 @@ def _loop(
         t_round = time.monotonic()
         order = ORDERS[(rnd - 1) % 2] if paired else ("head",)
         for slot, side in enumerate(order):
-            plan.on_event(f"round {rnd}: {'REF' if side == 'base' else 'HEAD'} ({slot + 1}/{len(order)})")
+            plan.on_event(
+                f"round {rnd}: {'REF' if side == 'base' else 'HEAD'} ({slot + 1}/{len(order)})"
+            )
             p = plan.run(trees[side], side, rnd, slot, selection)
             (live_base if side == "base" else head_procs).append(p)
         base_all = live_base if paired else base_procs
@@ -503,7 +515,10 @@ def _compare(plan, ref, git_root, head, head_info, fp, warnings) -> Outcome:
     with worktree.ref_worktree(git_root, resolved.commit) as ref_tree:
         if package:
             runner.check_import(
-                ref_tree, package, harness_dir=plan.harness_dir, label=f"REF {ref} ({resolved.commit[:12]})"
+                ref_tree,
+                package,
+                harness_dir=plan.harness_dir,
+                label=f"REF {ref} ({resolved.commit[:12]})",
             )
             runner.check_import(plan.root, package, harness_dir=plan.harness_dir, label="HEAD")
         trees = {"base": ref_tree, "head": plan.root}
@@ -518,7 +533,9 @@ def _compare(plan, ref, git_root, head, head_info, fp, warnings) -> Outcome:
     outcome._head_doc = _doc(head_procs, head_info, fp, plan.device)  # type: ignore[attr-defined]
     if resolved.commit and base_procs:
         doc = _doc(base_procs, {"commit": resolved.commit, "dirty": False}, fp, plan.device)
-        suite_sha = runner.suite_digest(plan.suite, markers=plan.cfg.markers, keyword=plan.cfg.keyword)
+        suite_sha = runner.suite_digest(
+            plan.suite, markers=plan.cfg.markers, keyword=plan.cfg.keyword
+        )
         doc["modelkit"]["suite_sha256"] = suite_sha
         _cache_store(resolved.commit, suite_sha, fp, plan.device, doc)
     return outcome
@@ -535,7 +552,9 @@ def _against_baseline(plan, baseline, head_info, fp, warnings, force) -> Outcome
     if diffs:
         msg = f"baseline {baseline} was measured on another machine ({'; '.join(diffs)})"
         if not force:
-            raise BadInputError(msg, hint="timings are not comparable; re-run it here or pass --force")
+            raise BadInputError(
+                msg, hint="timings are not comparable; re-run it here or pass --force"
+            )
         warnings.append(msg + " (--force)")
     if len(base_procs) < 2:
         warnings.append(

@@ -120,7 +120,10 @@ def markdown(outcome: Outcome) -> str:
         "|" + "---|" * len(COLUMNS),
     ]
     for r, m in zip(rows(outcome), outcome.metrics, strict=True):
-        r = [*r[:-1], ICONS.get(m.verdict, m.verdict) + (f" ({m.note})" if m.kind == "error" else "")]
+        r = [
+            *r[:-1],
+            ICONS.get(m.verdict, m.verdict) + (f" ({m.note})" if m.kind == "error" else ""),
+        ]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in r) + " |")
     if outcome.errors:
         lines += ["", "**Errors** (a benchmark failing on one side is an error, not a regression):"]

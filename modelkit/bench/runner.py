@@ -335,7 +335,9 @@ def load_results(path: Path) -> tuple[list[ProcessResult], dict[str, Any]]:
             f"baseline file {path} not found", hint="write one with `modelkit benchmark --out`"
         ) from None
     except (OSError, ValueError) as exc:
-        raise BadInputError(f"cannot read baseline {path}: {exc}", hint="pass a JSON file") from None
+        raise BadInputError(
+            f"cannot read baseline {path}: {exc}", hint="pass a JSON file"
+        ) from None
     if not isinstance(doc, dict) or "benchmarks" not in doc:
         raise BadInputError(
             f"{path} is not a benchmark results file",

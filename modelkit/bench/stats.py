@@ -63,7 +63,9 @@ class MetricResult:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (NaN becomes None)."""
         d = asdict(self)
-        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
+        return {
+            k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()
+        }
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:
@@ -186,7 +188,9 @@ def decide_exact(r: MetricResult, base: Sequence[float], head: Sequence[float], 
     r.note = "; ".join(notes)
 
 
-def decide_memory(r: MetricResult, base: Sequence[float], head: Sequence[float], tol: float) -> None:
+def decide_memory(
+    r: MetricResult, base: Sequence[float], head: Sequence[float], tol: float
+) -> None:
     """CPU memory: medians per side within a relative tolerance."""
     b, h = float(np.median(base)), float(np.median(head))
     r.base, r.head = b, h

@@ -28,7 +28,9 @@ def _git(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProc
         raise ModelkitError("git is not installed", hint="install git") from None
     except subprocess.CalledProcessError as exc:
         first = (exc.stderr.strip().splitlines() or [""])[-1]
-        raise ModelkitError(f"git {' '.join(args)} failed: {first}", hint="check the repo") from None
+        raise ModelkitError(
+            f"git {' '.join(args)} failed: {first}", hint="check the repo"
+        ) from None
 
 
 def repo_root(start: Path) -> Path:
@@ -113,7 +115,9 @@ def resolve_ref(root: Path, ref: str, *, head: str | None) -> ResolvedRef:
             hint = SHALLOW_HINT if is_shallow(root) else "the branches share no history"
             raise BadInputError(f"no merge-base between HEAD and '{ref}'", hint=hint)
         return ResolvedRef(ref=ref, commit=mb.stdout.strip(), how=f"merge-base of HEAD and {name}")
-    return ResolvedRef(ref=ref, commit=commit, how="commit" if ref.startswith(commit[:7]) else "ref")
+    return ResolvedRef(
+        ref=ref, commit=commit, how="commit" if ref.startswith(commit[:7]) else "ref"
+    )
 
 
 @contextlib.contextmanager

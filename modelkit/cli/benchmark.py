@@ -63,7 +63,8 @@ def command(
         int, typer.Option(help="Without --compare: processes to run (samples per benchmark).")
     ] = 1,
     out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Write HEAD's results (pytest-benchmark JSON).")
+        Path | None,
+        typer.Option("--out", "-o", help="Write HEAD's results (pytest-benchmark JSON)."),
     ] = None,
     report_md: Annotated[Path | None, typer.Option("--report-md", help="Markdown report.")] = None,
     report_json: Annotated[Path | None, typer.Option("--report-json", help="JSON report.")] = None,
@@ -113,7 +114,11 @@ def command(
     else:
         for w in outcome.warnings:
             o.info(f"[yellow]warning:[/] {o.escape(w)}")
-        o.table(None, ["benchmark", "metric", "base", "head", "ratio [CI]", "MDE", "verdict"], rows(outcome))
+        o.table(
+            None,
+            ["benchmark", "metric", "base", "head", "ratio [CI]", "MDE", "verdict"],
+            rows(outcome),
+        )
         if outcome.base is not None:
             o.info(headline(outcome))
         if outcome.results_file:
