@@ -27,7 +27,6 @@ bench_min_rounds = 5
 
 MODEL = """\
 import numpy as np
-{broken}
 WORK = {work}
 _rng = np.random.default_rng(0)
 W = _rng.standard_normal((64, 64)) / 8
@@ -105,12 +104,13 @@ def write_tree(
             bench_max_time=bench_max_time,
         )
     )
-    (repo / "tinypkg" / "__init__.py").write_text("")
+    (repo / "tinypkg" / "__init__.py").write_text(
+        "raise ImportError('tinypkg is broken here')\n" if broken_import else ""
+    )
     (repo / "tinypkg" / "model.py").write_text(
         MODEL.format(
             work=work,
             acc_drop=acc_drop,
-            broken="raise ImportError('tinypkg is broken here')" if broken_import else "",
             new_feature="\n\ndef new_feature():\n    return forward()\n" if new_feature else "",
         )
     )

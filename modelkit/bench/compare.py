@@ -157,8 +157,8 @@ def evaluate(
         for nodeid, b in p.benchmarks.items():
             names.setdefault(nodeid, b.get("name", nodeid))
         for nodeid, s in p.outcomes.items():
-            if "::" in nodeid and s in ("failed", "error", "skipped"):
-                names.setdefault(nodeid, nodeid.split("::", 1)[1])
+            if s in ("failed", "error", "skipped"):  # a file that fails to import: no "::"
+                names.setdefault(nodeid, nodeid.split("::", 1)[-1])
     results: list[MetricResult] = []
     errors: list[dict[str, str]] = []
     timings: list[MetricResult] = []

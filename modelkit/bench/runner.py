@@ -204,6 +204,7 @@ def run_suite(
         "-p",
         HARNESS_MODULE,
         "--import-mode=importlib",
+        "--continue-on-collection-errors",
         "-q",
         "--no-header",
         "-W",
