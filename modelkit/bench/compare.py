@@ -227,8 +227,8 @@ def evaluate(
                 timings.append(r)
             else:
                 r.ratio = r.head / r.base if r.base else None
-                r.verdict = "unchanged"
-                r.note = "informational"
+                r.verdict = "info"
+                r.note = "informational, not gated"
     decide_timings(timings)
     by_key = {(r.benchmark, r.metric): r for r in timings}
     for r, src_name in derived:

@@ -20,6 +20,7 @@ ICONS = {
     "undecided": "🟡 undecided",
     "error": "❌ error",
     "skipped": "⏭ skipped",
+    "info": "ℹ info (not gated)",
 }
 
 

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from scipy import stats as sps
 
-VERDICTS = ("regression", "improvement", "unchanged", "undecided", "error", "skipped")
+VERDICTS = ("regression", "improvement", "unchanged", "undecided", "error", "skipped", "info")
 POWER = 0.95
 
 
