@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 import torch
 
-pytestmark = pytest.mark.fast_path
+pytestmark = [pytest.mark.fast_path, pytest.mark.slow]
 
 EPOCHS = 3
 SHARED = Path(

@@ -20,6 +20,7 @@ VERBS: dict[str, str] = {
     "release": "release",
     "verify": "verify",
     "init": "init",
+    "benchmark": "benchmark",
 }
 
 app = typer.Typer(

@@ -1,0 +1,89 @@
+"""The reference models' gate suite: training and inference speed, memory, size, accuracy.
+
+Run by `modelkit benchmark` (each side imports modelkit from its own tree) or plain
+`pytest benchmarks/test_reference_models.py`. Timings use random inputs of the real shapes
+(speed does not depend on pixel values); accuracy trains on real data (scikit-learn's digits)
+for a fixed short budget with fixed seeds.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+MODELS = {"mnist-mlp": (1, 28, 28, 10), "small-cnn": (3, 28, 28, 2)}
+
+
+def _model(name: str, device: str) -> torch.nn.Module:
+    from modelkit.models.registry import build_model
+
+    c, h, w, classes = MODELS[name]
+    torch.manual_seed(0)
+    model, _ = build_model(name, kwargs={"num_classes": classes})
+    return model.to(device)
+
+
+def _batch(name: str, n: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    c, h, w, classes = MODELS[name]
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(n, c, h, w, generator=g)
+    y = torch.randint(0, classes, (n,), generator=g)
+    return x.to(device), y.to(device)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> None:
+    torch.set_num_threads(1)  # stabler timings on a shared 2-core runner
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_train_step(bench, bench_device: str, name: str) -> None:
+    """One optimizer step at batch 64 (Adam, as in the reference article): samples/s, memory, size."""
+    model = _model(name, bench_device).train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x, y = _batch(name, 64, bench_device)
+
+    def step() -> None:
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    bench.params(model)
+    bench.peak_memory(step)
+    sps = bench.train_throughput(step, samples_per_step=len(x))
+    assert sps is None or sps > 0
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_inference(bench, bench_device: str, name: str) -> None:
+    """Forward pass at batch 64 under no_grad: latency p50/p95 and samples/s."""
+    model = _model(name, bench_device)
+    x, _ = _batch(name, 64, bench_device)
+    out = bench.inference(model, x)
+    assert out.shape == (64, MODELS[name][3])
+
+
+def test_accuracy_mlp_digits(bench, bench_device: str, tmp_path) -> None:
+    """Held-out accuracy of mnist-mlp after 3 epochs on digits, for seeds 0, 1, 2."""
+    from modelkit.config import resolve_config
+    from modelkit.training.loop import train
+
+    def train_eval(seed: int) -> float:
+        cfg = resolve_config(
+            overrides={
+                "model": "mnist-mlp",
+                "data": "digits",
+                "epochs": 3,
+                "batch_size": 64,
+                "seed": seed,
+                "device": bench_device,
+                "threads": 1,
+            }
+        )
+        record = train(cfg, out=tmp_path / f"seed{seed}", overwrite=True)
+        return record["metrics"]["test_accuracy"]
+
+    values = bench.accuracy(train_eval, seeds=(0, 1, 2))
+    assert all(0.5 < v <= 1.0 for v in values), values

@@ -1,0 +1,2 @@
+"""Benchmarks and the regression gate: pytest fixtures (plugin), statistics, git worktrees,
+the interleaved comparison and its reports. See docs/benchmark.md."""

@@ -1,0 +1,140 @@
+"""``[tool.modelkit.benchmark]``: the gate's settings, globally and per benchmark.
+
+Example::
+
+    [tool.modelkit.benchmark]
+    suite = "benchmarks"          # folder (or file) of pytest-benchmark tests, from HEAD's tree
+    markers = "not slow"          # pytest -m expression selecting the gate's benchmarks
+    package = "my_pkg"            # checked to import on both sides before measuring
+    threshold = 0.03              # a timing ratio beyond 1 +/- 3% matters
+    alpha = 0.05                  # family-wise false-alarm rate (Holm over all timing metrics)
+    accuracy_margin = 0.5         # non-inferiority margin, accuracy points
+    memory_tolerance = 0.10       # CPU peak RSS: relative growth tolerated
+    exact_tolerance = 0.0         # parameter count / CUDA peak memory: relative tolerance
+    min_rounds = 3                # ABBA rounds before any early stop
+    max_rounds = 30
+    max_time = 300                # seconds for the whole --compare
+    bench_max_time = 0.3          # pytest-benchmark --benchmark-max-time per test per process
+    bench_min_rounds = 5
+    [tool.modelkit.benchmark.per_benchmark."test_inference*"]
+    threshold = 0.10              # any of the metric settings above, for matching test names
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+from modelkit.errors import ConfigError, did_you_mean
+
+METRIC_KEYS = ("threshold", "alpha", "accuracy_margin", "memory_tolerance", "exact_tolerance")
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """How one benchmark's metrics are judged."""
+
+    threshold: float = 0.03
+    alpha: float = 0.05
+    accuracy_margin: float = 0.5
+    memory_tolerance: float = 0.10
+    exact_tolerance: float = 0.0
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """Everything ``modelkit benchmark`` reads from ``[tool.modelkit.benchmark]``."""
+
+    suite: str = "benchmarks"
+    markers: str | None = None
+    keyword: str | None = None
+    package: str | None = None
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    min_rounds: int = 3
+    max_rounds: int = 30
+    max_time: float = 300.0
+    bench_max_time: float = 0.3
+    bench_min_rounds: int = 5
+    per_benchmark: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def for_benchmark(self, name: str) -> Thresholds:
+        """The thresholds for one benchmark (``per_benchmark`` patterns override, in order)."""
+        t = self.thresholds
+        for pattern, overrides in self.per_benchmark.items():
+            if fnmatch.fnmatchcase(name, pattern):
+                t = replace(t, **overrides)
+        return t
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (for the report)."""
+        return asdict(self)
+
+
+_TOP_KEYS = {f.name for f in fields(BenchConfig)} - {"thresholds"} | set(METRIC_KEYS)
+
+
+def _number(key: str, value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{where}: '{key}' must be a number, got {value!r}", hint="e.g. 0.05")
+    if value < 0:
+        raise ConfigError(f"{where}: '{key}' must be >= 0, got {value}", hint="use a number >= 0")
+    return float(value)
+
+
+def parse_bench_config(table: dict[str, Any] | None, **overrides: Any) -> BenchConfig:
+    """Validate ``[tool.modelkit.benchmark]`` and apply CLI overrides (None = not given)."""
+    table = dict(table or {})
+    where = "[tool.modelkit.benchmark]"
+    for key in table:
+        if key not in _TOP_KEYS:
+            raise ConfigError(
+                f"{where}: unknown key '{key}'{did_you_mean(key, _TOP_KEYS)}",
+                hint=f"valid keys: {', '.join(sorted(_TOP_KEYS))}",
+            )
+    metric = {k: _number(k, table[k], where) for k in METRIC_KEYS if k in table}
+    if "alpha" in metric and not 0 < metric["alpha"] < 1:
+        raise ConfigError(f"{where}: 'alpha' must be in (0, 1)", hint="e.g. alpha = 0.05")
+    per: dict[str, dict[str, float]] = {}
+    raw_per = table.get("per_benchmark", {})
+    if not isinstance(raw_per, dict):
+        raise ConfigError(f"{where}: 'per_benchmark' must be a table", hint="see docs/benchmark.md")
+    for pattern, sub in raw_per.items():
+        w = f"{where} per_benchmark.{pattern}"
+        if not isinstance(sub, dict):
+            raise ConfigError(f"{w} must be a table", hint="e.g. threshold = 0.1")
+        for k in sub:
+            if k not in METRIC_KEYS:
+                raise ConfigError(
+                    f"{w}: unknown key '{k}'{did_you_mean(k, METRIC_KEYS)}",
+                    hint=f"valid keys: {', '.join(METRIC_KEYS)}",
+                )
+        per[str(pattern)] = {k: _number(k, v, w) for k, v in sub.items()}
+    values: dict[str, Any] = {}
+    for key in ("suite", "markers", "keyword", "package"):
+        if key in table:
+            if not isinstance(table[key], str):
+                raise ConfigError(f"{where}: '{key}' must be a string", hint="quote it")
+            values[key] = table[key]
+    for key in ("min_rounds", "max_rounds", "bench_min_rounds"):
+        if key in table:
+            values[key] = int(_number(key, table[key], where))
+    for key in ("max_time", "bench_max_time"):
+        if key in table:
+            values[key] = _number(key, table[key], where)
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if key in METRIC_KEYS:
+            metric[key] = float(value)
+        else:
+            values[key] = value
+    cfg = BenchConfig(thresholds=Thresholds(**metric), per_benchmark=per, **values)
+    if cfg.min_rounds < 2:
+        raise ConfigError("min_rounds must be at least 2", hint="a ratio's interval needs 2 rounds")
+    if cfg.max_rounds < cfg.min_rounds:
+        raise ConfigError(
+            f"max_rounds ({cfg.max_rounds}) is below min_rounds ({cfg.min_rounds})",
+            hint="raise max_rounds",
+        )
+    return cfg

@@ -1,0 +1,171 @@
+"""Reports of a benchmark outcome: table rows (for the terminal), Markdown (PR comment), JSON."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from modelkit.bench.compare import Outcome
+from modelkit.bench.stats import MetricResult
+from modelkit.io import write_json_atomic
+
+COLUMNS = ["benchmark", "metric", "base", "head", "ratio [CI]", "MDE", "verdict"]
+MARKER = "<!-- modelkit-benchmark -->"
+ICONS = {
+    "regression": "🔴 regression",
+    "improvement": "🟢 improvement",
+    "unchanged": "⚪ unchanged",
+    "undecided": "🟡 undecided",
+    "error": "❌ error",
+    "skipped": "⏭ skipped",
+    "info": "ℹ info (not gated)",
+}
+
+
+def _num(v: float | None, unit: str) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "-"
+    if unit == "s":
+        for scale, u in ((1, "s"), (1e3, "ms"), (1e6, "µs")):
+            if abs(v) * scale >= 1:
+                return f"{v * scale:.3g} {u}"
+        return f"{v * 1e9:.3g} ns"
+    if unit == "bytes":
+        return f"{v / 2**20:.2f} MiB"
+    if unit == "fraction":
+        return f"{v * 100:.2f}%"
+    if abs(v) >= 1000:
+        return f"{v:,.0f}{' ' + unit if unit else ''}"
+    return f"{v:.4g}{' ' + unit if unit else ''}"
+
+
+def _ratio(m: MetricResult) -> str:
+    if m.kind == "accuracy":
+        if m.est is None:
+            return "-"
+        ci = f" [{m.ci_low:+.2f}, …]" if m.ci_low is not None else ""
+        return f"{m.est:+.2f} pts{ci}"
+    if m.ratio is None or not math.isfinite(m.ratio):
+        return "-"
+    if m.ci_low is not None and m.ci_high is not None:
+        return f"{m.ratio:.3f} [{m.ci_low:.3f}, {m.ci_high:.3f}]"
+    return f"{m.ratio:.3f}"
+
+
+def _mde(m: MetricResult) -> str:
+    if m.mde is None or not math.isfinite(m.mde):
+        return "-"
+    if m.kind == "accuracy":
+        return f"±{m.mde:.2f} pts"
+    return f"{m.mde * 100:.1f}%"
+
+
+def _short(name: str) -> str:
+    return name.split("::", 1)[-1]
+
+
+def rows(outcome: Outcome) -> list[list[str]]:
+    """One row per metric: benchmark, metric, base, head, ratio [CI], MDE, verdict."""
+    out = []
+    for m in outcome.metrics:
+        if m.kind in ("error", "skipped"):
+            out.append([_short(m.benchmark), "-", "-", "-", "-", "-", m.verdict + f" ({m.note})"])
+            continue
+        out.append(
+            [
+                _short(m.benchmark),
+                m.metric,
+                _num(m.base, m.unit),
+                _num(m.head, m.unit),
+                _ratio(m),
+                _mde(m),
+                m.verdict,
+            ]
+        )
+    return out
+
+
+def headline(outcome: Outcome) -> str:
+    """One line: what was compared and the overall result."""
+    base = outcome.base or {}
+    head = (outcome.head.get("commit") or "working tree")[:12] + (
+        " (+uncommitted)" if outcome.head.get("dirty") else ""
+    )
+    against = f" vs {base.get('ref')} ({(base.get('commit') or '?')[:12]}, {base.get('how')})"
+    n_reg = len(outcome.regressions)
+    n_und = sum(m.verdict == "undecided" for m in outcome.metrics)
+    status = {
+        "regression": f"{n_reg} regression(s)",
+        "error": f"{len(outcome.errors)} benchmark error(s)",
+        "ok": "no regression",
+    }[outcome.status]
+    undecided = f", {n_und} undecided" if n_und else ""
+    return (
+        f"HEAD {head}{against if outcome.base else ''}: {status}{undecided} "
+        f"({outcome.rounds} round(s), {outcome.wall_s:.0f}s; {outcome.stopped})"
+    )
+
+
+def markdown(outcome: Outcome) -> str:
+    """A Markdown report for a sticky PR comment (starts with a stable marker line)."""
+    fp = outcome.fingerprint
+    lines = [
+        MARKER,
+        f"### modelkit benchmark: {outcome.status.upper()}",
+        "",
+        headline(outcome),
+        "",
+        "| " + " | ".join(COLUMNS) + " |",
+        "|" + "---|" * len(COLUMNS),
+    ]
+    for r, m in zip(rows(outcome), outcome.metrics, strict=True):
+        r = [
+            *r[:-1],
+            ICONS.get(m.verdict, m.verdict) + (f" ({m.note})" if m.kind == "error" else ""),
+        ]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in r) + " |")
+    if outcome.errors:
+        lines += ["", "**Errors** (a benchmark failing on one side is an error, not a regression):"]
+        lines += [f"- `{e['benchmark']}` on {e['side']}: {e['message']}" for e in outcome.errors]
+    if outcome.warnings:
+        lines += ["", *[f"> ⚠ {w}" for w in outcome.warnings]]
+    cfg = outcome.config.get("thresholds", {})
+    lines += [
+        "",
+        f"<sub>ratio = HEAD/REF with its {'Holm-adjusted ' if outcome.base else ''}confidence "
+        f"interval; MDE = smallest slowdown detectable with 95% power at these samples. "
+        f"threshold {cfg.get('threshold')}, alpha {cfg.get('alpha')}, accuracy margin "
+        f"{cfg.get('accuracy_margin')} pts. Machine: {fp.get('cpu_model')} × {fp.get('cpu_count')}"
+        f", GPU {fp.get('gpu') or '-'}, torch {fp.get('torch')}, CUDA {fp.get('cuda') or '-'}, "
+        f"device {fp.get('device')}.</sub>",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_reports(
+    outcome: Outcome, *, md: Path | None, json_path: Path | None, step_summary: bool = True
+) -> list[str]:
+    """Write the Markdown/JSON reports asked for; append Markdown to $GITHUB_STEP_SUMMARY."""
+    written = []
+    text = markdown(outcome)
+    if md is not None:
+        md.parent.mkdir(parents=True, exist_ok=True)
+        md.write_text(text, encoding="utf-8")
+        written.append(str(md))
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(json_path, outcome.to_dict())
+        written.append(str(json_path))
+    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if step_summary and summary:
+        with open(summary, "a", encoding="utf-8") as f:
+            f.write(text + "\n")
+        written.append(summary)
+    return written
+
+
+def as_json(outcome: Outcome) -> dict[str, Any]:
+    """The JSON report."""
+    return outcome.to_dict()

@@ -1,0 +1,132 @@
+"""`modelkit benchmark`: run the benchmark suite, or gate a change against a ref or saved results."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from modelkit.cli import _output as o
+from modelkit.cli._options import DeviceOpt, FormatOpt, OutputFormat, QuietOpt
+
+EXAMPLES = """
+Examples:
+
+  modelkit benchmark                              # run benchmarks/ once, write results JSON
+
+  modelkit benchmark --compare main               # PR gate: HEAD vs merge-base with main
+
+  modelkit benchmark --compare v0.3.0 --max-time 600 --report-md bench.md
+
+  modelkit benchmark --processes 5 --out base.json && modelkit benchmark --baseline base.json
+
+  modelkit benchmark --compare main -m "not slow" --device cuda
+
+Exit codes: 0 no regression · 3 regression · 1 a benchmark errored · 2 bad input.
+"""
+
+
+@o.handle_errors
+def command(
+    compare: Annotated[
+        str | None,
+        typer.Option(
+            "--compare",
+            help="Ref to gate against (branch = its merge-base with HEAD, tag or commit).",
+        ),
+    ] = None,
+    baseline: Annotated[
+        Path | None,
+        typer.Option("--baseline", help="Compare against saved results instead of re-running REF."),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Accept a baseline from another machine.")
+    ] = False,
+    suite: Annotated[
+        str | None, typer.Option("--suite", help="Benchmark folder or file (default benchmarks).")
+    ] = None,
+    markers: Annotated[
+        str | None, typer.Option("--markers", "-m", help="pytest -m expression, e.g. 'not slow'.")
+    ] = None,
+    keyword: Annotated[str | None, typer.Option("-k", help="pytest -k expression.")] = None,
+    device: DeviceOpt = None,
+    max_time: Annotated[
+        float | None, typer.Option("--max-time", help="Time budget for --compare, seconds.")
+    ] = None,
+    min_rounds: Annotated[int | None, typer.Option(help="ABBA rounds before early stop.")] = None,
+    max_rounds: Annotated[int | None, typer.Option(help="Most ABBA rounds.")] = None,
+    threshold: Annotated[
+        float | None, typer.Option(help="Timing change that matters (0.03 = 3%).")
+    ] = None,
+    processes: Annotated[
+        int, typer.Option(help="Without --compare: processes to run (samples per benchmark).")
+    ] = 1,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Write HEAD's results (pytest-benchmark JSON)."),
+    ] = None,
+    report_md: Annotated[Path | None, typer.Option("--report-md", help="Markdown report.")] = None,
+    report_json: Annotated[Path | None, typer.Option("--report-json", help="JSON report.")] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Ignore cached results.")] = False,
+    fmt: FormatOpt = OutputFormat.text,
+    quiet: QuietOpt = False,
+) -> None:
+    """Run the benchmark suite; with --compare/--baseline, gate timings, memory and accuracy."""
+    from modelkit.bench.compare import run_benchmark
+    from modelkit.bench.config import parse_bench_config
+    from modelkit.bench.report import headline, rows, write_reports
+    from modelkit.errors import BadInputError
+    from modelkit.project import load_project
+
+    project = load_project()
+    root = project.root or Path.cwd()
+    if device not in (None, "cpu") and not str(device).startswith("cuda"):
+        raise BadInputError(f"unknown device '{device}'", hint="use cpu, cuda or cuda:N")
+    if processes < 1:
+        raise BadInputError("--processes must be at least 1", hint="e.g. --processes 3")
+    cfg = parse_bench_config(
+        project.benchmark,
+        suite=suite,
+        markers=markers,
+        keyword=keyword,
+        max_time=max_time,
+        min_rounds=min_rounds,
+        max_rounds=max_rounds,
+        threshold=threshold,
+    )
+    show = not quiet and fmt is OutputFormat.text
+    outcome = run_benchmark(
+        root=root,
+        cfg=cfg,
+        device=device or "cpu",
+        compare=compare,
+        baseline=baseline,
+        force=force,
+        processes=processes,
+        out=out or (None if (compare or baseline) else root / ".benchmarks" / "modelkit.json"),
+        use_cache=not no_cache,
+        on_event=(lambda m: o.info(f"[dim]{o.escape(m)}[/]")) if show else None,
+    )
+    written = write_reports(outcome, md=report_md, json_path=report_json)
+    if fmt is OutputFormat.json:
+        o.print_json(outcome.to_dict())
+    else:
+        for w in outcome.warnings:
+            o.info(f"[yellow]warning:[/] {o.escape(w)}")
+        o.table(
+            None,
+            ["benchmark", "metric", "base", "head", "ratio [CI]", "MDE", "verdict"],
+            rows(outcome),
+        )
+        if outcome.base is not None:
+            o.info(headline(outcome))
+        if outcome.results_file:
+            o.info(f"results: {outcome.results_file}")
+        for w in written:
+            o.info(f"report: {w}")
+    if outcome.exit_code:
+        raise typer.Exit(outcome.exit_code)
+
+
+command.__doc__ = (command.__doc__ or "") + EXAMPLES

@@ -1,0 +1,135 @@
+"""`modelkit benchmark`: the real gate on throwaway git repos (tiny numpy package + suite)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+import bench_demo as demo  # noqa: E402
+
+
+@pytest.fixture()
+def tiny(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    repo = demo.make_repo(tmp_path / "tiny")
+    monkeypatch.chdir(repo)
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+    return repo
+
+
+def test_injected_slowdown_accuracy_drop_and_one_sided_error(tiny: Path, cli, tmp_path: Path):
+    demo.git(tiny, "checkout", "-qb", "pr")
+    demo.write_tree(tiny, work=52, acc_drop=0.05, new_feature=True)  # +30% work, -5 points
+    demo.commit_all(tiny, "slower, less accurate, new benchmark")
+    md, js = tmp_path / "r.md", tmp_path / "r.json"
+    summary = tmp_path / "summary.md"
+    import os
+
+    os.environ["GITHUB_STEP_SUMMARY"] = str(summary)
+    try:
+        code, out, err = cli(
+            "benchmark", "--compare", "main", "--report-md", md, "--report-json", js
+        )
+    finally:
+        del os.environ["GITHUB_STEP_SUMMARY"]
+    assert code == 3, out + err
+    report = json.loads(js.read_text())
+    by = {(m["benchmark"].split("::")[1], m["metric"]): m for m in report["metrics"]}
+    fwd = by[("test_forward", "time")]
+    assert fwd["verdict"] == "regression"
+    assert fwd["ci_low"] > 1.0 and fwd["ratio"] > 1.1 and fwd["mde"] > 0
+    assert by[("test_accuracy", "accuracy")]["verdict"] == "regression"
+    assert by[("test_forward", "params")]["verdict"] == "unchanged"
+    # errors on REF only (the benchmark uses a HEAD-only function): an error, not a regression
+    assert by[("test_new_feature", "-")]["verdict"] == "error"
+    assert report["errors"][0]["side"] == "REF"
+    assert report["base"]["how"] == "merge-base of HEAD and main"
+    assert (
+        "regression" in md.read_text() and md.read_text() == summary.read_text().rstrip("\n") + "\n"
+    )
+
+
+def test_aa_uncommitted_docs_change_is_quiet(tiny: Path, cli, tmp_path: Path):
+    (tiny / "README.md").write_text("# tinypkg\n\nDocs only.\n")  # uncommitted, docs only
+    js = tmp_path / "r.json"
+    code, out, err = cli("benchmark", "--compare", "HEAD", "--report-json", js)
+    assert code == 0, out + err
+    report = json.loads(js.read_text())
+    assert report["status"] == "ok" and report["errors"] == []
+    assert {m["verdict"] for m in report["metrics"]} <= {"unchanged", "undecided"}
+    assert any("uncommitted changes" in w and "working tree" in w for w in report["warnings"])
+    assert "uncommitted changes" in err
+
+
+def test_run_baseline_cache_and_fingerprint(tiny: Path, cli, tmp_path: Path):
+    base = tmp_path / "base.json"
+    code, out, err = cli("benchmark", "--processes", "2", "--out", base)
+    assert code == 0, out + err
+    doc = json.loads(base.read_text())
+    assert doc["modelkit"]["fingerprint"]["cpu_count"] and len(doc["modelkit"]["processes"]) == 2
+    fwd = next(b for b in doc["benchmarks"] if b["name"] == "test_forward")
+    assert len(fwd["stats"]["data"]) >= 10  # raw samples kept
+    # readable by pytest-benchmark's own compare
+    pb = Path(sys.executable).parent / "pytest-benchmark"
+    res = subprocess.run([str(pb), "compare", str(base)], capture_output=True, text=True)
+    assert res.returncode == 0 and "test_forward" in res.stdout, res.stderr
+    # the same clean commit again: cached results reused
+    code, out, err = cli("benchmark", "--processes", "2", "--out", tmp_path / "again.json")
+    assert code == 0 and "reused cached results" in err
+    # against the saved baseline (same machine): no regression
+    js = tmp_path / "r.json"
+    code, out, err = cli("benchmark", "--baseline", base, "--report-json", js)
+    assert code == 0, out + err
+    assert json.loads(js.read_text())["mode"] == "baseline"
+    # another machine's baseline: refused unless --force
+    doc["modelkit"]["fingerprint"]["cpu_model"] = "Some Other CPU"
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(doc))
+    code, out, err = cli("benchmark", "--baseline", other)
+    assert code == 2 and "another machine" in err and "--force" in err
+    code, out, err = cli("benchmark", "--baseline", other, "--force", "--max-rounds", "3")
+    assert code in (0, 3) and "another machine" in err
+
+
+def test_unknown_ref(tiny: Path, cli):
+    code, out, err = cli("benchmark", "--compare", "mian")
+    assert code == 2 and "unknown ref 'mian'" in err and "did you mean 'main'" in err
+
+
+def test_shallow_clone_hints_fetch_depth(tiny: Path, cli, tmp_path: Path, monkeypatch):
+    demo.write_tree(tiny, work=41)
+    demo.commit_all(tiny, "second")
+    clone = tmp_path / "shallow"
+    subprocess.run(["git", "clone", "-q", "--depth", "1", f"file://{tiny}", str(clone)], check=True)
+    first = demo.git(tiny, "rev-list", "--max-parents=0", "HEAD")
+    monkeypatch.chdir(clone)
+    code, out, err = cli("benchmark", "--compare", first)
+    assert code == 2 and "shallow clone" in err and "fetch-depth: 0" in err
+
+
+def test_ref_that_fails_to_import(tiny: Path, cli):
+    demo.git(tiny, "checkout", "-qb", "broken")
+    demo.write_tree(tiny, broken_import=True)
+    broken = demo.commit_all(tiny, "broken")
+    demo.git(tiny, "checkout", "-q", "main")
+    code, out, err = cli("benchmark", "--compare", broken)
+    assert code == 2
+    assert f"REF {broken}" in err and "fails to import" in err and "tinypkg is broken here" in err
+
+
+def test_empty_suite(tiny: Path, cli):
+    (tiny / "benchmarks" / "test_tiny.py").write_text("# nothing yet\n")
+    code, out, err = cli("benchmark")
+    assert code == 2 and "empty suite" in err
+    code, out, err = cli("benchmark", "--suite", "nope")
+    assert code == 2 and "empty suite" in err
+
+
+def test_not_a_git_repo(in_tmp: Path, cli):
+    (in_tmp / "benchmarks").mkdir()
+    code, out, err = cli("benchmark", "--compare", "main")
+    assert code == 2 and "not inside a git repository" in err
