@@ -99,7 +99,7 @@ def test_scaffold_end_to_end(scaffold: tuple[Path, dict[str, str]]) -> None:
 
     require_verb("benchmark")
     r = modelkit(
-        "benchmark", "--compare", "HEAD~1", "--device", "cpu",
+        "benchmark", "--compare", "HEAD~1", "--device", "cpu", "--max-time", "45",
         "--report-md", "bench.md", "--report-json", "bench.json",
         cwd=root, env=env,
     )  # fmt: skip
