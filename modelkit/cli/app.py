@@ -16,6 +16,7 @@ VERBS: dict[str, str] = {
     "train": "train",
     "eval": "eval",
     "models": "models",
+    "repro": "repro",
 }
 
 app = typer.Typer(

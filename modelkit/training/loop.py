@@ -576,6 +576,8 @@ def _fit(trainer: Trainer, record: dict[str, Any], *, t_load: float) -> dict[str
         run.write_record(record)
         raise
     st = trainer.state
+    if status == "complete" and trainer.options.dump_dir is not None:
+        trainer.save(trainer.options.dump_dir, keep=10**9)  # the final state, for repro
     if status == "stopped":
         record.update(status="stopped", stopped_at_step=st.step, finished=now_iso())
         run.write_record(record)
