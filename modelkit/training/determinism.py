@@ -34,7 +34,7 @@ def configure_determinism(*, seed: int, threads: int, deterministic: bool) -> di
     if deterministic:
         # must be set before the first cuBLAS handle exists; harmless on CPU
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
-        torch.use_deterministic_algorithms(True)
+        _use_deterministic_algorithms()
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
     if threads or deterministic:
@@ -54,6 +54,24 @@ def configure_determinism(*, seed: int, threads: int, deterministic: bool) -> di
         "seeded": ["python", "numpy", "torch_cpu"]
         + (["torch_cuda_all"] if torch.cuda.is_available() else []),
     }
+
+
+def _use_deterministic_algorithms() -> None:
+    """``torch.use_deterministic_algorithms(True)`` without its 4 s import of torch._inductor.
+
+    The public call imports ``torch._inductor.config`` only to set ``deterministic`` there;
+    modelkit never compiles, so the inductor flag is set only when inductor is already loaded.
+    """
+    import sys
+
+    setter = getattr(torch._C, "_set_deterministic_algorithms", None)
+    if setter is None:  # pragma: no cover - a torch without the private setter
+        torch.use_deterministic_algorithms(True)
+        return
+    setter(True, warn_only=False)
+    inductor = sys.modules.get("torch._inductor.config")
+    if inductor is not None:
+        inductor.deterministic = True
 
 
 def epoch_permutation(n: int, *, seed: int, epoch: int, device: torch.device) -> torch.Tensor:
