@@ -60,6 +60,10 @@ class Side:
 
         return load_checkpoint(self.dump_dir / f"{PREFIX}{step:08d}{SUFFIX}")
 
+    def result(self) -> dict[str, Any]:
+        """What the worker computed itself: the final state sha256 and step."""
+        return json.loads(Path(f"{self.run_dir}.result.json").read_text(encoding="utf-8"))
+
     def has_dump(self, step: int) -> bool:
         """Whether a state dump exists for ``step``."""
         from modelkit.training.checkpoint import PREFIX, SUFFIX
@@ -221,14 +225,14 @@ def _compare_sides(
     emit: Event,
     tag: str,
 ) -> dict[str, Any]:
-    from modelkit.repro.compare import compare_metrics, fingerprints, first_divergence
+    from modelkit.repro.records import compare_metrics, fingerprints, first_divergence
 
     ra, rb = a.record(), b.record()
-    final_a = ra.get("steps") or ra.get("stopped_at_step")
-    final_b = rb.get("steps") or rb.get("stopped_at_step")
+    res_a, res_b = a.result(), b.result()
+    final_a = res_a["final_step"]
     ma, mb = a.metrics(), b.metrics()
     fp = first_divergence(fingerprints(ma), fingerprints(mb), up_to=up_to)
-    sa, sb = state_sha256(*a.dump(final_a)), state_sha256(*b.dump(final_b))
+    sa, sb = res_a["state_sha256"], res_b["state_sha256"]
     metrics = compare_metrics(ma, mb, up_to=up_to)
     weights = None
     if ra.get("weights_sha256") and rb.get("weights_sha256"):
@@ -344,7 +348,8 @@ def repro_against(
     A data fingerprint mismatch raises DataError naming both fingerprints.
     """
     from modelkit.env import diff_environments
-    from modelkit.repro.compare import diff_states, fingerprints, first_divergence
+    from modelkit.repro.compare import diff_states
+    from modelkit.repro.records import fingerprints, first_divergence
     from modelkit.runs import open_run
 
     emit = on_event or (lambda _m: None)

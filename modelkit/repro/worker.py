@@ -32,6 +32,13 @@ def main(argv: list[str]) -> int:
         error = {"type": type(exc).__name__, "message": exc.message, "hint": exc.hint}
         Path(f"{out}.error.json").write_text(json.dumps({**error, "exit_code": exc.exit_code}))
         return exc.exit_code
+    if opts.get("dump_dir"):  # the final state's sha256, so the parent need not load torch
+        from modelkit.repro.core import state_sha256
+        from modelkit.training.checkpoint import list_checkpoints, load_checkpoint
+
+        tensors, meta = load_checkpoint(list_checkpoints(opts["dump_dir"])[-1])
+        result = {"state_sha256": state_sha256(tensors, meta), "final_step": meta["step"]}
+        Path(f"{out}.result.json").write_text(json.dumps(result))
     return 0
 
 
