@@ -49,7 +49,7 @@ class TrainConfig:
     keep_checkpoints: int = 2
     log_every: int = 10  # steps between metrics.jsonl step records
     lr_schedule: str = "none"  # none | cosine (to 0 over the run) | step (x0.5 each epoch)
-    fingerprint_every: int = 10  # steps between state fingerprints (0 = off); see docs
+    fingerprint_every: int = 25  # steps between state fingerprints (0 = off); <=3% overhead
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, "epochs must be >= 1", "pass e.g. --epochs 5")
