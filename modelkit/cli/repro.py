@@ -31,6 +31,7 @@ def command(
         Path | None,
         typer.Argument(
             help="A config file (.toml/.yaml/.json) or a run directory to train twice.",
+            metavar="CONFIG_OR_RUN_DIR",
             show_default=False,
         ),
     ] = None,

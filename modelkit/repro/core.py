@@ -86,6 +86,15 @@ def load_target(target: Path, *, project: Any = None) -> tuple[Any, str]:
     )
 
 
+def _recorded_threads(run_dir: Path) -> int | None:
+    """The thread count a recorded run used (run.json determinism, else env), if known."""
+    path = run_dir / "run.json"
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text(encoding="utf-8"))
+    return (record.get("determinism") or {}).get("threads") or record.get("env", {}).get("threads")
+
+
 def state_sha256(tensors: dict[str, Any], meta: dict[str, Any]) -> str:
     """sha256 of params, buffers and optimizer state (+ scheduler) of a dumped state."""
     from modelkit.training.fingerprint import state_digest
@@ -289,7 +298,9 @@ def repro_twice(
     perturb = os.environ.get(PERTURB_ENV) or None
     ws = _Workspace(work_dir)
     try:
-        opts = {"stop_at_step": steps, "dump_steps": [0]}
+        opts: dict[str, Any] = {"stop_at_step": steps, "dump_steps": [0]}
+        if kind == "run":  # a recorded run: reuse its thread count (reduction order)
+            opts["threads"] = _recorded_threads(target)
         t0 = time.perf_counter()
         jobs = [(config, "a", opts), (config, "b", {**opts, "perturb": perturb})]
         seed = config.seed + 1
@@ -367,9 +378,7 @@ def repro_against(
             f"--steps {steps} is outside the recorded run's 1..{total} steps",
             hint=f"pass --steps between 1 and {total}",
         )
-    threads = (record.get("determinism") or {}).get("threads") or record.get("env", {}).get(
-        "threads"
-    )
+    threads = _recorded_threads(run_dir)
     ws = _Workspace(work_dir)
     try:
         emit("regenerating the recorded run in a fresh process")
