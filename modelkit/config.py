@@ -22,6 +22,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
+LR_SCHEDULES = ("none", "cosine", "step")
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -47,6 +48,8 @@ class TrainConfig:
     checkpoint_every: int = 0  # steps; 0 = once per epoch
     keep_checkpoints: int = 2
     log_every: int = 10  # steps between metrics.jsonl step records
+    lr_schedule: str = "none"  # none | cosine (to 0 over the run) | step (x0.5 each epoch)
+    fingerprint_every: int = 25  # steps between state fingerprints (0 = off); <=3% overhead
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, "epochs must be >= 1", "pass e.g. --epochs 5")
@@ -64,6 +67,14 @@ class TrainConfig:
         )
         _check(self.threads >= 0, "threads must be >= 0", "pass --threads 2 (0 = torch default)")
         _check(self.keep_checkpoints >= 1, "keep-checkpoints must be >= 1", "use 2")
+        _check(
+            self.lr_schedule in LR_SCHEDULES,
+            f"unknown lr_schedule '{self.lr_schedule}' (valid: {', '.join(LR_SCHEDULES)})",
+            'set lr_schedule = "cosine" (or none | step)',
+        )
+        _check(self.checkpoint_every >= 0, "checkpoint-every must be >= 0", "0 = once per epoch")
+        _check(self.fingerprint_every >= 0, "fingerprint-every must be >= 0", "0 = off, e.g. 10")
+        _check(self.log_every >= 1, "log-every must be >= 1", "use 10")
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of every field."""

@@ -21,6 +21,7 @@ VERBS: dict[str, str] = {
     "verify": "verify",
     "init": "init",
     "benchmark": "benchmark",
+    "repro": "repro",
 }
 
 app = typer.Typer(

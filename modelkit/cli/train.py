@@ -30,6 +30,12 @@ Examples:
   modelkit train -c configs/mnist.toml --lr 1e-3  # a config file + overrides
 
   modelkit train -m my_pkg.models:build --data my_pkg.data:load
+
+  modelkit train --deterministic --fingerprint-every 10 --out runs/a
+
+  modelkit train --resume runs/a                  # continue a killed run, bitwise
+
+  modelkit train --resume runs/a --fallback-checkpoint   # newest checkpoint is corrupt
 """
 
 
@@ -51,9 +57,25 @@ def command(
         bool | None,
         typer.Option("--deterministic/--no-deterministic", help="Deterministic algorithms."),
     ] = None,
+    fingerprint_every: Annotated[
+        int | None,
+        typer.Option(help="Steps between state fingerprints in metrics.jsonl (0 = off)."),
+    ] = None,
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Run directory to create.")
     ] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option(
+            "--resume",
+            help="Continue the killed run in RUN_DIR from its newest good checkpoint.",
+            metavar="RUN_DIR",
+        ),
+    ] = None,
+    fallback_checkpoint: Annotated[
+        bool,
+        typer.Option(help="With --resume: if the newest checkpoint is corrupt, use the previous."),
+    ] = False,
     overwrite: Annotated[
         bool, typer.Option(help="Replace an existing non-empty --out run.")
     ] = False,
@@ -68,10 +90,63 @@ def command(
     import time
 
     from modelkit.config import resolve_config
+    from modelkit.errors import BadInputError
     from modelkit.project import load_project
+    from modelkit.training.loop import resume as resume_run
     from modelkit.training.loop import train
 
     project = load_project()
+    if fallback_checkpoint and resume is None:
+        raise BadInputError(
+            "--fallback-checkpoint only applies with --resume",
+            hint="modelkit train --resume RUN_DIR --fallback-checkpoint",
+        )
+    if resume is not None:
+        given = (
+            [
+                name
+                for name, value in dict(
+                    config=config,
+                    model=model,
+                    data=data,
+                    epochs=epochs,
+                    batch_size=batch_size,
+                    lr=lr,
+                    optimizer=optimizer,
+                    seed=seed,
+                    device=device,
+                    threads=threads,
+                    deterministic=deterministic,
+                    fingerprint_every=fingerprint_every,
+                    out=out,
+                ).items()
+                if value is not None
+            ]
+            + (["overwrite"] if overwrite else [])
+            + (["download"] if download else [])
+        )
+        if given:
+            raise BadInputError(
+                f"--resume takes the run's own config; --{given[0].replace('_', '-')} "
+                "cannot be combined with it",
+                hint=f"modelkit train --resume {resume}",
+            )
+        with o.training_progress(enabled=not quiet and fmt is OutputFormat.text) as on_event:
+            record = resume_run(
+                resume, project=project, fallback=fallback_checkpoint, on_event=on_event
+            )
+        out = resume
+        if record.get("already_complete"):
+            o.info(f"{resume} is already complete; nothing to resume")
+        else:
+            last = record["resumes"][-1]
+            for bad in last["rejected_checkpoints"]:
+                o.info(f"skipped corrupt checkpoint {bad['checkpoint']}: {bad['reason']}")
+            o.info(
+                f"resumed from step {last['from_step']} ({last['checkpoint'] or 'no checkpoint yet'})"
+            )
+        _render(record, out, fmt)
+        return
     overrides = dict(
         model=model,
         data=data,
@@ -83,6 +158,7 @@ def command(
         device=device,
         threads=threads,
         deterministic=deterministic,
+        fingerprint_every=fingerprint_every,
         skip_bad_files=skip_bad_files or None,
     )
     cfg = resolve_config(config_file=config, overrides=overrides, project=project)
@@ -95,6 +171,10 @@ def command(
         record = train(
             cfg, out=out, project=project, overwrite=overwrite, download=download, on_event=on_event
         )
+    _render(record, out, fmt)
+
+
+def _render(record: dict, out: Path, fmt: OutputFormat) -> None:
     if fmt is OutputFormat.json:
         o.print_json({"run_dir": str(out), **record})
         return

@@ -19,6 +19,23 @@ def save_weights(model: torch.nn.Module, path: Path, *, metadata: dict[str, str]
 
     with atomic_path(path) as tmp:
         save_model(model, str(tmp), metadata=metadata)
+        canonicalise_header(tmp)
+
+
+def canonicalise_header(path: Path) -> None:
+    """Rewrite a safetensors header with sorted keys, in place (same length).
+
+    safetensors serialises ``__metadata__`` from a hash map, so its key order (and the file's
+    sha256) changes from process to process; sorted keys make equal weights equal files.
+    """
+    with open(path, "r+b") as f:
+        size = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(size))
+        body = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+        if len(body) > size:  # cannot happen for the same content; keep the original then
+            return
+        f.seek(8)
+        f.write(body + b" " * (size - len(body)))
 
 
 def model_config(name: str, kwargs: dict[str, Any], train_config: dict[str, Any]) -> dict[str, Any]:

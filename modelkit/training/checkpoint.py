@@ -47,16 +47,9 @@ def unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) 
 
 
 def _payload_digest(tensors: dict[str, torch.Tensor]) -> str:
-    h = hashlib.sha256()
-    for name in sorted(tensors):
-        t = tensors[name].detach().cpu().contiguous()
-        h.update(f"{name}|{tuple(t.shape)}|{t.dtype}|".encode())
-        h.update(
-            t.numpy().tobytes()
-            if t.dtype != torch.bfloat16
-            else t.view(torch.int16).numpy().tobytes()
-        )
-    return h.hexdigest()
+    from modelkit.training.fingerprint import hash_tensors
+
+    return hash_tensors((name, tensors[name]) for name in sorted(tensors)).hexdigest()
 
 
 def save_checkpoint(
@@ -67,9 +60,14 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer,
     state: dict[str, Any],
     extra_tensors: dict[str, torch.Tensor] | None = None,
+    objects: dict[str, dict[str, Any]] | None = None,
     keep: int = 2,
 ) -> Path:
-    """Write one checkpoint atomically and prune old ones; returns its path."""
+    """Write one checkpoint atomically and prune old ones; returns its path.
+
+    ``objects`` holds JSON-able ``state_dict()``s of stateful helpers (LR scheduler, grad
+    scaler); they go into the metadata and are covered by the checksum.
+    """
     from safetensors.torch import save_file
 
     directory.mkdir(parents=True, exist_ok=True)
@@ -80,7 +78,14 @@ def save_checkpoint(
     tensors.update({k: v.detach().cpu().contiguous().clone() for k, v in opt_tensors.items()})
     for k, v in (extra_tensors or {}).items():
         tensors[f"extra.{k}"] = v.detach().cpu().contiguous().clone()
-    meta = {"step": step, "state": state, "optimizer": opt_meta, "sha256": _payload_digest(tensors)}
+    meta = {
+        "step": step,
+        "state": state,
+        "optimizer": opt_meta,
+        "objects": objects or {},
+        "sha256": _payload_digest(tensors),
+    }
+    meta["meta_sha256"] = _meta_digest(meta)
     path = directory / f"{PREFIX}{step:08d}{SUFFIX}"
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={"__meta__": json.dumps(meta, sort_keys=True)})
@@ -111,7 +116,9 @@ def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]
             f"checkpoint {path} is corrupt or truncated ({type(exc).__name__})",
             hint="resume from the previous one with --fallback-checkpoint",
         ) from None
-    if _payload_digest(tensors) != meta.get("sha256"):
+    if _payload_digest(tensors) != meta.get("sha256") or (
+        "meta_sha256" in meta and _meta_digest(meta) != meta["meta_sha256"]
+    ):
         raise RunDirError(
             f"checkpoint {path} fails its checksum",
             hint="resume from the previous one with --fallback-checkpoint",
@@ -119,10 +126,56 @@ def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]
     return tensors, meta
 
 
+def _meta_digest(meta: dict[str, Any]) -> str:
+    body = {k: v for k, v in meta.items() if k != "meta_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def remove_stale_temps(directory: Path) -> list[str]:
+    """Delete temp files a killed writer left behind (``.ckpt-*.tmp``); returns their names."""
+    if not directory.is_dir():
+        return []
+    stale = [
+        p
+        for p in directory.iterdir()
+        if p.name.startswith(f".{PREFIX}") and p.name.endswith(".tmp")
+    ]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return [p.name for p in stale]
+
+
+def find_resume_checkpoint(
+    directory: Path, *, fallback: bool = False
+) -> tuple[Path | None, dict[str, torch.Tensor], dict[str, Any], list[dict[str, str]]]:
+    """The newest checkpoint that verifies: ``(path, tensors, meta, rejected)``.
+
+    A corrupt newest checkpoint raises :class:`RunDirError` unless ``fallback``; then older
+    ones are tried and each rejected file is reported in ``rejected``. ``path`` is None when
+    no checkpoint exists yet (the run restarts from step 0).
+    """
+    rejected: list[dict[str, str]] = []
+    for path in reversed(list_checkpoints(directory)):
+        try:
+            tensors, meta = load_checkpoint(path)
+        except RunDirError as exc:
+            if not fallback:
+                raise
+            rejected.append({"checkpoint": path.name, "reason": exc.message})
+            continue
+        return path, tensors, meta, rejected
+    if rejected:
+        raise RunDirError(
+            f"no checkpoint in {directory} verifies ({len(rejected)} corrupt)",
+            hint="start the run again with `modelkit train`",
+        )
+    return None, {}, {}, rejected
+
+
 def split_tensors(tensors: dict[str, torch.Tensor]) -> tuple[dict, dict, dict]:
     """``(model_state, optimizer_tensors, extra)`` from a checkpoint's flat tensor dict."""
     groups: dict[str, dict[str, torch.Tensor]] = {"model": {}, "optim": {}, "extra": {}}
     for name, t in tensors.items():
         kind, _, rest = name.partition(".")
-        groups[kind][rest if kind != "optim" else name] = t
+        groups[kind][rest if kind == "model" else name if kind == "optim" else rest] = t
     return groups["model"], groups["optim"], groups["extra"]

@@ -1,0 +1,211 @@
+"""`modelkit repro`: prove a run reproducible bit for bit, or name where it diverges."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from modelkit.cli import _output as o
+from modelkit.cli._options import FormatOpt, OutputFormat, QuietOpt
+
+EXAMPLES = """
+Examples:
+
+  modelkit repro configs/mnist.toml               # train twice, compare bitwise (exit 0 / 3)
+
+  modelkit repro runs/a --steps 200                # prove a 200-step prefix of a recorded config
+
+  modelkit repro configs/mnist.toml --control      # + a perturbed-seed run that must differ
+
+  modelkit repro --against runs/a                  # regenerate a recorded run, compare weights
+
+  modelkit repro --against runs/a --format json
+"""
+
+
+@o.handle_errors
+def command(
+    target: Annotated[
+        Path | None,
+        typer.Argument(
+            help="A config file (.toml/.yaml/.json) or a run directory to train twice.",
+            metavar="CONFIG_OR_RUN_DIR",
+            show_default=False,
+        ),
+    ] = None,
+    against: Annotated[
+        Path | None,
+        typer.Option(
+            "--against",
+            help="Regenerate this recorded run from its record and compare with its weights.",
+            metavar="RUN_DIR",
+        ),
+    ] = None,
+    steps: Annotated[
+        int | None, typer.Option(help="Prove only the first N steps (long runs).")
+    ] = None,
+    control: Annotated[
+        bool, typer.Option(help="Also run a perturbed-seed negative control (must differ).")
+    ] = False,
+    atol: Annotated[
+        float, typer.Option(help="Tolerance when the environment rules out bitwise equality.")
+    ] = 1e-4,
+    work_dir: Annotated[
+        Path | None,
+        typer.Option(help="Keep the runs in this (new or empty) directory instead of a temp dir."),
+    ] = None,
+    fmt: FormatOpt = OutputFormat.text,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train twice in fresh processes (or regenerate a recorded run) and compare bit for bit."""
+    from modelkit.errors import BadInputError, CheckFailed
+    from modelkit.project import load_project
+    from modelkit.repro import repro_against, repro_twice
+
+    if (target is None) == (against is None):
+        raise BadInputError(
+            "give either CONFIG_OR_RUN_DIR or --against RUN_DIR (exactly one)",
+            hint="modelkit repro configs/mnist.toml  |  modelkit repro --against runs/a",
+        )
+    if against is not None and control:
+        raise BadInputError(
+            "--control applies to the two-run check, not --against",
+            hint="modelkit repro RUN_DIR --control",
+        )
+    progress = (
+        (lambda m: o.info(f"[dim]{o.escape(m)}[/]"))
+        if not quiet and fmt is OutputFormat.text
+        else None
+    )
+    project = load_project()
+    if against is not None:
+        report = repro_against(
+            against, steps=steps, atol=atol, work_dir=work_dir, project=project, on_event=progress
+        )
+        _render_against(report, fmt)
+        if not report["ok"]:
+            raise CheckFailed(
+                f"regenerated run {report['verdict']}"
+                + (
+                    f": first divergent step {report['first_divergent_step']}"
+                    if report["first_divergent_step"] is not None
+                    else ""
+                ),
+                hint="see the tensors above; `modelkit repro RUN_DIR` checks this machine alone",
+            )
+        return
+    assert target is not None
+    report = repro_twice(
+        target, steps=steps, control=control, work_dir=work_dir, project=project, on_event=progress
+    )
+    _render_twice(report, fmt)
+    if not report["identical"]:
+        raise CheckFailed(
+            f"runs differ: first divergent step {report['divergence']['step']}",
+            hint="the tensors that differ are listed above (name, max abs diff, max ULP)",
+        )
+    if control and not report["control"]["differs"]:
+        raise CheckFailed(
+            "the negative control (perturbed seed) did not differ: the check cannot fail",
+            hint="the model may ignore the seed; report this",
+        )
+
+
+def _tensor_rows(tensors: list[dict[str, Any]]) -> list[list[Any]]:
+    return [
+        [
+            t["name"],
+            t.get("problem") or f"{t['max_abs_diff']:.3g}",
+            t.get("max_ulp", "-"),
+            f"{t.get('elements_differ', '-')}/{t.get('numel', '-')}",
+        ]
+        for t in tensors
+    ]
+
+
+TENSOR_COLUMNS = ["tensor", "max abs diff", "max ULP", "elements differ"]
+
+
+def _render_twice(r: dict[str, Any], fmt: OutputFormat) -> None:
+    if fmt is OutputFormat.json:
+        o.print_json(r)
+        return
+    sha = r["state_sha256"]
+    if r["identical"]:
+        o.out.print(
+            f"IDENTICAL  {r['steps']} steps, state sha256 {sha['a']}, "
+            f"{r['fingerprints_compared']} fingerprints and {r['metrics']['rows']} metric rows equal"
+        )
+    else:
+        d = r["divergence"]
+        o.out.print(f"MISMATCH  first divergent step {d['step']}")
+        if d["loss"]:
+            o.out.print(f"  loss at step {d['step']}: {d['loss']['a']!r} vs {d['loss']['b']!r}")
+        if d["tensors"]:
+            o.table(
+                f"tensors that differ at step {d['step']}",
+                TENSOR_COLUMNS,
+                _tensor_rows(d["tensors"]),
+            )
+        o.out.print(f"  state sha256: {sha['a']} vs {sha['b']}")
+    if "control" in r:
+        c = r["control"]
+        names = ", ".join(t["name"] for t in c["tensors"][:3])
+        status = (
+            f"differs at step {c['first_divergent_step']} ({names}{', …' if len(c['tensors']) > 3 else ''}) as expected"
+            if c["differs"]
+            else "DID NOT DIFFER"
+        )
+        o.out.print(f"control (seed {c['seed']}): {status}")
+    t = r["timings"]
+    o.info(f"runs {t['runs_s']:.1f}s, total {t['total_s']:.1f}s")
+
+
+def _render_against(r: dict[str, Any], fmt: OutputFormat) -> None:
+    if fmt is OutputFormat.json:
+        o.print_json(r)
+        return
+    diffs = r["env_diff"]
+    if diffs:
+        o.table(
+            "environment: recorded vs now",
+            ["field", "recorded", "now", "matters"],
+            [[d["field"], d["a"], d["b"], "yes" if d["matters"] else "no"] for d in diffs],
+        )
+    else:
+        o.out.print("environment: same as recorded")
+    fp = r["data_fingerprint"]
+    o.out.print(f"data fingerprint: {fp['now']} (same as recorded)")
+    if r["bitwise_expected"]:
+        o.out.print(
+            f"{r['verdict']}  {r['steps']} steps, {r['fingerprints_compared']} fingerprints compared"
+            + (", weights bitwise equal" if r["weights_compared"] and not r["tensors"] else "")
+        )
+        if r["first_divergent_step"] is not None:
+            o.out.print(f"  first divergent fingerprint at step {r['first_divergent_step']}")
+    else:
+        fields = ", ".join(d["field"] for d in diffs if d["matters"])
+        o.out.print(
+            f"bitwise equality not expected ({fields} differ): tolerance comparison, "
+            f"atol {r['atol']:g}: {r['verdict']}"
+        )
+    if r["tolerance"]:
+        o.table(
+            f"final weights vs recorded, atol {r['atol']:g}",
+            ["tensor", "max abs diff", "within"],
+            [
+                [
+                    t["name"],
+                    "-" if t["max_abs_diff"] is None else f"{t['max_abs_diff']:.3g}",
+                    "yes" if t["within"] else "NO",
+                ]
+                for t in r["tolerance"]
+            ],
+        )
+    elif r["tensors"]:
+        o.table("final weights: tensors that differ", TENSOR_COLUMNS, _tensor_rows(r["tensors"]))
+
+
+command.__doc__ = (command.__doc__ or "") + EXAMPLES

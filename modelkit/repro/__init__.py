@@ -1,0 +1,5 @@
+"""Reproducibility: run twice or re-run a record, compare bitwise, localise the first divergence."""
+
+from modelkit.repro.core import load_target, repro_against, repro_twice
+
+__all__ = ["load_target", "repro_against", "repro_twice"]

@@ -1,0 +1,459 @@
+"""``modelkit repro``: prove a run reproducible, or show where and how it is not.
+
+Two modes:
+
+* :func:`repro_twice` trains the same config twice in fresh processes (determinism on) and
+  compares the final state sha256 (params, buffers, optimizer state), the per-step
+  fingerprints and the metrics. On a mismatch it localises the first divergent step: the
+  window between the last equal and the first different fingerprint is re-run on both sides
+  with a fingerprint (and a state dump) at every step, and the tensors that differ at the
+  first different step are named with their max abs diff and max ULP distance.
+* :func:`repro_against` regenerates a recorded run from its ``config.json``/``run.json`` and
+  compares it with the recorded fingerprints and weights, after diffing the environment.
+
+Both return a JSON-ready report; ``report["identical"]`` is the verdict.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from modelkit.errors import BadInputError, ModelkitError, RunDirError
+
+PERTURB_ENV = "MODELKIT_PERTURB"
+CONFIG_SUFFIXES = (".toml", ".yaml", ".yml", ".json")
+Event = Callable[[str], None]
+
+
+@dataclass
+class Side:
+    """One finished worker run: its run directory, state dumps and wall time."""
+
+    label: str
+    run_dir: Path
+    dump_dir: Path
+    seconds: float
+
+    def record(self) -> dict[str, Any]:
+        """The worker's run.json."""
+        return json.loads((self.run_dir / "run.json").read_text(encoding="utf-8"))
+
+    def metrics(self) -> list[dict[str, Any]]:
+        """The worker's metrics rows."""
+        from modelkit.runs import RunDir
+
+        return RunDir(self.run_dir).read_metrics()
+
+    def dump(self, step: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        """``(tensors, meta)`` of the state dumped at ``step``."""
+        from modelkit.training.checkpoint import PREFIX, SUFFIX, load_checkpoint
+
+        return load_checkpoint(self.dump_dir / f"{PREFIX}{step:08d}{SUFFIX}")
+
+    def result(self) -> dict[str, Any]:
+        """What the worker computed itself: the final state sha256 and step."""
+        return json.loads(Path(f"{self.run_dir}.result.json").read_text(encoding="utf-8"))
+
+    def has_dump(self, step: int) -> bool:
+        """Whether a state dump exists for ``step``."""
+        from modelkit.training.checkpoint import PREFIX, SUFFIX
+
+        return (self.dump_dir / f"{PREFIX}{step:08d}{SUFFIX}").is_file()
+
+
+def load_target(target: Path, *, project: Any = None) -> tuple[Any, str]:
+    """A config file or a run directory -> ``(TrainConfig, kind)``."""
+    from modelkit.config import resolve_config
+    from modelkit.runs import open_run
+
+    if target.is_dir():
+        return open_run(target, require=("config.json",)).train_config(), "run"
+    if target.is_file() and target.suffix in CONFIG_SUFFIXES:
+        return resolve_config(config_file=target, project=project), "config"
+    raise BadInputError(
+        f"{target} is neither a config file (.toml/.yaml/.json) nor a run directory",
+        hint="modelkit repro configs/mnist.toml, or modelkit repro runs/my-run",
+    )
+
+
+def _recorded_threads(run_dir: Path) -> int | None:
+    """The thread count a recorded run used (run.json determinism, else env), if known."""
+    path = run_dir / "run.json"
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text(encoding="utf-8"))
+    return (record.get("determinism") or {}).get("threads") or record.get("env", {}).get("threads")
+
+
+def state_sha256(tensors: dict[str, Any], meta: dict[str, Any]) -> str:
+    """sha256 of params, buffers and optimizer state (+ scheduler) of a dumped state."""
+    from modelkit.training.fingerprint import state_digest
+
+    keep = {k: v for k, v in tensors.items() if k.startswith(("model.", "optim."))}
+    objects = meta.get("objects", {})
+    return state_digest(
+        keep, {"optimizer": meta["optimizer"], "scheduler": objects.get("scheduler")}
+    )
+
+
+class _Workspace:
+    """Where worker runs go; a temp dir removed afterwards unless the caller named one."""
+
+    def __init__(self, work_dir: Path | None) -> None:
+        self.keep = work_dir is not None
+        if work_dir is not None:
+            work_dir.mkdir(parents=True, exist_ok=True)
+            if any(work_dir.iterdir()):
+                raise RunDirError(
+                    f"--work-dir {work_dir} is not empty", hint="pass a new or empty directory"
+                )
+            self.path = work_dir
+        else:
+            self.path = Path(tempfile.mkdtemp(prefix="modelkit-repro-"))
+
+    def close(self) -> None:
+        if not self.keep:
+            shutil.rmtree(self.path, ignore_errors=True)
+
+
+def run_worker(config: Any, *, label: str, workspace: Path, options: dict[str, Any]) -> Side:
+    """Train ``config`` in a fresh Python process; typed errors come back as typed errors."""
+    return run_workers([(config, label, options)], workspace=workspace)[0]
+
+
+def run_workers(jobs: list[tuple[Any, str, dict[str, Any]]], *, workspace: Path) -> list[Side]:
+    """Run ``(config, label, options)`` jobs, each in its own fresh process, side by side.
+
+    Running them concurrently does not change their results (thread count, seeds and data
+    order are fixed per process); it only shortens the wall time.
+    """
+    env = {k: v for k, v in os.environ.items() if k != PERTURB_ENV}
+    started = []
+    for config, label, options in jobs:
+        out = workspace / label
+        dump = workspace / f"{label}.state"
+        spec = workspace / f"{label}.spec.json"
+        opts = {**options, "dump_dir": str(dump)}
+        spec.write_text(json.dumps({"config": config.to_dict(), "out": str(out), "options": opts}))
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "modelkit.repro.worker", str(spec)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        started.append((label, out, dump, proc, time.perf_counter()))
+    sides, failure = [], None
+    for label, out, dump, proc, t0 in started:
+        _, stderr = proc.communicate()
+        sides.append(Side(label, out, dump, time.perf_counter() - t0))
+        if proc.returncode != 0 and failure is None:
+            failure = _worker_error(label, out, proc.returncode, stderr)
+    if failure is not None:
+        raise failure
+    return sides
+
+
+def _worker_error(label: str, out: Path, code: int, stderr: str) -> ModelkitError:
+    err_file = Path(f"{out}.error.json")
+    if err_file.is_file():
+        err = json.loads(err_file.read_text())
+        cls = BadInputError if err["exit_code"] == 2 else ModelkitError
+        return cls(f"run {label}: {err['message']}", hint=err.get("hint"))
+    tail = (stderr.strip().splitlines() or ["(no output)"])[-1]
+    return ModelkitError(
+        f"run {label} failed (exit {code}): {tail}",
+        hint="re-run with MODELKIT_DEBUG=1, or train the config with `modelkit train`",
+    )
+
+
+def _localise(
+    config: Any,
+    a: Side,
+    b: Side,
+    *,
+    step: int | None,
+    last_equal: int | None,
+    final_step: int,
+    perturb_b: str | None,
+    workspace: Path,
+    emit: Event,
+    tag: str,
+) -> dict[str, Any]:
+    """Name the first divergent step and the tensors that differ there."""
+    from modelkit.repro.compare import diff_states, fingerprints, first_divergence
+
+    if step is None:  # every fingerprint equal: the difference is in the final state only
+        step = final_step
+    if not (a.has_dump(step) and b.has_dump(step)):
+        lo = -1 if last_equal is None else last_equal
+        emit(f"localising: re-running steps {lo + 1}..{step} with a fingerprint at every step")
+        opts = {
+            "stop_at_step": step,
+            "fingerprint_every": 1,
+            "dump_steps": list(range(lo + 1, step + 1)),
+        }
+        a, b = run_workers(
+            [(config, f"{tag}a", opts), (config, f"{tag}b", {**opts, "perturb": perturb_b})],
+            workspace=workspace,
+        )
+        fine = first_divergence(fingerprints(a.metrics()), fingerprints(b.metrics()))
+        step = fine["step"] if fine["step"] is not None else step
+    ta, ma = a.dump(step)
+    tb, mb = b.dump(step)
+    keep = ("model.", "optim.")
+    tensors = diff_states(
+        {k: v for k, v in ta.items() if k.startswith(keep)},
+        {k: v for k, v in tb.items() if k.startswith(keep)},
+    )
+    fa, fb = fingerprints(a.metrics()).get(step), fingerprints(b.metrics()).get(step)
+    loss = None
+    if fa and fb and fa.get("loss") != fb.get("loss"):
+        loss = {"a": fa.get("loss"), "b": fb.get("loss")}
+    return {"step": step, "tensors": tensors, "loss": loss}
+
+
+def _compare_sides(
+    config: Any,
+    a: Side,
+    b: Side,
+    *,
+    up_to: int | None,
+    perturb_b: str | None,
+    workspace: Path,
+    emit: Event,
+    tag: str,
+) -> dict[str, Any]:
+    from modelkit.repro.records import compare_metrics, fingerprints, first_divergence
+
+    ra, rb = a.record(), b.record()
+    res_a, res_b = a.result(), b.result()
+    final_a = res_a["final_step"]
+    ma, mb = a.metrics(), b.metrics()
+    fp = first_divergence(fingerprints(ma), fingerprints(mb), up_to=up_to)
+    sa, sb = res_a["state_sha256"], res_b["state_sha256"]
+    metrics = compare_metrics(ma, mb, up_to=up_to)
+    weights = None
+    if ra.get("weights_sha256") and rb.get("weights_sha256"):
+        weights = {"a": ra["weights_sha256"], "b": rb["weights_sha256"]}
+    identical = (
+        fp["step"] is None
+        and sa == sb
+        and metrics["identical"]
+        and (weights is None or weights["a"] == weights["b"])
+    )
+    out: dict[str, Any] = {
+        "identical": identical,
+        "steps": final_a,
+        "fingerprints_compared": fp["compared"],
+        "state_sha256": {"a": sa, "b": sb},
+        "weights_sha256": weights,
+        "metrics": metrics,
+        "seconds": {"a": round(a.seconds, 3), "b": round(b.seconds, 3)},
+    }
+    if not identical:
+        out["divergence"] = _localise(
+            config,
+            a,
+            b,
+            step=fp["step"],
+            last_equal=fp["last_equal"],
+            final_step=final_a,
+            perturb_b=perturb_b,
+            workspace=workspace,
+            emit=emit,
+            tag=tag,
+        )
+    return out
+
+
+def repro_twice(
+    target: Path,
+    *,
+    steps: int | None = None,
+    control: bool = False,
+    work_dir: Path | None = None,
+    project: Any = None,
+    on_event: Event | None = None,
+) -> dict[str, Any]:
+    """Train ``target`` (config file or run dir) twice in fresh processes and compare.
+
+    ``MODELKIT_PERTURB=STEP:PARAM`` (a test hook) nudges the second run only.
+    """
+    emit = on_event or (lambda _m: None)
+    config, kind = load_target(target, project=project)
+    config = config.replace(deterministic=True)
+    if steps is not None and steps < 1:
+        raise BadInputError("--steps must be >= 1", hint="e.g. --steps 100")
+    perturb = os.environ.get(PERTURB_ENV) or None
+    ws = _Workspace(work_dir)
+    try:
+        opts: dict[str, Any] = {"stop_at_step": steps, "dump_steps": [0]}
+        if kind == "run":  # a recorded run: reuse its thread count (reduction order)
+            opts["threads"] = _recorded_threads(target)
+        t0 = time.perf_counter()
+        jobs = [(config, "a", opts), (config, "b", {**opts, "perturb": perturb})]
+        seed = config.seed + 1
+        if control:
+            jobs.append((config.replace(seed=seed), "control", opts))
+            emit(f"training runs a, b and a control (seed {seed}), each in a fresh process")
+        else:
+            emit("training runs a and b, each in a fresh process")
+        sides = run_workers(jobs, workspace=ws.path)
+        a, b = sides[0], sides[1]
+        checked = time.perf_counter() - t0
+        report = _compare_sides(
+            config, a, b, up_to=steps, perturb_b=perturb, workspace=ws.path, emit=emit, tag="l"
+        )
+        report.update(
+            mode="twice",
+            target=str(target),
+            target_kind=kind,
+            config_sha256=config.digest(),
+            perturbed=perturb,
+            env=a.record().get("env"),
+            determinism=a.record().get("determinism"),
+            timings={"runs_s": round(checked, 3), "total_s": None},
+        )
+        if control:
+            c = sides[2]
+            ctrl = _compare_sides(
+                config, a, c, up_to=steps, perturb_b=None, workspace=ws.path, emit=emit, tag="lc"
+            )
+            report["control"] = {
+                "seed": seed,
+                "differs": not ctrl["identical"],
+                "first_divergent_step": (ctrl.get("divergence") or {}).get("step"),
+                "tensors": (ctrl.get("divergence") or {}).get("tensors", []),
+            }
+        report["timings"]["total_s"] = round(time.perf_counter() - t0, 3)
+        report["work_dir"] = str(ws.path) if ws.keep else None
+        return report
+    finally:
+        ws.close()
+
+
+def repro_against(
+    run_dir: Path,
+    *,
+    steps: int | None = None,
+    atol: float = 1e-4,
+    work_dir: Path | None = None,
+    project: Any = None,
+    on_event: Event | None = None,
+) -> dict[str, Any]:
+    """Regenerate a recorded run from its record and compare with the recorded weights.
+
+    The environment is diffed first; when a field that matters differs, the verdict is a
+    tolerance comparison (max abs diff per tensor <= ``atol``), never bitwise equality.
+    A data fingerprint mismatch raises DataError naming both fingerprints.
+    """
+    from modelkit.env import diff_environments
+    from modelkit.repro.compare import diff_states
+    from modelkit.repro.records import fingerprints, first_divergence
+    from modelkit.runs import open_run
+
+    emit = on_event or (lambda _m: None)
+    run = open_run(run_dir, require=("run.json", "config.json", "model.safetensors"))
+    record = run.read_record()
+    if record.get("status") != "complete":
+        raise RunDirError(
+            f"{run_dir} is not a complete run (status {record.get('status')!r})",
+            hint=f"finish it first: modelkit train --resume {run_dir}",
+        )
+    config = run.train_config()
+    total = int(record.get("steps") or 0)
+    if steps is not None and not 1 <= steps <= total:
+        raise BadInputError(
+            f"--steps {steps} is outside the recorded run's 1..{total} steps",
+            hint=f"pass --steps between 1 and {total}",
+        )
+    threads = _recorded_threads(run_dir)
+    ws = _Workspace(work_dir)
+    try:
+        emit("regenerating the recorded run in a fresh process")
+        opts = {
+            "stop_at_step": steps,
+            "threads": threads,
+            "force_deterministic": True,
+            "fingerprint_every": record.get("fingerprint_every"),
+            "expect_data_fingerprint": record.get("data", {}).get("fingerprint"),
+            "dump_steps": [0],
+        }
+        t0 = time.perf_counter()
+        side = run_worker(config, label="regen", workspace=ws.path, options=opts)
+        new = side.record()
+        env_diff = diff_environments(record.get("env", {}), new.get("env", {}))
+        data_fp = {"recorded": record["data"]["fingerprint"], "now": new["data"]["fingerprint"]}
+        matters = [d for d in env_diff if d["matters"]]
+        fp = first_divergence(
+            fingerprints(run.read_metrics()), fingerprints(side.metrics()), up_to=steps
+        )
+        tensors: list[dict[str, Any]] = []
+        tolerance: list[dict[str, Any]] = []
+        weights_compared = steps is None or steps == total
+        if weights_compared:
+            from safetensors.torch import load_file
+
+            recorded = load_file(str(run.weights))
+            regenerated = load_file(str(side.run_dir / "model.safetensors"))
+            tensors = diff_states(recorded, regenerated)
+            tolerance = tolerance_table(recorded, regenerated, atol=atol)
+        if matters:
+            identical = False
+            within = weights_compared and all(t["within"] for t in tolerance)
+            verdict = "within tolerance" if within else "outside tolerance"
+        else:
+            identical = fp["step"] is None and not tensors
+            within = identical
+            verdict = "IDENTICAL" if identical else "MISMATCH"
+        report = {
+            "mode": "against",
+            "target": str(run_dir),
+            "verdict": verdict,
+            "identical": identical,
+            "ok": within,
+            "bitwise_expected": not matters,
+            "atol": atol if matters else None,
+            "env_diff": env_diff,
+            "data_fingerprint": data_fp,
+            "steps": steps or total,
+            "fingerprints_compared": fp["compared"],
+            "first_divergent_step": fp["step"],
+            "weights_compared": weights_compared,
+            "tensors": tensors,
+            "tolerance": tolerance if matters else None,
+            "weights_sha256": {
+                "recorded": record.get("weights_sha256"),
+                "regenerated": new.get("weights_sha256"),
+            },
+            "timings": {"total_s": round(time.perf_counter() - t0, 3)},
+            "work_dir": str(ws.path) if ws.keep else None,
+        }
+        return report
+    finally:
+        ws.close()
+
+
+def tolerance_table(a: dict[str, Any], b: dict[str, Any], *, atol: float) -> list[dict[str, Any]]:
+    """Max abs diff of every tensor of two states, and whether it is within ``atol``."""
+    rows = []
+    for name in sorted(set(a) | set(b)):
+        x, y = a.get(name), b.get(name)
+        if x is None or y is None or x.shape != y.shape:
+            rows.append({"name": name, "max_abs_diff": None, "within": False})
+            continue
+        diff = (x.double() - y.double()).abs()
+        worst = float(diff.max()) if diff.numel() else 0.0
+        rows.append({"name": name, "max_abs_diff": worst, "within": worst <= atol})
+    return rows

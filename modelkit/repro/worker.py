@@ -1,0 +1,46 @@
+"""One training run in a fresh process, for ``modelkit repro``: ``python -m modelkit.repro.worker SPEC``.
+
+SPEC is a JSON file ``{"config": {...}, "out": RUN_DIR, "options": {...RunOptions}}``. The run
+directory is written as by ``modelkit train``; a typed error is written to ``RUN_DIR.error.json``
+and becomes the exit code. Nothing is printed.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def main(argv: list[str]) -> int:
+    """Run the spec in ``argv[1]``; returns the exit code."""
+    from modelkit.config import TrainConfig
+    from modelkit.errors import ModelkitError
+    from modelkit.project import load_project
+    from modelkit.training.loop import RunOptions, train
+
+    spec = json.loads(Path(argv[1]).read_text(encoding="utf-8"))
+    out = Path(spec["out"])
+    opts = dict(spec.get("options", {}))
+    if opts.get("dump_dir"):
+        opts["dump_dir"] = Path(opts["dump_dir"])
+    opts["dump_steps"] = tuple(opts.get("dump_steps", ()))
+    try:
+        config = TrainConfig.from_dict(spec["config"], source=str(argv[1]))
+        train(config, out=out, project=load_project(), options=RunOptions(**opts))
+    except ModelkitError as exc:
+        error = {"type": type(exc).__name__, "message": exc.message, "hint": exc.hint}
+        Path(f"{out}.error.json").write_text(json.dumps({**error, "exit_code": exc.exit_code}))
+        return exc.exit_code
+    if opts.get("dump_dir"):  # the final state's sha256, so the parent need not load torch
+        from modelkit.repro.core import state_sha256
+        from modelkit.training.checkpoint import list_checkpoints, load_checkpoint
+
+        tensors, meta = load_checkpoint(list_checkpoints(opts["dump_dir"])[-1])
+        result = {"state_sha256": state_sha256(tensors, meta), "final_step": meta["step"]}
+        Path(f"{out}.result.json").write_text(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
