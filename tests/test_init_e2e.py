@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from verbs_available import require_verb
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -97,7 +96,6 @@ def test_scaffold_end_to_end(scaffold: tuple[Path, dict[str, str]]) -> None:
     readme.write_text(readme.read_text() + "\nTrained on the bundled digits.\n")
     git("commit", "-qam", "docs: say what it is trained on", cwd=root, env=env)
 
-    require_verb("benchmark")
     r = modelkit(
         "benchmark", "--compare", "HEAD~1", "--device", "cpu", "--max-time", "45",
         "--report-md", "bench.md", "--report-json", "bench.json",
@@ -110,11 +108,9 @@ def test_scaffold_end_to_end(scaffold: tuple[Path, dict[str, str]]) -> None:
     assert "test_inference_batch_64" in report and "test_train_step_batch_64" in report
     assert "test_inference_batch_64" in (root / "bench.md").read_text()
 
-    require_verb("card")
     ok(modelkit("card", "runs/main", cwd=root, env=env))
     assert (root / "runs/main/README.md").is_file()
 
-    require_verb("release")
     registry = root.parent / "registry"
     ok(
         modelkit(
@@ -122,5 +118,4 @@ def test_scaffold_end_to_end(scaffold: tuple[Path, dict[str, str]]) -> None:
         )
     )
 
-    require_verb("verify")
     ok(modelkit("verify", f"{registry}@v0.1.0", cwd=root, env=env))

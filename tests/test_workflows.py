@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from verbs_available import require_verb
 
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOWS = sorted((REPO / ".github" / "workflows").glob("*.yml"))
@@ -151,7 +150,6 @@ def test_workflows_call_modelkit_verbs() -> None:
 @pytest.mark.parametrize("verb", ["train", "benchmark", "card", "release", "verify"])
 def test_workflow_commands_exist(verb: str) -> None:
     """Each `modelkit VERB --option` in a workflow is a real verb with that real option."""
-    require_verb(verb)
     r = subprocess.run(
         [sys.executable, "-m", "modelkit", verb, "--help"],
         env={**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"},

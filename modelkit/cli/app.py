@@ -13,15 +13,15 @@ from modelkit import __version__
 
 # verb name -> module in modelkit.cli (each defines `command`)
 VERBS: dict[str, str] = {
+    "init": "init",
     "train": "train",
     "eval": "eval",
-    "models": "models",
+    "repro": "repro",
+    "benchmark": "benchmark",
     "card": "card",
     "release": "release",
     "verify": "verify",
-    "init": "init",
-    "benchmark": "benchmark",
-    "repro": "repro",
+    "models": "models",
 }
 
 app = typer.Typer(
