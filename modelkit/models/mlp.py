@@ -44,8 +44,8 @@ class MnistMLP(nn.Module, PyTorchModelHubMixin, library_name="modelkit", tags=["
     description="784-128-64-10 ReLU MLP (the reference article's MNIST model)",
     input_shape=(1, 28, 28),
     default_data="digits",
-    # measured on the MNIST split: 0.95+ held-out accuracy, ~17x the article's loop on 2 cores
-    defaults={"batch_size": 512, "lr": 5e-3, "epochs": 15},
+    # chosen on the MNIST split: >= 0.95 held-out accuracy and the fast path (benchmarks/test_fast_path.py)
+    defaults={"batch_size": 1024, "lr": 8e-3, "epochs": 20},
 )
 def mnist_mlp(**kwargs) -> MnistMLP:
     """Build the MNIST MLP."""
