@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # a measurement, not part of the PR gate's suite
+
 SIZE = int(os.environ.get("MODELKIT_BENCH_BYTES", 1 << 30))
 
 

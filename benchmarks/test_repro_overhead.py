@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # a measurement, not part of the PR gate's suite
+
 ROOT = Path(__file__).resolve().parents[1]
 EVERY = (0, 1, 10, 25)
 
