@@ -87,3 +87,61 @@ def test_accuracy_mlp_digits(bench, bench_device: str, tmp_path) -> None:
 
     values = bench.accuracy(train_eval, seeds=(0, 1, 2))
     assert all(0.5 < v <= 1.0 for v in values), values
+
+
+def _cuda_event_ms(step, *, repeats: int = 50) -> list[float]:
+    """Per-step GPU time in ms from CUDA events (queued work only, no host-side timer skew)."""
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        step()
+        end.record()
+        times.append((start, end))
+    torch.cuda.synchronize()
+    return [s.elapsed_time(e) for s, e in times]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["fp32", "tf32", "bf16", "fp16"])
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_train_step_cuda(bench, bench_device: str, name: str, precision: str) -> None:
+    """One step at batch 256 on CUDA per precision (channels_last for the CNN): CUDA-event
+    step time, samples/s and peak CUDA memory. Skipped unless the suite runs on cuda."""
+    if not bench_device.startswith("cuda"):
+        pytest.skip("GPU path: run the suite with --modelkit-device cuda")
+    import statistics
+
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = precision == "tf32"
+    model = _model(name, bench_device).train()
+    x, y = _batch(name, 256, bench_device)
+    if any(isinstance(m, torch.nn.Conv2d) for m in model.modules()):
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
+
+    def step() -> None:
+        with torch.autocast("cuda", dtype=dtype or torch.float32, enabled=dtype is not None):
+            logits = model(x)
+        loss = F.cross_entropy(logits.float(), y)
+        opt.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+        else:
+            loss.backward()
+            opt.step()
+
+    try:
+        bench.peak_memory(step)
+        for _ in range(5):
+            step()
+        ms = _cuda_event_ms(step)
+        bench.record("cuda_step_ms", statistics.median(ms), kind="timing", unit="ms")
+        sps = bench.train_throughput(step, samples_per_step=len(x))
+        assert sps is None or sps > 0
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False

@@ -24,6 +24,7 @@ else:  # pragma: no cover
 OPTIMIZERS = ("adam", "adamw", "sgd")
 LR_SCHEDULES = ("none", "cosine", "step")
 DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,10 @@ class TrainConfig:
     log_every: int = 10  # steps between metrics.jsonl step records
     lr_schedule: str = "none"  # none | cosine (to 0 over the run) | step (x0.5 each epoch)
     fingerprint_every: int = 25  # steps between state fingerprints (0 = off); <=3% overhead
+    precision: str = "fp32"  # fp32 | bf16 (autocast) | fp16 (autocast + grad scaler, CUDA only)
+    tf32: bool = False  # TF32 matmuls/convolutions on CUDA (faster, ~1e-3 relative error)
+    channels_last: bool = True  # channels_last memory format for conv nets on CUDA
+    compile: bool = False  # torch.compile the model
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, "epochs must be >= 1", "pass e.g. --epochs 5")
@@ -75,6 +80,11 @@ class TrainConfig:
         _check(self.checkpoint_every >= 0, "checkpoint-every must be >= 0", "0 = once per epoch")
         _check(self.fingerprint_every >= 0, "fingerprint-every must be >= 0", "0 = off, e.g. 10")
         _check(self.log_every >= 1, "log-every must be >= 1", "use 10")
+        _check(
+            self.precision in PRECISIONS,
+            f"unknown precision '{self.precision}' (valid: {', '.join(PRECISIONS)})",
+            "pass --precision fp32 (or bf16 | fp16)",
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of every field."""

@@ -22,6 +22,10 @@ Examples:
   modelkit repro --against runs/a                  # regenerate a recorded run, compare weights
 
   modelkit repro --against runs/a --format json
+
+  modelkit repro configs/mnist.toml --nproc-per-node 2   # two 2-process DDP runs, bitwise
+
+  modelkit repro --against runs/ddp --nproc-per-node 1   # another world size: a tolerance
 """
 
 
@@ -56,6 +60,12 @@ def command(
         Path | None,
         typer.Option(help="Keep the runs in this (new or empty) directory instead of a temp dir."),
     ] = None,
+    nproc_per_node: Annotated[
+        int | None,
+        typer.Option(
+            help="Processes per run (torchrun + DDP); default: the run's recorded world size, else 1."
+        ),
+    ] = None,
     fmt: FormatOpt = OutputFormat.text,
     quiet: QuietOpt = False,
 ) -> None:
@@ -82,7 +92,13 @@ def command(
     project = load_project()
     if against is not None:
         report = repro_against(
-            against, steps=steps, atol=atol, work_dir=work_dir, project=project, on_event=progress
+            against,
+            steps=steps,
+            atol=atol,
+            work_dir=work_dir,
+            project=project,
+            on_event=progress,
+            nproc_per_node=nproc_per_node,
         )
         _render_against(report, fmt)
         if not report["ok"]:
@@ -98,7 +114,13 @@ def command(
         return
     assert target is not None
     report = repro_twice(
-        target, steps=steps, control=control, work_dir=work_dir, project=project, on_event=progress
+        target,
+        steps=steps,
+        control=control,
+        work_dir=work_dir,
+        project=project,
+        on_event=progress,
+        nproc_per_node=nproc_per_node,
     )
     _render_twice(report, fmt)
     if not report["identical"]:
@@ -133,6 +155,9 @@ def _render_twice(r: dict[str, Any], fmt: OutputFormat) -> None:
         o.print_json(r)
         return
     sha = r["state_sha256"]
+    world = (r.get("distributed") or {}).get("world_size") or 1
+    if world > 1:
+        o.out.print(f"world size {world} ({r['distributed']['backend']}) on both sides")
     if r["identical"]:
         o.out.print(
             f"IDENTICAL  {r['steps']} steps, state sha256 {sha['a']}, "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -17,6 +19,7 @@ from modelkit.cli._options import (
     QuietOpt,
     SkipBadOpt,
 )
+from modelkit.errors import ModelkitError
 
 EXAMPLES = """
 Examples:
@@ -36,10 +39,56 @@ Examples:
   modelkit train --resume runs/a                  # continue a killed run, bitwise
 
   modelkit train --resume runs/a --fallback-checkpoint   # newest checkpoint is corrupt
+
+  modelkit train --nproc-per-node 2 --device cpu  # 2 processes, DDP over gloo (torchrun)
+
+  modelkit train --nproc-per-node 8 --precision bf16 --compile   # 8 GPUs, DDP over nccl
+
+  modelkit train --nnodes 2 --node-rank 0 --nproc-per-node 8 --master-addr node0 --master-port 29500
+
+  torchrun --nproc-per-node 2 -m modelkit train --device cpu   # plain torchrun works too
 """
+
+LAUNCH = "Launch (torchrun)"
+SPEED = "Precision and speed"
+
+
+def _worker_rank() -> int | None:
+    """This process's rank under torchrun with more than one process (None otherwise)."""
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1 and "RANK" in os.environ:
+        return int(os.environ["RANK"])
+    return None
+
+
+def _ranked(fn):  # noqa: ANN001, ANN202
+    """Under torchrun, every error line says which rank it comes from."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        try:
+            return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort):
+            raise
+        except ModelkitError as exc:
+            rank = _worker_rank()
+            if rank is not None and not exc.message.startswith("rank "):
+                exc.message = f"[rank {rank}] {exc.message}"
+            raise
+        except Exception as exc:
+            rank = _worker_rank()
+            if rank is None or o.debug():
+                raise
+            first = (str(exc).splitlines() or [""])[0]
+            raise ModelkitError(
+                f"[rank {rank}] {type(exc).__name__}: {first}",
+                hint="re-run with MODELKIT_DEBUG=1 for the traceback",
+            ) from None
+
+    return wrapper
 
 
 @o.handle_errors
+@_ranked
 def command(
     config: Annotated[
         Path | None, typer.Option("--config", "-c", help="TOML or YAML config file.")
@@ -83,6 +132,69 @@ def command(
     download: Annotated[
         bool, typer.Option(help="Download MNIST with torchvision (needs network).")
     ] = False,
+    precision: Annotated[
+        str | None,
+        typer.Option(
+            help="fp32 | bf16 (autocast) | fp16 (autocast + grad scaler, CUDA only).",
+            rich_help_panel=SPEED,
+        ),
+    ] = None,
+    tf32: Annotated[
+        bool | None,
+        typer.Option(
+            "--tf32/--no-tf32", help="TF32 matmuls on CUDA (default off).", rich_help_panel=SPEED
+        ),
+    ] = None,
+    channels_last: Annotated[
+        bool | None,
+        typer.Option(
+            "--channels-last/--no-channels-last",
+            help="channels_last for conv nets on CUDA (default on).",
+            rich_help_panel=SPEED,
+        ),
+    ] = None,
+    compile_model: Annotated[
+        bool | None,
+        typer.Option(
+            "--compile/--no-compile", help="torch.compile the model.", rich_help_panel=SPEED
+        ),
+    ] = None,
+    data_placement: Annotated[
+        str,
+        typer.Option(
+            help="auto | device | host (pinned host batches, non-blocking copies; CUDA).",
+            rich_help_panel=SPEED,
+        ),
+    ] = "auto",
+    nproc_per_node: Annotated[
+        int | None,
+        typer.Option(
+            help="Processes on this node (one per GPU, or CPU cores); >1 runs torchrun + DDP.",
+            rich_help_panel=LAUNCH,
+        ),
+    ] = None,
+    nnodes: Annotated[
+        int | None, typer.Option(help="Number of nodes.", rich_help_panel=LAUNCH)
+    ] = None,
+    node_rank: Annotated[
+        int, typer.Option(help="This node's rank (0..nnodes-1).", rich_help_panel=LAUNCH)
+    ] = 0,
+    master_addr: Annotated[
+        str, typer.Option(help="Rank 0's host (static rendezvous).", rich_help_panel=LAUNCH)
+    ] = "127.0.0.1",
+    master_port: Annotated[
+        int | None,
+        typer.Option(
+            help="Rank 0's port (default: a free one, single node).", rich_help_panel=LAUNCH
+        ),
+    ] = None,
+    rdzv_endpoint: Annotated[
+        str | None,
+        typer.Option(
+            help="HOST:PORT of a c10d rendezvous (elastic, multi-node) instead of master-addr/port.",
+            rich_help_panel=LAUNCH,
+        ),
+    ] = None,
     fmt: FormatOpt = OutputFormat.text,
     quiet: QuietOpt = False,
 ) -> None:
@@ -92,10 +204,31 @@ def command(
     from modelkit.config import resolve_config
     from modelkit.errors import BadInputError
     from modelkit.project import load_project
+    from modelkit.training import distributed as dist
+    from modelkit.training.loop import RunOptions, train
     from modelkit.training.loop import resume as resume_run
-    from modelkit.training.loop import train
 
     project = load_project()
+    options = RunOptions.from_env()
+    if data_placement != "auto":
+        options = _replace(options, data_placement=data_placement)
+    launch = dist.LaunchConfig(
+        nproc_per_node=nproc_per_node or 1,
+        nnodes=nnodes or 1,
+        node_rank=node_rank,
+        master_addr=master_addr,
+        master_port=master_port,
+        rdzv_endpoint=rdzv_endpoint,
+    )
+    launching = nproc_per_node is not None or nnodes is not None or rdzv_endpoint is not None
+    if launching and dist.in_worker():
+        raise BadInputError(
+            "already running under torchrun; --nproc-per-node/--nnodes are torchrun's flags here",
+            hint="drop them, or use `modelkit train --nproc-per-node N` without torchrun",
+        )
+    rank = dist.env_world()[0]
+    if rank != 0:
+        quiet = True  # only rank 0 reports
     if fallback_checkpoint and resume is None:
         raise BadInputError(
             "--fallback-checkpoint only applies with --resume",
@@ -124,6 +257,16 @@ def command(
             ]
             + (["overwrite"] if overwrite else [])
             + (["download"] if download else [])
+            + [
+                name
+                for name, value in dict(
+                    precision=precision,
+                    tf32=tf32,
+                    channels_last=channels_last,
+                    compile=compile_model,
+                ).items()
+                if value is not None
+            ]
         )
         if given:
             raise BadInputError(
@@ -131,10 +274,19 @@ def command(
                 "cannot be combined with it",
                 hint=f"modelkit train --resume {resume}",
             )
+        if launch.distributed:
+            _launch_resume(resume, launch, fallback_checkpoint, quiet=quiet, fmt=fmt)
+            return
         with o.training_progress(enabled=not quiet and fmt is OutputFormat.text) as on_event:
             record = resume_run(
-                resume, project=project, fallback=fallback_checkpoint, on_event=on_event
+                resume,
+                project=project,
+                fallback=fallback_checkpoint,
+                on_event=on_event,
+                options=options,
             )
+        if rank != 0:
+            return
         out = resume
         if record.get("already_complete"):
             o.info(f"{resume} is already complete; nothing to resume")
@@ -160,6 +312,10 @@ def command(
         deterministic=deterministic,
         fingerprint_every=fingerprint_every,
         skip_bad_files=skip_bad_files or None,
+        precision=precision,
+        tf32=tf32,
+        channels_last=channels_last,
+        compile=compile_model,
     )
     cfg = resolve_config(config_file=config, overrides=overrides, project=project)
     out = (
@@ -167,11 +323,116 @@ def command(
         or Path("runs")
         / f"{cfg.model.replace(':', '-').replace('.', '-')}-{time.strftime('%Y%m%d-%H%M%S')}"
     )
+    if launch.distributed:
+        if download:
+            raise BadInputError(
+                "--download cannot be combined with --nproc-per-node (every rank would download)",
+                hint="download once with a single-process `modelkit train --download --epochs 1`",
+            )
+        _launch_train(cfg, out, launch, overwrite=overwrite, quiet=quiet, fmt=fmt, options=options)
+        return
     with o.training_progress(enabled=not quiet and fmt is OutputFormat.text) as on_event:
         record = train(
-            cfg, out=out, project=project, overwrite=overwrite, download=download, on_event=on_event
+            cfg,
+            out=out,
+            project=project,
+            overwrite=overwrite,
+            download=download,
+            on_event=on_event,
+            options=options,
         )
+    if rank != 0:
+        return
     _render(record, out, fmt)
+
+
+def _replace(options, **changes):  # noqa: ANN001, ANN202 - RunOptions without importing torch here
+    import dataclasses
+
+    return dataclasses.replace(options, **changes)
+
+
+def _common_args(quiet: bool, fmt: OutputFormat, options) -> list[str]:  # noqa: ANN001
+    args = ["--format", fmt.value] + (["--quiet"] if quiet else [])
+    if options.data_placement != "auto":
+        args += ["--data-placement", options.data_placement]
+    return args
+
+
+def _launch_train(
+    cfg, out: Path, launch, *, overwrite: bool, quiet: bool, fmt: OutputFormat, options
+) -> None:  # noqa: ANN001
+    """Check what can be checked here, then run the workers under torchrun."""
+    import json
+    import shutil
+    import tempfile
+
+    from modelkit.errors import RunDirError
+    from modelkit.training import distributed as dist
+
+    device_type = dist.launch_device_type(cfg.device)
+    launch = dist.validate_launch(launch, device_type=device_type)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise RunDirError(
+            f"--out {out} exists and is not empty",
+            hint="pass --overwrite to replace it, or choose another --out",
+        )
+    tmp = Path(tempfile.mkdtemp(prefix="modelkit-launch-"))
+    try:
+        config_file = tmp / "config.json"  # the resolved config: every rank trains exactly it
+        config_file.write_text(json.dumps(cfg.to_dict(), sort_keys=True), encoding="utf-8")
+        args = ["train", "--config", str(config_file), "--out", str(out)]
+        args += (["--overwrite"] if overwrite else []) + _common_args(quiet, fmt, options)
+        try:
+            dist.launch(launch, args, device_type=device_type)
+        except ModelkitError as exc:
+            _resume_hint(exc, out, launch)
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _resume_hint(exc: ModelkitError, out: Path, launch) -> None:  # noqa: ANN001
+    """After a failed rank: name the intact checkpoint and the command that continues."""
+    from modelkit.training.checkpoint import list_checkpoints
+
+    ckpts = list_checkpoints(out / "checkpoints")
+    if exc.exit_code == 1 and ckpts:
+        exc.hint = (
+            f"checkpoint {ckpts[-1].name} is intact; continue with: modelkit train --resume "
+            f"{out} --nproc-per-node {launch.nproc_per_node}"
+            + (f" --nnodes {launch.nnodes}" if launch.nnodes > 1 else "")
+        )
+
+
+def _launch_resume(
+    run_dir: Path, launch, fallback: bool, *, quiet: bool, fmt: OutputFormat
+) -> None:  # noqa: ANN001
+    """Resume a multi-process run at its recorded world size, under torchrun."""
+    from modelkit.errors import BadInputError
+    from modelkit.runs import open_run
+    from modelkit.training import distributed as dist
+    from modelkit.training.loop import RunOptions
+
+    run = open_run(run_dir, require=("config.json",))
+    record = run.read_record() if run.record.is_file() else {}
+    recorded = int((record.get("distributed") or {}).get("world_size") or 1)
+    if recorded != launch.world_size:
+        raise BadInputError(
+            f"{run_dir} was trained by {recorded} process(es); --nproc-per-node x --nnodes "
+            f"asks for {launch.world_size}",
+            hint=f"resume at the same world size: --nproc-per-node {recorded}"
+            if recorded > 1
+            else f"modelkit train --resume {run_dir}",
+        )
+    device_type = dist.launch_device_type(run.train_config().device)
+    launch = dist.validate_launch(launch, device_type=device_type)
+    args = ["train", "--resume", str(run_dir)] + (["--fallback-checkpoint"] if fallback else [])
+    try:
+        dist.launch(launch, args + _common_args(quiet, fmt, RunOptions()), device_type=device_type)
+    except ModelkitError as exc:
+        _resume_hint(exc, run_dir, launch)
+        raise
 
 
 def _render(record: dict, out: Path, fmt: OutputFormat) -> None:

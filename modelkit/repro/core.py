@@ -144,10 +144,26 @@ def run_workers(jobs: list[tuple[Any, str, dict[str, Any]]], *, workspace: Path)
         dump = workspace / f"{label}.state"
         spec = workspace / f"{label}.spec.json"
         opts = {**options, "dump_dir": str(dump)}
+        nproc = int(opts.pop("nproc_per_node", None) or 1)
         spec.write_text(json.dumps({"config": config.to_dict(), "out": str(out), "options": opts}))
+        cmd = [sys.executable, "-m", "modelkit.repro.worker", str(spec)]
+        job_env = env
+        if nproc > 1:  # the same worker under torchrun: DDP, rank 0 writes the run
+            cmd = [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--standalone",
+                f"--nproc-per-node={nproc}",
+                "--max-restarts=0",
+                "-m",
+                "modelkit.repro.worker",
+                str(spec),
+            ]
+            job_env = {"OMP_NUM_THREADS": "1", **env}
         proc = subprocess.Popen(
-            [sys.executable, "-m", "modelkit.repro.worker", str(spec)],
-            env=env,
+            cmd,
+            env=job_env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
@@ -165,9 +181,11 @@ def run_workers(jobs: list[tuple[Any, str, dict[str, Any]]], *, workspace: Path)
 
 
 def _worker_error(label: str, out: Path, code: int, stderr: str) -> ModelkitError:
-    err_file = Path(f"{out}.error.json")
-    if err_file.is_file():
-        err = json.loads(err_file.read_text())
+    files = [Path(f"{out}.error.json"), *sorted(out.parent.glob(f"{out.name}.error.rank*.json"))]
+    errors = [json.loads(f.read_text()) for f in files if f.is_file()]
+    errors.sort(key=lambda e: bool(e.get("secondary")))  # a rank stopped by another: last
+    if errors:
+        err = errors[0]
         cls = BadInputError if err["exit_code"] == 2 else ModelkitError
         return cls(f"run {label}: {err['message']}", hint=err.get("hint"))
     tail = (stderr.strip().splitlines() or ["(no output)"])[-1]
@@ -285,10 +303,13 @@ def repro_twice(
     work_dir: Path | None = None,
     project: Any = None,
     on_event: Event | None = None,
+    nproc_per_node: int | None = None,
 ) -> dict[str, Any]:
     """Train ``target`` (config file or run dir) twice in fresh processes and compare.
 
     ``MODELKIT_PERTURB=STEP:PARAM`` (a test hook) nudges the second run only.
+    ``nproc_per_node`` > 1 runs each side under torchrun (DDP); a run directory's recorded
+    world size is the default. Both sides use the same world size, so bitwise equality holds.
     """
     emit = on_event or (lambda _m: None)
     config, kind = load_target(target, project=project)
@@ -299,6 +320,10 @@ def repro_twice(
     ws = _Workspace(work_dir)
     try:
         opts: dict[str, Any] = {"stop_at_step": steps, "dump_steps": [0]}
+        world = nproc_per_node or (_recorded_world(target) if kind == "run" else 1)
+        _check_world(world, config)
+        if world > 1:
+            opts["nproc_per_node"] = world
         if kind == "run":  # a recorded run: reuse its thread count (reduction order)
             opts["threads"] = _recorded_threads(target)
         t0 = time.perf_counter()
@@ -323,6 +348,7 @@ def repro_twice(
             perturbed=perturb,
             env=a.record().get("env"),
             determinism=a.record().get("determinism"),
+            distributed=a.record().get("distributed"),
             timings={"runs_s": round(checked, 3), "total_s": None},
         )
         if control:
@@ -351,8 +377,13 @@ def repro_against(
     work_dir: Path | None = None,
     project: Any = None,
     on_event: Event | None = None,
+    nproc_per_node: int | None = None,
 ) -> dict[str, Any]:
     """Regenerate a recorded run from its record and compare with the recorded weights.
+
+    The world size (processes) comes from the record; ``nproc_per_node`` may ask for another
+    one, and then, like any environment difference that matters, the verdict is a measured
+    tolerance, never bitwise equality (DDP sums gradients in a different order).
 
     The environment is diffed first; when a field that matters differs, the verdict is a
     tolerance comparison (max abs diff per tensor <= ``atol``), never bitwise equality.
@@ -379,6 +410,9 @@ def repro_against(
             hint=f"pass --steps between 1 and {total}",
         )
     threads = _recorded_threads(run_dir)
+    recorded_world = _recorded_world(run_dir)
+    world = nproc_per_node or recorded_world
+    _check_world(world, config)
     ws = _Workspace(work_dir)
     try:
         emit("regenerating the recorded run in a fresh process")
@@ -389,11 +423,21 @@ def repro_against(
             "fingerprint_every": record.get("fingerprint_every"),
             "expect_data_fingerprint": record.get("data", {}).get("fingerprint"),
             "dump_steps": [0],
+            "nproc_per_node": world,
         }
         t0 = time.perf_counter()
+        if world > 1:
+            emit(f"with {world} processes (torchrun, DDP)")
         side = run_worker(config, label="regen", workspace=ws.path, options=opts)
         new = side.record()
         env_diff = diff_environments(record.get("env", {}), new.get("env", {}))
+        was = record.get("distributed") or {"world_size": 1, "backend": None}
+        now = new.get("distributed") or {"world_size": 1, "backend": None}
+        for key in ("world_size", "backend"):
+            if was.get(key) != now.get(key):  # another reduction order: no bitwise claim
+                env_diff.append(
+                    {"field": key, "a": was.get(key), "b": now.get(key), "matters": True}
+                )
         data_fp = {"recorded": record["data"]["fingerprint"], "now": new["data"]["fingerprint"]}
         matters = [d for d in env_diff if d["matters"]]
         fp = first_divergence(
@@ -443,6 +487,27 @@ def repro_against(
         return report
     finally:
         ws.close()
+
+
+def _recorded_world(run_dir: Path) -> int:
+    """The number of processes a recorded run trained with (1 for older records)."""
+    path = run_dir / "run.json"
+    if not path.is_file():
+        return 1
+    record = json.loads(path.read_text(encoding="utf-8"))
+    return int((record.get("distributed") or {}).get("world_size") or 1)
+
+
+def _check_world(world: int, config: Any) -> None:
+    """Refuse a world size this machine cannot run (before any process starts)."""
+    if world < 1:
+        raise BadInputError("--nproc-per-node must be >= 1", hint="e.g. --nproc-per-node 2")
+    if world > 1:
+        from modelkit.training.distributed import LaunchConfig, launch_device_type, validate_launch
+
+        validate_launch(
+            LaunchConfig(nproc_per_node=world), device_type=launch_device_type(config.device)
+        )
 
 
 def tolerance_table(a: dict[str, Any], b: dict[str, Any], *, atol: float) -> list[dict[str, Any]]:

@@ -25,13 +25,20 @@ def main(argv: list[str]) -> int:
     if opts.get("dump_dir"):
         opts["dump_dir"] = Path(opts["dump_dir"])
     opts["dump_steps"] = tuple(opts.get("dump_steps", ()))
+    from modelkit.training.distributed import PeerFailure, RemoteError, env_world
+
+    rank = env_world()[0]
     try:
         config = TrainConfig.from_dict(spec["config"], source=str(argv[1]))
         train(config, out=out, project=load_project(), options=RunOptions(**opts))
     except ModelkitError as exc:
         error = {"type": type(exc).__name__, "message": exc.message, "hint": exc.hint}
-        Path(f"{out}.error.json").write_text(json.dumps({**error, "exit_code": exc.exit_code}))
+        error["secondary"] = isinstance(exc, (PeerFailure, RemoteError))  # another rank's fault
+        name = f"{out}.error.json" if rank == 0 else f"{out}.error.rank{rank}.json"
+        Path(name).write_text(json.dumps({**error, "exit_code": exc.exit_code}))
         return exc.exit_code
+    if rank != 0:  # under torchrun only rank 0 writes
+        return 0
     if opts.get("dump_dir"):  # the final state's sha256, so the parent need not load torch
         from modelkit.repro.core import state_sha256
         from modelkit.training.checkpoint import list_checkpoints, load_checkpoint

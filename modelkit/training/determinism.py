@@ -80,8 +80,14 @@ def epoch_permutation(n: int, *, seed: int, epoch: int, device: torch.device) ->
     return torch.randperm(n, generator=g).to(device)
 
 
-def capture_rng() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Every RNG state as tensors (``rng.*``) plus the JSON-able rest."""
+def capture_rng(
+    cuda_devices: list[int] | None = None,
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Every RNG state as tensors (``rng.*``) plus the JSON-able rest.
+
+    ``cuda_devices`` limits the CUDA states to those devices (a DDP rank owns one GPU and must
+    not create a context on the others); None = every visible device.
+    """
     py_version, py_state, py_gauss = random.getstate()
     np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
     tensors = {
@@ -90,8 +96,12 @@ def capture_rng() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         "rng.torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
-        for i, state in enumerate(torch.cuda.get_rng_state_all()):
-            tensors[f"rng.cuda.{i}"] = state
+        if cuda_devices is None:
+            for i, state in enumerate(torch.cuda.get_rng_state_all()):
+                tensors[f"rng.cuda.{i}"] = state
+        else:
+            for i in cuda_devices:
+                tensors[f"rng.cuda.{i}"] = torch.cuda.get_rng_state(i)
     meta = {
         "python": {"version": py_version, "gauss_next": py_gauss},
         "numpy": {"name": np_name, "pos": int(np_pos), "has_gauss": int(np_has_gauss)},

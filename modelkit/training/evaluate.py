@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -9,23 +10,38 @@ import torch.nn.functional as F
 
 
 @torch.no_grad()
-def evaluate(
+def evaluate_counts(
     model: torch.nn.Module,
     x: torch.Tensor,
     y: torch.Tensor,
     *,
     num_classes: int,
     batch_size: int = 1024,
-    classes: list[str] | None = None,
-) -> dict[str, Any]:
-    """Evaluate ``model`` on ``(x, y)`` in batches; returns JSON-ready metrics."""
+    device: torch.device | None = None,
+    autocast: Callable[[], Any] | None = None,
+    memory_format: torch.memory_format | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(confusion matrix int64 on CPU, summed loss float64)`` of ``model`` on ``(x, y)``.
+
+    Sums, not means, so ranks holding shards of the held-out set can add them up. ``device``
+    moves host batches to the model (non-blocking); ``autocast`` is a context factory (mixed
+    precision); ``memory_format`` e.g. channels_last for 4-D inputs.
+    """
     was_training = model.training
     model.eval()
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
-    loss_sum = torch.zeros((), dtype=torch.float64, device=x.device)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device or x.device)
     for i in range(0, len(x), batch_size):
-        logits = model(x[i : i + batch_size])
-        yb = y[i : i + batch_size]
+        xb, yb = x[i : i + batch_size], y[i : i + batch_size]
+        if device is not None and xb.device != device:
+            xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
+        if memory_format is not None and xb.ndim == 4:
+            xb = xb.contiguous(memory_format=memory_format)
+        if autocast is None:
+            logits = model(xb)
+        else:
+            with autocast():
+                logits = model(xb)
         loss_sum += F.cross_entropy(logits.float(), yb, reduction="sum").double()
         pred = logits.argmax(1)
         idx = (yb * num_classes + pred).cpu()
@@ -33,6 +49,14 @@ def evaluate(
             num_classes, num_classes
         )
     model.train(was_training)
+    return confusion, loss_sum
+
+
+def summarize(
+    confusion: torch.Tensor, loss_sum: torch.Tensor | float, *, classes: list[str] | None = None
+) -> dict[str, Any]:
+    """JSON-ready metrics (accuracy, loss, per-class accuracy, confusion) from summed counts."""
+    num_classes = confusion.shape[0]
     n = int(confusion.sum())
     correct = int(confusion.diag().sum())
     per_class_total = confusion.sum(1)
@@ -50,6 +74,22 @@ def evaluate(
         "confusion_matrix": confusion.tolist(),
         "classes": names,
     }
+
+
+def evaluate(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    num_classes: int,
+    batch_size: int = 1024,
+    classes: list[str] | None = None,
+) -> dict[str, Any]:
+    """Evaluate ``model`` on ``(x, y)`` in batches; returns JSON-ready metrics."""
+    confusion, loss_sum = evaluate_counts(
+        model, x, y, num_classes=num_classes, batch_size=batch_size
+    )
+    return summarize(confusion, loss_sum, classes=classes)
 
 
 def evaluate_run(
