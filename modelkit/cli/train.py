@@ -199,6 +199,7 @@ def command(
     quiet: QuietOpt = False,
 ) -> None:
     """Train a model and write a run directory (config, run record, metrics, weights)."""
+    import dataclasses
     import time
 
     from modelkit.config import resolve_config
@@ -209,9 +210,7 @@ def command(
     from modelkit.training.loop import resume as resume_run
 
     project = load_project()
-    options = RunOptions.from_env()
-    if data_placement != "auto":
-        options = _replace(options, data_placement=data_placement)
+    options = dataclasses.replace(RunOptions.from_env(), data_placement=data_placement)
     launch = dist.LaunchConfig(
         nproc_per_node=nproc_per_node or 1,
         nnodes=nnodes or 1,
@@ -234,40 +233,36 @@ def command(
             "--fallback-checkpoint only applies with --resume",
             hint="modelkit train --resume RUN_DIR --fallback-checkpoint",
         )
+    overrides = dict(
+        model=model,
+        data=data,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        optimizer=optimizer,
+        seed=seed,
+        device=device,
+        threads=threads,
+        deterministic=deterministic,
+        fingerprint_every=fingerprint_every,
+        skip_bad_files=skip_bad_files or None,
+        precision=precision,
+        tf32=tf32,
+        channels_last=channels_last,
+        compile=compile_model,
+    )
+    worker_flags = ["--format", fmt.value] + (["--quiet"] if quiet else [])
+    if data_placement != "auto":
+        worker_flags += ["--data-placement", data_placement]
     if resume is not None:
-        given = (
-            [
-                name
-                for name, value in dict(
-                    config=config,
-                    model=model,
-                    data=data,
-                    epochs=epochs,
-                    batch_size=batch_size,
-                    lr=lr,
-                    optimizer=optimizer,
-                    seed=seed,
-                    device=device,
-                    threads=threads,
-                    deterministic=deterministic,
-                    fingerprint_every=fingerprint_every,
-                    out=out,
-                ).items()
-                if value is not None
-            ]
-            + (["overwrite"] if overwrite else [])
-            + (["download"] if download else [])
-            + [
-                name
-                for name, value in dict(
-                    precision=precision,
-                    tf32=tf32,
-                    channels_last=channels_last,
-                    compile=compile_model,
-                ).items()
-                if value is not None
-            ]
-        )
+        flags = {
+            **overrides,
+            "config": config,
+            "out": out,
+            "overwrite": overwrite or None,
+            "download": download or None,
+        }
+        given = [name for name, value in flags.items() if value is not None]
         if given:
             raise BadInputError(
                 f"--resume takes the run's own config; --{given[0].replace('_', '-')} "
@@ -275,7 +270,9 @@ def command(
                 hint=f"modelkit train --resume {resume}",
             )
         if launch.distributed:
-            _launch_resume(resume, launch, fallback_checkpoint, quiet=quiet, fmt=fmt)
+            dist.launch_resume(
+                resume, launch, fallback=fallback_checkpoint, worker_flags=worker_flags
+            )
             return
         with o.training_progress(enabled=not quiet and fmt is OutputFormat.text) as on_event:
             record = resume_run(
@@ -299,24 +296,6 @@ def command(
             )
         _render(record, out, fmt)
         return
-    overrides = dict(
-        model=model,
-        data=data,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        optimizer=optimizer,
-        seed=seed,
-        device=device,
-        threads=threads,
-        deterministic=deterministic,
-        fingerprint_every=fingerprint_every,
-        skip_bad_files=skip_bad_files or None,
-        precision=precision,
-        tf32=tf32,
-        channels_last=channels_last,
-        compile=compile_model,
-    )
     cfg = resolve_config(config_file=config, overrides=overrides, project=project)
     out = (
         out
@@ -329,7 +308,7 @@ def command(
                 "--download cannot be combined with --nproc-per-node (every rank would download)",
                 hint="download once with a single-process `modelkit train --download --epochs 1`",
             )
-        _launch_train(cfg, out, launch, overwrite=overwrite, quiet=quiet, fmt=fmt, options=options)
+        dist.launch_train(cfg, out, launch, overwrite=overwrite, worker_flags=worker_flags)
         return
     with o.training_progress(enabled=not quiet and fmt is OutputFormat.text) as on_event:
         record = train(
@@ -344,95 +323,6 @@ def command(
     if rank != 0:
         return
     _render(record, out, fmt)
-
-
-def _replace(options, **changes):  # noqa: ANN001, ANN202 - RunOptions without importing torch here
-    import dataclasses
-
-    return dataclasses.replace(options, **changes)
-
-
-def _common_args(quiet: bool, fmt: OutputFormat, options) -> list[str]:  # noqa: ANN001
-    args = ["--format", fmt.value] + (["--quiet"] if quiet else [])
-    if options.data_placement != "auto":
-        args += ["--data-placement", options.data_placement]
-    return args
-
-
-def _launch_train(
-    cfg, out: Path, launch, *, overwrite: bool, quiet: bool, fmt: OutputFormat, options
-) -> None:  # noqa: ANN001
-    """Check what can be checked here, then run the workers under torchrun."""
-    import json
-    import shutil
-    import tempfile
-
-    from modelkit.errors import RunDirError
-    from modelkit.training import distributed as dist
-
-    device_type = dist.launch_device_type(cfg.device)
-    launch = dist.validate_launch(launch, device_type=device_type)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise RunDirError(
-            f"--out {out} exists and is not empty",
-            hint="pass --overwrite to replace it, or choose another --out",
-        )
-    tmp = Path(tempfile.mkdtemp(prefix="modelkit-launch-"))
-    try:
-        config_file = tmp / "config.json"  # the resolved config: every rank trains exactly it
-        config_file.write_text(json.dumps(cfg.to_dict(), sort_keys=True), encoding="utf-8")
-        args = ["train", "--config", str(config_file), "--out", str(out)]
-        args += (["--overwrite"] if overwrite else []) + _common_args(quiet, fmt, options)
-        try:
-            dist.launch(launch, args, device_type=device_type)
-        except ModelkitError as exc:
-            _resume_hint(exc, out, launch)
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _resume_hint(exc: ModelkitError, out: Path, launch) -> None:  # noqa: ANN001
-    """After a failed rank: name the intact checkpoint and the command that continues."""
-    from modelkit.training.checkpoint import list_checkpoints
-
-    ckpts = list_checkpoints(out / "checkpoints")
-    if exc.exit_code == 1 and ckpts:
-        exc.hint = (
-            f"checkpoint {ckpts[-1].name} is intact; continue with: modelkit train --resume "
-            f"{out} --nproc-per-node {launch.nproc_per_node}"
-            + (f" --nnodes {launch.nnodes}" if launch.nnodes > 1 else "")
-        )
-
-
-def _launch_resume(
-    run_dir: Path, launch, fallback: bool, *, quiet: bool, fmt: OutputFormat
-) -> None:  # noqa: ANN001
-    """Resume a multi-process run at its recorded world size, under torchrun."""
-    from modelkit.errors import BadInputError
-    from modelkit.runs import open_run
-    from modelkit.training import distributed as dist
-    from modelkit.training.loop import RunOptions
-
-    run = open_run(run_dir, require=("config.json",))
-    record = run.read_record() if run.record.is_file() else {}
-    recorded = int((record.get("distributed") or {}).get("world_size") or 1)
-    if recorded != launch.world_size:
-        raise BadInputError(
-            f"{run_dir} was trained by {recorded} process(es); --nproc-per-node x --nnodes "
-            f"asks for {launch.world_size}",
-            hint=f"resume at the same world size: --nproc-per-node {recorded}"
-            if recorded > 1
-            else f"modelkit train --resume {run_dir}",
-        )
-    device_type = dist.launch_device_type(run.train_config().device)
-    launch = dist.validate_launch(launch, device_type=device_type)
-    args = ["train", "--resume", str(run_dir)] + (["--fallback-checkpoint"] if fallback else [])
-    try:
-        dist.launch(launch, args + _common_args(quiet, fmt, RunOptions()), device_type=device_type)
-    except ModelkitError as exc:
-        _resume_hint(exc, run_dir, launch)
-        raise
 
 
 def _render(record: dict, out: Path, fmt: OutputFormat) -> None:

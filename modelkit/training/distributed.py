@@ -477,3 +477,90 @@ def write_error_file(exc: BaseException, world: World) -> None:
             json.dump(data, f)
     except OSError:
         pass
+
+
+# --------------------------------------------------------------------------- verbs' entry points
+
+
+def launch_train(
+    cfg: Any,
+    out: Any,
+    launch_cfg: LaunchConfig,
+    *,
+    overwrite: bool,
+    worker_flags: list[str],
+) -> None:
+    """Check what can be checked here, then run ``modelkit train`` workers under torchrun.
+
+    Every rank trains exactly the resolved ``cfg`` (passed as a JSON config file).
+    """
+    import json
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from modelkit.errors import RunDirError
+
+    out = Path(out)
+    device_type = launch_device_type(cfg.device)
+    launch_cfg = validate_launch(launch_cfg, device_type=device_type)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise RunDirError(
+            f"--out {out} exists and is not empty",
+            hint="pass --overwrite to replace it, or choose another --out",
+        )
+    tmp = Path(tempfile.mkdtemp(prefix="modelkit-launch-"))
+    try:
+        config_file = tmp / "config.json"
+        config_file.write_text(json.dumps(cfg.to_dict(), sort_keys=True), encoding="utf-8")
+        args = ["train", "--config", str(config_file), "--out", str(out)]
+        args += (["--overwrite"] if overwrite else []) + worker_flags
+        try:
+            launch(launch_cfg, args, device_type=device_type)
+        except ModelkitError as exc:
+            _resume_hint(exc, out, launch_cfg)
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def launch_resume(
+    run_dir: Any, launch_cfg: LaunchConfig, *, fallback: bool, worker_flags: list[str]
+) -> None:
+    """Resume a multi-process run at its recorded world size, under torchrun."""
+    from modelkit.runs import open_run
+
+    run = open_run(run_dir, require=("config.json",))
+    record = run.read_record() if run.record.is_file() else {}
+    recorded = int((record.get("distributed") or {}).get("world_size") or 1)
+    if recorded != launch_cfg.world_size:
+        raise BadInputError(
+            f"{run_dir} was trained by {recorded} process(es); --nproc-per-node x --nnodes "
+            f"asks for {launch_cfg.world_size}",
+            hint=f"resume at the same world size: --nproc-per-node {recorded}"
+            if recorded > 1
+            else f"modelkit train --resume {run_dir}",
+        )
+    device_type = launch_device_type(run.train_config().device)
+    launch_cfg = validate_launch(launch_cfg, device_type=device_type)
+    args = ["train", "--resume", str(run_dir)] + (["--fallback-checkpoint"] if fallback else [])
+    try:
+        launch(launch_cfg, args + worker_flags, device_type=device_type)
+    except ModelkitError as exc:
+        _resume_hint(exc, run_dir, launch_cfg)
+        raise
+
+
+def _resume_hint(exc: ModelkitError, out: Any, launch_cfg: LaunchConfig) -> None:
+    """After a failed rank: name the intact checkpoint and the command that continues."""
+    from pathlib import Path
+
+    from modelkit.training.checkpoint import list_checkpoints
+
+    ckpts = list_checkpoints(Path(out) / "checkpoints")
+    if exc.exit_code == 1 and ckpts:
+        exc.hint = (
+            f"checkpoint {ckpts[-1].name} is intact; continue with: modelkit train --resume "
+            f"{out} --nproc-per-node {launch_cfg.nproc_per_node}"
+            + (f" --nnodes {launch_cfg.nnodes}" if launch_cfg.nnodes > 1 else "")
+        )
