@@ -319,7 +319,7 @@ class Trainer:
             for b in range(st.batch, self.steps_per_epoch):
                 if self.fast:
                     idx = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-                    xb, yb = data.x_train[idx], data.y_train[idx]
+                    xb, yb = data.x_train.index_select(0, idx), data.y_train.index_select(0, idx)
                     loss = F.cross_entropy(self.forward(xb), yb)
                     self.optimizer.zero_grad(set_to_none=True)
                     loss.backward()
@@ -368,7 +368,8 @@ class Trainer:
         if self.batcher is not None:
             xb, yb = self.batcher(idx)
         else:
-            xb, yb = self.data.x_train[idx], self.data.y_train[idx]
+            xb = self.data.x_train.index_select(0, idx)
+            yb = self.data.y_train.index_select(0, idx)
             if self.mf is not torch.contiguous_format:
                 xb = xb.contiguous(memory_format=self.mf)
         if self.autocast_dtype is None:
