@@ -2,7 +2,7 @@
 decide per metric, stop early when decided, within a time budget.
 
 Interleaving: round r runs REF, HEAD, HEAD, REF (ABBA; odd rounds BAAB), each in a fresh process
-running the suite with a few pytest-benchmark rounds; each process's median is one sample.
+running the suite with a few pytest-benchmark rounds; each process's minimum is one sample.
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ def _side_status(procs: list[runner.ProcessResult], nodeid: str) -> tuple[str, s
 
 
 def _values(procs: list[runner.ProcessResult], nodeid: str, metric: str) -> dict[int, list[float]]:
-    """round -> values of a scalar metric (``time`` is the per-process median)."""
+    """round -> values of a scalar metric (``time`` is the per-process minimum)."""
     out: dict[int, list[float]] = {}
     for p in procs:
         b = p.benchmarks.get(nodeid)
