@@ -56,7 +56,7 @@ def main() -> None:
     ap.add_argument("--max-time", type=float, default=60)
     args = ap.parse_args()
     knobs = dict(
-        min_rounds=3, max_rounds=args.max_rounds, max_time=args.max_time, bench_max_time=0.03
+        min_rounds=5, max_rounds=args.max_rounds, max_time=args.max_time, bench_max_time=0.03
     )
     tmp = Path(tempfile.mkdtemp(prefix="modelkit-validate-"))
     repo = demo.make_repo(tmp / "repo", work=args.work, **knobs)

@@ -89,7 +89,7 @@ def write_tree(
     new_feature: bool = False,
     broken_import: bool = False,
     min_rounds: int = 2,
-    max_rounds: int = 5,
+    max_rounds: int = 6,  # a rank test needs 6 paired rounds to reject
     max_time: float = 120,
     bench_max_time: float = 0.02,
 ) -> None:

@@ -23,7 +23,8 @@ def tiny(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def test_injected_slowdown_accuracy_drop_and_one_sided_error(tiny: Path, cli, tmp_path: Path):
     demo.git(tiny, "checkout", "-qb", "pr")
-    demo.write_tree(tiny, work=52, acc_drop=0.05, new_feature=True)  # +30% work, -5 points
+    # +30% work, -5 points; room for rounds beyond the 6 a rank test needs on a noisy machine
+    demo.write_tree(tiny, work=52, acc_drop=0.05, new_feature=True, max_rounds=10)
     demo.commit_all(tiny, "slower, less accurate, new benchmark")
     md, js = tmp_path / "r.md", tmp_path / "r.json"
     summary = tmp_path / "summary.md"

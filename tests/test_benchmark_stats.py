@@ -78,8 +78,21 @@ def test_aa_false_alarm_rate_with_holm_is_low():
 
 
 def test_welch_for_saved_baselines():
-    est, se, df, p = timing_test(base=[1.0, 1.01, 0.99], head=[1.2, 1.21, 1.19])
+    est, se, df, p = timing_test(
+        base=[1.0, 1.01, 0.99, 1.0, 1.005, 0.995], head=[1.2, 1.21, 1.19, 1.2, 1.195, 1.205]
+    )
     assert math.exp(est) == pytest.approx(1.2, rel=0.01) and p < 0.01
+
+
+def test_rank_test_must_agree_with_the_t_test():
+    """A burst that makes a few rounds consistent is not enough: the rank test needs 6 rounds."""
+    consistent5 = np.log([1.08, 1.09, 1.085, 1.07, 1.09])
+    assert timing_test(diffs=consistent5)[3] > 0.05  # t alone would say p < 0.001
+    consistent6 = np.log([1.08, 1.09, 1.085, 1.07, 1.09, 1.08])
+    assert timing_test(diffs=consistent6)[3] < 0.05
+    # one huge outlier among otherwise mixed-sign rounds: no verdict
+    outlier = np.log([1.40, 1.01, 0.99, 1.02, 0.98, 1.01, 1.03])
+    assert timing_test(diffs=outlier)[3] > 0.05
 
 
 def test_exact_and_memory():

@@ -11,7 +11,7 @@ Example::
     accuracy_margin = 0.5         # non-inferiority margin, accuracy points
     memory_tolerance = 0.10       # CPU peak RSS: relative growth tolerated
     exact_tolerance = 0.0         # parameter count / CUDA peak memory: relative tolerance
-    min_rounds = 3                # ABBA rounds before any early stop
+    min_rounds = 5                # ABBA rounds before any verdict can stop the run early
     max_rounds = 30
     max_time = 300                # seconds for the whole --compare
     bench_max_time = 0.3          # pytest-benchmark --benchmark-max-time per test per process
@@ -51,7 +51,7 @@ class BenchConfig:
     keyword: str | None = None
     package: str | None = None
     thresholds: Thresholds = field(default_factory=Thresholds)
-    min_rounds: int = 3
+    min_rounds: int = 5
     max_rounds: int = 30
     max_time: float = 300.0
     bench_max_time: float = 0.3

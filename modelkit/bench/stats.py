@@ -1,6 +1,9 @@
 """The gate's statistics: one decision per metric, by metric type.
 
 * timings (``timing``, and ``rate`` = 1/time): a confidence interval on the HEAD/REF ratio.
+  A difference is significant only when both the t test and its rank counterpart (Wilcoxon
+  signed-rank paired, Mann-Whitney unpaired) reject, so heavy-tailed contention noise cannot
+  carry a verdict alone (with ABBA pairing that needs at least 6 rounds).
   Interleaved runs are paired by ABBA round (each round gives one log-ratio, which cancels linear
   drift within the round); saved baselines are compared unpaired (Welch). Intervals and p-values
   come from scipy's t tests on log values; Holm's step-down controls the family-wise false-alarm
@@ -112,7 +115,10 @@ def timing_test(
         if float(np.ptp(diffs)) <= 1e-12:
             return est, 0.0, float(n - 1), (1.0 if est == 0 else 0.0)
         res = sps.ttest_1samp(diffs, 0.0)
-        return est, sd / math.sqrt(n), float(res.df), float(res.pvalue)
+        # both the t test and the Wilcoxon signed-rank test must reject: contention bursts on a
+        # shared runner give heavy tails, where the t test alone raises false alarms
+        robust = sps.wilcoxon(diffs).pvalue
+        return est, sd / math.sqrt(n), float(res.df), float(max(res.pvalue, robust))
     sign = -1.0 if higher_is_better else 1.0
     la = sign * np.log(np.asarray(base, dtype=float))
     lb = sign * np.log(np.asarray(head, dtype=float))
@@ -124,7 +130,8 @@ def timing_test(
     if se == 0.0:
         return est, 0.0, float(len(la) + len(lb) - 2), (1.0 if est == 0 else 0.0)
     res = sps.ttest_ind(lb, la, equal_var=False)
-    return est, se, float(res.df), float(res.pvalue)
+    robust = sps.mannwhitneyu(lb, la, alternative="two-sided").pvalue  # see the paired case
+    return est, se, float(res.df), float(max(res.pvalue, robust))
 
 
 def decide_timings(results: list[MetricResult]) -> None:
