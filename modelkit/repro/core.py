@@ -135,7 +135,9 @@ def run_workers(jobs: list[tuple[Any, str, dict[str, Any]]], *, workspace: Path)
     """Run ``(config, label, options)`` jobs, each in its own fresh process, side by side.
 
     Running them concurrently does not change their results (thread count, seeds and data
-    order are fixed per process); it only shortens the wall time.
+    order are fixed per process); it only shortens the wall time. Multi-process (torchrun)
+    jobs run one after another: two launchers at once race for rendezvous ports and
+    oversubscribe the cores.
     """
     env = {k: v for k, v in os.environ.items() if k != PERTURB_ENV}
     started = []
@@ -169,15 +171,32 @@ def run_workers(jobs: list[tuple[Any, str, dict[str, Any]]], *, workspace: Path)
             text=True,
         )
         started.append((label, out, dump, proc, time.perf_counter()))
+        if nproc > 1:
+            _, stderr = proc.communicate()  # finished before the next job starts
+            done = _Done(proc.returncode, stderr, time.perf_counter())
+            started[-1] = (label, out, dump, done, started[-1][4])
     sides, failure = [], None
     for label, out, dump, proc, t0 in started:
         _, stderr = proc.communicate()
-        sides.append(Side(label, out, dump, time.perf_counter() - t0))
+        end = proc.finished if isinstance(proc, _Done) else time.perf_counter()
+        sides.append(Side(label, out, dump, end - t0))
         if proc.returncode != 0 and failure is None:
             failure = _worker_error(label, out, proc.returncode, stderr)
     if failure is not None:
         raise failure
     return sides
+
+
+@dataclass
+class _Done:
+    """A finished process, answering ``communicate`` like a running one."""
+
+    returncode: int
+    stderr: str
+    finished: float
+
+    def communicate(self) -> tuple[None, str]:
+        return None, self.stderr
 
 
 def _worker_error(label: str, out: Path, code: int, stderr: str) -> ModelkitError:

@@ -334,11 +334,14 @@ def mark_failing() -> None:
 
 
 def leave(world: World) -> None:
-    """Leave the process group (end of a worker's run)."""
+    """Leave the process group (end of a successful run): every rank waits at a barrier first,
+    so none tears gloo down while rank 0 is still writing the run (that raced into
+    'terminate called without an active exception' at exit)."""
     if world.distributed:
         import torch.distributed as dist
 
         if dist.is_initialized():
+            dist.barrier()
             dist.destroy_process_group()
 
 
