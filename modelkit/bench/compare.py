@@ -523,13 +523,10 @@ def _compare(plan, ref, git_root, head, head_info, fp, warnings) -> Outcome:
             runner.check_import(plan.root, package, harness_dir=plan.harness_dir, label="HEAD")
         trees = {"base": ref_tree, "head": plan.root}
         base_procs, head_procs, rounds, stopped, results, errors = _loop(plan, trees, [], True)
-    outcome = Outcome("compare", head_info, base_info, fp, plan.cfg.to_dict(), rounds=rounds)
-    outcome.metrics, outcome.errors, outcome.warnings, outcome.stopped = (
-        results,
-        errors,
-        warnings,
-        stopped,
-    )
+    outcome = Outcome(
+        "compare", head_info, base_info, fp, plan.cfg.to_dict(), rounds=rounds, stopped=stopped,
+        metrics=results, errors=errors, warnings=warnings,
+    )  # fmt: skip
     outcome._head_doc = _doc(head_procs, head_info, fp, plan.device)  # type: ignore[attr-defined]
     if resolved.commit and base_procs:
         doc = _doc(base_procs, {"commit": resolved.commit, "dirty": False}, fp, plan.device)
@@ -564,13 +561,10 @@ def _against_baseline(plan, baseline, head_info, fp, warnings, force) -> Outcome
     base_info = {"ref": str(baseline), "commit": meta.get("commit"), "how": "saved results"}
     trees = {"head": plan.root}
     _, head_procs, rounds, stopped, results, errors = _loop(plan, trees, base_procs, False)
-    outcome = Outcome("baseline", head_info, base_info, fp, plan.cfg.to_dict(), rounds=rounds)
-    outcome.metrics, outcome.errors, outcome.warnings, outcome.stopped = (
-        results,
-        errors,
-        warnings,
-        stopped,
-    )
+    outcome = Outcome(
+        "baseline", head_info, base_info, fp, plan.cfg.to_dict(), rounds=rounds, stopped=stopped,
+        metrics=results, errors=errors, warnings=warnings,
+    )  # fmt: skip
     outcome._head_doc = _doc(head_procs, head_info, fp, plan.device)  # type: ignore[attr-defined]
     return outcome
 

@@ -242,20 +242,11 @@ def _metadata(f: dict[str, Any], *, repo_id: str, project: Any) -> dict[str, Any
             dataset_type=dataset_type,
             dataset_name=f"{spec} (held-out split)",
             dataset_split="test",
-            metric_type="accuracy",
-            metric_name="Accuracy",
-            metric_value=round(float(ev["accuracy"]), 6),
-        ),
-        EvalResult(
-            task_type="image-classification",
-            task_name="Image Classification",
-            dataset_type=dataset_type,
-            dataset_name=f"{spec} (held-out split)",
-            dataset_split="test",
-            metric_type="loss",
-            metric_name="Cross-entropy loss",
-            metric_value=round(float(ev["loss"]), 6),
-        ),
+            metric_type=key,
+            metric_name=label,
+            metric_value=round(float(ev[key]), 6),
+        )
+        for key, label in (("accuracy", "Accuracy"), ("loss", "Cross-entropy loss"))
     ]
     tags = ["modelkit", "pytorch", "safetensors", "image-classification", f["arch"]["name"]]
     tags += [t for t in card_cfg.get("tags", []) if t not in tags]
