@@ -9,6 +9,9 @@ Example::
     tiny-net = "my_pkg.models:tiny_net"      # name -> package.module:factory
     [tool.modelkit.datasets]
     toy = "my_pkg.data:load_toy"             # name -> callable returning a Dataset
+    [tool.modelkit.datasets.cifar]           # or a table: the loader and its keyword arguments
+    loader = "my_pkg.data:load_cifar"
+    path = "data/cifar"
     [tool.modelkit.defaults]
     model = "tiny-net"
     data = "toy"
@@ -33,7 +36,7 @@ class Project:
 
     root: Path | None = None
     models: dict[str, str] = field(default_factory=dict)
-    datasets: dict[str, str] = field(default_factory=dict)
+    datasets: dict[str, str | dict[str, Any]] = field(default_factory=dict)
     defaults: dict[str, Any] = field(default_factory=dict)
     run: str | None = None
     hub: str | None = None
@@ -82,7 +85,7 @@ def load_project(start: Path | None = None) -> Project:
     project = Project(
         root=path.parent,
         models={str(k): str(v) for k, v in table.get("models", {}).items()},
-        datasets={str(k): str(v) for k, v in table.get("datasets", {}).items()},
+        datasets=_datasets(path, table.get("datasets", {})),
         defaults=dict(table.get("defaults", {})),
         run=table.get("run"),
         hub=table.get("hub"),
@@ -91,6 +94,22 @@ def load_project(start: Path | None = None) -> Project:
     )
     project.activate()
     return project
+
+
+def _datasets(path: Path, table: dict[str, Any]) -> dict[str, str | dict[str, Any]]:
+    """``name = "pkg.mod:loader"`` or ``[tool.modelkit.datasets.NAME]`` with ``loader = ...``."""
+    out: dict[str, str | dict[str, Any]] = {}
+    for name, value in table.items():
+        if isinstance(value, dict):
+            if not isinstance(value.get("loader"), str):
+                raise ConfigError(
+                    f'{path}: [tool.modelkit.datasets.{name}] needs loader = "pkg.module:function"',
+                    hint="the other keys are the loader's keyword arguments",
+                )
+            out[str(name)] = {str(k): v for k, v in value.items()}
+        else:
+            out[str(name)] = str(value)
+    return out
 
 
 def import_object(spec: str, *, what: str) -> Any:

@@ -1,9 +1,17 @@
 """Data specs: ``digits``, ``mnist:PATH``, ``imagefolder:PATH``, a project dataset name
-from ``[tool.modelkit.datasets]``, or ``package.module:loader`` (returns a Dataset)."""
+from ``[tool.modelkit.datasets]``, or ``package.module:loader`` (returns a Dataset).
+
+A project dataset is ``name = "pkg.mod:loader"`` or a table whose ``loader`` is such a
+reference (or a built-in kind) and whose other keys are the loader's keyword arguments::
+
+    [tool.modelkit.datasets.cifar]
+    loader = "my_data:load"
+    path = "data/cifar"
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,7 +72,8 @@ def list_data_sources(project: Any = None) -> dict[str, str]:
     """Name -> description of every data kind, the project's datasets included."""
     out = {s.example: s.description for s in DATA_SOURCES.values()}
     for name, spec in (getattr(project, "datasets", None) or {}).items():
-        out[name] = f"project dataset ({spec})"
+        ref = spec.get("loader") if isinstance(spec, Mapping) else spec
+        out[name] = f"project dataset ({ref})"
     return out
 
 
@@ -74,35 +83,127 @@ def load_dataset(
     project: Any = None,
     skip_bad_files: bool = False,
     download: bool = False,
-    image_size: int = 28,
+    image_size: int = 0,
+    channels: int = 0,
+    normalize: Mapping[str, Any] | None = None,
 ) -> Any:
-    """Resolve a data spec and load it (returns :class:`modelkit.data.base.Dataset`)."""
-    from modelkit.data.base import Dataset
+    """Resolve a data spec and load it (returns :class:`modelkit.data.base.Dataset`).
 
+    ``image_size``/``channels`` (0: the source's default) reach loaders that take them (image
+    folders); ``normalize`` (``{mean, std}``) is applied per channel after loading.
+    """
+    ds = _load(
+        spec,
+        project=project,
+        options={
+            "skip_bad_files": skip_bad_files,
+            "download": download,
+            "image_size": image_size,
+            "channels": channels,
+        },
+    )
+    if normalize:
+        from modelkit.data.augment import normalize_
+
+        normalize_(ds, normalize)
+    return ds
+
+
+def _load(spec: str, *, project: Any, options: dict[str, Any]) -> Any:
     kind, sep, arg = spec.partition(":")
     project_sets = getattr(project, "datasets", None) or {}
-    if spec in project_sets or (sep and kind not in DATA_SOURCES and "." in kind):
-        from modelkit.project import import_object
-
-        loader: Callable[..., Any] = import_object(project_sets.get(spec, spec), what="dataset")
-        ds = loader()
-        if not isinstance(ds, Dataset):
-            raise BadInputError(
-                f"dataset loader '{spec}' returned {type(ds).__name__}, not a Dataset",
-                hint="return modelkit.data.base.Dataset(...)",
-            )
-        return ds
+    if spec in project_sets:
+        entry = project_sets[spec]
+        if isinstance(entry, Mapping):
+            kwargs = {k: v for k, v in entry.items() if k != "loader"}
+            return _call_loader(str(entry["loader"]), spec=spec, kwargs=kwargs, options=options)
+        return _call_loader(str(entry), spec=spec, kwargs={}, options=options)
+    if sep and kind not in DATA_SOURCES:  # package.module:loader, exactly like --model
+        return _call_loader(spec, spec=spec, kwargs={}, options=options, guess=kind)
     if kind not in DATA_SOURCES:
         names = list(DATA_SOURCES) + list(project_sets)
         raise unknown(
             "data spec",
             spec,
             names,
-            hint="use digits, mnist:PATH or imagefolder:PATH (see `modelkit models`)",
+            hint="use digits, mnist:PATH, imagefolder:PATH or package.module:loader",
         )
+    return _builtin(kind, arg, has_arg=bool(sep), kwargs={}, options=options)
+
+
+def _builtin(
+    kind: str, arg: str, *, has_arg: bool, kwargs: dict[str, Any], options: dict[str, Any]
+) -> Any:
     source = DATA_SOURCES[kind]
+    arg = str(kwargs.pop("path", arg)) if source.takes_path else arg
     if source.takes_path and not arg:
         raise DataError(f"data spec '{kind}' needs a path", hint=f"e.g. {source.example}")
-    if not source.takes_path and sep:
+    if not source.takes_path and (has_arg or "path" in kwargs):
         raise DataError(f"data spec '{kind}' takes no path", hint=f"use '{kind}'")
-    return source.load(arg, download=download, image_size=image_size, skip_bad_files=skip_bad_files)
+    merged = {**options, **kwargs}
+    import inspect
+
+    from modelkit.project import import_object
+
+    accepted = inspect.signature(import_object(source.loader, what="data loader")).parameters
+    for key in ("image_size", "channels"):
+        if merged.get(key) and key not in accepted:
+            raise DataError(
+                f"data '{kind}' has a fixed image size and channel count; {key} does not apply",
+                hint=f"drop {key}, or use imagefolder:PATH",
+            )
+    unknown_keys = sorted(set(kwargs) - set(accepted))
+    if unknown_keys:
+        raise DataError(
+            f"data '{kind}' takes no argument '{unknown_keys[0]}'",
+            hint=f"{kind} accepts: {', '.join(k for k in accepted if k != 'path')}",
+        )
+    return source.load(arg, **{k: v for k, v in merged.items() if v or k in kwargs})
+
+
+def _call_loader(
+    ref: str,
+    *,
+    spec: str,
+    kwargs: dict[str, Any],
+    options: dict[str, Any],
+    guess: str | None = None,
+) -> Any:
+    """A project or ``package.module:loader`` dataset: import it and call it with ``kwargs``.
+
+    ``ref`` may also be a built-in kind (``loader = "imagefolder"`` with ``path = ...``).
+    """
+    import inspect
+
+    from modelkit.data.base import Dataset
+    from modelkit.errors import did_you_mean
+    from modelkit.project import import_object
+
+    kind, sep, arg = ref.partition(":")
+    if kind in DATA_SOURCES:
+        return _builtin(kind, arg, has_arg=bool(sep), kwargs=dict(kwargs), options=options)
+    try:
+        loader: Callable[..., Any] = import_object(ref, what="dataset loader")
+    except BadInputError as exc:
+        close = did_you_mean(guess, DATA_SOURCES) if guess else ""
+        if close:
+            exc.message += f"{close} (built-in data: {', '.join(DATA_SOURCES)})"
+        raise
+    try:
+        inspect.signature(loader).bind(**kwargs)
+    except TypeError as exc:
+        raise BadInputError(
+            f"dataset '{spec}': loader {ref} cannot take {sorted(kwargs) or 'no arguments'}: {exc}",
+            hint="match the keys of [tool.modelkit.datasets." + spec + "] to its parameters",
+        ) from None
+    except ValueError:  # no signature (a builtin); let the call decide
+        pass
+    ds = loader(**kwargs)
+    if not isinstance(ds, Dataset):
+        raise BadInputError(
+            f"dataset loader '{ref}' returned {type(ds).__name__}, not a Dataset",
+            hint="return modelkit.data.base.Dataset(...)",
+        )
+    if kwargs:
+        ds.info.setdefault("loader", {"ref": ref, "kwargs": kwargs})
+    return ds

@@ -52,19 +52,21 @@ def _files(root: Path, classes: list[str]) -> list[tuple[str, int]]:
     return out
 
 
-def _decode(path: Path, size: int) -> np.ndarray:
+def _decode(path: Path, size: int, channels: int = 3) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as img:
             img.load()
-            rgb = img.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
+            mode = "RGB" if channels == 3 else "L"
+            rgb = img.convert(mode).resize((size, size), Image.Resampling.BILINEAR)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise DataError(
             f"cannot decode image {path}: {exc}",
             hint="remove or fix the file, or pass --skip-bad-files",
         ) from None
-    return np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1)  # (3, size, size)
+    pixels = np.asarray(rgb, dtype=np.uint8)
+    return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)  # (C, size, size)
 
 
 def _split_of(relpath: str) -> str:
@@ -73,9 +75,12 @@ def _split_of(relpath: str) -> str:
 
 
 def load_imagefolder_dataset(
-    path: str, *, image_size: int = 28, skip_bad_files: bool = False
+    path: str, *, image_size: int = 28, channels: int = 3, skip_bad_files: bool = False
 ) -> Dataset:
-    """Load an image folder (see module docstring)."""
+    """Load an image folder (see module docstring): ``image_size`` square, ``channels`` 3 (RGB)
+    or 1 (grayscale)."""
+    if channels not in (1, 3):
+        raise DataError(f"channels must be 1 or 3, got {channels}", hint="channels = 3 (RGB)")
     root = Path(path).expanduser()
     if not root.is_dir():
         raise DataError(
@@ -109,8 +114,8 @@ def load_imagefolder_dataset(
     fingerprint = "sha256:" + h.hexdigest()
 
     cache = (
-        cache_dir()
-        / f"{fingerprint[7:31]}-{image_size}{'-skip' if skip_bad_files else ''}.safetensors"
+        cache_dir() / f"{fingerprint[7:31]}-{image_size}{'' if channels == 3 else f'-c{channels}'}"
+        f"{'-skip' if skip_bad_files else ''}.safetensors"
     )
     tensors, skipped = _load_cache(cache)
     if tensors is None:
@@ -119,7 +124,7 @@ def load_imagefolder_dataset(
         skipped = []
         for part, base, rel, label in entries:
             try:
-                xs[part].append(_decode(base / rel, image_size))
+                xs[part].append(_decode(base / rel, image_size, channels))
             except DataError:
                 if not skip_bad_files:
                     raise
@@ -151,6 +156,7 @@ def load_imagefolder_dataset(
         info={
             "split": split,
             "image_size": image_size,
+            "channels": channels,
             "skipped_files": len(skipped),
             "skipped": skipped[:20],
         },

@@ -91,7 +91,14 @@ def _re_evaluate(snapshot: Path, model: Any, *, project: Any) -> dict[str, Any]:
     recorded = json.loads((snapshot / "eval.json").read_text(encoding="utf-8"))
     cfg = json.loads((snapshot / "config.json").read_text(encoding="utf-8"))
     spec = recorded.get("data", {}).get("spec") or cfg["modelkit"]["train"]["data"]
-    ds = load_dataset(spec, project=project)
+    train = cfg["modelkit"].get("train") or {}
+    ds = load_dataset(
+        spec,
+        project=project,
+        image_size=train.get("image_size", 0),
+        channels=train.get("channels", 0),
+        normalize=train.get("normalize"),
+    )
     if ds.fingerprint != recorded.get("data", {}).get("fingerprint"):
         raise CheckFailed(
             f"data '{spec}' here has fingerprint {ds.fingerprint[:19]}…, the release was "

@@ -123,7 +123,12 @@ def evaluate_run(
     train_cfg = run.train_config()
     spec = data or train_cfg.data
     ds = load_dataset(
-        spec, project=project, skip_bad_files=skip_bad_files or train_cfg.skip_bad_files
+        spec,
+        project=project,
+        skip_bad_files=skip_bad_files or train_cfg.skip_bad_files,
+        image_size=train_cfg.image_size,
+        channels=train_cfg.channels,
+        normalize=train_cfg.normalize,  # the model was trained on normalised inputs
     )
     model, _ = load_model_from_dir(run.path, project=project, device=dev)
     if ds.num_classes > int(model(ds.x_test[:1].to(dev)).shape[1]):

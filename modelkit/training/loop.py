@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
-from modelkit.config import TrainConfig
+from modelkit.config import TrainConfig, recipe
+from modelkit.data.augment import build_augment
 from modelkit.errors import BadInputError, DataError, ModelkitError, TrainingError
 from modelkit.runs import RUN_RECORD_VERSION, RunDir, now_iso, open_run, prepare_run_dir
 from modelkit.training import accel
@@ -52,6 +52,14 @@ from modelkit.training.determinism import (
 )
 from modelkit.training.evaluate import evaluate_counts, summarize
 from modelkit.training.fingerprint import step_fingerprint
+from modelkit.training.losses import build_loss
+from modelkit.training.optim import (
+    Schedule,
+    build_optimizer,
+    build_scheduler,
+    clip_gradients,
+    optimizer_spec,
+)
 
 __all__ = [
     "RunOptions",
@@ -67,6 +75,12 @@ __all__ = [
 ]
 
 Event = dict[str, Any]
+BEST_WEIGHTS = "best.safetensors"
+# keep_best metric -> (key in the evaluation, "is better than")
+BEST_METRICS: dict[str, tuple[str, Callable[[float, float], bool]]] = {
+    "test_accuracy": ("accuracy", lambda new, old: new > old),
+    "test_loss": ("loss", lambda new, old: new < old),
+}
 PERTURB_ENV = "MODELKIT_PERTURB"
 
 
@@ -107,6 +121,9 @@ class TrainState:
     train_time: float = 0.0
     since_log: int = 0
     last_train_loss: float | None = None
+    best_value: float | None = None  # keep_best: the best held-out metric so far
+    best_epoch: int = 0
+    best_step: int = 0
     loss_sum: torch.Tensor = field(default_factory=lambda: torch.zeros(()))
 
     def to_meta(self) -> dict[str, Any]:
@@ -137,33 +154,24 @@ def resolve_device(name: str, *, local_rank: int | None = None) -> torch.device:
 
 
 def make_optimizer(config: TrainConfig, params: Any) -> torch.optim.Optimizer:
-    """The optimizer named by ``config.optimizer`` (a registry, not an if-chain).
-
-    Fused kernels (one pass over all parameters; 3x faster than foreach for the MLP on CPU)."""
-    wd = config.weight_decay
-    factories: dict[str, Callable[[], torch.optim.Optimizer]] = {
-        "adam": lambda: torch.optim.Adam(params, lr=config.lr, weight_decay=wd, fused=True),
-        "adamw": lambda: torch.optim.AdamW(params, lr=config.lr, weight_decay=wd, fused=True),
-        "sgd": lambda: torch.optim.SGD(
-            params, lr=config.lr, momentum=config.momentum, weight_decay=wd, fused=True
-        ),
-    }
-    return factories[config.optimizer]()
+    """The optimizer ``config.optimizer`` names (see :mod:`modelkit.training.optim`)."""
+    spec = optimizer_spec(
+        config.optimizer, lr=config.lr, weight_decay=config.weight_decay, momentum=config.momentum
+    )
+    return build_optimizer(spec, params)
 
 
 def make_scheduler(
     config: TrainConfig, optimizer: torch.optim.Optimizer, *, steps_per_epoch: int
-) -> torch.optim.lr_scheduler.LRScheduler | None:
-    """The per-step LR schedule named by ``config.lr_schedule`` (None for ``none``)."""
-    total = steps_per_epoch * config.epochs
-    factories: dict[str, Callable[[], Any]] = {
-        "none": lambda: None,
-        "cosine": lambda: torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total),
-        "step": lambda: torch.optim.lr_scheduler.StepLR(
-            optimizer, step_size=steps_per_epoch, gamma=0.5
-        ),
-    }
-    return factories[config.lr_schedule]()
+) -> Schedule | None:
+    """The LR schedule ``config.lr_schedule`` names (None for ``none``)."""
+    return build_scheduler(
+        config.lr_schedule,
+        optimizer,
+        steps_per_epoch=steps_per_epoch,
+        epochs=config.epochs,
+        max_steps=config.max_steps,
+    )
 
 
 class Trainer:
@@ -182,7 +190,7 @@ class Trainer:
         data: Any,
         model: torch.nn.Module,
         optimizer: torch.optim.Optimizer,
-        scheduler: Any,
+        scheduler: Schedule | None,
         device: torch.device,
         options: RunOptions,
         emit: Callable[[Event], None],
@@ -192,12 +200,18 @@ class Trainer:
         mf: torch.memory_format = torch.contiguous_format,
     ) -> None:
         self.config, self.run, self.data, self.model = config, run, data, model
-        self.optimizer, self.scheduler, self.scaler = optimizer, scheduler, scaler
+        self.optimizer, self.schedule, self.scaler = optimizer, scheduler, scaler
+        self.scheduler = scheduler.scheduler if scheduler is not None else None
+        self.loss_fn = build_loss(config.loss)
+        self.augment = build_augment(config.augment)
+        self.grad_clip = config.grad_clip
         self.device, self.options, self.emit = device, options, emit
         self.world, self.placement, self.mf = world, placement, mf
         self.n = len(data.x_train)
         self.steps_per_epoch = math.ceil(self.n / config.batch_size)
         self.total_steps = self.steps_per_epoch * config.epochs
+        if config.max_steps:
+            self.total_steps = min(self.total_steps, config.max_steps)
         self.state = TrainState(loss_sum=torch.zeros((), device=device))
         every = options.fingerprint_every
         self.fingerprint_every = config.fingerprint_every if every is None else every
@@ -313,29 +327,34 @@ class Trainer:
             if 0 in opts.dump_steps and opts.dump_dir is not None:
                 self.save(opts.dump_dir, keep=10**9)
         perm_device = self.device if self.batcher is None else torch.device("cpu")
-        while st.epoch < cfg.epochs:
+        while st.epoch < cfg.epochs and st.step < self.total_steps:
             perm = epoch_permutation(self.n, seed=cfg.seed, epoch=st.epoch, device=perm_device)
             t0 = time.perf_counter()
             for b in range(st.batch, self.steps_per_epoch):
                 if self.fast:
                     idx = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]
                     xb, yb = data.x_train.index_select(0, idx), data.y_train.index_select(0, idx)
-                    loss = F.cross_entropy(self.forward(xb), yb)
+                    if self.augment is not None:
+                        xb = self.augment(xb, seed=cfg.seed, epoch=st.epoch, batch=b)
+                    loss = self.loss_fn(self.forward(xb), yb)
                     self.optimizer.zero_grad(set_to_none=True)
                     loss.backward()
+                    if self.grad_clip:
+                        clip_gradients(self.model.parameters(), self.grad_clip)
                     self.optimizer.step()
                     n = len(idx)
                     loss = loss.detach()
                 else:
                     n, loss = self._step(perm, b)
-                if self.scheduler is not None:
-                    self.scheduler.step()
+                if self.schedule is not None:
+                    self.schedule.after_step()
                 st.step += 1
                 st.batch = b + 1
                 st.samples += n
                 st.loss_sum += loss
                 st.since_log += 1
-                end_of_epoch = st.batch == self.steps_per_epoch
+                # max_steps may end the run mid-epoch: evaluated and checkpointed like an epoch
+                end_of_epoch = st.batch == self.steps_per_epoch or st.step == self.total_steps
                 if st.since_log == cfg.log_every or end_of_epoch:
                     self._log(time.perf_counter() - t0)
                 self._after_step(loss)
@@ -354,6 +373,8 @@ class Trainer:
                         return self._stop()
                     if dump_due:
                         self.save(opts.dump_dir, keep=10**9)
+                    if st.step == self.total_steps:
+                        return "complete"
                     t0 = time.perf_counter()
         return "complete"
 
@@ -370,8 +391,14 @@ class Trainer:
         else:
             xb = self.data.x_train.index_select(0, idx)
             yb = self.data.y_train.index_select(0, idx)
-            if self.mf is not torch.contiguous_format:
-                xb = xb.contiguous(memory_format=self.mf)
+        if self.augment is not None:
+            st = self.state
+            rows = torch.arange(world.rank, n, world.size) if world.distributed else None
+            xb = self.augment(
+                xb, seed=self.config.seed, epoch=st.epoch, batch=b, positions=rows, total=n
+            )
+        if self.mf is not torch.contiguous_format:
+            xb = xb.contiguous(memory_format=self.mf)
         if self.autocast_dtype is None:
             logits = self.forward(xb)
         else:
@@ -380,19 +407,24 @@ class Trainer:
         if world.distributed:
             # DDP averages gradients over ranks: world/n * (sum over this rank's samples)
             # makes that average the mean over the whole global batch
-            total = F.cross_entropy(logits.float(), yb, reduction="sum")
+            total = self.loss_fn(logits.float(), yb, reduction="sum")
             loss = total * (world.size / n)
             share = total.detach() / n
         else:
-            loss = F.cross_entropy(logits.float(), yb)
+            loss = self.loss_fn(logits.float(), yb)
             share = loss.detach()
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
+            if self.grad_clip:
+                self.scaler.unscale_(self.optimizer)
+                clip_gradients(self.model.parameters(), self.grad_clip)
             self.scaler.step(self.optimizer)
             self.scaler.update()
         else:
             loss.backward()
+            if self.grad_clip:
+                clip_gradients(self.model.parameters(), self.grad_clip)
             self.optimizer.step()
         return n, share
 
@@ -474,11 +506,33 @@ class Trainer:
             "test_accuracy": self.last_eval["accuracy"],
             "elapsed_s": round(st.train_time, 4),
         }
+        if self.schedule is not None:
+            self.schedule.after_epoch(test_loss=self.last_eval["loss"])
+        if self.config.keep_best:
+            row["best"] = self._keep_best()
         if world.main:
             self.pending.append(row)
         st.epoch += 1
         st.batch = 0
         self.emit(dict(row))
+
+    def _keep_best(self) -> bool:
+        """Write the weights to best.safetensors when the held-out metric improved."""
+        st, metric = self.state, self.config.keep_best
+        value = float(self.last_eval[BEST_METRICS[metric][0]])
+        better = BEST_METRICS[metric][1]
+        if st.best_value is not None and not better(value, st.best_value):
+            return False
+        st.best_value, st.best_epoch, st.best_step = value, st.epoch + 1, st.step
+        if self.world.main:
+            from modelkit.models.weights import save_weights
+
+            save_weights(
+                self.model,
+                self.run.path / BEST_WEIGHTS,
+                metadata={"format": "pt", "modelkit.model": self.config.model},
+            )
+        return True
 
     def _flush(self) -> None:
         if self.world.main:
@@ -563,7 +617,13 @@ def _setup_rank(
     )
     t_load = time.perf_counter()
     data = load_dataset(
-        config.data, project=project, skip_bad_files=config.skip_bad_files, download=download
+        config.data,
+        project=project,
+        skip_bad_files=config.skip_bad_files,
+        download=download,
+        image_size=config.image_size,
+        channels=config.channels,
+        normalize=config.normalize,
     )
     expected = options.expect_data_fingerprint
     if expected and data.fingerprint != expected:
@@ -640,6 +700,7 @@ def _base_record(s: _Setup, *, project: Any, fingerprint_every: int) -> dict[str
         "fingerprint_every": fingerprint_every,
         "data": s.data.summary(),
         "num_parameters": sum(p.numel() for p in s.model.parameters()),
+        "recipe": recipe(s.config),
     }
 
 
@@ -867,6 +928,15 @@ def _fit(trainer: Trainer, record: dict[str, Any], *, t_load: float) -> dict[str
         },
         weights_sha256=sha256_file(run.weights),
     )
+    if cfg.keep_best and st.best_value is not None:
+        record["best"] = {
+            "metric": cfg.keep_best,
+            "value": st.best_value,
+            "epoch": st.best_epoch,
+            "step": st.best_step,
+            "weights": BEST_WEIGHTS,
+            "weights_sha256": sha256_file(run.path / BEST_WEIGHTS),
+        }
     run.write_record(record)
     D.leave(world)
     trainer.emit({"kind": "end", "record": record})
