@@ -43,11 +43,13 @@ def autocast(precision: str, device: torch.device) -> contextlib.AbstractContext
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def grad_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler | None:
-    """A GradScaler for fp16 (small gradients underflow otherwise); None for bf16/fp32."""
-    if precision != "fp16":
-        return None
-    return torch.amp.GradScaler(device.type)
+def grad_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler:
+    """A GradScaler, enabled for fp16 only (small gradients underflow otherwise).
+
+    Disabled (bf16/fp32), ``scale`` returns the loss, ``step`` is ``optimizer.step()``,
+    ``unscale_``/``update`` do nothing: the step has no precision branches (nanoGPT style).
+    """
+    return torch.amp.GradScaler(device.type, enabled=precision == "fp16")
 
 
 def set_tf32(enabled: bool) -> dict[str, Any]:
@@ -203,7 +205,7 @@ def accel_record(
     return {
         "precision": precision,
         "autocast": None if dtype is None else {"device_type": device.type, "dtype": str(dtype)},
-        "grad_scaler": scaler is not None,
+        "grad_scaler": scaler.is_enabled(),
         **tf32,
         "compile": compiled,
         "channels_last": mf is torch.channels_last,

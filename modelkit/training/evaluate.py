@@ -108,7 +108,7 @@ def evaluate_run(
     from modelkit.io import sha256_file, write_json_atomic
     from modelkit.models.weights import load_model_from_dir
     from modelkit.runs import now_iso, open_run
-    from modelkit.training.loop import resolve_device
+    from modelkit.training.setup import resolve_device
 
     run = open_run(run_dir, require=("run.json", "config.json", "model.safetensors"))
     record = run.read_record()

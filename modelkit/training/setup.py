@@ -1,0 +1,201 @@
+"""Everything a run needs before its first step, in the order it is built.
+
+:func:`setup` joins the process group (under torchrun), then: determinism (seeds, threads),
+data, model (its init consumes the seeded RNG), optimizer + LR schedule + grad scaler + loss +
+augmentation. The result is one :class:`Setup`; the loop (:mod:`modelkit.training.trainer`)
+takes it as it is. Under DDP a failure on any rank stops every rank here.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from modelkit.config import TrainConfig, recipe
+from modelkit.errors import BadInputError, DataError
+from modelkit.training import accel
+from modelkit.training import distributed as D
+from modelkit.training.determinism import configure_determinism, seed_everything
+from modelkit.training.options import RunOptions, parse_perturb
+
+
+@dataclass
+class Setup:
+    """One run's live objects, built by :func:`setup`."""
+
+    config: TrainConfig  # resolved: model_kwargs filled in
+    device: torch.device
+    data: Any
+    model: torch.nn.Module
+    determinism: dict[str, Any]
+    load_s: float
+    world: D.World = D.SINGLE
+    placement: str = "device"  # device | host (pinned host batches)
+    mf: torch.memory_format = torch.contiguous_format
+    accel: dict[str, Any] = field(default_factory=dict)  # run.json["accel"]
+    optimizer: Any = None
+    schedule: Any = None  # modelkit.training.optim.Schedule | None
+    scaler: Any = None  # a GradScaler, enabled for fp16 only
+    loss_fn: Any = None
+    augment: Any = None
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """Optimizer steps per pass over the training split (the last batch may be short)."""
+        return math.ceil(len(self.data.x_train) / self.config.batch_size)
+
+
+def resolve_device(name: str, *, local_rank: int | None = None) -> torch.device:
+    """``auto`` -> cuda if available else cpu; refuse cuda when there is none.
+
+    ``local_rank`` (a DDP worker) maps ``cuda``/``auto`` to that rank's own GPU.
+    """
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise BadInputError(
+            "--device cuda asked for, but no CUDA device is available",
+            hint="use --device cpu (or auto)",
+        )
+    if local_rank is not None and name.startswith("cuda"):
+        if name != "cuda":
+            raise BadInputError(
+                f"--device {name} names one GPU, but each rank uses its own (cuda:LOCAL_RANK)",
+                hint="use --device cuda with --nproc-per-node",
+            )
+        return torch.device("cuda", local_rank)
+    return torch.device(name)
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """The seed of rank ``rank`` after model init (rank 0 keeps ``seed``: a single run's RNG)."""
+    return seed if rank == 0 else seed * 1_000_003 + 7_919 * rank
+
+
+def setup(config: TrainConfig, *, project: Any, download: bool, options: RunOptions) -> Setup:
+    """Build a run's :class:`Setup` (collective under torchrun: every rank or none)."""
+    _, size, local_rank = D.env_world()
+    device = resolve_device(config.device, local_rank=local_rank if size > 1 else None)
+    world = D.join(device.type)
+    error: BaseException | None = None
+    try:
+        s = _setup_data_and_model(config, project, download, options, device)
+        s.world = world
+        if world.rank > 0:  # different dropout masks per rank; rank 0 stays a single run's
+            seed_everything(rank_seed(config.seed, world.rank))
+            s.determinism["rank_seed"] = rank_seed(config.seed, world.rank)
+        _setup_optimizer(s)
+    except Exception as exc:
+        error = exc
+    D.agree(world, error)
+    return s
+
+
+def _setup_data_and_model(
+    config: TrainConfig,
+    project: Any,
+    download: bool,
+    options: RunOptions,
+    device: torch.device,
+) -> Setup:
+    from modelkit.data import load_dataset
+    from modelkit.models.registry import build_model
+
+    # determinism first: the model's init below consumes the seeded RNG
+    accel.check_precision(config.precision, device)
+    tf32 = accel.set_tf32(config.tf32)
+    determinism = configure_determinism(
+        seed=config.seed,
+        threads=options.threads or config.threads,
+        deterministic=config.deterministic or options.force_deterministic,
+    )
+    # data: on the device when it fits, else pinned host batches
+    t_load = time.perf_counter()
+    data = load_dataset(
+        config.data,
+        project=project,
+        skip_bad_files=config.skip_bad_files,
+        download=download,
+        image_size=config.image_size,
+        channels=config.channels,
+        normalize=config.normalize,
+    )
+    expected = options.expect_data_fingerprint
+    if expected and data.fingerprint != expected:
+        raise DataError(
+            f"data '{config.data}' has fingerprint {data.fingerprint}, "
+            f"but the recorded run used {expected}",
+            hint="reproduce on the same data; a different dataset cannot reproduce the run",
+        )
+    placement = accel.choose_placement(
+        accel.data_nbytes(data), device, requested=options.data_placement
+    )
+    if placement == "device":
+        data.to(device)
+    t_load = time.perf_counter() - t_load
+    # model: its kwargs resolved against the data (classes, channels, image size)
+    model, model_kwargs = build_model(
+        config.model, project=project, kwargs=config.model_kwargs, data_hints=data.model_hints()
+    )
+    config = config.replace(model_kwargs=model_kwargs)  # the resolved config is what we save
+    check_fit(model, data, config)
+    mf = accel.memory_format(model, device, enabled=config.channels_last)
+    model.to(device).train()
+    if mf is not torch.contiguous_format:
+        model.to(memory_format=mf)
+    if options.perturb:
+        parse_perturb(options.perturb, model)  # fail before anything is written
+    scaler = accel.grad_scaler(config.precision, device)
+    record = accel.accel_record(
+        precision=config.precision,
+        device=device,
+        scaler=scaler,
+        tf32=tf32,
+        compiled=config.compile,
+        mf=mf,
+        placement=placement,
+    )
+    s = Setup(config, device, data, model, determinism, t_load, D.SINGLE, placement, mf, record)
+    s.scaler = scaler
+    return s
+
+
+def _setup_optimizer(s: Setup) -> None:
+    """Optimizer, LR schedule, loss and augmentation from the config's recipe tables."""
+    from modelkit.data.augment import build_augment
+    from modelkit.training.losses import build_loss
+    from modelkit.training.optim import build_optimizer, build_scheduler
+
+    tables = recipe(s.config)
+    s.optimizer = build_optimizer(tables["optimizer"], s.model.parameters())
+    s.schedule = build_scheduler(
+        tables["lr_schedule"],
+        s.optimizer,
+        steps_per_epoch=s.steps_per_epoch,
+        epochs=s.config.epochs,
+        max_steps=s.config.max_steps,
+    )
+    s.loss_fn = build_loss(s.config.loss)
+    s.augment = build_augment(s.config.augment)
+
+
+def check_fit(model: torch.nn.Module, data: Any, config: TrainConfig) -> None:
+    """Run one sample through the model so a shape mismatch fails before training starts."""
+    try:
+        with torch.no_grad():
+            out = model.eval()(data.x_train[:2].cpu())
+    except Exception as exc:
+        raise BadInputError(
+            f"model '{config.model}' cannot take data '{config.data}' "
+            f"(input shape {list(data.input_shape)}): {str(exc).splitlines()[0]}",
+            hint="pick matching --model/--data, or set model_kwargs",
+        ) from None
+    if out.ndim != 2 or out.shape[1] < data.num_classes:
+        raise BadInputError(
+            f"model '{config.model}' outputs shape {list(out.shape)}, data has {data.num_classes} classes",
+            hint="set num_classes in model_kwargs (or let the factory take num_classes)",
+        )
