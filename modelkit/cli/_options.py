@@ -41,3 +41,93 @@ SkipBadOpt = Annotated[
     bool, typer.Option("--skip-bad-files", help="Skip undecodable images (counted in the run).")
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
+
+# ---- `modelkit train` (TrainConfig keys; None = the config file's or the default) ----------
+LAUNCH, SPEED = "Launch (torchrun)", "Precision and speed"
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="TOML or YAML config file.")]
+EpochsOpt = Annotated[int | None, typer.Option(help="Passes over the training split.")]
+BatchSizeOpt = Annotated[int | None, typer.Option(help="Samples per step.")]
+LrOpt = Annotated[float | None, typer.Option(help="Learning rate.")]
+OptimizerOpt = Annotated[
+    str | None, typer.Option(help="Any torch.optim optimizer by name (adam, adamw, sgd, ...).")
+]
+SeedOpt = Annotated[int | None, typer.Option(help="Random seed.")]
+ThreadsOpt = Annotated[int | None, typer.Option(help="CPU threads (0 = torch default).")]
+DeterministicOpt = Annotated[
+    bool | None,
+    typer.Option("--deterministic/--no-deterministic", help="Deterministic algorithms."),
+]
+FingerprintEveryOpt = Annotated[
+    int | None, typer.Option(help="Steps between state fingerprints in metrics.jsonl (0 = off).")
+]
+OutOpt = Annotated[Path | None, typer.Option("--out", "-o", help="Run directory to create.")]
+ResumeOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--resume",
+        help="Continue the killed run in RUN_DIR from its newest good checkpoint.",
+        metavar="RUN_DIR",
+    ),
+]
+FallbackOpt = Annotated[
+    bool, typer.Option(help="With --resume: if the newest checkpoint is corrupt, use the previous.")
+]
+OverwriteOpt = Annotated[bool, typer.Option(help="Replace an existing non-empty --out run.")]
+DownloadOpt = Annotated[bool, typer.Option(help="Download MNIST with torchvision (needs network).")]
+PrecisionOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="fp32 | bf16 (autocast) | fp16 (autocast + grad scaler, CUDA only).",
+        rich_help_panel=SPEED,
+    ),
+]
+Tf32Opt = Annotated[
+    bool | None,
+    typer.Option(
+        "--tf32/--no-tf32", help="TF32 matmuls on CUDA (default off).", rich_help_panel=SPEED
+    ),
+]
+ChannelsLastOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--channels-last/--no-channels-last",
+        help="channels_last for conv nets on CUDA (default on).",
+        rich_help_panel=SPEED,
+    ),
+]
+CompileOpt = Annotated[
+    bool | None,
+    typer.Option("--compile/--no-compile", help="torch.compile the model.", rich_help_panel=SPEED),
+]
+DataPlacementOpt = Annotated[
+    str,
+    typer.Option(
+        help="auto | device | host (pinned host batches, non-blocking copies; CUDA).",
+        rich_help_panel=SPEED,
+    ),
+]
+NprocOpt = Annotated[
+    int | None,
+    typer.Option(
+        help="Processes on this node (one per GPU, or CPU cores); >1 runs torchrun + DDP.",
+        rich_help_panel=LAUNCH,
+    ),
+]
+NnodesOpt = Annotated[int | None, typer.Option(help="Number of nodes.", rich_help_panel=LAUNCH)]
+NodeRankOpt = Annotated[
+    int, typer.Option(help="This node's rank (0..nnodes-1).", rich_help_panel=LAUNCH)
+]
+MasterAddrOpt = Annotated[
+    str, typer.Option(help="Rank 0's host (static rendezvous).", rich_help_panel=LAUNCH)
+]
+MasterPortOpt = Annotated[
+    int | None,
+    typer.Option(help="Rank 0's port (default: a free one, single node).", rich_help_panel=LAUNCH),
+]
+RdzvEndpointOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="HOST:PORT of a c10d rendezvous (elastic, multi-node) instead of master-addr/port.",
+        rich_help_panel=LAUNCH,
+    ),
+]

@@ -1,16 +1,13 @@
-"""Multi-process / multi-node training through PyTorch's own elastic launcher (torchrun).
+"""Inside a torchrun worker: the process group, the collectives, and failing together.
 
-Launcher side: ``modelkit train --nproc-per-node N`` checks the request against this machine
-(:func:`validate_launch`) and runs ``torch.distributed.run`` (torchrun) with
-``-m modelkit train <worker args>`` (:func:`launch`); a failing rank stops the others and the
-launcher raises one typed error naming the rank. ``torchrun -m modelkit train ...`` works too.
-
-Worker side: inside a worker (RANK/WORLD_SIZE set by torchrun) the trainer joins the process
-group (:func:`join`: gloo on CPU, nccl on CUDA) and wraps the model in
-DistributedDataParallel. Global batch semantics: every step consumes the same global batch
-of ``batch_size`` samples as a single-process run, rank r taking ``idx[r::world_size]``;
-the loss is a sum scaled by ``world_size / len(global batch)`` so that DDP's gradient
-average equals the global-batch mean gradient.
+A worker (RANK/WORLD_SIZE set by torchrun; see :mod:`modelkit.training.launch` for the
+launcher) joins the process group (:func:`join`: gloo on CPU, nccl on CUDA); the trainer wraps
+the model in DistributedDataParallel. Global batch semantics: every step consumes the same
+global batch of ``batch_size`` samples as a single-process run, rank r taking
+``idx[r::world_size]``; the loss is a sum scaled by ``world_size / len(global batch)`` so that
+DDP's gradient average equals the global-batch mean gradient. :func:`agree` makes a failure on
+one rank stop every rank with the same typed error; :func:`write_error_file` tells the
+launcher which rank failed first.
 """
 
 from __future__ import annotations
@@ -18,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -28,225 +24,9 @@ from modelkit.errors import BadInputError, ModelkitError, TrainingError
 ERROR_FILE_ENV = "TORCHELASTIC_ERROR_FILE"
 
 
-# --------------------------------------------------------------------------- launcher side
-
-
-@dataclass(frozen=True)
-class LaunchConfig:
-    """Where and how many worker processes to start."""
-
-    nproc_per_node: int = 1
-    nnodes: int = 1
-    node_rank: int = 0
-    master_addr: str = "127.0.0.1"
-    master_port: int | None = None  # None: a free one, found by torchrun (single node)
-    rdzv_endpoint: str | None = None  # host:port for c10d rendezvous (elastic, multi-node)
-
-    @property
-    def world_size(self) -> int:
-        """Processes in total."""
-        return self.nproc_per_node * self.nnodes
-
-    @property
-    def distributed(self) -> bool:
-        """True when more than one process in total would run."""
-        return self.world_size > 1
-
-
 def in_worker() -> bool:
     """True inside a torchrun worker (RANK and WORLD_SIZE set by the launcher)."""
     return "WORLD_SIZE" in os.environ and "RANK" in os.environ
-
-
-def port_in_use(host: str, port: int) -> bool:
-    """True when ``host:port`` cannot be bound (something listens there)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        try:
-            s.bind((host, port))
-        except OSError:
-            return True
-    return False
-
-
-def available_cores() -> int:
-    """CPU cores this process may run on."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1  # pragma: no cover - macOS/Windows
-
-
-def launch_device_type(device: str) -> str:
-    """``cuda`` or ``cpu`` for a config's device string (``auto`` = cuda when available)."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise BadInputError(
-                "--device cuda asked for, but no CUDA device is available",
-                hint="use --device cpu (gloo) for multi-process CPU training",
-            )
-        if device != "cuda":
-            raise BadInputError(
-                f"--device {device} names one GPU; each rank uses its own (cuda:LOCAL_RANK)",
-                hint="use --device cuda with --nproc-per-node",
-            )
-        return "cuda"
-    return "cpu"
-
-
-def validate_launch(cfg: LaunchConfig, *, device_type: str) -> LaunchConfig:
-    """Check the launch fits this machine (processes vs GPUs/cores, backend, port)."""
-    import torch.distributed as dist
-
-    if cfg.nproc_per_node < 1 or cfg.nnodes < 1:
-        raise BadInputError(
-            "--nproc-per-node and --nnodes must be >= 1", hint="e.g. --nproc-per-node 2"
-        )
-    if not 0 <= cfg.node_rank < cfg.nnodes:
-        raise BadInputError(
-            f"--node-rank {cfg.node_rank} is outside 0..{cfg.nnodes - 1}",
-            hint="node ranks count from 0 to --nnodes - 1",
-        )
-    if not dist.is_available():
-        raise BadInputError(
-            "this torch build has no torch.distributed", hint="install a standard torch wheel"
-        )
-    if device_type == "cuda":
-        import torch
-
-        gpus = torch.cuda.device_count()
-        if cfg.nproc_per_node > gpus:
-            raise BadInputError(
-                f"--nproc-per-node {cfg.nproc_per_node} asks for more GPUs than this node has ({gpus})",
-                hint=f"use --nproc-per-node {gpus} (one process per GPU), or --device cpu",
-            )
-        if not dist.is_nccl_available():
-            raise BadInputError(
-                "NCCL is not available in this torch build; CUDA training across processes needs it",
-                hint="install a CUDA build of torch with NCCL, or use --device cpu (gloo)",
-            )
-    else:
-        cores = available_cores()
-        if cfg.nproc_per_node > cores:
-            raise BadInputError(
-                f"--nproc-per-node {cfg.nproc_per_node} is more than the {cores} CPU cores available",
-                hint=f"use --nproc-per-node {cores} or fewer",
-            )
-        if not dist.is_gloo_available():
-            raise BadInputError(
-                "gloo is not available in this torch build; CPU training across processes needs it",
-                hint="install a standard torch wheel",
-            )
-    if cfg.rdzv_endpoint:
-        if ":" not in cfg.rdzv_endpoint:
-            raise BadInputError(
-                f"--rdzv-endpoint '{cfg.rdzv_endpoint}' must be HOST:PORT",
-                hint="e.g. --rdzv-endpoint node0.example:29400",
-            )
-        return cfg
-    if cfg.master_port is None:
-        if cfg.nnodes > 1:
-            raise BadInputError(
-                "multi-node training needs --master-port (or --rdzv-endpoint)",
-                hint="every node passes the same --master-addr and --master-port",
-            )
-        return cfg  # torchrun's standalone rendezvous picks a free port itself
-    if not 1 <= cfg.master_port <= 65535:
-        raise BadInputError(
-            f"--master-port {cfg.master_port} is not a TCP port", hint="use 1024..65535"
-        )
-    if cfg.node_rank == 0 and port_in_use(cfg.master_addr, cfg.master_port):
-        raise BadInputError(
-            f"port {cfg.master_port} on {cfg.master_addr} is already in use",
-            hint="pick another --master-port, or leave it out to let torchrun find a free one",
-        )
-    return cfg
-
-
-def torchrun_args(cfg: LaunchConfig) -> list[str]:
-    """torchrun's own flags for ``cfg`` (before ``-m module ...``)."""
-    args = [
-        f"--nproc-per-node={cfg.nproc_per_node}",
-        f"--nnodes={cfg.nnodes}",
-        "--max-restarts=0",
-    ]
-    if cfg.rdzv_endpoint:
-        return [*args, "--rdzv-backend=c10d", f"--rdzv-endpoint={cfg.rdzv_endpoint}"]
-    if cfg.master_port is None:
-        return [*args, "--standalone"]
-    return [
-        *args,
-        f"--node-rank={cfg.node_rank}",
-        f"--master-addr={cfg.master_addr}",
-        f"--master-port={cfg.master_port}",
-    ]
-
-
-def worker_env(device_type: str, nproc_per_node: int) -> dict[str, str]:
-    """Thread settings for the workers: 1 on CPU (no oversubscription), a fair share on CUDA."""
-    if "OMP_NUM_THREADS" in os.environ:
-        return {}
-    share = 1 if device_type == "cpu" else max(1, available_cores() // nproc_per_node)
-    return {"OMP_NUM_THREADS": str(share)}
-
-
-def launch(cfg: LaunchConfig, worker_args: list[str], *, device_type: str) -> None:
-    """Run ``python -m modelkit <worker_args>`` under torch's elastic launcher (in this process).
-
-    Returns when every rank finished; if a rank fails, torchrun stops the others and this
-    raises one typed error naming the failing rank (exit code: the rank's own).
-    """
-    import logging
-
-    from torch.distributed import run as torchrun
-    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-
-    os.environ.update(worker_env(device_type, cfg.nproc_per_node))
-    args = torchrun.parse_args([*torchrun_args(cfg), "-m", "modelkit", *worker_args])
-    # the launcher's failure report is ours (below); keep torchrun's logger to real warnings
-    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
-    try:
-        torchrun.run(args)
-    except ChildFailedError as exc:
-        raise launch_failure(exc.failures) from None
-
-
-def launch_failure(failures: dict[int, Any]) -> ModelkitError:
-    """One typed error for the failed ranks: the root cause, not a rank stopped by it."""
-    infos = []
-    for rank, failure in sorted(failures.items()):
-        data = getattr(failure, "error_file_data", None) or {}
-        info = data.get("modelkit") if isinstance(data, dict) else None
-        if not isinstance(info, dict):
-            info = {
-                "message": failure.message or f"exited with code {failure.exitcode}",
-                "exit_code": 1,
-                "secondary": failure.exitcode < 0,  # killed by a signal: stopped by torchrun
-                "time": float(failure.timestamp),
-            }
-        infos.append((bool(info.get("secondary")), float(info.get("time", 0)), rank, info))
-    infos.sort(key=lambda t: (t[0], t[1], t[2]))
-    _secondary, _t, rank, info = infos[0]
-    others = sorted(r for r in failures if r != rank)
-    cls = BadInputError if info.get("exit_code") == 2 else ModelkitError
-    stopped = ""
-    if others:
-        stopped = f" (rank{'s' if len(others) > 1 else ''} {', '.join(map(str, others))} stopped)"
-    message = str(info["message"])
-    prefix = f"rank {rank}: "
-    message = message[len(prefix) :] if message.startswith(prefix) else message
-    err = cls(
-        f"rank {rank} failed: {message}{stopped}",
-        hint=info.get("hint") or "torchrun stopped the other ranks; rank 0 writes the checkpoints",
-    )
-    if cls is ModelkitError and info.get("exit_code") not in (None, 1, 2):
-        err.exit_code = int(info["exit_code"])
-    return err
-
-
-# --------------------------------------------------------------------------- worker side
 
 
 @dataclass(frozen=True)
@@ -482,88 +262,21 @@ def write_error_file(exc: BaseException, world: World) -> None:
         pass
 
 
-# --------------------------------------------------------------------------- verbs' entry points
+# the launcher's names, importable from here as before (modelkit.repro uses them)
+from modelkit.training.launch import (  # noqa: E402
+    LaunchConfig,
+    available_cores,
+    launch,
+    launch_device_type,
+    launch_failure,
+    validate_launch,
+)
 
-
-def launch_train(
-    cfg: Any,
-    out: Any,
-    launch_cfg: LaunchConfig,
-    *,
-    overwrite: bool,
-    worker_flags: list[str],
-) -> None:
-    """Check what can be checked here, then run ``modelkit train`` workers under torchrun.
-
-    Every rank trains exactly the resolved ``cfg`` (passed as a JSON config file).
-    """
-    import json
-    import shutil
-    import tempfile
-    from pathlib import Path
-
-    from modelkit.errors import RunDirError
-
-    out = Path(out)
-    device_type = launch_device_type(cfg.device)
-    launch_cfg = validate_launch(launch_cfg, device_type=device_type)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise RunDirError(
-            f"--out {out} exists and is not empty",
-            hint="pass --overwrite to replace it, or choose another --out",
-        )
-    tmp = Path(tempfile.mkdtemp(prefix="modelkit-launch-"))
-    try:
-        config_file = tmp / "config.json"
-        config_file.write_text(json.dumps(cfg.to_dict(), sort_keys=True), encoding="utf-8")
-        args = ["train", "--config", str(config_file), "--out", str(out)]
-        args += (["--overwrite"] if overwrite else []) + worker_flags
-        try:
-            launch(launch_cfg, args, device_type=device_type)
-        except ModelkitError as exc:
-            _resume_hint(exc, out, launch_cfg)
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def launch_resume(
-    run_dir: Any, launch_cfg: LaunchConfig, *, fallback: bool, worker_flags: list[str]
-) -> None:
-    """Resume a multi-process run at its recorded world size, under torchrun."""
-    from modelkit.runs import open_run
-
-    run = open_run(run_dir, require=("config.json",))
-    record = run.read_record() if run.record.is_file() else {}
-    recorded = int((record.get("distributed") or {}).get("world_size") or 1)
-    if recorded != launch_cfg.world_size:
-        raise BadInputError(
-            f"{run_dir} was trained by {recorded} process(es); --nproc-per-node x --nnodes "
-            f"asks for {launch_cfg.world_size}",
-            hint=f"resume at the same world size: --nproc-per-node {recorded}"
-            if recorded > 1
-            else f"modelkit train --resume {run_dir}",
-        )
-    device_type = launch_device_type(run.train_config().device)
-    launch_cfg = validate_launch(launch_cfg, device_type=device_type)
-    args = ["train", "--resume", str(run_dir)] + (["--fallback-checkpoint"] if fallback else [])
-    try:
-        launch(launch_cfg, args + worker_flags, device_type=device_type)
-    except ModelkitError as exc:
-        _resume_hint(exc, run_dir, launch_cfg)
-        raise
-
-
-def _resume_hint(exc: ModelkitError, out: Any, launch_cfg: LaunchConfig) -> None:
-    """After a failed rank: name the intact checkpoint and the command that continues."""
-    from pathlib import Path
-
-    from modelkit.training.checkpoint import list_checkpoints
-
-    ckpts = list_checkpoints(Path(out) / "checkpoints")
-    if exc.exit_code == 1 and ckpts:
-        exc.hint = (
-            f"checkpoint {ckpts[-1].name} is intact; continue with: modelkit train --resume "
-            f"{out} --nproc-per-node {launch_cfg.nproc_per_node}"
-            + (f" --nnodes {launch_cfg.nnodes}" if launch_cfg.nnodes > 1 else "")
-        )
+__all__ = [
+    "LaunchConfig",
+    "available_cores",
+    "launch",
+    "launch_device_type",
+    "launch_failure",
+    "validate_launch",
+]
