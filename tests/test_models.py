@@ -70,3 +70,40 @@ def test_unknown_model_suggests_close_match() -> None:
     with pytest.raises(UnknownNameError) as e:
         resolve_model("mnist-mlpp")
     assert "did you mean 'mnist-mlp'" in str(e.value) and "small-cnn" in str(e.value)
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+def test_builtin_parameters_come_from_the_registered_entry(name: str) -> None:
+    from modelkit.models.registry import factory_parameters
+
+    params = factory_parameters(resolve_model(name))
+    assert params is not None and {"num_classes", "in_channels", "image_size"} <= params
+    _, kwargs = build_model(name)
+    assert set(kwargs) == params  # every default is explicit in the resolved kwargs
+
+
+def test_a_new_builtin_model_needs_no_second_table() -> None:
+    """A model registered like the built-ins (a factory forwarding **kwargs, annotated with
+    its class) gets its parameters and defaults from the entry alone."""
+    from modelkit.models import registry
+
+    class Tiny(torch.nn.Module):
+        def __init__(self, num_classes: int = 3, width: int = 4) -> None:
+            super().__init__()
+            self.fc = torch.nn.Linear(width, num_classes)
+
+    def tiny(**kwargs) -> Tiny:
+        return Tiny(**kwargs)
+
+    tiny.__annotations__["return"] = Tiny  # as `-> Tiny` resolves in a module
+    registry.register_model("test-tiny", input_shape=(4,))(tiny)
+    try:
+        assert registry.factory_parameters(registry.resolve_model("test-tiny")) == {
+            "num_classes",
+            "width",
+        }
+        model, kwargs = build_model("test-tiny", data_hints={"num_classes": 5})
+        assert kwargs == {"num_classes": 5, "width": 4}
+        assert model.fc.out_features == 5
+    finally:
+        del registry._REGISTRY["test-tiny"]

@@ -88,16 +88,8 @@ def resolve_model(name: str, *, project: Any = None) -> ModelEntry:
 
 def factory_parameters(entry: ModelEntry) -> set[str] | None:
     """Keyword names the factory accepts (None when it takes ``**kwargs`` we cannot see)."""
-    target = entry.factory
-    spec = getattr(target, "__modelkit_spec__", None)
-    if spec is not None:
-        from modelkit.project import import_object
-
-        target = import_object(spec, what="model")
-    if entry.source == "builtin":  # builtin factories forward **kwargs to the class
-        target = _builtin_class(entry.name)
     try:
-        params = inspect.signature(target).parameters.values()
+        params = inspect.signature(signature_target(entry)).parameters.values()
     except (TypeError, ValueError):
         return None
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
@@ -105,11 +97,29 @@ def factory_parameters(entry: ModelEntry) -> set[str] | None:
     return {p.name for p in params}
 
 
-def _builtin_class(name: str) -> Any:
-    from modelkit.models.cnn import SmallCNN
-    from modelkit.models.mlp import MnistMLP
+def signature_target(entry: ModelEntry, *, follow_alias: bool = True) -> Callable[..., Any]:
+    """What the entry's parameters are read from: its factory, or, for a factory that only
+    forwards ``**kwargs`` (``def mnist_mlp(**kwargs) -> MnistMLP``), the class its return
+    annotation names. Derived from the entry itself: no second table of classes."""
+    import typing
 
-    return {"mnist-mlp": MnistMLP, "small-cnn": SmallCNN}[name]
+    target = entry.factory
+    spec = getattr(target, "__modelkit_spec__", None)
+    if spec is not None and follow_alias:  # a project alias: the object it names
+        from modelkit.project import import_object
+
+        target = import_object(spec, what="model")
+    try:
+        params = list(inspect.signature(target).parameters.values())
+    except (TypeError, ValueError):
+        return target
+    if [p.kind for p in params] != [inspect.Parameter.VAR_KEYWORD]:
+        return target
+    try:
+        returned = typing.get_type_hints(target).get("return")
+    except Exception:  # an annotation that does not resolve: read the factory as it is
+        return target
+    return returned if isinstance(returned, type) else target
 
 
 def build_model(
@@ -154,8 +164,8 @@ def _signature_defaults(entry: ModelEntry) -> dict[str, Any]:
     """JSON-able default values of the factory's (or built-in class's) keyword parameters."""
     import json
 
-    target = _builtin_class(entry.name) if entry.source == "builtin" else entry.factory
     try:
+        target = signature_target(entry, follow_alias=False)
         params = inspect.signature(target).parameters.values()
     except (TypeError, ValueError):
         return {}
