@@ -46,7 +46,11 @@ def test_short_form_is_normalised_and_keeps_fused_kernels() -> None:
     # the table wins over the top-level keys; an explicit foreach turns fused off
     assert optimizer_spec({"name": "adam", "lr": 5.0}, lr=1e-3)["lr"] == 5.0
     assert "fused" not in optimizer_spec({"name": "adam", "foreach": True}, lr=1e-3)
-    assert optimizer_spec("adadelta", lr=1.0) == {"name": "Adadelta", "lr": 1.0, "weight_decay": 0.0}
+    assert optimizer_spec("adadelta", lr=1.0) == {
+        "name": "Adadelta",
+        "lr": 1.0,
+        "weight_decay": 0.0,
+    }
 
 
 def test_unknown_optimizer_names_and_arguments_are_refused() -> None:
@@ -104,7 +108,9 @@ def test_legacy_schedules_and_filled_run_lengths() -> None:
     opt = torch.optim.SGD(_params(), lr=1.0)
     step = build_scheduler("step", opt, steps_per_epoch=2, epochs=3)
     assert _lrs(step, 2, 3) == [1.0, 1.0, 0.5, 0.5, 0.25, 0.25]  # halved each epoch, as before
-    cosine = build_scheduler("cosine", torch.optim.SGD(_params(), lr=1.0), steps_per_epoch=5, epochs=2)
+    cosine = build_scheduler(
+        "cosine", torch.optim.SGD(_params(), lr=1.0), steps_per_epoch=5, epochs=2
+    )
     assert cosine.scheduler.T_max == 10
     capped = build_scheduler(
         "OneCycleLR", torch.optim.Adam(_params(), lr=0.01), steps_per_epoch=5, epochs=4, max_steps=7
@@ -120,7 +126,10 @@ def test_reduce_on_plateau_steps_with_the_held_out_loss() -> None:
 
     opt = torch.optim.SGD(_params(), lr=1.0)
     plateau = build_scheduler(
-        {"name": "ReduceLROnPlateau", "patience": 0, "factor": 0.1}, opt, steps_per_epoch=1, epochs=3
+        {"name": "ReduceLROnPlateau", "patience": 0, "factor": 0.1},
+        opt,
+        steps_per_epoch=1,
+        epochs=3,
     )
     assert plateau.interval == "epoch" and plateau.plateau
     plateau.after_epoch(test_loss=1.0)
@@ -197,7 +206,9 @@ def test_user_loss_callable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     logits, y = torch.randn(4, 3), torch.randint(0, 3, (4,))
     fn = build_loss({"name": "my_losses:weighted", "weight": 2.0})
     assert torch.allclose(fn(logits, y), 2 * torch.nn.functional.cross_entropy(logits, y))
-    assert torch.allclose(fn(logits, y, reduction="sum"), 8 * torch.nn.functional.cross_entropy(logits, y))
+    assert torch.allclose(
+        fn(logits, y, reduction="sum"), 8 * torch.nn.functional.cross_entropy(logits, y)
+    )
     with pytest.raises(BadInputError, match=r"returned \[4\], not a scalar"):
         build_loss("my_losses:per_sample")(logits, y)
     with pytest.raises(BadInputError, match="has no attribute 'nope'"):
@@ -207,7 +218,9 @@ def test_user_loss_callable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
 def test_bad_losses_are_refused() -> None:
     from modelkit.training.losses import build_loss
 
-    with pytest.raises(ConfigError, match="unknown loss 'cross_entropi'; did you mean 'cross_entropy'"):
+    with pytest.raises(
+        ConfigError, match="unknown loss 'cross_entropi'; did you mean 'cross_entropy'"
+    ):
         build_loss("cross_entropi")
     with pytest.raises(ConfigError, match="takes no argument 'smoothing'"):
         build_loss({"name": "cross_entropy", "smoothing": 0.1})
@@ -313,7 +326,7 @@ def test_recipe_fields_in_the_config_and_their_errors(tmp_path: Path) -> None:
 
 
 # ---- data loaders with arguments ----------------------------------------------------------
-LOADER = '''
+LOADER = """
 import torch
 from modelkit.data.base import Dataset, fingerprint_tensors
 
@@ -323,7 +336,7 @@ def load(n: int = 40, scale: float = 1.0) -> Dataset:
     x = torch.rand(n, 1, 4, 4, generator=g) * scale + y.view(-1, 1, 1, 1)
     return Dataset(spec=f"toy:{n}", x_train=x[: n // 2], y_train=y[: n // 2], x_test=x[n // 2 :],
                    y_test=y[n // 2 :], classes=["a", "b"], fingerprint=fingerprint_tensors(x, y))
-'''
+"""
 
 
 def test_data_loader_references_and_tables(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -353,7 +366,10 @@ def test_data_loader_references_and_tables(tmp_path: Path, monkeypatch: pytest.M
     assert len(ds.x_train) == 20
     assert len(load_dataset("plain", project=project).x_train) == 20
     big = load_dataset("big", project=project)
-    assert len(big.x_train) == 30 and big.info["loader"] == {"ref": "my_data:load", "kwargs": {"n": 60}}
+    assert len(big.x_train) == 30 and big.info["loader"] == {
+        "ref": "my_data:load",
+        "kwargs": {"n": 60},
+    }
     assert load_dataset("digits8", project=project).num_classes == 10
     with pytest.raises(BadInputError, match="cannot take"):
         load_dataset("bad", project=project)

@@ -41,3 +41,32 @@ SkipBadOpt = Annotated[
     bool, typer.Option("--skip-bad-files", help="Skip undecodable images (counted in the run).")
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
+
+# the training recipe (see modelkit.training.optim / losses); tables go in a config file
+OptimizerOpt = Annotated[
+    str | None,
+    typer.Option(help="Any torch.optim optimizer by name (adam, adamw, sgd, Adadelta, ...)."),
+]
+LrScheduleOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="none | cosine | step | any torch.optim.lr_scheduler name (e.g. OneCycleLR)."
+    ),
+]
+LossOpt = Annotated[str | None, typer.Option(help="cross_entropy | nll | package.module:function.")]
+GradClipOpt = Annotated[
+    float | None, typer.Option(help="Clip the gradients' global L2 norm to this (0 = off).")
+]
+MaxStepsOpt = Annotated[
+    int | None, typer.Option(help="Stop after this many optimizer steps (0 = all epochs).")
+]
+KeepBestOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="test_accuracy | test_loss: keep the best epoch's weights (best.safetensors)."
+    ),
+]
+ImageSizeOpt = Annotated[
+    int | None, typer.Option(help="Image folders: resize to this side (default 28).")
+]
+ChannelsOpt = Annotated[int | None, typer.Option(help="Image folders: 1 (grayscale) or 3 (RGB).")]

@@ -11,10 +11,18 @@ import typer
 
 from modelkit.cli import _output as o
 from modelkit.cli._options import (
+    ChannelsOpt,
     DataOpt,
     DeviceOpt,
     FormatOpt,
+    GradClipOpt,
+    ImageSizeOpt,
+    KeepBestOpt,
+    LossOpt,
+    LrScheduleOpt,
+    MaxStepsOpt,
     ModelOpt,
+    OptimizerOpt,
     OutputFormat,
     QuietOpt,
     SkipBadOpt,
@@ -33,6 +41,8 @@ Examples:
   modelkit train -c configs/mnist.toml --lr 1e-3  # a config file + overrides
 
   modelkit train -m my_pkg.models:build --data my_pkg.data:load
+
+  modelkit train --optimizer Adadelta --lr 1.0 --lr-schedule OneCycleLR --max-steps 500
 
   modelkit train --deterministic --fingerprint-every 10 --out runs/a
 
@@ -98,7 +108,14 @@ def command(
     epochs: Annotated[int | None, typer.Option(help="Passes over the training split.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Samples per step.")] = None,
     lr: Annotated[float | None, typer.Option(help="Learning rate.")] = None,
-    optimizer: Annotated[str | None, typer.Option(help="adam | adamw | sgd.")] = None,
+    optimizer: OptimizerOpt = None,
+    lr_schedule: LrScheduleOpt = None,
+    loss: LossOpt = None,
+    grad_clip: GradClipOpt = None,
+    max_steps: MaxStepsOpt = None,
+    keep_best: KeepBestOpt = None,
+    image_size: ImageSizeOpt = None,
+    channels: ChannelsOpt = None,
     seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
     device: DeviceOpt = None,
     threads: Annotated[int | None, typer.Option(help="CPU threads (0 = torch default).")] = None,
@@ -240,6 +257,13 @@ def command(
         batch_size=batch_size,
         lr=lr,
         optimizer=optimizer,
+        lr_schedule=lr_schedule,
+        loss=loss,
+        grad_clip=grad_clip,
+        max_steps=max_steps,
+        keep_best=keep_best,
+        image_size=image_size,
+        channels=channels,
         seed=seed,
         device=device,
         threads=threads,
