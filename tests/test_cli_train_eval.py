@@ -81,7 +81,7 @@ def test_models_lists_registry(cli, in_tmp: Path) -> None:
         (("--data", "mnist:/no/such/dir"), "not found"),
         (("--model", "no_such_pkg.mod:factory"), "cannot import module 'no_such_pkg.mod'"),
         (("--model", "json:no_such_factory"), "has no attribute 'no_such_factory'"),
-        (("--optimizer", "adagrad"), "unknown optimizer 'adagrad'"),
+        (("--optimizer", "adagrd"), "unknown optimizer 'adagrd'; did you mean 'Adagrad'"),
         (("--epochs", "0"), "epochs must be >= 1"),
         (("--config", "missing.toml"), "config file not found"),
         (("--model", "small-cnn", "--data", "digits", "--model-kwargs-bad"), "No such option"),

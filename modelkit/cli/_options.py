@@ -48,9 +48,6 @@ ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="TOML or 
 EpochsOpt = Annotated[int | None, typer.Option(help="Passes over the training split.")]
 BatchSizeOpt = Annotated[int | None, typer.Option(help="Samples per step.")]
 LrOpt = Annotated[float | None, typer.Option(help="Learning rate.")]
-OptimizerOpt = Annotated[
-    str | None, typer.Option(help="Any torch.optim optimizer by name (adam, adamw, sgd, ...).")
-]
 SeedOpt = Annotated[int | None, typer.Option(help="Random seed.")]
 ThreadsOpt = Annotated[int | None, typer.Option(help="CPU threads (0 = torch default).")]
 DeterministicOpt = Annotated[
@@ -131,3 +128,32 @@ RdzvEndpointOpt = Annotated[
         rich_help_panel=LAUNCH,
     ),
 ]
+
+# the training recipe (see modelkit.training.optim / losses); tables go in a config file
+OptimizerOpt = Annotated[
+    str | None,
+    typer.Option(help="Any torch.optim optimizer by name (adam, adamw, sgd, Adadelta, ...)."),
+]
+LrScheduleOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="none | cosine | step | any torch.optim.lr_scheduler name (e.g. OneCycleLR)."
+    ),
+]
+LossOpt = Annotated[str | None, typer.Option(help="cross_entropy | nll | package.module:function.")]
+GradClipOpt = Annotated[
+    float | None, typer.Option(help="Clip the gradients' global L2 norm to this (0 = off).")
+]
+MaxStepsOpt = Annotated[
+    int | None, typer.Option(help="Stop after this many optimizer steps (0 = all epochs).")
+]
+KeepBestOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="test_accuracy | test_loss: keep the best epoch's weights (best.safetensors)."
+    ),
+]
+ImageSizeOpt = Annotated[
+    int | None, typer.Option(help="Image folders: resize to this side (default 28).")
+]
+ChannelsOpt = Annotated[int | None, typer.Option(help="Image folders: 1 (grayscale) or 3 (RGB).")]

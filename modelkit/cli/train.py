@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from modelkit.cli import _options as opt
 from modelkit.cli import _output as o
 from modelkit.cli._options import OutputFormat
-
-if TYPE_CHECKING:
-    from modelkit.training.entry import TrainResult
 
 EXAMPLES = """
 Examples:
@@ -20,6 +15,7 @@ Examples:
   modelkit train -m small-cnn -d imagefolder:../shared/data/catsdogs --epochs 15
   modelkit train -c configs/mnist.toml --lr 1e-3  # a config file + overrides
   modelkit train -m my_pkg.models:build --data my_pkg.data:load
+  modelkit train --optimizer Adadelta --lr 1.0 --lr-schedule OneCycleLR --max-steps 500
   modelkit train --deterministic --fingerprint-every 10 --out runs/a
   modelkit train --resume runs/a                  # continue a killed run, bitwise
   modelkit train --resume runs/a --fallback-checkpoint   # newest checkpoint is corrupt
@@ -29,11 +25,13 @@ Examples:
   torchrun --nproc-per-node 2 -m modelkit train --device cpu   # plain torchrun works too
 """
 # flag parameter -> TrainConfig key (None: not given, the config file's or the default wins)
-CONFIG_FLAGS = {"compile_model": "compile"} | {
+CONFIG_FLAGS = {
     k: k
-    for k in ("model", "data", "epochs", "batch_size", "lr", "optimizer", "seed", "device")
+    for k in ("model", "data", "epochs", "batch_size", "lr", "optimizer", "lr_schedule", "loss")
+    + ("grad_clip", "max_steps", "keep_best", "image_size", "channels", "seed", "device")
     + ("threads", "deterministic", "fingerprint_every", "precision", "tf32", "channels_last")
-}
+} | {"compile_model": "compile"}
+REQUEST_FLAGS = ("out", "resume", "fallback_checkpoint", "overwrite", "download", "data_placement")
 
 
 @o.handle_errors
@@ -45,6 +43,13 @@ def command(
     batch_size: opt.BatchSizeOpt = None,
     lr: opt.LrOpt = None,
     optimizer: opt.OptimizerOpt = None,
+    lr_schedule: opt.LrScheduleOpt = None,
+    loss: opt.LossOpt = None,
+    grad_clip: opt.GradClipOpt = None,
+    max_steps: opt.MaxStepsOpt = None,
+    keep_best: opt.KeepBestOpt = None,
+    image_size: opt.ImageSizeOpt = None,
+    channels: opt.ChannelsOpt = None,
     seed: opt.SeedOpt = None,
     device: opt.DeviceOpt = None,
     threads: opt.ThreadsOpt = None,
@@ -79,30 +84,24 @@ def command(
         config_file=config,
         overrides={key: given[flag] for flag, key in CONFIG_FLAGS.items()}
         | {"skip_bad_files": skip_bad_files or None},
-        out=out,
-        resume=resume,
-        fallback_checkpoint=fallback_checkpoint,
-        overwrite=overwrite,
-        download=download,
-        data_placement=data_placement,
         launch=LaunchConfig.requested(
             nproc_per_node, nnodes, node_rank, master_addr, master_port, rdzv_endpoint
         ),
         worker_flags=("--format", fmt.value, *(["--quiet"] if quiet else [])),
+        **{k: given[k] for k in REQUEST_FLAGS},
     )
     shown = not quiet and fmt is OutputFormat.text and worker_rank() in (None, 0)
     with o.training_progress(enabled=shown) as on_event:
         result = run_training(request, on_event=on_event)
     if result.record is not None:
-        _render(result, fmt)
+        _render(result.record, str(result.out), result.notes(), fmt)
 
 
-def _render(result: TrainResult, fmt: OutputFormat) -> None:
-    record, out = result.record or {}, result.out
-    for note in result.notes():
+def _render(record: dict, out: str, notes: list[str], fmt: OutputFormat) -> None:
+    for note in notes:
         o.info(note)
     if fmt is OutputFormat.json:
-        o.print_json({"run_dir": str(out), **record})
+        o.print_json({"run_dir": out, **record})
         return
     m = record["metrics"]
     o.success(f"run written to {out}")

@@ -44,8 +44,18 @@ class MnistMLP(nn.Module, PyTorchModelHubMixin, library_name="modelkit", tags=["
     description="784-128-64-10 ReLU MLP (the reference article's MNIST model)",
     input_shape=(1, 28, 28),
     default_data="digits",
-    # chosen on the MNIST split: >= 0.95 held-out accuracy and the fast path (benchmarks/test_fast_path.py)
-    defaults={"batch_size": 1024, "lr": 8e-3, "epochs": 20},
+    # tuned on the MNIST split for time to 0.94 held-out accuracy, final >= 0.95
+    # (benchmarks/test_time_to_accuracy.py): normalised inputs, label smoothing and Adam with a
+    # shorter first-moment memory reach 0.94 in 2 epochs instead of 6 (10 epochs: ~0.97 on the
+    # MNIST split, ~0.96 on digits)
+    defaults={
+        "batch_size": 384,
+        "lr": 6e-3,
+        "epochs": 10,
+        "optimizer": {"name": "adam", "betas": [0.8, 0.99]},
+        "loss": {"name": "cross_entropy", "label_smoothing": 0.1},
+        "normalize": {"mean": [0.1307], "std": [0.3081]},
+    },
 )
 def mnist_mlp(**kwargs) -> MnistMLP:
     """Build the MNIST MLP."""

@@ -14,6 +14,7 @@ the run record stores the normalised tables, so resume and repro build the same 
 
 from __future__ import annotations
 
+import difflib
 import inspect
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -78,7 +79,9 @@ def _lookup(kind: str, name: Any, classes: dict[str, type], unusable: Mapping[st
             f"{kind} '{name}' cannot be used here: {unusable[key]}", hint=_hint(valid)
         )
     if key not in classes:
-        suggestion = did_you_mean(name, valid) or did_you_mean(key, list(classes))
+        lower = {v.lower(): v for v in valid}
+        close = difflib.get_close_matches(key, list(lower), n=1, cutoff=0.5)
+        suggestion = f"; did you mean '{lower[close[0]]}'?" if close else ""
         raise ConfigError(
             f"unknown {kind} '{name}'{suggestion} (valid: {', '.join(valid)})", hint=_hint(valid)
         )
