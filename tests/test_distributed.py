@@ -144,7 +144,7 @@ def test_repro_two_processes_is_identical(project: Path) -> None:
 
 
 def test_more_processes_than_cores_is_refused(project: Path) -> None:
-    from modelkit.training.distributed import available_cores
+    from modelkit.training.launch import available_cores
 
     n = available_cores() + 1
     p = modelkit("train", *ARGS, "--nproc-per-node", str(n), "--out", "x", cwd=project)
@@ -192,7 +192,8 @@ def test_launch_failure_prefers_the_root_cause(tmp_path: Path, monkeypatch) -> N
     from torch.distributed.elastic.multiprocessing.errors import ProcessFailure
 
     from modelkit.errors import BadInputError
-    from modelkit.training.distributed import PeerFailure, World, launch_failure, write_error_file
+    from modelkit.training.distributed import PeerFailure, World, write_error_file
+    from modelkit.training.launch import launch_failure
 
     def failed(rank: int, exc: BaseException) -> ProcessFailure:
         path = tmp_path / f"error-{rank}.json"
