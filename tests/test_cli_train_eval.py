@@ -99,12 +99,13 @@ def test_refuses_non_empty_out_unless_overwrite(cli, in_tmp: Path) -> None:
     (in_tmp / "run").mkdir()
     (in_tmp / "run" / "precious.txt").write_text("keep me")
     code, _, err = cli("train", *FAST, "--out", "run")
-    assert code == 2 and "not empty" in err and "--overwrite" in err
+    assert code == 2 and "not a modelkit run directory" in err  # never replaces foreign data
     code, _, err = cli("train", *FAST, "--out", "run", "--overwrite")
     assert code == 2 and "not a modelkit run directory" in err  # never deletes foreign data
     assert (in_tmp / "run" / "precious.txt").read_text() == "keep me"
     assert cli("train", *FAST, "--out", "run2")[0] == 0
-    assert cli("train", *FAST, "--out", "run2")[0] == 2
+    code, _, err = cli("train", *FAST, "--out", "run2")
+    assert code == 2 and "already holds a complete run" in err and "--overwrite" in err
     assert cli("train", *FAST, "--out", "run2", "--overwrite")[0] == 0
 
 
@@ -155,7 +156,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(cli, in_tmp: Path, monkey
     # digits: 1433 train samples / 128 = 12 steps per epoch -> epoch 1 is healthy, epoch 2 NaNs
     code, _, err = cli("train", "-m", "nanmodel:build", "--epochs", "3", "-q", "--out", "run")
     assert code == 1 and "loss became nan" in err and "last good checkpoint" in err
-    record = RunDir(in_tmp / "run").read_record()
+    record = RunDir(in_tmp / ".run.partial").read_record()  # a failed run stays staged
     assert (
         record["status"] == "failed"
         and record["last_good_checkpoint"] == "ckpt-00000012.safetensors"

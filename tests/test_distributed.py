@@ -92,13 +92,14 @@ def test_two_process_ddp_is_bitwise_reproducible_and_resumes(project: Path) -> N
     assert "rank 1 failed" in p.stderr and "lost its GPU" in p.stderr
     assert "Traceback" not in p.stderr
     assert "--resume b --nproc-per-node 2" in p.stderr  # the hint names the way on
-    b = RunDir(project / "b")
+    b = RunDir(project / ".b.partial")  # a failed run stays in its staging directory
+    assert not (project / "b").exists()
     ckpts = sorted(b.checkpoints.iterdir())
     assert [c.name for c in ckpts] == ["ckpt-00000012.safetensors"]
     from modelkit.training.checkpoint import load_checkpoint
 
     _tensors, meta = load_checkpoint(ckpts[0])  # passes its checksums
-    assert meta["objects"]["distributed"] == {"world_size": 2, "backend": "gloo"}
+    assert meta["objects"]["user"]["distributed"] == {"world_size": 2, "backend": "gloo"}
     assert not b.weights.exists()
     record = b.read_record()
     assert record["status"] == "failed" and record["last_good_checkpoint"] == ckpts[0].name
@@ -111,6 +112,7 @@ def test_two_process_ddp_is_bitwise_reproducible_and_resumes(project: Path) -> N
     assert p.returncode == 0, p.stderr
 
     # the interrupted + resumed run equals the uninterrupted one, bit for bit
+    b = RunDir(project / "b")  # published once complete
     b_rec = b.read_record()
     assert b_rec["status"] == "complete" and b_rec["resumes"][-1]["from_step"] == 12
     assert b_rec["weights_sha256"] == a["weights_sha256"]

@@ -46,8 +46,14 @@ def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
 
 
+def _live(run: Path) -> Path:
+    """Where an unfinished run is written: its staging directory (see modelkit.tracking)."""
+    staging = run.parent / f".{run.name}.partial"
+    return staging if staging.is_dir() else run
+
+
 def _ckpt_steps(run: Path) -> list[int]:
-    d = run / "checkpoints"
+    d = _live(run) / "checkpoints"
     if not d.is_dir():
         return []
     return sorted(int(p.name[5:13]) for p in d.glob("ckpt-*.safetensors"))
@@ -96,7 +102,7 @@ def test_sigkill_at_random_points_then_resume_is_bitwise_identical(tmp_path: Pat
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    kills = int(_kill_when(proc, lambda: (run / "run.json").is_file(), delay=rng.uniform(0, 0.3)))
+    kills = int(_kill_when(proc, lambda: (_live(run) / "run.json").is_file(), delay=rng.uniform(0, 0.3)))
     for target in targets:
         if proc.poll() is not None:
             proc = subprocess.Popen(
@@ -153,8 +159,10 @@ def test_corrupt_checkpoint_is_detected_and_fallback_is_explicit(cli, in_tmp: Pa
     assert code == 2 and "ckpt-00000023.safetensors fails its checksum" in err
     assert "--fallback-checkpoint" in err and not (run / "model.safetensors").exists()
 
+    # the run was adopted into its staging directory (modelkit.tracking): it is resumed there
+    newest = _live(run) / "checkpoints" / ckpts[-1].name
     # a truncated file is reported too
-    ckpts[-1].write_bytes(bytes(data[: len(data) // 2]))
+    newest.write_bytes(bytes(data[: len(data) // 2]))
     code, _, err = cli("train", "--resume", "run", "-q")
     assert code == 2 and "corrupt or truncated" in err
 

@@ -203,8 +203,9 @@ def launch_resume(
 ) -> None:
     """Resume a multi-process run at its recorded world size, under torchrun."""
     from modelkit.runs import open_run
+    from modelkit.training.record import live_dir
 
-    run = open_run(run_dir, require=("config.json",))
+    run = open_run(live_dir(run_dir).path, require=("config.json",))
     record = run.read_record() if run.record.is_file() else {}
     recorded = int((record.get("distributed") or {}).get("world_size") or 1)
     if recorded != launch_cfg.world_size:
@@ -228,8 +229,9 @@ def launch_resume(
 def _resume_hint(exc: ModelkitError, out: Path, launch_cfg: LaunchConfig) -> None:
     """After a failed rank: name the intact checkpoint and the command that continues."""
     from modelkit.training.checkpoint import list_checkpoints
+    from modelkit.training.record import live_dir
 
-    ckpts = list_checkpoints(Path(out) / "checkpoints")
+    ckpts = list_checkpoints(live_dir(out).checkpoints)
     if exc.exit_code == 1 and ckpts:
         exc.hint = (
             f"checkpoint {ckpts[-1].name} is intact; continue with: modelkit train --resume "

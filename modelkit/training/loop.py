@@ -25,10 +25,9 @@ from typing import Any
 
 from modelkit.config import TrainConfig
 from modelkit.errors import BadInputError, DataError, ModelkitError
-from modelkit.runs import RunDir, now_iso
 from modelkit.training import distributed as D
 from modelkit.training.options import PERTURB_ENV, RunOptions
-from modelkit.training.record import RunWriter, base_record
+from modelkit.training.record import RunWriter, live_dir
 
 __all__ = ["PERTURB_ENV", "RunOptions", "resume", "train"]
 
@@ -69,23 +68,23 @@ def train(
 
     options = options or RunOptions.from_env()
     s = setup(config, project=project, download=download, options=options)
-    every = options.fingerprint_every
-    writer = RunWriter(RunDir(Path(out)), enabled=False)
-    error: BaseException | None = None
+    every = (
+        s.config.fingerprint_every
+        if options.fingerprint_every is None
+        else options.fingerprint_every
+    )
+    writer, error = RunWriter(), None
     if s.world.main:
+        # a test hook was active: never a real result
+        extra = {"perturbed": options.perturb} if options.perturb else {}
         try:
-            record = base_record(
-                s,
-                project=project,
-                fingerprint_every=s.config.fingerprint_every if every is None else every,
+            writer = RunWriter.start(
+                out, s, project=project, fingerprint_every=every, overwrite=overwrite, extra=extra
             )
-            if options.perturb:
-                record["perturbed"] = options.perturb  # a test hook was active: never a real result
-            writer = RunWriter.create(out, overwrite=overwrite, config=s.config, record=record)
         except Exception as exc:
             error = exc
     D.agree(s.world, error)
-    return _run(s, writer, options, on_event)
+    return _run(s, writer, options, on_event, out=Path(out))
 
 
 @_worker_errors
@@ -104,17 +103,15 @@ def resume(
     the checkpoint are cut, so the finished run equals an uninterrupted one, bit for bit.
     A run resumes only at the world size (number of processes) it was started with.
     """
-    from modelkit.env import diff_environments, environment
-    from modelkit.training.checkpoint import find_resume_checkpoint, remove_stale_temps
+    from modelkit.runs import open_run
     from modelkit.training.setup import setup
-    from modelkit.training.state import restore
 
     options = options or RunOptions.from_env()
-    writer = RunWriter.reopen(run_dir)
-    run, record = writer.run, writer.record
-    if record.get("status") == "complete" and run.weights.is_file():
+    live = open_run(live_dir(run_dir).path, require=("config.json",))
+    record = live.read_record() if live.record.is_file() else {}
+    if record.get("status") == "complete" and live.weights.is_file():
         return {**record, "already_complete": True}
-    rank, size, _ = D.env_world()
+    _, size, _ = D.env_world()
     recorded_world = int((record.get("distributed") or {}).get("world_size") or 1)
     if record and recorded_world != size:
         raise BadInputError(
@@ -122,9 +119,7 @@ def resume(
             hint=f"modelkit train --resume {run_dir}"
             + (f" --nproc-per-node {recorded_world}" if recorded_world > 1 else ""),
         )
-    config = run.train_config()
-    removed = remove_stale_temps(run.checkpoints) if rank == 0 else []
-    path, tensors, meta, rejected = find_resume_checkpoint(run.checkpoints, fallback=fallback)
+    config = live.train_config()
     # the recorded runtime choices win over the defaults, so the run continues as it started
     recorded_placement = (record.get("accel") or {}).get("data_placement")
     options = replace(
@@ -142,33 +137,39 @@ def resume(
             f"the run started on {record['data']['fingerprint']}",
             hint="resume only on the data the run started with",
         )
-    writer.enabled = s.world.main
-
-    def restored(trainer: Any) -> None:
-        if path is not None:
-            restore(trainer, tensors, meta)
-        if not s.world.main:
-            return
-        writer.truncate_metrics(trainer.state.step if path is not None else -1)
-        if not writer.record:  # killed between config.json and run.json: rebuild the record
-            writer.record = base_record(
-                s, project=project, fingerprint_every=trainer.fingerprint_every
+    writer, error = RunWriter(), None
+    if s.world.main:
+        every = int(record.get("fingerprint_every") or config.fingerprint_every)
+        try:
+            writer = RunWriter.start(
+                run_dir, s, project=project, fingerprint_every=every, resume=True
             )
-        writer.record.setdefault("resumes", []).append(
-            {
-                "at": now_iso(),
-                "from_step": trainer.state.step,
-                "checkpoint": path.name if path is not None else None,
-                "rejected_checkpoints": rejected,
-                "removed_temp_files": removed,
-                "env_diff": diff_environments(writer.record.get("env", {}), environment(s.device)),
-            }
-        )
-        writer.record.update(status="running")
-        writer.record.pop("error", None)
-        writer.write()
+        except Exception as exc:
+            error = exc
+    D.agree(s.world, error)  # rank 0 has the run (and its staging directory) from here on
+    return _run(s, writer, options, on_event, out=Path(run_dir), fallback=fallback)
 
-    return _run(s, writer, options, on_event, before=restored)
+
+def _restore(trainer: Any, writer: RunWriter, out: Path, *, fallback: bool) -> None:
+    """Rank 0's run cuts the metrics and records the resume; every rank loads the checkpoint."""
+    from modelkit.env import diff_environments, environment
+    from modelkit.training.checkpoint import find_resume_checkpoint
+    from modelkit.training.state import restore
+
+    if writer.run is not None:
+        run = writer.run
+        run.resume(trainer.model, trainer.optimizer, trainer.scheduler, fallback=fallback)
+        entry = run.record["resumes"][-1]
+        entry.setdefault("from_step", 0)
+        entry.setdefault("checkpoint", None)
+        entry.setdefault("rejected_checkpoints", [])
+        entry["env_diff"] = diff_environments(
+            run.record.get("env", {}), environment(trainer.device)
+        )
+        run.dir.write_record(run.record)
+    path, tensors, meta, _ = find_resume_checkpoint(live_dir(out).checkpoints, fallback=fallback)
+    if path is not None:
+        restore(trainer, tensors, meta)
 
 
 def _run(
@@ -177,45 +178,43 @@ def _run(
     options: RunOptions,
     on_event: Callable[[Event], None] | None,
     *,
-    before: Callable[[Any], None] | None = None,
+    out: Path,
+    fallback: bool | None = None,
 ) -> dict[str, Any]:
-    """Fit, then finish the run: complete, stopped (a repro prefix) or failed."""
-    from modelkit.training.trainer import KEEP_ALL, Trainer
+    """Fit (after restoring a checkpoint when resuming), then finish, stop or fail the run."""
+    from modelkit.training.trainer import Trainer
 
     trainer = Trainer(s, writer=writer, options=options, emit=on_event or (lambda _e: None))
-    if before is not None:
-        before(trainer)
     world = s.world
-    trainer.emit(
-        {
-            "kind": "start",
-            "total_steps": trainer.total_steps,
-            "device": str(trainer.device),
-            "run_dir": str(writer.run.path),
-            "step": trainer.state.step,
-        }
-    )
     try:
+        if fallback is not None:
+            _restore(trainer, writer, out, fallback=fallback)
+        trainer.emit(
+            {
+                "kind": "start",
+                "total_steps": trainer.total_steps,
+                "device": str(trainer.device),
+                "run_dir": str(out),
+                "step": trainer.state.step,
+            }
+        )
         status = trainer.fit()
         if status == "complete" and options.dump_dir is not None:
-            trainer.save(options.dump_dir, keep=KEEP_ALL)  # the final state, for repro
+            trainer.dump(options.dump_dir)  # the final state, for repro
     except BaseException as exc:
         if world.distributed:
             D.mark_failing()  # a SIGTERM from torchrun must not cut the record short
             if not isinstance(exc, ModelkitError) and D.is_peer_failure(exc):
                 exc = D.peer_failure(exc)
-        writer.fail(str(exc) if isinstance(exc, ModelkitError) else f"{type(exc).__name__}: {exc}")
+        writer.fail(exc)
         if isinstance(exc, D.PeerFailure):
             raise exc from None
         raise
     if not world.main:
         D.leave(world)
         return {"distributed": world.record(), "rank": world.rank, "status": status}
-    if status == "stopped":
-        record = writer.stopped(trainer.state.step)
-        D.leave(world)
-        return record
-    record = writer.finish(trainer, load_s=s.load_s)
+    record = writer.finish(trainer, load_s=s.load_s, stopped=status == "stopped")
     D.leave(world)
-    trainer.emit({"kind": "end", "record": record})
+    if status == "complete":
+        trainer.emit({"kind": "end", "record": record})
     return record

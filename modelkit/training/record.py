@@ -1,166 +1,179 @@
-"""Every write the built-in trainer makes to its run directory, in one place.
+"""Every write the built-in trainer makes to its run directory, through :mod:`modelkit.tracking`.
 
-config.json, run.json (the record), metrics.jsonl, checkpoints, best/final weights. Under DDP
-only rank 0 writes: a :class:`RunWriter` made with ``enabled=False`` (other ranks) does
-nothing, so the loop never asks which rank it is before writing.
+The built-in loop records its run with the same run-writing core as any user's own loop
+(:func:`modelkit.tracking.start_run`): config.json with the model's reference, run.json,
+metrics.jsonl, checkpoints and weights, written in a staging directory and published by
+``finish`` (see the tracking module for the transaction and the lock). Under DDP only rank 0
+writes: a :class:`RunWriter` with no run (other ranks) does nothing, so the loop never asks
+which rank it is before writing. Repro's state dumps (``dump_dir``) are plain checkpoint files.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from modelkit.runs import RUN_RECORD_VERSION, RunDir, now_iso, open_run, prepare_run_dir
-from modelkit.training.checkpoint import list_checkpoints, save_checkpoint
+from modelkit.runs import RunDir
+from modelkit.training.checkpoint import save_checkpoint
 
 BEST_WEIGHTS = "best.safetensors"
 
 
-def base_record(s: Any, *, project: Any, fingerprint_every: int) -> dict[str, Any]:
-    """The fields of ``run.json`` known once setup is done (``s``: a :class:`Setup`)."""
-    from modelkit.config import recipe
-    from modelkit.env import environment
-    from modelkit.gitinfo import git_info
+def live_dir(path: Path | str) -> RunDir:
+    """Where a run's files are now: its staging directory while unfinished, else ``path``."""
+    import os
 
-    return {
-        "version": RUN_RECORD_VERSION,
-        "started": now_iso(),
-        "model": s.config.model,
-        "seed": s.config.seed,
-        "config_sha256": s.config.digest(),
-        "git": git_info(getattr(project, "root", None) or Path.cwd()),
-        "env": environment(s.device),
-        "determinism": s.determinism,
-        "distributed": s.world.record(),
-        "accel": s.accel,
-        "fingerprint_every": fingerprint_every,
-        "data": s.data.summary(),
-        "num_parameters": sum(p.numel() for p in s.model.parameters()),
-        "recipe": recipe(s.config),
-    }
+    from modelkit.tracking import staging_path
+
+    path = Path(path)
+    staging = staging_path(Path(os.path.abspath(path)))
+    return RunDir(staging if staging.is_dir() else path)
 
 
 class RunWriter:
-    """The run directory of one training run and its record (``run.json``) as written so far."""
+    """The run of one training process: a :class:`modelkit.tracking.Run` on rank 0, else None."""
 
-    def __init__(self, run: RunDir, *, enabled: bool = True, record: dict | None = None) -> None:
-        self.run, self.enabled = run, enabled
-        self.record: dict[str, Any] = record or {}
+    def __init__(self, run: Any = None) -> None:
+        self.run = run
 
     @classmethod
-    def create(
-        cls, out: Path | str, *, overwrite: bool, config: Any, record: dict[str, Any]
+    def start(
+        cls,
+        out: Path | str,
+        s: Any,
+        *,
+        project: Any,
+        fingerprint_every: int,
+        overwrite: bool = False,
+        resume: bool = False,
+        extra: dict[str, Any] | None = None,
     ) -> RunWriter:
-        """A fresh run directory with config.json and run.json (status running)."""
-        from modelkit.io import write_json_atomic
-        from modelkit.models.weights import model_config
+        """Open (``resume``: reopen) the run at ``out`` for the built-in trainer's setup ``s``."""
+        from modelkit.config import recipe
+        from modelkit.models.reference import reference_for_name
+        from modelkit.tracking import start_run
 
-        run = prepare_run_dir(out, overwrite=overwrite)
-        write_json_atomic(
-            run.config, model_config(config.model, config.model_kwargs, config.to_dict())
+        cfg = s.config
+        run = start_run(
+            out,
+            train_config=cfg.to_dict(),
+            trainer="modelkit",
+            name=cfg.model,
+            reference=reference_for_name(cfg.model, project=project, kwargs=cfg.model_kwargs),
+            data=s.data,
+            determinism=s.determinism,
+            device=s.device,
+            fingerprint_every=fingerprint_every,
+            overwrite=overwrite,
+            resume=resume,
+            project_root=getattr(project, "root", None),
+            record_extra={
+                "distributed": s.world.record(),
+                "accel": s.accel,
+                "recipe": recipe(cfg),
+                "num_parameters": sum(p.numel() for p in s.model.parameters()),
+                **(extra or {}),
+            },
         )
-        writer = cls(run, record={"status": "running", **record})
-        writer.write()
-        return writer
+        return cls(run)
 
-    @classmethod
-    def reopen(cls, run_dir: Path | str) -> RunWriter:
-        """A killed run's directory, with its record as far as it was written."""
-        run = open_run(run_dir, require=("config.json",))
-        return cls(run, record=run.read_record() if run.record.is_file() else {})
+    @property
+    def path(self) -> Path | None:
+        """Where the finished run will be (None on ranks > 0)."""
+        return None if self.run is None else self.run.path
 
-    def write(self) -> None:
-        """(Re)write run.json atomically."""
-        if self.enabled:
-            self.run.write_record(self.record)
-
-    def metrics(self, rows: list[dict[str, Any]]) -> None:
-        """Append rows to metrics.jsonl (fsynced)."""
-        if self.enabled:
-            self.run.append_metrics(rows)
-
-    def truncate_metrics(self, step: int) -> None:
-        """Keep only the metrics rows up to ``step`` (-1: none), atomically."""
-        from modelkit.io import write_bytes_atomic
-
-        if not self.enabled or not self.run.metrics.is_file():
+    # ---- during training ----------------------------------------------------------------
+    def log(self, row: dict[str, Any]) -> None:
+        """A metrics.jsonl row: ``{"kind": "step" | "epoch", ...}``."""
+        if self.run is None:
             return
-        rows = [r for r in self.run.read_metrics() if int(r.get("step", 0)) <= step]
-        body = "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows)
-        write_bytes_atomic(self.run.metrics, body.encode())
+        fields = {k: v for k, v in row.items() if k not in ("kind", "step", "epoch")}
+        if row["kind"] == "epoch":
+            self.run.log_epoch(row["epoch"], step=row["step"], **fields)
+        else:
+            self.run.log(row["step"], epoch=row["epoch"], **fields)
 
-    def checkpoint(
-        self, directory: Path | None = None, *, keep: int, **payload: Any
-    ) -> Path | None:
-        """Write one checkpoint (see :func:`modelkit.training.state.checkpoint_payload`)."""
-        if not self.enabled:
+    def fingerprint(self, step: int, model: Any, loss: Any, *, epoch: int) -> None:
+        """The state fingerprint of ``model`` (and the step's loss) after ``step``."""
+        if self.run is not None:
+            self.run.fingerprint(step, model, loss, epoch=epoch)
+
+    def checkpoint(self, payload: dict[str, Any], *, keep: int) -> Path | None:
+        """The run's checkpoint (see :func:`modelkit.training.state.checkpoint_payload`).
+
+        The run captures this process's RNG states and the scheduler itself; the rest of the
+        payload goes in as the loop's own tensors and objects."""
+        if self.run is None:
             return None
-        return save_checkpoint(directory or self.run.checkpoints, keep=keep, **payload)
+        extra = {k: v for k, v in payload["extra_tensors"].items() if not k.startswith("rng.")}
+        objects = {k: v for k, v in payload["objects"].items() if k not in ("rng", "scheduler")}
+        return self.run.checkpoint(
+            payload["model"],
+            payload["optimizer"],
+            payload["scheduler"],
+            step=payload["step"],
+            state=payload["state"],
+            extra_tensors=extra,
+            objects=objects,
+            keep=keep,
+        )
+
+    def dump(self, directory: Path, payload: dict[str, Any]) -> Path | None:
+        """A full state checkpoint outside the run (``modelkit repro`` compares them)."""
+        if self.run is None:
+            return None
+        kwargs = {k: v for k, v in payload.items() if k != "scheduler"}
+        return save_checkpoint(directory, keep=10**9, **kwargs)
 
     def best_weights(self, model: Any, *, model_name: str) -> None:
         """Keep the best epoch's weights (``keep_best``)."""
         from modelkit.models.weights import save_weights
 
-        if self.enabled:
+        if self.run is not None:
             meta = {"format": "pt", "modelkit.model": model_name}
-            save_weights(model, self.run.path / BEST_WEIGHTS, metadata=meta)
-
-    def last_checkpoint(self) -> str | None:
-        """The newest checkpoint's file name (None before the first)."""
-        ckpts = list_checkpoints(self.run.checkpoints)
-        return ckpts[-1].name if ckpts else None
+            save_weights(model, self.run.dir.path / BEST_WEIGHTS, metadata=meta)
 
     # ---- how a run ends -----------------------------------------------------------------
-    def fail(self, error: str) -> None:
-        """status failed, with the error and the checkpoint a resume would start from."""
-        last = self.last_checkpoint()
-        self.record.update(
-            status="failed", error=error, finished=now_iso(), last_good_checkpoint=last
-        )
-        self.write()
+    def fail(self, error: BaseException | str) -> None:
+        """status failed (the staging directory stays, for ``--resume``)."""
+        if self.run is not None:
+            self.run.fail(error)
 
-    def stopped(self, step: int) -> dict[str, Any]:
-        """status stopped (``stop_at_step``: a repro prefix)."""
-        self.record.update(status="stopped", stopped_at_step=step, finished=now_iso())
-        self.write()
-        return self.record
-
-    def finish(self, trainer: Any, *, load_s: float) -> dict[str, Any]:
-        """Final weights, then the complete record (metrics, timings, weights sha256)."""
+    def finish(self, trainer: Any, *, load_s: float, stopped: bool = False) -> dict[str, Any]:
+        """Final weights and the complete (or ``stopped``: a repro prefix) record; publish."""
         from modelkit.io import sha256_file
-        from modelkit.models.weights import save_weights
 
         run, cfg, st = self.run, trainer.config, trainer.state
-        meta = {"format": "pt", "modelkit.model": cfg.model, "modelkit.config_sha256": cfg.digest()}
-        save_weights(trainer.model, run.weights, metadata=meta)
-        epochs = [r for r in run.read_metrics() if r.get("kind") == "epoch"]
-        last = trainer.last_eval or {
-            "accuracy": epochs[-1]["test_accuracy"],
-            "loss": epochs[-1]["test_loss"],
+        run.fingerprint_every = 0  # the loop fingerprints its last step itself
+        extra: dict[str, Any] = {
+            "samples_seen": st.samples,
+            "samples_per_second": st.samples / st.train_time if st.train_time else 0.0,
         }
-        self.record.update(
-            status="complete",
-            finished=now_iso(),
-            steps=st.step,
-            samples_seen=st.samples,
-            timings={"data_load_s": round(load_s, 4), "train_s": round(st.train_time, 4)},
-            samples_per_second=st.samples / st.train_time if st.train_time else 0.0,
-            metrics={
+        metrics: dict[str, Any] = {}
+        if not stopped:
+            # the last step always ends an epoch and is checkpointed: its rows are on disk
+            epochs = [r for r in run.dir.read_metrics() if r.get("kind") == "epoch"]
+            last = trainer.last_eval or {
+                "accuracy": epochs[-1]["test_accuracy"],
+                "loss": epochs[-1]["test_loss"],
+            }
+            metrics = {
                 "test_accuracy": last["accuracy"],
                 "test_loss": last["loss"],
                 "train_loss": epochs[-1]["train_loss"] if epochs else st.last_train_loss,
-            },
-            weights_sha256=sha256_file(run.weights),
-        )
+            }
         if cfg.keep_best and st.best_value is not None:
-            self.record["best"] = {
+            extra["best"] = {
                 "metric": cfg.keep_best,
                 "value": st.best_value,
                 "epoch": st.best_epoch,
                 "step": st.best_step,
                 "weights": BEST_WEIGHTS,
-                "weights_sha256": sha256_file(run.path / BEST_WEIGHTS),
+                "weights_sha256": sha256_file(run.dir.path / BEST_WEIGHTS),
             }
-        self.write()
-        return self.record
+        timings = {"data_load_s": round(load_s, 4), "train_s": round(st.train_time, 4)}
+        record = run.finish(trainer.model, metrics=metrics, timings=timings, extra=extra)
+        if stopped:  # a repro prefix: published like a run, recorded as what it is
+            record.update(status="stopped", stopped_at_step=st.step, steps=st.step)
+            RunDir(run.path).write_record(record)
+        return record

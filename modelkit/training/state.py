@@ -69,6 +69,7 @@ def checkpoint_payload(t: Any) -> dict[str, Any]:
         "step": t.state.step,
         "model": t.model,
         "optimizer": t.optimizer,
+        "scheduler": t.scheduler,
         "state": t.state.to_meta(),
         "extra_tensors": extra,
         "objects": objects,
@@ -76,9 +77,14 @@ def checkpoint_payload(t: Any) -> dict[str, Any]:
 
 
 def restore(t: Any, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-    """Load a verified checkpoint (see :func:`checkpoint_payload`) into trainer ``t``."""
+    """Load a verified checkpoint (see :func:`checkpoint_payload`) into trainer ``t``.
+
+    A run's checkpoints (written by :meth:`modelkit.tracking.Run.checkpoint`) keep the loop's
+    own tensors and objects under ``user``; repro's dumps keep them at the top level.
+    """
     objects = meta.get("objects", {})
-    saved_world = int((objects.get("distributed") or {}).get("world_size") or 1)
+    own = objects.get("user", objects)
+    saved_world = int((own.get("distributed") or {}).get("world_size") or 1)
     if saved_world != t.world.size:
         raise BadInputError(
             f"checkpoint step {meta['step']} was written by {saved_world} process(es); "
@@ -90,14 +96,15 @@ def restore(t: Any, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> N
     t.optimizer.load_state_dict(unflatten_optimizer(optim_tensors, meta["optimizer"]))
     if t.scheduler is not None:
         t.scheduler.load_state_dict(objects["scheduler"])
-    if t.scaler.is_enabled() and "scaler" in objects:
-        t.scaler.load_state_dict(objects["scaler"])
+    if t.scaler.is_enabled() and "scaler" in own:
+        t.scaler.load_state_dict(own["scaler"])
+    rng = {k: v for k, v in extra.items() if k.startswith("rng.")}
+    mine = {k.removeprefix("user."): v for k, v in extra.items() if not k.startswith("rng.")}
     rank, rng_meta = t.world.rank, objects["rng"]
     if rank > 0:
         prefix = f"rank{rank}."
-        extra = {k[len(prefix) :]: v for k, v in extra.items() if k.startswith(prefix)}
-        rng_meta = objects["rank_rng"][rank - 1]
-    else:
-        extra = {k: v for k, v in extra.items() if not k.startswith("rank")}
-    t.state = TrainState(**meta["state"], loss_sum=extra["loss_sum"].to(t.device, copy=True))
-    restore_rng({k: v for k, v in extra.items() if k.startswith("rng.")}, rng_meta)
+        mine = {k[len(prefix) :]: v for k, v in mine.items() if k.startswith(prefix)}
+        rng = {k: v for k, v in mine.items() if k.startswith("rng.")}
+        rng_meta = own["rank_rng"][rank - 1]
+    t.state = TrainState(**meta["state"], loss_sum=mine["loss_sum"].to(t.device, copy=True))
+    restore_rng(rng, rng_meta)

@@ -27,7 +27,6 @@ from modelkit.training import accel
 from modelkit.training import distributed as D
 from modelkit.training.determinism import epoch_permutation
 from modelkit.training.evaluate import evaluate_counts, summarize
-from modelkit.training.fingerprint import step_fingerprint
 from modelkit.training.optim import clip_gradients
 from modelkit.training.options import RunOptions, parse_perturb
 from modelkit.training.record import RunWriter
@@ -40,7 +39,6 @@ BEST_METRICS: dict[str, tuple[str, Callable[[float, float], bool]]] = {
     "test_accuracy": ("accuracy", lambda new, old: new > old),
     "test_loss": ("loss", lambda new, old: new < old),
 }
-KEEP_ALL = 10**9
 
 
 class Trainer:
@@ -70,7 +68,6 @@ class Trainer:
         every = options.fingerprint_every
         self.fingerprint_every = cfg.fingerprint_every if every is None else every
         self.perturb = parse_perturb(options.perturb, s.model) if options.perturb else None
-        self.pending: list[dict[str, Any]] = []  # metrics rows not yet on disk
         self.last_eval: dict[str, Any] = {}
         self.autocast = lambda: accel.autocast(cfg.precision, s.device)  # no-op for fp32
         forward: torch.nn.Module = s.model
@@ -103,7 +100,7 @@ class Trainer:
             if stop_at == 0:
                 return self._stop()
             if 0 in opts.dump_steps and dump_dir is not None:
-                self.save(dump_dir, keep=KEEP_ALL)
+                self.dump(dump_dir)
         while st.epoch < cfg.epochs and st.step < self.total_steps:
             perm = epoch_permutation(self.n, seed=cfg.seed, epoch=st.epoch, device=self.perm_device)
             t0 = time.perf_counter()
@@ -130,11 +127,11 @@ class Trainer:
                 if end_of_epoch:
                     self._evaluate()
                 if end_of_epoch or ckpt_due:
-                    self._checkpoint()
+                    self.writer.checkpoint(checkpoint_payload(self), keep=cfg.keep_checkpoints)
                 if stop:
                     return self._stop()
                 if dump_due:
-                    self.save(dump_dir, keep=KEEP_ALL)
+                    self.dump(dump_dir)
                 if st.step == self.total_steps:
                     return "complete"
                 t0 = time.perf_counter()
@@ -199,7 +196,7 @@ class Trainer:
         row = {"kind": "step", "step": st.step, "epoch": st.epoch + 1, "loss": mean_loss}
         if self.schedule is not None:
             row["lr"] = self.schedule.last_lr()
-        self.pending.append(row)
+        self.writer.log(row)
         total_time = st.train_time + elapsed
         self.emit({**row, "samples_per_second": st.samples / total_time if total_time else 0.0})
         st.loss_sum.zero_()
@@ -218,17 +215,7 @@ class Trainer:
             return
         if loss is not None and self.world.distributed:
             loss = D.all_reduce_sum(loss.clone(), self.world)  # the global batch's loss
-        if not self.world.main:
-            return
-        self.pending.append(
-            {
-                "kind": "fingerprint",
-                "step": st.step,
-                "epoch": st.epoch + 1,
-                "sha256": step_fingerprint(self.model, loss),
-                "loss": None if loss is None else float(loss.detach()),
-            }
-        )
+        self.writer.fingerprint(st.step, self.model, loss, epoch=st.epoch + 1)
 
     def _evaluate(self) -> None:
         """End of an epoch: held-out metrics, the epoch's LR step, keep-best; next epoch."""
@@ -261,7 +248,7 @@ class Trainer:
             self.schedule.after_epoch(test_loss=self.last_eval["loss"])
         if self.config.keep_best:
             row["best"] = self._keep_best()
-        self.pending.append(row)
+        self.writer.log(row)
         st.epoch += 1
         st.batch = 0
         self.emit(dict(row))
@@ -277,22 +264,12 @@ class Trainer:
         self.writer.best_weights(self.model, model_name=self.config.model)
         return True
 
-    # ---- checkpoint, stop -----------------------------------------------------------------
-    def save(self, directory: Path | None = None, *, keep: int) -> Path | None:
-        """Checkpoint (collective under DDP; rank 0 writes): ``directory`` or the run's."""
-        return self.writer.checkpoint(directory, keep=keep, **checkpoint_payload(self))
-
-    def _flush(self) -> None:
-        self.writer.metrics(self.pending)
-        self.pending = []
-
-    def _checkpoint(self) -> None:
-        """Metrics first, then the checkpoint: rows past the newest checkpoint are cut on resume."""
-        self._flush()
-        self.save(keep=self.config.keep_checkpoints)
+    # ---- dumps, stop ----------------------------------------------------------------------
+    def dump(self, directory: Path) -> None:
+        """A full state checkpoint into ``directory`` (collective under DDP; rank 0 writes)."""
+        self.writer.dump(directory, checkpoint_payload(self))
 
     def _stop(self) -> str:
-        self._flush()
         if self.options.dump_dir is not None:
-            self.save(self.options.dump_dir, keep=KEEP_ALL)
+            self.dump(self.options.dump_dir)
         return "stopped"
