@@ -102,7 +102,9 @@ def test_sigkill_at_random_points_then_resume_is_bitwise_identical(tmp_path: Pat
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    kills = int(_kill_when(proc, lambda: (_live(run) / "run.json").is_file(), delay=rng.uniform(0, 0.3)))
+    kills = int(
+        _kill_when(proc, lambda: (_live(run) / "run.json").is_file(), delay=rng.uniform(0, 0.3))
+    )
     for target in targets:
         if proc.poll() is not None:
             proc = subprocess.Popen(
