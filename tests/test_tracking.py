@@ -395,6 +395,11 @@ def test_data_fingerprints(tmp_path: Path) -> None:
     (tmp_path / "d" / "a.txt").write_text("2")
     assert data_summary(str(tmp_path / "d"))["fingerprint"] != first["fingerprint"]
     assert data_summary(tmp_path / "d" / "a.txt")["method"] == "file content"
+    from modelkit.data import load_dataset
+
+    digits = load_dataset("digits")
+    mk = data_summary(digits)
+    assert (mk["name"], mk["fingerprint"], mk["size"]) == ("digits", digits.fingerprint, 1433)
     for unknown in (None, iter([1, 2]), tmp_path / "missing"):
         assert data_summary(unknown)["fingerprint"] == "unknown"
 
@@ -464,3 +469,21 @@ def test_stale_files_of_a_killed_publish_are_cleaned(tmp_path: Path) -> None:
     assert tree_bytes(out) == before  # the old run is back in place
     assert not (staging_path(out) / ".run.json.abc.tmp").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == [".run.partial", "run"]
+
+
+def test_resume_adopts_an_unfinished_run_in_place(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    model = torch.nn.Linear(2, 2)
+    run = start_run(out, config={"k": 1}, model=model)
+    run.log(0, loss=1.0)
+    run.checkpoint(model, step=0)
+    run.fail("killed")
+    os.replace(staging_path(out), out)  # a run killed where older versions wrote it
+    with pytest.raises(RunDirError, match="holds an unfinished run"):
+        start_run(out, config={"k": 1}, model=model)
+    with start_run(out, config={"k": 1}, model=model, resume=True) as run:
+        assert run.dir.path == staging_path(out)
+        start = run.resume(model)
+        assert start is not None and start["step"] == 0
+        run.finish(model)
+    assert read_run_record(out).complete and not staging_path(out).exists()
