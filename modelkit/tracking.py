@@ -602,7 +602,7 @@ def start_run(
     :func:`data_summary`). ``seed`` / ``deterministic``: seed everything now, unless
     :func:`seed_everything` already did with that seed. ``model_kwargs`` / ``reference``: how
     to rebuild the model (default: from the instance, see ``reference_for_model``); ``name``:
-    the model's name (default: its class name). ``fingerprint_every``: K for the state
+    the model's name (default: the reference, e.g. ``train:Net``). ``fingerprint_every``: K for the state
     fingerprint written by :meth:`Run.log` every K steps (0: never).
 
     ``trainer``, ``train_config``, ``determinism``, ``device``, ``record_extra`` and
@@ -622,7 +622,7 @@ def start_run(
     cfg = _config_dict(train_config if train_config is not None else config)
     ref = _resolve_reference(reference, model, model_kwargs)
     if name is None:
-        name = ref.ref.partition(":")[2] if ref is not None else None
+        name = ref.ref if ref is not None else None
     _check_target(target, overwrite=overwrite, resume=resume)  # refuse before writing anything
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -1128,7 +1128,7 @@ class Run:
         if self._ref is None:
             self._ref = _resolve_reference(None, model, None)
             if self._name is None:
-                self._name = self._ref.ref.partition(":")[2]
+                self._name = self._ref.ref
             self.record.update(model=self._name, reference=self._ref.to_dict())
             self._write_config()
         if (
@@ -1281,6 +1281,10 @@ def _checked_step(step: Any) -> int:
 def _jsonable_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     out = {}
     for key, value in metrics.items():
+        if key in ("kind", "sha256"):
+            raise BadInputError(
+                f"'{key}' is a reserved metrics.jsonl field", hint="log it under another name"
+            )
         if hasattr(value, "item") and callable(value.item):  # a 0-d tensor or numpy scalar
             value = value.item()
         out[key] = value
