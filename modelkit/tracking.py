@@ -70,6 +70,7 @@ SEED_ENV = "MODELKIT_SEED"
 DATA_SAMPLE_ITEMS = 1024  # a torch Dataset larger than this is fingerprinted from a sample
 UNKNOWN = "unknown"
 _FLUSH_ROWS = 1000  # metrics rows buffered before they are appended (checkpoints flush too)
+_FLUSH_S = 30.0  # ... or seconds since the last append
 
 _seeding: dict[str, Any] | None = None  # the block of the last seed_everything() call
 
@@ -601,7 +602,7 @@ def start_run(
     :func:`data_summary`). ``seed`` / ``deterministic``: seed everything now, unless
     :func:`seed_everything` already did with that seed. ``model_kwargs`` / ``reference``: how
     to rebuild the model (default: from the instance, see ``reference_for_model``); ``name``:
-    the model's name (default: its class name). ``fingerprint_every``: K for the state
+    the model's name (default: the reference, e.g. ``train:Net``). ``fingerprint_every``: K for the state
     fingerprint written by :meth:`Run.log` every K steps (0: never).
 
     ``trainer``, ``train_config``, ``determinism``, ``device``, ``record_extra`` and
@@ -621,7 +622,7 @@ def start_run(
     cfg = _config_dict(train_config if train_config is not None else config)
     ref = _resolve_reference(reference, model, model_kwargs)
     if name is None:
-        name = ref.ref.partition(":")[2] if ref is not None else None
+        name = ref.ref if ref is not None else None
     _check_target(target, overwrite=overwrite, resume=resume)  # refuse before writing anything
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -681,9 +682,9 @@ def _resolve_reference(reference: Any, model: Any, model_kwargs: dict[str, Any] 
 
 def _open(target: Path, *, lock: _Lock, **kw: Any) -> Run:
     staging = staging_path(target)
+    removed = _clean_stale(target, staging)
     # re-check under the lock: another writer may have finished in between
     state = _check_target(target, overwrite=kw["overwrite"], resume=kw["resume"])
-    removed = _clean_stale(target, staging)
     if state == "incomplete" and kw["resume"]:  # an old-style run killed in place: adopt it
         if staging.exists():
             raise RunDirError(
@@ -765,6 +766,7 @@ class Run:
         self._replaces = replaces
         self._cfg, self._cfg_key, self._ref, self._name = cfg, cfg_key, ref, name
         self._pending: list[dict[str, Any]] = []
+        self._flushed = time.monotonic()
         self._t0 = time.perf_counter()
         self._elapsed_before = 0.0  # train seconds of earlier processes (from the checkpoint)
         self._checkpoint_s = 0.0
@@ -926,7 +928,7 @@ class Run:
         every = self.fingerprint_every
         if every and self.model is not None and step % every == 0:
             self.fingerprint(step, loss=loss)
-        if len(self._pending) >= _FLUSH_ROWS:
+        if len(self._pending) >= _FLUSH_ROWS or time.monotonic() - self._flushed > _FLUSH_S:
             self._flush()
 
     def log_epoch(self, epoch: int, *, step: int, **metrics: Any) -> None:
@@ -974,6 +976,7 @@ class Run:
     def _flush(self) -> None:
         self.dir.append_metrics(self._pending)
         self._pending = []
+        self._flushed = time.monotonic()
 
     def _truncate(self, step: int) -> None:
         """Keep only the metrics rows up to ``step`` (-1: none), atomically."""
@@ -1125,7 +1128,7 @@ class Run:
         if self._ref is None:
             self._ref = _resolve_reference(None, model, None)
             if self._name is None:
-                self._name = self._ref.ref.partition(":")[2]
+                self._name = self._ref.ref
             self.record.update(model=self._name, reference=self._ref.to_dict())
             self._write_config()
         if (
@@ -1278,6 +1281,10 @@ def _checked_step(step: Any) -> int:
 def _jsonable_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     out = {}
     for key, value in metrics.items():
+        if key in ("kind", "sha256"):
+            raise BadInputError(
+                f"'{key}' is a reserved metrics.jsonl field", hint="log it under another name"
+            )
         if hasattr(value, "item") and callable(value.item):  # a 0-d tensor or numpy scalar
             value = value.item()
         out[key] = value

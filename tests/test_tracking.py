@@ -395,6 +395,11 @@ def test_data_fingerprints(tmp_path: Path) -> None:
     (tmp_path / "d" / "a.txt").write_text("2")
     assert data_summary(str(tmp_path / "d"))["fingerprint"] != first["fingerprint"]
     assert data_summary(tmp_path / "d" / "a.txt")["method"] == "file content"
+    from modelkit.data import load_dataset
+
+    digits = load_dataset("digits")
+    mk = data_summary(digits)
+    assert (mk["name"], mk["fingerprint"], mk["size"]) == ("digits", digits.fingerprint, 1433)
     for unknown in (None, iter([1, 2]), tmp_path / "missing"):
         assert data_summary(unknown)["fingerprint"] == "unknown"
 
@@ -426,3 +431,59 @@ def test_import_modelkit_does_not_import_torch() -> None:
         [sys.executable, "-c", check], env=_env(), capture_output=True, text=True, timeout=120
     )
     assert lazy.stdout.strip() == "False", lazy.stderr  # even the API's module is torch-free
+
+
+def test_init_template_loop_writes_a_run(tmp_path: Path) -> None:
+    from modelkit.scaffold import init_project
+
+    root = tmp_path / "digit-net"
+    init_project(root, git=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "digit_net.train", "--epochs", "1", "--out", "runs/own"],
+        cwd=root,
+        env=_env(PYTHONPATH=os.pathsep.join([str(REPO), str(root / "src")])),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    rec = read_run_record(root / "runs/own")
+    assert rec.complete and rec.trainer == "user" and rec.determinism["enabled"] is True
+    assert rec.reference is not None and rec.reference["ref"] == "digit_net.model:DigitNet"
+    assert rec.metrics["test_accuracy"] > 0.3
+    assert (root / "runs/own/checkpoints/ckpt-00000022.safetensors").is_file()
+
+
+def test_stale_files_of_a_killed_publish_are_cleaned(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    model = torch.nn.Linear(2, 2)
+    with start_run(out, model=model) as run:
+        run.finish(model)
+    before = tree_bytes(out)
+    # killed between moving the old run aside and moving the new one in, with a temp file left
+    os.replace(out, tmp_path / ".run.old-999")
+    staging_path(out).mkdir()
+    (staging_path(out) / ".run.json.abc.tmp").write_text("{")
+    with pytest.raises(RunDirError, match="already holds a complete run"):
+        start_run(out, model=model)
+    assert tree_bytes(out) == before  # the old run is back in place
+    assert not (staging_path(out) / ".run.json.abc.tmp").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".run.partial", "run"]
+
+
+def test_resume_adopts_an_unfinished_run_in_place(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    model = torch.nn.Linear(2, 2)
+    run = start_run(out, config={"k": 1}, model=model)
+    run.log(0, loss=1.0)
+    run.checkpoint(model, step=0)
+    run.fail("killed")
+    os.replace(staging_path(out), out)  # a run killed where older versions wrote it
+    with pytest.raises(RunDirError, match="holds an unfinished run"):
+        start_run(out, config={"k": 1}, model=model)
+    with start_run(out, config={"k": 1}, model=model, resume=True) as run:
+        assert run.dir.path == staging_path(out)
+        start = run.resume(model)
+        assert start is not None and start["step"] == 0
+        run.finish(model)
+    assert read_run_record(out).complete and not staging_path(out).exists()
