@@ -20,6 +20,8 @@ ready). modelkit's time from the call to ``train`` (setup included) is reported 
 Medians over the rounds are stored in ``extra_info`` of the ``modelkit`` benchmark and
 printed: the ratio (article / modelkit), the loop's fraction of the roofline, and the
 defaults' final accuracy.
+``MODELKIT_BENCH_THREADS=N`` runs all three at N torch threads (1 keeps the comparison
+meaningful on a machine loaded by other processes, where multi-threaded kernels stall).
 Goals on a 2-core CPU: >= 12x sooner than the article, loop >= 85% of the roofline, final
 held-out accuracy >= 0.95.
 """
@@ -45,6 +47,17 @@ SHARED = Path(
 MLP_MACS = 784 * 128 + 128 * 64 + 64 * 10
 TRAIN_FLOPS_PER_SAMPLE = 6 * MLP_MACS
 RESULTS: dict[str, float] = {}
+THREADS = int(os.environ.get("MODELKIT_BENCH_THREADS") or 0)  # 0: torch's default
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _threads():
+    before = torch.get_num_threads()
+    if THREADS:
+        torch.set_num_threads(THREADS)
+    RESULTS["threads"] = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +149,8 @@ def test_modelkit_time_to_accuracy(benchmark, mnist_spec: str, tmp_path: Path) -
     from modelkit.config import resolve_config
     from modelkit.training.loop import train
 
-    config = resolve_config(overrides={"data": mnist_spec})  # the mnist-mlp defaults
+    # the mnist-mlp defaults (threads only pinned when MODELKIT_BENCH_THREADS asks)
+    config = resolve_config(overrides={"data": mnist_spec, "threads": THREADS or None})
     times: list[float] = []
     with_setup: list[float] = []
     epochs: list[int] = []

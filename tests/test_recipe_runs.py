@@ -260,3 +260,32 @@ def test_data_reference_without_a_dot(cli, in_tmp: Path, monkeypatch: pytest.Mon
     )  # fmt: skip
     assert code == 0, err
     assert json.loads(out)["data"]["train_size"] == 20
+
+
+def test_mixed_precision_step_takes_the_recipe_too(in_tmp: Path) -> None:
+    """The general step (autocast; DDP, host batches and fp16 share it) augments, clips and
+    uses the configured loss like the fast path."""
+    from modelkit.config import TrainConfig
+    from modelkit.training.loop import train
+
+    cfg = TrainConfig(
+        model="small-cnn",
+        model_kwargs={"channels": [4, 8], "hidden": 16},
+        data="digits",
+        epochs=1,
+        max_steps=4,
+        batch_size=32,
+        precision="bf16",
+        device="cpu",
+        augment={"random_crop": 2, "horizontal_flip": True},
+        grad_clip=0.5,
+        loss={"name": "cross_entropy", "label_smoothing": 0.2},
+        keep_best="test_loss",
+        deterministic=True,
+        threads=1,
+    )
+    record = train(cfg, out=in_tmp / "r")
+    assert record["status"] == "complete" and record["steps"] == 4
+    assert record["accel"]["precision"] == "bf16" and record["best"]["step"] == 4
+    again = train(cfg, out=in_tmp / "r2")
+    assert again["weights_sha256"] == record["weights_sha256"]

@@ -392,6 +392,8 @@ def _sections(f: dict[str, Any], *, repo_id: str, version: str, curves: bool) ->
         + ([f"- **Skipped files:** {data['skipped_files']}"] if data.get("skipped_files") else [])
     )
     keys = ("epochs", "batch_size", "lr", "optimizer", "weight_decay", "momentum", "seed")
+    recipe = ("lr_schedule", "loss", "grad_clip", "max_steps", "normalize", "augment")
+    keys += tuple(k for k in recipe if train.get(k) not in (None, "", 0, {}, "none"))
     hp = "\n".join(f"| {k} | `{train.get(k)}` |" for k in keys if k in train)
     lines = [
         "| hyperparameter | value |",
