@@ -776,13 +776,13 @@ class Run:
         self._closed = False
         self._needs_reset = resumed  # rows of a killed attempt, until resume() says where
         digest = config_digest(cfg)
+        # seeded (and deterministic algorithms set) in a resumed process too: a resume without
+        # a checkpoint starts over exactly like a fresh run; one with a checkpoint restores RNGs
         if resumed:
             self.record = self._reopen(digest)
-            self.record.setdefault("resumes", []).append({"at": now_iso(), "removed": removed})
-        else:
-            self._needs_reset = False
-            seed = _env_seed(seed)
-            block = determinism or self._seed(seed, deterministic)
+            self._check_resume(data, device, removed)
+        block = determinism or self._seed(_env_seed(seed), deterministic)
+        if not resumed:
             self.record = self._base_record(
                 digest, block, data, device, trainer, project_root, record_extra
             )
@@ -877,6 +877,31 @@ class Run:
 
             self._ref = ModelReference.from_dict(record["reference"], source=str(self.dir.record))
         return record
+
+    def _check_resume(self, data: Any, device: Any, removed: list[str]) -> None:
+        """Refuse other data than the run started on; note the environment's differences."""
+        from modelkit.env import diff_environments, environment
+
+        recorded = (self.record.get("data") or {}).get("fingerprint", UNKNOWN)
+        if data is not None and recorded != UNKNOWN:
+            now = data_summary(data)["fingerprint"]
+            if now != recorded:
+                from modelkit.errors import DataError
+
+                raise DataError(
+                    f"cannot resume {self.path}: the data has fingerprint {now}, "
+                    f"the run started on {recorded}",
+                    hint="resume only on the data the run started with",
+                )
+        if device is None and self.model is not None:
+            device = next((p.device for p in self.model.parameters()), None)
+        self.record.setdefault("resumes", []).append(
+            {
+                "at": now_iso(),
+                "removed_temp_files": removed,
+                "env_diff": diff_environments(self.record.get("env") or {}, environment(device)),
+            }
+        )
 
     def _read_config_section(self) -> Any:
         try:

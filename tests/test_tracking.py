@@ -19,7 +19,7 @@ import pytest
 import torch
 
 import modelkit
-from modelkit.errors import BadInputError, CheckFailed, RunDirError, TrainingError
+from modelkit.errors import BadInputError, CheckFailed, DataError, RunDirError, TrainingError
 from modelkit.runs import RunRecord, read_run_record, verified_weights
 from modelkit.tracking import data_summary, lock_path, staging_path, start_run
 
@@ -236,7 +236,8 @@ def test_resume_refuses_a_changed_config_listing_the_keys(tmp_path: Path) -> Non
     model = torch.nn.Linear(3, 2)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     cfg = {"lr": 0.1, "epochs": 3, "arch": {"width": 8}}
-    with pytest.raises(TrainingError), start_run(out, config=cfg, model=model) as run:
+    data = torch.zeros(3)
+    with pytest.raises(TrainingError), start_run(out, config=cfg, model=model, data=data) as run:
         run.log(0, loss=1.0)
         run.checkpoint(model, opt, step=0)
         run.log(1, loss=float("nan"))
@@ -247,8 +248,10 @@ def test_resume_refuses_a_changed_config_listing_the_keys(tmp_path: Path) -> Non
     assert "arch.width (8 -> 16)" in err.value.message
     assert "lr (0.1 -> 0.2)" in err.value.message and "new (unset -> true)" in err.value.message
     assert "epochs" not in err.value.message
+    with pytest.raises(DataError, match="the data has fingerprint"):
+        start_run(out, config=cfg, model=model, data=torch.ones(3), resume=True)
     # the same config resumes from the checkpoint
-    with start_run(out, config=cfg, model=model, resume=True) as run:
+    with start_run(out, config=cfg, model=model, data=torch.zeros(3), resume=True) as run:
         start = run.resume(model, opt)
         assert start is not None and start["step"] == 0
         run.finish(model)
