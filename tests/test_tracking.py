@@ -490,3 +490,35 @@ def test_resume_adopts_an_unfinished_run_in_place(tmp_path: Path) -> None:
         assert start is not None and start["step"] == 0
         run.finish(model)
     assert read_run_record(out).complete and not staging_path(out).exists()
+
+
+def test_builtin_trainer_shape_is_read_by_eval(tmp_path: Path, cli) -> None:
+    """What `modelkit train` passes (its TrainConfig, registry name, reference) reads back."""
+    from modelkit.config import TrainConfig
+    from modelkit.data import load_dataset
+    from modelkit.models.reference import reference_for_name
+    from modelkit.models.registry import build_model
+
+    cfg = TrainConfig(model="mnist-mlp", data="digits")
+    data = load_dataset("digits")
+    model, kwargs = build_model("mnist-mlp", kwargs=cfg.model_kwargs, data_hints=data.model_hints())
+    cfg = cfg.replace(model_kwargs=kwargs)
+    ref = reference_for_name("mnist-mlp", kwargs=kwargs)
+    out = tmp_path / "run"
+    with start_run(
+        out, train_config=cfg.to_dict(), name="mnist-mlp", reference=ref, model=model,
+        data=data, seed=cfg.seed, trainer="modelkit",
+    ) as run:  # fmt: skip
+        run.finish(model, metrics={"test_accuracy": 0.1})
+    rec = read_run_record(out)
+    assert rec.trainer == "modelkit" and rec.config_sha256 == cfg.digest()
+    assert rec.data["spec"] == "digits" and rec.data["fingerprint"] == data.fingerprint
+    config = json.loads((out / "config.json").read_text())
+    assert (
+        config["modelkit"]["model"] == "mnist-mlp"
+        and config["modelkit"]["train"]["data"] == "digits"
+    )
+    assert config["modelkit"]["reference"]["ref"] == "modelkit.models.mlp:mnist_mlp"
+    code, stdout, err = cli("eval", out, "-f", "json")  # the data spec comes from the config
+    assert code == 0, err
+    assert json.loads(stdout)["data"]["same_as_training"] is True
