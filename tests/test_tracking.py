@@ -522,3 +522,26 @@ def test_builtin_trainer_shape_is_read_by_eval(tmp_path: Path, cli) -> None:
     code, stdout, err = cli("eval", out, "-f", "json")  # the data spec comes from the config
     assert code == 0, err
     assert json.loads(stdout)["data"]["same_as_training"] is True
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_resume_after_sigkill_on_cuda_is_bitwise_identical(tmp_path: Path) -> None:
+    args = ("--checkpoint-every", "10", "--resume", "--device", "cuda", "--deterministic")
+    whole = train(tmp_path / "whole", *args)
+    assert whole.returncode == 0, whole.stderr
+    killed = train(tmp_path / "run", *args, "--kill-at-step", "27")
+    assert killed.returncode == -signal.SIGKILL
+    resumed = train(tmp_path / "run", *args)
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = read_run_record(tmp_path / "whole"), read_run_record(tmp_path / "run")
+    assert a.weights_sha256 == b.weights_sha256 and a.env["device_type"] == "cuda"
+    assert "rng.cuda.0" in _checkpoint_tensor_names(tmp_path / "run" / "checkpoints")
+
+
+def _checkpoint_tensor_names(directory: Path) -> set[str]:
+    from safetensors import safe_open
+
+    newest = sorted(directory.glob("ckpt-*.safetensors"))[-1]
+    with safe_open(str(newest), framework="pt") as f:
+        return {k.removeprefix("extra.") for k in f.keys()}  # noqa: SIM118
