@@ -1341,8 +1341,8 @@ def _num_parameters(model: Any) -> int | None:
 # ---- errors in a user's script --------------------------------------------------------------
 def _install_error_hook() -> None:
     """An uncaught ModelkitError in a training script ends it as the CLI would: one ``error:``
-    line, one ``hint:`` line, its exit code (2 bad input, 3 a check said no). Installed only
-    over Python's default hook; ``MODELKIT_DEBUG=1`` keeps the traceback."""
+    line, one ``hint:`` line, its exit code (1 failure, 2 bad input, 3 a check said no).
+    Installed only over Python's default hook; ``MODELKIT_DEBUG=1`` keeps the traceback."""
     if sys.excepthook is not sys.__excepthook__:
         return
 
@@ -1355,11 +1355,24 @@ def _install_error_hook() -> None:
         sys.stderr.write(f"error: {exc.message}\n")
         if exc.hint:
             sys.stderr.write(f"hint: {exc.hint}\n")
-        sys.stderr.flush()
-        sys.stdout.flush()
-        import atexit
-
-        atexit._run_exitfuncs()
-        os._exit(exc.exit_code)
+        if exc.exit_code == 1:
+            return  # Python exits with 1 after an uncaught exception: a normal shutdown
+        _exit_now(exc.exit_code)
 
     sys.excepthook = hook
+
+
+def _exit_now(code: int) -> None:
+    """Exit with ``code`` from an excepthook (where SystemExit is not honoured), after what a
+    normal shutdown does that matters: atexit handlers and flushing open files."""
+    import atexit
+    import gc
+    import io
+
+    atexit._run_exitfuncs()
+    for obj in gc.get_objects():
+        if isinstance(obj, io.IOBase):
+            with contextlib.suppress(Exception):
+                if not obj.closed:
+                    obj.flush()
+    os._exit(code)
