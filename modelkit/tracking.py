@@ -659,9 +659,21 @@ def start_run(
     return run
 
 
+def _unwrap(model: Any) -> Any:
+    """The plain module inside DistributedDataParallel / DataParallel / torch.compile wrappers."""
+    while True:
+        inner = getattr(model, "_orig_mod", None)  # torch.compile
+        if inner is None and type(model).__name__ in ("DistributedDataParallel", "DataParallel"):
+            inner = getattr(model, "module", None)
+        if inner is None:
+            return model
+        model = inner
+
+
 def _resolve_reference(reference: Any, model: Any, model_kwargs: dict[str, Any] | None) -> Any:
     from modelkit.models.reference import ModelReference, reference_for_model
 
+    model = _unwrap(model) if model is not None else None
     if reference is None:
         return reference_for_model(model, kwargs=model_kwargs) if model is not None else None
     if isinstance(reference, ModelReference):
@@ -760,7 +772,7 @@ class Run:
     ) -> None:
         self.path = path
         self.dir = RunDir(staging)
-        self.model = model
+        self.model = _unwrap(model) if model is not None else None
         self.fingerprint_every = fingerprint_every
         self._lock = lock
         self._replaces = replaces
@@ -978,7 +990,7 @@ class Run:
 
         from modelkit.training.fingerprint import step_fingerprint
 
-        model = model if model is not None else self.model
+        model = _unwrap(model) if model is not None else self.model
         if model is None:
             raise BadInputError(
                 "run.fingerprint needs the model", hint="pass model= to start_run or fingerprint"
@@ -1040,6 +1052,7 @@ class Run:
 
         t0 = time.perf_counter()
         step = _checked_step(step)
+        model = _unwrap(model)
         self._flush()
         rng_tensors, rng_meta = capture_rng()
         extra = {**rng_tensors}
@@ -1097,7 +1110,7 @@ class Run:
             self._truncate(-1)
             return None
         model_state, optim_tensors, extra = split_tensors(tensors)
-        model.load_state_dict(model_state, strict=True)
+        _unwrap(model).load_state_dict(model_state, strict=True)
         if optimizer is not None:
             optimizer.load_state_dict(unflatten_optimizer(optim_tensors, meta["optimizer"]))
         objects = meta.get("objects", {})
@@ -1150,6 +1163,7 @@ class Run:
         self._open_check()
         from modelkit.models.weights import save_weights
 
+        model = _unwrap(model)
         if self._ref is None:
             self._ref = _resolve_reference(None, model, None)
             if self._name is None:
