@@ -27,7 +27,10 @@ The run directory (see :mod:`modelkit.runs`) is a transaction:
 ``MODELKIT_RUN_DIR`` (:data:`RUN_DIR_ENV`), when set, replaces the path given to
 :func:`start_run`: ``modelkit repro -- CMD`` runs an unmodified command into directories of its
 choosing. ``MODELKIT_SEED`` (:data:`SEED_ENV`), when set, replaces the seed given to
-:func:`seed_everything` / :func:`start_run` (the control run of ``repro``).
+:func:`seed_everything` / :func:`start_run` (the control run of ``repro``);
+``MODELKIT_DETERMINISTIC=1`` turns on deterministic algorithms in both; ``MODELKIT_PERTURB=
+STEP:PARAM`` (a test hook for ``repro``'s localisation) moves the first element of parameter
+PARAM by one ULP when :meth:`Run.log` is called for step STEP, and is recorded as ``perturbed``.
 
 Importing this module does not import torch.
 """
@@ -54,6 +57,8 @@ from modelkit.runs import RUN_RECORD_VERSION, RunDir, RunRecord, now_iso
 
 __all__ = [
     "DATA_SAMPLE_ITEMS",
+    "DETERMINISTIC_ENV",
+    "PERTURB_ENV",
     "RUN_DIR_ENV",
     "SEED_ENV",
     "Run",
@@ -67,6 +72,10 @@ __all__ = [
 
 RUN_DIR_ENV = "MODELKIT_RUN_DIR"
 SEED_ENV = "MODELKIT_SEED"
+DETERMINISTIC_ENV = (
+    "MODELKIT_DETERMINISTIC"  # "1": deterministic algorithms whatever the script says
+)
+PERTURB_ENV = "MODELKIT_PERTURB"  # "STEP:PARAM": a test hook, nudges PARAM by one ULP at STEP
 DATA_SAMPLE_ITEMS = 1024  # a torch Dataset larger than this is fingerprinted from a sample
 UNKNOWN = "unknown"
 _FLUSH_ROWS = 1000  # metrics rows buffered before they are appended (checkpoints flush too)
@@ -89,12 +98,17 @@ def seed_everything(
     from modelkit.training.determinism import configure_determinism
 
     seed = _checked_seed(_env_seed(seed))
+    deterministic = deterministic or _env_deterministic()
     block = configure_determinism(seed=seed, threads=threads or 0, deterministic=deterministic)
     block.pop("data_order", None)  # modelkit train's data order; a script has its own
     if os.environ.get(SEED_ENV):
         block["seed_from_env"] = SEED_ENV
     _seeding = block
     return dict(block)
+
+
+def _env_deterministic() -> bool:
+    return os.environ.get(DETERMINISTIC_ENV, "") not in ("", "0")
 
 
 def _env_seed(seed: int | None) -> int | None:
@@ -623,6 +637,7 @@ def start_run(
     ref = _resolve_reference(reference, model, model_kwargs)
     if name is None:
         name = ref.ref if ref is not None else None
+    perturb = _parse_perturb(os.environ.get(PERTURB_ENV), model)
     _check_target(target, overwrite=overwrite, resume=resume)  # refuse before writing anything
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -650,13 +665,34 @@ def start_run(
             cfg_key="train" if train_config is not None else "config",
             determinism=determinism,
             device=device,
-            record_extra=record_extra or {},
+            record_extra={**(record_extra or {}), **({"perturbed": perturb[0]} if perturb else {})},
             project_root=project_root,
         )
+        run._perturb = perturb
     except BaseException:
         lock.release()
         raise
     return run
+
+
+def _parse_perturb(spec: str | None, model: Any) -> tuple[str, int, Any] | None:
+    """``(spec, step, parameter)`` for ``MODELKIT_PERTURB=STEP:PARAM``; None when unset."""
+    if not spec:
+        return None
+    if model is None:
+        raise BadInputError(
+            f"{PERTURB_ENV}='{spec}' needs the model", hint="pass model= to start_run"
+        )
+    from modelkit.errors import did_you_mean
+
+    step_s, _, name = spec.partition(":")
+    params = dict(_unwrap(model).named_parameters())
+    if not step_s.isdigit() or name not in params:
+        raise BadInputError(
+            f"{PERTURB_ENV}='{spec}' must be STEP:PARAM{did_you_mean(name, params)}",
+            hint=f"parameters: {', '.join(params)}",
+        )
+    return spec, int(step_s), params[name]
 
 
 def _unwrap(model: Any) -> Any:
@@ -786,6 +822,7 @@ class Run:
         self._last_loss: float | None = None
         self._fingerprinted: set[int] = set()
         self._closed = False
+        self._perturb: tuple[str, int, Any] | None = None
         self._needs_reset = resumed  # rows of a killed attempt, until resume() says where
         digest = config_digest(cfg)
         # seeded (and deterministic algorithms set) in a resumed process too: a resume without
@@ -807,6 +844,8 @@ class Run:
     @staticmethod
     def _seed(seed: int | None, deterministic: bool | None) -> dict[str, Any]:
         """Seed now, unless seed_everything() already did with this seed and mode."""
+        if _env_deterministic():
+            deterministic = True
         done = _seeding
         if seed is not None:
             same_mode = deterministic is None or (
@@ -962,6 +1001,8 @@ class Run:
             self._last_loss = loss_f
         self._pending.append(row)
         self._last_step = step
+        if self._perturb is not None and self._perturb[1] == step:
+            _nudge(self._perturb[2])
         every = self.fingerprint_every
         if every and self.model is not None and step % every == 0:
             self.fingerprint(step, loss=loss)
@@ -1302,6 +1343,15 @@ class Run:
         lock = getattr(self, "_lock", None)
         if lock is not None and not getattr(self, "_closed", True):
             lock.release()
+
+
+def _nudge(param: Any) -> None:
+    """Move the first element of ``param`` by one ULP (the repro test hook)."""
+    import torch
+
+    with torch.no_grad():
+        p = param.view(-1)
+        p[0] = torch.nextafter(p[0], torch.tensor(math.inf, dtype=p.dtype, device=p.device))
 
 
 def _checked_step(step: Any) -> int:

@@ -545,3 +545,50 @@ def _checkpoint_tensor_names(directory: Path) -> set[str]:
     newest = sorted(directory.glob("ckpt-*.safetensors"))[-1]
     with safe_open(str(newest), framework="pt") as f:
         return {k.removeprefix("extra.") for k in f.keys()}  # noqa: SIM118
+
+
+def _tiny_run(out: Path) -> list[dict]:
+    modelkit.seed_everything(3)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x = torch.randn(8, 4)
+    with start_run(out, model=model, fingerprint_every=2) as run:
+        for step in range(7):
+            loss = model(x).square().mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            run.log(step, loss=loss.item())
+        run.finish(model)
+    return [json.loads(r) for r in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_perturb_hook_moves_the_named_parameter_at_its_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base = [r for r in _tiny_run(tmp_path / "a") if r["kind"] == "fingerprint"]
+    monkeypatch.setenv("MODELKIT_PERTURB", "4:1.bias")
+    nudged = [r for r in _tiny_run(tmp_path / "b") if r["kind"] == "fingerprint"]
+    assert [r["step"] for r in base] == [0, 2, 4, 6]
+    assert [a["sha256"] == b["sha256"] for a, b in zip(base, nudged, strict=True)] == [
+        True,
+        True,
+        False,
+        False,
+    ]
+    assert read_run_record(tmp_path / "b").raw["perturbed"] == "4:1.bias"
+    monkeypatch.setenv("MODELKIT_PERTURB", "4:nope")
+    with pytest.raises(BadInputError, match="must be STEP:PARAM"):
+        start_run(tmp_path / "c", model=torch.nn.Linear(2, 2))
+    assert not (tmp_path / "c").exists() and not staging_path(tmp_path / "c").exists()
+
+
+def test_deterministic_env_turns_on_deterministic_algorithms(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MODELKIT_DETERMINISTIC", "1")
+    try:
+        assert modelkit.seed_everything(1)["use_deterministic_algorithms"] is True
+    finally:
+        torch.use_deterministic_algorithms(False)
+        monkeypatch.setattr("modelkit.tracking._seeding", None)
