@@ -1246,9 +1246,15 @@ class Run:
         )
         self.dir.write_record(self.record)
         self._publish()
+        self._close()
+        return dict(self.record)
+
+    def _close(self) -> None:
+        """Release the lock; the next run in this process is not 'seeded' by this one's seeding."""
+        global _seeding
         self._closed = True
         self._lock.release()
-        return dict(self.record)
+        _seeding = None
 
     def _publish(self) -> None:
         staging, target = self.dir.path, self.path
@@ -1314,8 +1320,7 @@ class Run:
             )
             self.dir.write_record(self.record)
         finally:
-            self._closed = True
-            self._lock.release()
+            self._close()
 
     def __enter__(self) -> Run:
         return self
