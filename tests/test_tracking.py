@@ -68,7 +68,7 @@ def test_own_loop_writes_a_complete_record(own_run: Path) -> None:
     raw = rec.raw
     assert rec.status == "complete" and rec.trainer == "user"
     assert raw["command"]["argv"][0].endswith("train_digits.py")
-    assert raw["command"]["cwd"] == str(SCRIPT_DIR)
+    assert Path(raw["command"]["cwd"]).resolve() == SCRIPT_DIR
     assert rec.git["commit"] is None or len(rec.git["commit"]) == 40
     assert rec.env["torch"] == torch.__version__
     assert rec.seed == 1 and rec.determinism["seeded"][:3] == ["python", "numpy", "torch_cpu"]
