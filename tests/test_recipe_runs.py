@@ -235,6 +235,10 @@ def test_cli_recipe_flags(cli, in_tmp: Path) -> None:
     assert record["best"]["metric"] == "test_loss" and (in_tmp / "r/best.safetensors").is_file()
     train_cfg = json.loads((in_tmp / "r/config.json").read_text())["modelkit"]["train"]
     assert train_cfg["grad_clip"] == 1.0 and train_cfg["keep_best"] == "test_loss"
+    # eval normalises like training did (the mnist-mlp defaults normalise): same accuracy
+    code, out, err = cli("eval", "r", "--format", "json")
+    assert code == 0, err
+    assert json.loads(out)["accuracy"] == record["metrics"]["test_accuracy"]
     code, _, err = cli("train", "--optimizer", "adamm", "-q", "--out", "s")
     assert code == 2 and "did you mean 'Adam'" in err
 
