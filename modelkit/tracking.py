@@ -266,7 +266,8 @@ def start_run(
     ref = _resolve_reference(reference, model, model_kwargs)
     if name is None:
         name = ref.ref if ref is not None else None
-    perturb = _parse_perturb(os.environ.get(PERTURB_ENV), model)
+    # modelkit train applies MODELKIT_PERTURB in its own loop (RunOptions.perturb)
+    perturb = _parse_perturb(os.environ.get(PERTURB_ENV), model) if trainer == "user" else None
     check_run_target(target, overwrite=overwrite, resume=resume)  # refuse before writing anything
     try:
         target.parent.mkdir(parents=True, exist_ok=True)

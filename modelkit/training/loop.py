@@ -152,7 +152,6 @@ def resume(
 
 def _restore(trainer: Any, writer: RunWriter, out: Path, *, fallback: bool) -> None:
     """Rank 0's run cuts the metrics and records the resume; every rank loads the checkpoint."""
-    from modelkit.env import diff_environments, environment
     from modelkit.training.checkpoint import find_resume_checkpoint
     from modelkit.training.state import restore
 
@@ -163,9 +162,6 @@ def _restore(trainer: Any, writer: RunWriter, out: Path, *, fallback: bool) -> N
         entry.setdefault("from_step", 0)
         entry.setdefault("checkpoint", None)
         entry.setdefault("rejected_checkpoints", [])
-        entry["env_diff"] = diff_environments(
-            run.record.get("env", {}), environment(trainer.device)
-        )
         run.dir.write_record(run.record)
     path, tensors, meta, _ = find_resume_checkpoint(live_dir(out).checkpoints, fallback=fallback)
     if path is not None:
