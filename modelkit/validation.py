@@ -1,0 +1,182 @@
+"""One validation layer for everything read from a file: types and ranges from annotations.
+
+A dataclass's field annotations *are* its schema. :func:`validate_fields` checks a mapping of
+values against them with pydantic in strict mode (imported lazily, only when something is
+validated, so ``modelkit --help`` stays fast), so a new annotated field is validated without
+any further code:
+
+- ``int`` refuses ``1.5``, ``true`` and ``"3"``; ``bool`` refuses ``1``; ``str`` refuses ``1``;
+- ``float`` takes an integer but refuses NaN and +-inf (a non-finite hyperparameter is never
+  meant);
+- ``dict[str, Any]`` / ``str | dict[str, Any]`` / ``list[float]`` check the nested types;
+- ranges come from ``Annotated`` metadata, e.g. ``epochs: Annotated[int, Ge(1)] = 10`` with
+  :class:`annotated_types.Ge` (re-exported here as :data:`Ge`, :data:`Gt`, ...), or the
+  ``Field(ge=1)`` of pydantic.
+
+Every failure is a :class:`~modelkit.errors.ConfigError` (exit 2) that names the file and the
+key: ``config.toml: key 'epochs' must be an integer >= 1 (got 1.5)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import typing
+from collections.abc import Mapping
+from typing import Any
+
+from annotated_types import Ge, Gt, Le, Lt
+
+from modelkit.errors import ConfigError
+
+__all__ = ["Ge", "Gt", "Le", "Lt", "describe", "validate_fields", "validate_value"]
+
+INT64_MAX = 2**63 - 1
+INT64_MIN = -(2**63)
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls, include_extras=True)
+
+
+@functools.cache
+def _adapter(tp: Any) -> Any:
+    from pydantic import ConfigDict, TypeAdapter
+
+    # strict: no coercion ("3" -> 3, 1.0 -> 1, 1 -> True); finite floats only
+    return TypeAdapter(tp, config=ConfigDict(strict=True, allow_inf_nan=False))
+
+
+def describe(tp: Any) -> str:
+    """A short English description of an annotation: ``an integer >= 1``, ``a string``..."""
+    origin = typing.get_origin(tp)
+    if origin is typing.Annotated:
+        base, *meta = typing.get_args(tp)
+        bounds = [_bound(m) for m in meta]
+        text = describe(base)
+        bounds_text = " and ".join(b for b in bounds if b)
+        return f"{text} {bounds_text}" if bounds_text else text
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        return " or ".join(describe(a) for a in typing.get_args(tp) if a is not type(None))
+    if origin in (dict, Mapping) or tp in (dict, Mapping):
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is not typing.Any:
+            return f"a table of {_plural(describe(args[1]))}"
+        return "a table"
+    if origin in (list, tuple) or tp in (list, tuple):
+        args = typing.get_args(tp)
+        return f"a list of {_plural(describe(args[0]))}" if args else "a list"
+    if origin is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    names = {
+        int: "an integer",
+        float: "a finite number",
+        str: "a string",
+        bool: "true or false",
+        typing.Any: "any value",
+    }
+    return names.get(tp, f"a {getattr(tp, '__name__', str(tp))}")
+
+
+def _plural(text: str) -> str:
+    for article in ("an ", "a "):
+        if text.startswith(article):
+            return text[len(article) :] + "s"
+    return text
+
+
+def _bound(meta: Any) -> str:
+    parts = []
+    for attr, op in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
+        value = getattr(meta, attr, None)
+        if value is not None:
+            parts.append(f"{op} {value:g}" if isinstance(value, float) else f"{op} {value}")
+    for item in getattr(meta, "metadata", ()) or ():  # pydantic FieldInfo
+        b = _bound(item)
+        if b:
+            parts.append(b)
+    return " and ".join(parts)
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, float) and not math.isfinite(value):
+        text = str(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _path(loc: tuple[Any, ...]) -> str:
+    return "".join(f"[{p!r}]" if isinstance(p, int) else f".{p}" for p in loc)
+
+
+def _check_ints(value: Any, key: str, *, source: str) -> None:
+    """Integers, nested ones included, must fit a signed 64-bit value (torch and numpy need it)."""
+    if isinstance(value, bool):
+        return
+    if isinstance(value, int) and not INT64_MIN <= value <= INT64_MAX:
+        raise ConfigError(
+            f"{source}: key '{key}' does not fit a 64-bit integer (got {_show(value)})",
+            hint=f"use a value between {INT64_MIN} and {INT64_MAX}",
+        )
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            _check_ints(v, f"{key}.{k}", source=source)
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _check_ints(v, f"{key}[{i}]", source=source)
+
+
+def validate_value(tp: Any, value: Any, *, key: str, source: str) -> Any:
+    """Check one value against an annotation; return it unchanged or raise ConfigError."""
+    expected = describe(tp)
+    try:
+        _adapter(tp).validate_python(value)
+    except Exception as exc:  # pydantic.ValidationError (pydantic is imported lazily)
+        errors = getattr(exc, "errors", None)
+        detail = ""
+        if callable(errors):
+            errs = errors()
+            # the innermost failing location beyond the union branch names, e.g. .lr
+            locs = [e.get("loc", ()) for e in errs]
+            nested = [
+                loc
+                for loc in locs
+                if any(isinstance(p, int) or (isinstance(p, str) and "[" not in p) for p in loc)
+            ]
+            if nested and len(set(map(tuple, nested))) == 1 and len(errs) == 1:
+                inner = _path(tuple(p for p in nested[0] if not _is_branch(p)))
+                if inner:
+                    detail = f" ({key}{inner}: {errs[0].get('msg', '').lower()})"
+        raise ConfigError(
+            f"{source}: key '{key}' must be {expected} (got {_show(value)}){detail}",
+            hint=f"fix '{key}' in {source} ({expected}), or remove it to use the default",
+        ) from None
+    _check_ints(value, key, source=source)
+    return value
+
+
+def _is_branch(part: Any) -> bool:
+    """pydantic names union branches by their type (``int``, ``dict[str,any]``)."""
+    return isinstance(part, str) and (
+        part in ("int", "float", "str", "bool", "list", "dict", "function-after")
+        or "[" in part
+        or part.startswith(("constrained-", "function-"))
+    )
+
+
+def validate_fields(
+    cls: type, data: Mapping[str, Any], *, source: str, keys: typing.Iterable[str] | None = None
+) -> None:
+    """Check every value in ``data`` whose key is a field of the dataclass ``cls``.
+
+    Unknown keys are left to the caller (it knows how to suggest the right one).
+    """
+    hints = _hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    for key in keys if keys is not None else data:
+        if key in fields and key in data:
+            validate_value(hints[key], data[key], key=key, source=source)
