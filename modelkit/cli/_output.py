@@ -13,6 +13,12 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
+
+try:  # typer >= 0.25 vendors click
+    from typer._click import exceptions as _click_exc
+except ImportError:  # pragma: no cover
+    from click import exceptions as _click_exc
 from rich.table import Table
 
 from modelkit.errors import EXIT_FAILURE, ModelkitError
@@ -61,6 +67,31 @@ def handle_errors(fn: F) -> F:
             ) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+_NO_ARGS = getattr(_click_exc, "NoArgsIsHelpError", ())
+
+
+class Group(TyperGroup):
+    """The root command: usage errors (a bad option value, an unknown flag) print the same
+    ``error:`` + ``hint:`` pair as every other bad input, exit 2."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except _NO_ARGS as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except _click_exc.UsageError as exc:
+            verb = exc.ctx.command_path if exc.ctx is not None else "modelkit"
+            sys.exit(fail(exc.format_message(), hint=f"see `{verb} --help`", code=2).exit_code)
+        except _click_exc.ClickException as exc:
+            sys.exit(fail(exc.format_message(), code=exc.exit_code).exit_code)
+        except typer.Abort:
+            sys.exit(fail("aborted", code=1).exit_code)
+        sys.exit(code if isinstance(code, int) else 0)
 
 
 def escape(text: str) -> str:

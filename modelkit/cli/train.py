@@ -15,6 +15,7 @@ from modelkit.cli._options import (
     DeviceOpt,
     FormatOpt,
     ModelOpt,
+    NumberOpt,
     OutputFormat,
     QuietOpt,
     SkipBadOpt,
@@ -95,20 +96,20 @@ def command(
     ] = None,
     model: ModelOpt = None,
     data: DataOpt = None,
-    epochs: Annotated[int | None, typer.Option(help="Passes over the training split.")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Samples per step.")] = None,
-    lr: Annotated[float | None, typer.Option(help="Learning rate.")] = None,
+    epochs: Annotated[int | None, NumberOpt(help="Passes over the training split.", ge=1)] = None,
+    batch_size: Annotated[int | None, NumberOpt(help="Samples per step.", ge=1)] = None,
+    lr: Annotated[float | None, NumberOpt(help="Learning rate.", gt=0)] = None,
     optimizer: Annotated[str | None, typer.Option(help="adam | adamw | sgd.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
+    seed: Annotated[int | None, NumberOpt(help="Random seed.", ge=0, le=2**32 - 1)] = None,
     device: DeviceOpt = None,
-    threads: Annotated[int | None, typer.Option(help="CPU threads (0 = torch default).")] = None,
+    threads: Annotated[int | None, NumberOpt(help="CPU threads (0 = torch default).", ge=0)] = None,
     deterministic: Annotated[
         bool | None,
         typer.Option("--deterministic/--no-deterministic", help="Deterministic algorithms."),
     ] = None,
     fingerprint_every: Annotated[
         int | None,
-        typer.Option(help="Steps between state fingerprints in metrics.jsonl (0 = off)."),
+        NumberOpt(help="Steps between state fingerprints in metrics.jsonl (0 = off).", ge=0),
     ] = None,
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Run directory to create.")
@@ -168,24 +169,28 @@ def command(
     ] = "auto",
     nproc_per_node: Annotated[
         int | None,
-        typer.Option(
+        NumberOpt(
             help="Processes on this node (one per GPU, or CPU cores); >1 runs torchrun + DDP.",
+            ge=1,
             rich_help_panel=LAUNCH,
         ),
     ] = None,
     nnodes: Annotated[
-        int | None, typer.Option(help="Number of nodes.", rich_help_panel=LAUNCH)
+        int | None, NumberOpt(help="Number of nodes.", ge=1, rich_help_panel=LAUNCH)
     ] = None,
     node_rank: Annotated[
-        int, typer.Option(help="This node's rank (0..nnodes-1).", rich_help_panel=LAUNCH)
+        int, NumberOpt(help="This node's rank (0..nnodes-1).", ge=0, rich_help_panel=LAUNCH)
     ] = 0,
     master_addr: Annotated[
         str, typer.Option(help="Rank 0's host (static rendezvous).", rich_help_panel=LAUNCH)
     ] = "127.0.0.1",
     master_port: Annotated[
         int | None,
-        typer.Option(
-            help="Rank 0's port (default: a free one, single node).", rich_help_panel=LAUNCH
+        NumberOpt(
+            help="Rank 0's port (default: a free one, single node).",
+            ge=1,
+            le=65535,
+            rich_help_panel=LAUNCH,
         ),
     ] = None,
     rdzv_endpoint: Annotated[
