@@ -27,6 +27,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from annotated_types import Ge, Gt, Le, Lt
+from typing_extensions import TypedDict
 
 from modelkit.errors import ConfigError
 
@@ -46,7 +47,22 @@ def _adapter(tp: Any) -> Any:
     from pydantic import ConfigDict, TypeAdapter
 
     # strict: no coercion ("3" -> 3, 1.0 -> 1, 1 -> True); finite floats only
-    return TypeAdapter(tp, config=ConfigDict(strict=True, allow_inf_nan=False))
+    config = ConfigDict(strict=True, allow_inf_nan=False)
+    if _is_typeddict(tp):  # a TypedDict carries its own config (nested ones too)
+        _configure_typeddicts(tp, config)
+        return TypeAdapter(tp)
+    return TypeAdapter(tp, config=config)
+
+
+def _configure_typeddicts(tp: Any, config: Any) -> None:
+    if _is_typeddict(tp):
+        if "__pydantic_config__" in vars(tp):
+            return
+        tp.__pydantic_config__ = config
+        for hint in typing.get_type_hints(tp).values():
+            _configure_typeddicts(hint, config)
+    for arg in typing.get_args(tp):
+        _configure_typeddicts(arg, config)
 
 
 def describe(tp: Any) -> str:
@@ -102,7 +118,9 @@ def _bound(meta: Any) -> str:
 
 def _show(value: Any) -> str:
     text = repr(value)
-    if isinstance(value, bool):
+    if value is None:
+        text = "null"
+    elif isinstance(value, bool):
         text = "true" if value else "false"
     elif isinstance(value, float) and not math.isfinite(value):
         text = str(value)
@@ -180,3 +198,134 @@ def validate_fields(
     for key in keys if keys is not None else data:
         if key in fields and key in data:
             validate_value(hints[key], data[key], key=key, source=source)
+
+
+# --- JSON documents (run.json, config.json, eval.json): one typed reader -----------------
+
+_ERROR_TYPES = {
+    "int_type": "an integer",
+    "int_from_float": "an integer",
+    "string_type": "a string",
+    "float_type": "a number",
+    "finite_number": "a finite number",
+    "bool_type": "true or false",
+    "dict_type": "an object",
+    "list_type": "a list",
+    "none_required": "null",
+}
+
+
+def validate_document(tp: Any, data: Any, *, source: str, error: type[Exception]) -> Any:
+    """Check a parsed JSON document against a TypedDict (``total=False``: only the keys that
+    are present are checked; unknown keys are allowed). Raises ``error`` naming the key."""
+    try:
+        _adapter(tp).validate_python(data)
+    except Exception as exc:
+        errors = exc.errors() if callable(getattr(exc, "errors", None)) else []
+        if not errors:
+            raise
+        first = errors[0]
+        loc = tuple(p for p in first.get("loc", ()) if not _is_branch(p))
+        key = ".".join(str(p) for p in loc) or "(top level)"
+        wanted = _ERROR_TYPES.get(first.get("type", ""), "")
+        why = f"must be {wanted}" if wanted else str(first.get("msg", "is invalid")).lower()
+        raise error(
+            f"{source}: key '{key}' {why} (got {_show(first.get('input'))})",
+            hint="the file was changed by hand or is corrupt; restore it (or train again)",
+        ) from None
+    return data
+
+
+def read_json_file(
+    path: Any, *, what: str, error: type[Exception], schema: Any = None
+) -> dict[str, Any]:
+    """Read a JSON object from ``path``: unreadable, not UTF-8, not JSON, not an object, or a
+    field of the wrong type (``schema``, a TypedDict) each give one ``error`` naming the file."""
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.is_file():
+        raise error(
+            f"{what} not found: {path}", hint="pass a run directory made by `modelkit train`"
+        )
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise error(
+            f"cannot read {what} {path}: {exc.strerror or exc}", hint="check its permissions"
+        ) from None
+    import json
+
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise error(f"{path} is not UTF-8 text", hint="the file is corrupt; restore it") from None
+    except json.JSONDecodeError as exc:
+        raise error(f"{path} is not valid JSON: {exc}", hint="the file is corrupt") from None
+    if not isinstance(data, dict):
+        raise error(f"{path} must hold a JSON object", hint="the file is corrupt")
+    if schema is not None:
+        validate_document(schema, data, source=str(path), error=error)
+    return data
+
+
+class RunModelkitSection(TypedDict, total=False):
+    """``config.json``'s ``modelkit`` object."""
+
+    model: str
+    train: dict[str, Any]
+    reference: dict[str, Any]
+    config: dict[str, Any]
+
+
+class RunConfigFile(TypedDict, total=False):
+    """A run's (or release's) ``config.json``: flat model kwargs + ``modelkit``."""
+
+    modelkit: RunModelkitSection
+
+
+class RunRecordFile(TypedDict, total=False):
+    """The fields of ``run.json`` that verbs read (others are free-form)."""
+
+    version: int
+    status: str
+    model: str
+    seed: int
+    steps: int
+    samples_seen: int
+    num_parameters: int
+    fingerprint_every: int
+    samples_per_second: float
+    config_sha256: str
+    weights_sha256: str
+    started: str
+    finished: str
+    last_good_checkpoint: str | None
+    metrics: dict[str, Any]
+    data: dict[str, Any]
+    env: dict[str, Any]
+    git: dict[str, Any]
+    timings: dict[str, Any]
+    determinism: dict[str, Any]
+    distributed: dict[str, Any]
+    reference: dict[str, Any]
+    resumes: list[dict[str, Any]]
+
+
+class EvalFile(TypedDict, total=False):
+    """``eval.json`` as ``modelkit eval`` writes it."""
+
+    accuracy: float
+    loss: float
+    samples: int
+    classes: list[str]
+    confusion_matrix: list[list[int]]
+    per_class_accuracy: dict[str, float | None]
+    weights_sha256: str
+    data: dict[str, Any]
+
+
+def _is_typeddict(tp: Any) -> bool:
+    import typing_extensions
+
+    return typing_extensions.is_typeddict(tp)

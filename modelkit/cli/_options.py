@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
@@ -38,7 +39,18 @@ ModelOpt = Annotated[
         "--model", "-m", help="Model: a registry name (see `modelkit models`) or pkg.mod:factory."
     ),
 ]
-DeviceOpt = Annotated[str | None, typer.Option("--device", help="auto | cpu | cuda | cuda:N.")]
+DEVICE_RE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
+
+
+def _device(value: str | None) -> str | None:
+    if value is not None and not DEVICE_RE.match(value):
+        raise typer.BadParameter(f"unknown device '{value}' (valid: auto, cpu, cuda, cuda:N)")
+    return value
+
+
+DeviceOpt = Annotated[
+    str | None, typer.Option("--device", help="auto | cpu | cuda | cuda:N.", callback=_device)
+]
 SkipBadOpt = Annotated[
     bool, typer.Option("--skip-bad-files", help="Skip undecodable images (counted in the run).")
 ]
