@@ -22,6 +22,45 @@ class Dataset:
     fingerprint: str
     info: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        """Check shapes and labels now, before any training step (a label outside the classes
+        otherwise surfaces as a crash an epoch later, a shape mismatch in the first batch)."""
+        from modelkit.errors import DataError
+
+        for split, x, y in (
+            ("train", self.x_train, self.y_train),
+            ("test", self.x_test, self.y_test),
+        ):
+            if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
+                raise DataError(
+                    f"data '{self.spec}': x_{split}/y_{split} must be tensors",
+                    hint="return torch tensors from the loader",
+                )
+            if x.ndim < 2 or y.ndim != 1 or len(x) != len(y):
+                raise DataError(
+                    f"data '{self.spec}': {split} split has inputs {tuple(x.shape)} and labels "
+                    f"{tuple(y.shape)}; expected (N, ...) and (N,)",
+                    hint="one label per sample",
+                )
+            if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+                raise DataError(
+                    f"data '{self.spec}': {split} labels are {y.dtype}, expected integers",
+                    hint="labels are class indices (torch.int64)",
+                )
+            if len(y) and (int(y.min()) < 0 or int(y.max()) >= len(self.classes)):
+                bad = int(y.min()) if int(y.min()) < 0 else int(y.max())
+                raise DataError(
+                    f"data '{self.spec}': {split} label {bad} is outside the "
+                    f"{len(self.classes)} classes 0..{len(self.classes) - 1}",
+                    hint="fix the labels, or list every class in `classes`",
+                )
+        if tuple(self.x_test.shape[1:]) != tuple(self.x_train.shape[1:]):
+            raise DataError(
+                f"data '{self.spec}': held-out samples are {tuple(self.x_test.shape[1:])}, "
+                f"training samples {tuple(self.x_train.shape[1:])}",
+                hint="both splits need the same sample shape",
+            )
+
     @property
     def input_shape(self) -> tuple[int, ...]:
         """Shape of one sample, e.g. (1, 28, 28)."""
