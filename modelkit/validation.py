@@ -24,9 +24,9 @@ import functools
 import math
 import typing
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
 
-from annotated_types import Ge, Gt, Le, Lt
+from annotated_types import Ge, Gt, Le, Lt, MaxLen, MinLen
 from typing_extensions import TypedDict
 
 from modelkit.errors import ConfigError
@@ -329,3 +329,41 @@ def _is_typeddict(tp: Any) -> bool:
     import typing_extensions
 
     return typing_extensions.is_typeddict(tp)
+
+
+class SafetensorsEntry(TypedDict):
+    """One tensor in a safetensors header."""
+
+    dtype: str
+    shape: list[Annotated[int, Ge(0)]]
+    data_offsets: Annotated[list[Annotated[int, Ge(0)]], MinLen(2), MaxLen(2)]
+
+
+def check_safetensors_header(header: Any, *, path: Any, error: type[Exception]) -> dict[str, Any]:
+    """A parsed safetensors header: an object of tensor entries (dtype, shape, data_offsets
+    with start <= end) plus an optional ``__metadata__`` of strings; ``error`` otherwise."""
+    where = f"{path}: safetensors header"
+    if not isinstance(header, dict):
+        raise error(f"{where} is not a JSON object", hint="the weights file is corrupt")
+    meta = header.get("__metadata__")
+    if meta is not None:
+        validate_document(dict[str, str], meta, source=f"{where} __metadata__", error=error)
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        if not isinstance(entry, dict):
+            raise error(f"{where}: tensor '{name}' is not an object", hint="the file is corrupt")
+        missing = sorted({"dtype", "shape", "data_offsets"} - set(entry))
+        if missing:
+            raise error(
+                f"{where}: tensor '{name}' has no '{missing[0]}'",
+                hint="the weights file is corrupt; re-train or restore it",
+            )
+        validate_document(SafetensorsEntry, entry, source=f"{where} tensor '{name}'", error=error)
+        start, end = entry["data_offsets"]
+        if start > end:
+            raise error(
+                f"{where}: tensor '{name}' data_offsets {start} > {end}",
+                hint="the weights file is corrupt; re-train or restore it",
+            )
+    return header
