@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from modelkit.errors import ConfigError
-from modelkit.validation import Ge, Le, validate_fields
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
+
+from modelkit.validation import Ge, Le, validate_fields  # noqa: E402 (types and ranges)
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 LR_SCHEDULES = ("none", "cosine", "step")

@@ -60,6 +60,23 @@ def find_pyproject(start: Path | None = None) -> Path | None:
     return None
 
 
+TABLE_KEYS = ("models", "datasets", "defaults", "run", "hub", "benchmark")
+
+
+def validate_project_table(table: dict[str, Any], *, source: str) -> None:
+    """Check ``[tool.modelkit]`` by the types of :class:`Project`'s fields, and its
+    ``defaults`` by :class:`~modelkit.config.TrainConfig`'s (keys, types and ranges)."""
+    from modelkit.config import validate_train_mapping
+    from modelkit.validation import validate_fields
+
+    validate_fields(Project, table, source=source, keys=TABLE_KEYS)
+    defaults = table.get("defaults")
+    if defaults:
+        from modelkit.config import normalise_keys
+
+        validate_train_mapping(normalise_keys(defaults), source=f"{source[:-1]}.defaults]")
+
+
 def load_project(start: Path | None = None) -> Project:
     """Load ``[tool.modelkit]`` from the nearest pyproject.toml and activate it."""
     path = find_pyproject(start)
@@ -88,23 +105,6 @@ def load_project(start: Path | None = None) -> Project:
     )
     project.activate()
     return project
-
-
-TABLE_KEYS = ("models", "datasets", "defaults", "run", "hub", "benchmark")
-
-
-def validate_project_table(table: dict[str, Any], *, source: str) -> None:
-    """Check ``[tool.modelkit]`` by the types of :class:`Project`'s fields, and its
-    ``defaults`` by :class:`~modelkit.config.TrainConfig`'s (keys, types and ranges)."""
-    from modelkit.config import validate_train_mapping
-    from modelkit.validation import validate_fields
-
-    validate_fields(Project, table, source=source, keys=TABLE_KEYS)
-    defaults = table.get("defaults")
-    if defaults:
-        from modelkit.config import normalise_keys
-
-        validate_train_mapping(normalise_keys(defaults), source=f"{source[:-1]}.defaults]")
 
 
 def import_object(spec: str, *, what: str) -> Any:

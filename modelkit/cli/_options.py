@@ -12,51 +12,6 @@ from typing import Annotated, Any
 import typer
 
 
-class OutputFormat(str, Enum):
-    """How a verb prints its result."""
-
-    text = "text"
-    json = "json"
-
-
-RunDirArg = Annotated[
-    Path, typer.Argument(help="A run directory made by `modelkit train`.", show_default=False)
-]
-FormatOpt = Annotated[
-    OutputFormat, typer.Option("--format", "-f", help="text for people, json for machines.")
-]
-DataOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--data",
-        "-d",
-        help="Data spec: digits | mnist:PATH | imagefolder:PATH | project dataset | pkg.mod:loader.",
-    ),
-]
-ModelOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--model", "-m", help="Model: a registry name (see `modelkit models`) or pkg.mod:factory."
-    ),
-]
-DEVICE_RE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
-
-
-def _device(value: str | None) -> str | None:
-    if value is not None and not DEVICE_RE.match(value):
-        raise typer.BadParameter(f"unknown device '{value}' (valid: auto, cpu, cuda, cuda:N)")
-    return value
-
-
-DeviceOpt = Annotated[
-    str | None, typer.Option("--device", help="auto | cpu | cuda | cuda:N.", callback=_device)
-]
-SkipBadOpt = Annotated[
-    bool, typer.Option("--skip-bad-files", help="Skip undecodable images (counted in the run).")
-]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
-
-
 def _bounds_text(ge: float | None, gt: float | None, le: float | None) -> str:
     parts = [f"{op} {v}" for op, v in ((">=", ge), (">", gt), ("<=", le)) if v is not None]
     return " and ".join(parts)
@@ -101,3 +56,49 @@ def NumberOpt(  # noqa: N802 (reads like typer.Option)
     return typer.Option(
         *decls, help=f"{help} [{bounds}]", callback=in_range(ge=ge, gt=gt, le=le), **kwargs
     )
+
+
+class OutputFormat(str, Enum):
+    """How a verb prints its result."""
+
+    text = "text"
+    json = "json"
+
+
+RunDirArg = Annotated[
+    Path, typer.Argument(help="A run directory made by `modelkit train`.", show_default=False)
+]
+FormatOpt = Annotated[
+    OutputFormat, typer.Option("--format", "-f", help="text for people, json for machines.")
+]
+DataOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--data",
+        "-d",
+        help="Data spec: digits | mnist:PATH | imagefolder:PATH | project dataset | pkg.mod:loader.",
+    ),
+]
+ModelOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--model", "-m", help="Model: a registry name (see `modelkit models`) or pkg.mod:factory."
+    ),
+]
+DEVICE_RE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
+
+
+def _device(value: str | None) -> str | None:
+    if value is not None and not DEVICE_RE.match(value):
+        raise typer.BadParameter(f"unknown device '{value}' (valid: auto, cpu, cuda, cuda:N)")
+    return value
+
+
+DeviceOpt = Annotated[
+    str | None, typer.Option("--device", help="auto | cpu | cuda | cuda:N.", callback=_device)
+]
+SkipBadOpt = Annotated[
+    bool, typer.Option("--skip-bad-files", help="Skip undecodable images (counted in the run).")
+]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
+

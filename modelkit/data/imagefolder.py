@@ -29,31 +29,6 @@ def cache_dir() -> Path:
     return Path(base) / "imagefolder"
 
 
-def _classes(root: Path) -> list[str]:
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not classes:
-        raise DataError(
-            f"no class folders in {root}", hint="expected PATH/<class>/<image> (e.g. cats/, dogs/)"
-        )
-    return classes
-
-
-def _files(root: Path, classes: list[str]) -> list[tuple[str, int]]:
-    out: list[tuple[str, int]] = []
-    for label, name in enumerate(classes):
-        files = sorted(
-            p for p in (root / name).rglob("*") if p.is_file() and not p.name.startswith(".")
-        )
-        for p in files:
-            _check_name(p)
-        if not files:
-            raise DataError(
-                f"empty class folder: {root / name}", hint="add images to it or remove the folder"
-            )
-        out += [(p.relative_to(root).as_posix(), label) for p in files]
-    return out
-
-
 def _check_name(path: Path) -> None:
     """File names must be UTF-8: they go into the fingerprint, the cache and run.json."""
     try:
@@ -85,6 +60,31 @@ def _check_not_bomb(path: Path) -> None:
         ) from None
     except Exception:  # not an image at all: the decoder reports it with the usual message
         return
+
+
+def _classes(root: Path) -> list[str]:
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise DataError(
+            f"no class folders in {root}", hint="expected PATH/<class>/<image> (e.g. cats/, dogs/)"
+        )
+    return classes
+
+
+def _files(root: Path, classes: list[str]) -> list[tuple[str, int]]:
+    out: list[tuple[str, int]] = []
+    for label, name in enumerate(classes):
+        files = sorted(
+            p for p in (root / name).rglob("*") if p.is_file() and not p.name.startswith(".")
+        )
+        for p in files:
+            _check_name(p)
+        if not files:
+            raise DataError(
+                f"empty class folder: {root / name}", hint="add images to it or remove the folder"
+            )
+        out += [(p.relative_to(root).as_posix(), label) for p in files]
+    return out
 
 
 def _decode(path: Path, size: int) -> np.ndarray:
