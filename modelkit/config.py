@@ -21,14 +21,14 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from modelkit.validation import Ge, Le, validate_fields  # noqa: E402 (types and ranges)
-
 OPTIMIZERS = ("adam", "adamw", "sgd")
 LR_SCHEDULES = ("none", "cosine", "step")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16", "fp16")
 # the data order seeds torch.Generator with seed * 1_000_003 + epoch, which must fit 64 bits
 SEED_MAX = 2**32 - 1
+
+from modelkit.validation import Ge, Le, validate_fields  # noqa: E402 (types and ranges)
 
 
 @dataclass(frozen=True)

@@ -82,7 +82,7 @@ def test_models_lists_registry(cli, in_tmp: Path) -> None:
         (("--model", "no_such_pkg.mod:factory"), "cannot import module 'no_such_pkg.mod'"),
         (("--model", "json:no_such_factory"), "has no attribute 'no_such_factory'"),
         (("--optimizer", "adagrad"), "unknown optimizer 'adagrad'"),
-        (("--epochs", "0"), "must be >= 1 (got 0)"),
+        (("--epochs", "0"), "epochs must be >= 1"),
         (("--config", "missing.toml"), "config file not found"),
         (("--model", "small-cnn", "--data", "digits", "--model-kwargs-bad"), "No such option"),
     ],

@@ -174,12 +174,24 @@ class Group(TyperGroup):
             sys.exit(exc.exit_code)
         except _click_exc.UsageError as exc:
             verb = exc.ctx.command_path if exc.ctx is not None else "modelkit"
-            sys.exit(fail(exc.format_message(), hint=f"see `{verb} --help`", code=2).exit_code)
+            sys.exit(fail(_usage_message(exc), hint=f"see `{verb} --help`", code=2).exit_code)
         except _click_exc.ClickException as exc:
             sys.exit(fail(exc.format_message(), code=exc.exit_code).exit_code)
         except typer.Abort:
             sys.exit(fail("aborted", code=1).exit_code)
         sys.exit(code if isinstance(code, int) else 0)
+
+
+def _usage_message(exc: Any) -> str:
+    """``--epochs must be >= 1 (got 0)`` for a bad option value; click's text otherwise."""
+    param = getattr(exc, "param", None)
+    missing = isinstance(exc, _click_exc.MissingParameter)
+    if isinstance(exc, _click_exc.BadParameter) and param is not None and not missing:
+        opts = getattr(param, "opts", None) or [param.name or "value"]
+        name = max(opts, key=len) if opts[0].startswith("-") else opts[0].upper()
+        sep = " " if exc.message.startswith("must ") else ": "
+        return f"{name}{sep}{exc.message}"
+    return exc.format_message()
 
 
 def escape(text: str) -> str:
