@@ -101,4 +101,3 @@ SkipBadOpt = Annotated[
     bool, typer.Option("--skip-bad-files", help="Skip undecodable images (counted in the run).")
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
-
