@@ -67,9 +67,10 @@ def validate_project_table(table: dict[str, Any], *, source: str) -> None:
     """Check ``[tool.modelkit]`` by the types of :class:`Project`'s fields, and its
     ``defaults`` by :class:`~modelkit.config.TrainConfig`'s (keys, types and ranges)."""
     from modelkit.config import validate_train_mapping
-    from modelkit.validation import validate_fields
+    from modelkit.validation import check_finite, validate_fields
 
     validate_fields(Project, table, source=source, keys=TABLE_KEYS)
+    check_finite(table, source=source)  # NaN/inf anywhere (e.g. benchmark.threshold) is a typo
     defaults = table.get("defaults")
     if defaults:
         from modelkit.config import normalise_keys

@@ -148,6 +148,21 @@ def _check_ints(value: Any, key: str, *, source: str) -> None:
             _check_ints(v, f"{key}[{i}]", source=source)
 
 
+def check_finite(value: Any, *, source: str, key: str = "") -> None:
+    """No NaN or infinity anywhere in a table read from a file (nested tables and lists too)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(
+            f"{source}: key '{key}' must be a finite number (got {_show(value)})",
+            hint=f"fix '{key}' in {source}",
+        )
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            check_finite(v, source=source, key=f"{key}.{k}" if key else str(k))
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            check_finite(v, source=source, key=f"{key}[{i}]")
+
+
 def validate_value(tp: Any, value: Any, *, key: str, source: str) -> Any:
     """Check one value against an annotation; return it unchanged or raise ConfigError."""
     expected = describe(tp)

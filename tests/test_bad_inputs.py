@@ -222,6 +222,10 @@ CASES: list[Case] = [
     ),
     project("defaults-unknown-key", "defaults = {epoch = 2}", needle="did you mean 'epochs'"),
     project("defaults-negative-seed", "defaults = {seed = -5}", needle="key 'seed'"),
+    project(
+        "benchmark-threshold-nan", "benchmark = {threshold = nan}", needle="benchmark.threshold"
+    ),
+    project("defaults-list-inf", "defaults = {model_kwargs = {w = [1.0, inf]}}", needle="w[1]"),
     project("not-a-table", b"[tool]\nmodelkit = 3\n", needle="must be a table"),
     project("not-utf8", b"[tool.modelkit]\nrun = '\xff'\n", needle="is not UTF-8 text"),
     project("toml-syntax", b"[tool.modelkit\n", needle="cannot parse"),
