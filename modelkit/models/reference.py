@@ -1,0 +1,223 @@
+"""The importable reference that rebuilds a model anywhere: ``module:attr`` + kwargs + package.
+
+Every run's and every release's ``config.json`` carries one (``modelkit.reference``), so a
+model can be loaded outside the repository that trained it: all it needs is the package that
+provides ``module`` (named, with its version, in the reference).
+
+::
+
+    ref = reference_for_name("mnist-mlp", kwargs={"num_classes": 10})
+    ref.to_dict()  # {"ref": "modelkit.models.mlp:mnist_mlp", "kwargs": {...},
+                   #  "package": "modelkit", "version": "0.1.0"}
+    model = ref.build()
+
+Importing this module does not import torch.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import inspect
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from modelkit.errors import BadInputError, RunDirError
+
+
+@dataclass(frozen=True)
+class ModelReference:
+    """What rebuilds a model: an importable callable, its kwargs, and who provides it."""
+
+    ref: str  # "importable.module:attr" (a factory function or an nn.Module class)
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    package: str | None = None  # the distribution that provides the module
+    version: str | None = None  # that distribution's version
+
+    def __post_init__(self) -> None:  # kwargs as JSON will hold them (tuples become lists)
+        object.__setattr__(self, "kwargs", _jsonable(self.kwargs, what=f"kwargs of {self.ref}"))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (the ``modelkit.reference`` table of config.json)."""
+        return {
+            "ref": self.ref,
+            "kwargs": dict(self.kwargs),
+            "package": self.package,
+            "version": self.version,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any, *, source: str) -> ModelReference:
+        """Read a ``reference`` table, refusing wrong shapes with the file named."""
+        if not isinstance(data, dict):
+            raise RunDirError(
+                f"{source}: modelkit.reference must be a table, got {type(data).__name__}",
+                hint="the file is corrupt or was edited by hand",
+            )
+        ref, kwargs = data.get("ref"), data.get("kwargs", {})
+        if not isinstance(ref, str) or ":" not in ref:
+            raise RunDirError(
+                f"{source}: modelkit.reference.ref must be 'module:attr', got {ref!r}",
+                hint="the file is corrupt or was edited by hand",
+            )
+        if not isinstance(kwargs, dict):
+            raise RunDirError(
+                f"{source}: modelkit.reference.kwargs must be a table, got {type(kwargs).__name__}",
+                hint="the file is corrupt or was edited by hand",
+            )
+        package, version = data.get("package"), data.get("version")
+        for key, value in (("package", package), ("version", version)):
+            if value is not None and not isinstance(value, str):
+                raise RunDirError(
+                    f"{source}: modelkit.reference.{key} must be a string or null",
+                    hint="the file is corrupt or was edited by hand",
+                )
+        return cls(ref=ref, kwargs=dict(kwargs), package=package, version=version)
+
+    def build(self) -> Any:
+        """Import ``ref`` and call it with ``kwargs``; the result must be an ``nn.Module``."""
+        import torch
+
+        from modelkit.project import import_object
+
+        try:
+            factory = import_object(self.ref, what="model")
+        except BadInputError as exc:
+            provider = f" (provided by {self.package} {self.version or ''})" if self.package else ""
+            raise BadInputError(
+                f"{exc.message}{provider}",
+                hint=f"install the package that defines {self.ref.partition(':')[0]}"
+                + (f": pip install '{self.package}=={self.version}'" if self.package else ""),
+            ) from None
+        try:
+            module = factory(**self.kwargs)
+        except TypeError as exc:
+            raise BadInputError(
+                f"{self.ref} rejected its arguments {sorted(self.kwargs)}: {exc}",
+                hint="the installed package differs from the one that made these weights",
+            ) from None
+        if not isinstance(module, torch.nn.Module):
+            raise BadInputError(
+                f"{self.ref} returned {type(module).__name__}, not a torch.nn.Module",
+                hint="the reference must name a model class or a factory returning one",
+            )
+        return module
+
+
+def reference_for_name(
+    name: str, *, project: Any = None, kwargs: dict[str, Any] | None = None
+) -> ModelReference:
+    """The reference for a model given as a registry name, a project alias or ``pkg.mod:f``."""
+    from modelkit.models.registry import resolve_model
+
+    entry = resolve_model(name, project=project)
+    spec = getattr(entry.factory, "__modelkit_spec__", None)  # a project alias
+    if spec is None and ":" in name:
+        spec = name
+    if spec is None:
+        spec = _qualified(entry.factory)
+    return ModelReference(ref=spec, kwargs=dict(kwargs or {}), **_provider(spec))
+
+
+def reference_for_model(model: Any, *, kwargs: dict[str, Any] | None = None) -> ModelReference:
+    """The reference that rebuilds ``model``'s class, for a model built by the user's own code.
+
+    ``kwargs`` come from the argument, else the ``PyTorchModelHubMixin`` config, else the
+    ``__init__`` signature (every parameter stored on the instance under its own name, or
+    left at its default).
+    """
+    cls = type(model)
+    spec = _qualified(cls)
+    if kwargs is None:
+        kwargs = _instance_kwargs(model)
+    return ModelReference(ref=spec, kwargs=dict(kwargs), **_provider(spec))
+
+
+def _qualified(obj: Any) -> str:
+    """``module:qualname`` for a class or function, mapping ``__main__`` to its module name."""
+    module = getattr(obj, "__module__", None) or ""
+    qualname = getattr(obj, "__qualname__", "") or getattr(obj, "__name__", "")
+    if "<locals>" in qualname or not qualname:
+        raise BadInputError(
+            f"{qualname or obj!r} is defined inside a function, so nothing can import it",
+            hint="define the model class (or factory) at module level",
+        )
+    if module == "__main__":
+        module = _main_module_name()
+    return f"{module}:{qualname}"
+
+
+def _main_module_name() -> str:
+    """The importable name of the script running as ``__main__`` (``python train.py`` -> train)."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and spec.name and spec.name != "__main__":  # python -m pkg.mod
+        return spec.name
+    file = getattr(main, "__file__", None)
+    if file:
+        path = Path(file).resolve()
+        roots = [Path(p or ".").resolve() for p in sys.path] + [Path.cwd().resolve()]
+        for root in roots:
+            try:
+                rel = path.with_suffix("").relative_to(root)
+            except ValueError:
+                continue
+            parts = rel.parts
+            if parts and all(p.isidentifier() for p in parts):
+                return ".".join(parts)
+    raise BadInputError(
+        "the model class is defined in a script that cannot be imported by name",
+        hint="move the model class into a module, or pass reference='module:Class' to start_run",
+    )
+
+
+def _instance_kwargs(model: Any) -> dict[str, Any]:
+    mixin_config = getattr(model, "_hub_mixin_config", None)
+    if isinstance(mixin_config, dict):
+        return dict(mixin_config)
+    try:
+        params = list(inspect.signature(type(model).__init__).parameters.values())[1:]
+    except (TypeError, ValueError):
+        params = []
+    out: dict[str, Any] = {}
+    for p in params:
+        if p.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
+            continue
+        if p.name in vars(model):
+            out[p.name] = vars(model)[p.name]
+        elif p.default is not inspect.Parameter.empty:
+            out[p.name] = p.default
+        else:
+            raise BadInputError(
+                f"cannot tell how {type(model).__name__} was built: its __init__ argument "
+                f"'{p.name}' is not stored on the instance",
+                hint="pass model_kwargs={...} (the arguments the model was built with)",
+            )
+    return out
+
+
+def _provider(spec: str) -> dict[str, str | None]:
+    """The installed distribution (name, version) that provides ``spec``'s top-level package."""
+    top = spec.partition(":")[0].split(".")[0]
+    try:
+        names = importlib.metadata.packages_distributions().get(top) or []
+    except Exception:  # a broken environment must not stop a run from being recorded
+        names = []
+    for dist in names:
+        try:
+            return {"package": dist, "version": importlib.metadata.version(dist)}
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return {"package": None, "version": None}
+
+
+def _jsonable(value: dict[str, Any], *, what: str) -> dict[str, Any]:
+    try:
+        return json.loads(json.dumps(value, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise BadInputError(
+            f"{what} cannot be stored as JSON: {exc}",
+            hint="pass model_kwargs made of numbers, strings, lists and tables",
+        ) from None
