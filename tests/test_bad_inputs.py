@@ -630,3 +630,72 @@ def test_mnist_gz_labels_out_of_range(cli, in_tmp: Path) -> None:
         (in_tmp / (rel + ".gz")).write_bytes(gzip.compress(blob))
     code, _out, err = cli(*TRAIN, "-d", "mnist:m")
     assert code == 2 and "label 200 at index 1" in err and not (in_tmp / "run").exists()
+
+
+# --- a real full disk and a real read-only file system (tmpfs; skipped where mount is denied) --
+
+
+def _mount_tmpfs(target: Path, options: str) -> None:
+    import subprocess
+
+    target.mkdir()
+    p = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(target)],
+        capture_output=True,
+        text=True,
+    )
+    if p.returncode != 0:
+        target.rmdir()
+        pytest.skip(f"cannot mount a tmpfs here ({p.stderr.strip() or p.returncode})")
+
+
+@pytest.fixture()
+def small_disk(in_tmp: Path):
+    import subprocess
+
+    target = in_tmp / "full"
+    _mount_tmpfs(target, "size=256k")
+    yield target
+    subprocess.run(["umount", str(target)], check=False)
+
+
+@pytest.fixture()
+def read_only_disk(in_tmp: Path):
+    import subprocess
+
+    target = in_tmp / "ro"
+    _mount_tmpfs(target, "ro,size=64k")
+    yield target
+    subprocess.run(["umount", str(target)], check=False)
+
+
+def _one_error(err: str) -> None:
+    lines = err.splitlines()
+    assert sum(x.startswith("error: ") for x in lines) == 1, err
+    assert sum(x.startswith("hint: ") for x in lines) == 1, err
+    assert "Traceback" not in err and "unexpected" not in err, err
+
+
+def test_full_disk_is_an_environment_failure(cli, small_disk: Path) -> None:
+    code, _out, err = cli(*TRAIN[:-1], "full/run")
+    assert code == 1, err
+    _one_error(err)
+    assert "no space left on device" in err and "free some space" in err
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        (*TRAIN[:-1], "ro/run"),
+        ("init", "ro/proj", "--no-git"),
+        (*TRAIN[:-1], "run", "-c", "ro/c.toml"),
+    ],
+    ids=["train-out", "init", "config-missing-on-ro"],
+)
+def test_read_only_file_system_is_bad_input(cli, read_only_disk: Path, args) -> None:
+    before = snapshot(read_only_disk)
+    code, _out, err = cli(*args)
+    assert code == 2, err
+    _one_error(err)
+    assert "ro/" in err
+    assert snapshot(read_only_disk) == before

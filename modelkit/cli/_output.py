@@ -6,6 +6,7 @@ import errno
 import functools
 import json
 import os
+import re
 import sys
 import traceback
 from collections.abc import Callable, Iterator
@@ -58,7 +59,7 @@ def handle_errors(fn: F) -> F:
             raise fail(exc.message, hint=exc.hint, code=exc.exit_code) from None
         except KeyboardInterrupt:
             raise fail("interrupted", code=130) from None
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
+        except Exception as exc:
             mapped = describe_os_error(exc)
             if mapped is None:
                 raise _unexpected(exc) from None
@@ -66,10 +67,6 @@ def handle_errors(fn: F) -> F:
                 traceback.print_exc()
             message, hint, code = mapped
             raise fail(message, hint=hint, code=code) from None
-        except Exception as exc:
-            if debug():
-                traceback.print_exc()
-            raise _unexpected(exc) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -123,6 +120,26 @@ OS_ERRORS: dict[int, tuple[int, str, str]] = {
 }
 
 
+_RUST_OS_ERROR = re.compile(r"\(os error (\d+)\)")
+
+
+def _os_cause(exc: BaseException) -> OSError | None:
+    """The OS error behind another exception: one in its cause/context chain, or the
+    ``(os error N)`` that Rust-backed libraries (safetensors, tokenizers) put in the message."""
+    seen: set[int] = set()
+    inner: BaseException | None = exc
+    while inner is not None and id(inner) not in seen:
+        seen.add(id(inner))
+        if isinstance(inner, OSError) and inner.errno is not None:
+            return inner
+        inner = inner.__cause__ or inner.__context__
+    match = _RUST_OS_ERROR.search(str(exc))
+    if match:
+        code = int(match.group(1))
+        return OSError(code, os.strerror(code))
+    return None
+
+
 def describe_os_error(exc: BaseException) -> tuple[str, str, int] | None:
     """``(message, hint, exit code)`` for an OS or decoding error, None for anything else.
 
@@ -144,7 +161,10 @@ def describe_os_error(exc: BaseException) -> tuple[str, str, int] | None:
             EXIT_BAD_INPUT,
         )
     if not isinstance(exc, OSError) or exc.errno is None:
-        return None
+        cause = _os_cause(exc)
+        if cause is None:
+            return None
+        exc = cause
     paths = " -> ".join(str(p) for p in (exc.filename, exc.filename2) if p is not None)
     code, what, hint = OS_ERRORS.get(
         exc.errno,
