@@ -14,7 +14,8 @@ any further code:
   ``Field(ge=1)`` of pydantic.
 
 Every failure is a :class:`~modelkit.errors.ConfigError` (exit 2) that names the file and the
-key: ``config.toml: key 'epochs' must be an integer >= 1 (got 1.5)``.
+key: ``config.toml: key 'epochs' must be an integer (got 1.5)``,
+``config.toml: key 'seed' must be an integer >= 0 and <= 4294967295 (got -1)``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import types
 import typing
 from collections.abc import Mapping
 from typing import Annotated, Any
@@ -31,7 +33,19 @@ from typing_extensions import TypedDict
 
 from modelkit.errors import ConfigError
 
-__all__ = ["Ge", "Gt", "Le", "Lt", "describe", "validate_fields", "validate_value"]
+__all__ = [
+    "Ge",
+    "Gt",
+    "Le",
+    "Lt",
+    "check_finite",
+    "check_safetensors_header",
+    "describe",
+    "read_json_file",
+    "validate_document",
+    "validate_fields",
+    "validate_value",
+]
 
 INT64_MAX = 2**63 - 1
 INT64_MIN = -(2**63)
@@ -74,7 +88,7 @@ def describe(tp: Any) -> str:
         text = describe(base)
         bounds_text = " and ".join(b for b in bounds if b)
         return f"{text} {bounds_text}" if bounds_text else text
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+    if origin in (typing.Union, types.UnionType):
         return " or ".join(describe(a) for a in typing.get_args(tp) if a is not type(None))
     if origin in (dict, Mapping) or tp in (dict, Mapping):
         args = typing.get_args(tp)
