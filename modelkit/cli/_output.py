@@ -124,7 +124,7 @@ _RUST_OS_ERROR = re.compile(r"\(os error (\d+)\)")
 
 
 def _os_cause(exc: BaseException) -> OSError | None:
-    """The OS error behind another exception: one in its cause/context chain, or the
+    """The OS error behind another exception: one in its ``__cause__`` chain, or the
     ``(os error N)`` that Rust-backed libraries (safetensors, tokenizers) put in the message."""
     seen: set[int] = set()
     inner: BaseException | None = exc
@@ -132,7 +132,7 @@ def _os_cause(exc: BaseException) -> OSError | None:
         seen.add(id(inner))
         if isinstance(inner, OSError) and inner.errno is not None:
             return inner
-        inner = inner.__cause__ or inner.__context__
+        inner = inner.__cause__  # explicit `raise ... from err` only: a context may be unrelated
     match = _RUST_OS_ERROR.search(str(exc))
     if match:
         code = int(match.group(1))
