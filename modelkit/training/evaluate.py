@@ -126,18 +126,7 @@ def evaluate_run(
         spec, project=project, skip_bad_files=skip_bad_files or train_cfg.skip_bad_files
     )
     model, _ = load_model_from_dir(run.path, project=project, device=dev)
-    trained = list((record.get("data") or {}).get("input_shape") or ds.input_shape)
-    try:
-        if list(ds.input_shape) != trained:
-            raise RuntimeError(f"samples are {ds.input_shape}")
-        outputs = int(model(ds.x_test[:1].to(dev)).shape[1])
-    except RuntimeError as exc:  # a shape mismatch inside the model
-        raise DataError(
-            f"data '{spec}' does not fit the model (trained on samples of shape "
-            f"{tuple(trained)}): {str(exc).splitlines()[0]}",
-            hint="evaluate on data shaped like the training data (see run.json data)",
-        ) from None
-    if ds.num_classes > outputs:
+    if ds.num_classes > ds.model_outputs(model, spec=spec, record=record, device=dev):
         raise DataError(
             f"data '{spec}' has {ds.num_classes} classes, more than the model outputs",
             hint="evaluate on data with the classes the model was trained on",
