@@ -110,7 +110,7 @@ def _read_json(path: Path, *, what: str) -> dict[str, Any]:
     each give one RunDirError naming the file and key (schemas in modelkit.validation)."""
     from modelkit import validation as v
 
-    schema = {"run.json": v.RunRecordFile, "config.json": v.RunConfigFile, "eval.json": v.EvalFile}
+    schema = {"run.json": v.RunRecordFile, "config.json": v.RunConfigFile}
     return v.read_json_file(path, what=what, error=RunDirError, schema=schema.get(path.name))
 
 

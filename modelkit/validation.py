@@ -314,50 +314,31 @@ class RunConfigFile(TypedDict, total=False):
 
 
 class RunRecordFile(TypedDict, total=False):
-    """The fields of ``run.json`` that verbs read (others are free-form)."""
+    """The fields of ``run.json`` that verbs read, with the types the writers use (null where a
+    run may legitimately lack the value, e.g. an own-loop run's seed); others are free-form."""
 
     version: int
     status: str
-    model: str
-    seed: int
-    steps: int
-    samples_seen: int
-    num_parameters: int
-    fingerprint_every: int
-    samples_per_second: float
-    config_sha256: str
-    weights_sha256: str
-    started: str
-    finished: str
+    trainer: str
+    started: str | None
+    finished: str | None
+    command: dict[str, Any] | None
+    model: str | None
+    seed: int | None
+    steps: int | None
+    num_parameters: int | None
+    fingerprint_every: int | None
+    config_sha256: str | None
+    weights_sha256: str | None
     last_good_checkpoint: str | None
+    error: str | None
     metrics: dict[str, Any]
     data: dict[str, Any]
     env: dict[str, Any]
     git: dict[str, Any]
     timings: dict[str, Any]
     determinism: dict[str, Any]
-    distributed: dict[str, Any]
-    reference: dict[str, Any]
-    resumes: list[dict[str, Any]]
-
-
-class EvalFile(TypedDict, total=False):
-    """``eval.json`` as ``modelkit eval`` writes it."""
-
-    accuracy: float
-    loss: float
-    samples: int
-    classes: list[str]
-    confusion_matrix: list[list[int]]
-    per_class_accuracy: dict[str, float | None]
-    weights_sha256: str
-    data: dict[str, Any]
-
-
-def _is_typeddict(tp: Any) -> bool:
-    import typing_extensions
-
-    return typing_extensions.is_typeddict(tp)
+    reference: dict[str, Any] | None
 
 
 class SafetensorsEntry(TypedDict):

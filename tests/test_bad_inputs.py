@@ -354,10 +354,17 @@ CASES: list[Case] = [
     # run files: a typed reader; wrong types and nulls named with file and key
     Case(
         "run_files",
-        "run-json-seed-null",
+        "run-json-seed-string",
         ("eval", "run"),
-        setup=copy_run(edit_json("run.json", lambda r: r.update(seed=None))),
-        needle="key 'seed' must be an integer (got null)",
+        setup=copy_run(edit_json("run.json", lambda r: r.update(seed="42"))),
+        needle="key 'seed' must be an integer (got '42')",
+    ),
+    Case(
+        "run_files",
+        "run-json-status-null",
+        ("eval", "run"),
+        setup=copy_run(edit_json("run.json", lambda r: r.update(status=None))),
+        needle="key 'status' must be a string (got null)",
     ),
     Case(
         "run_files",
