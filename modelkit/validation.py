@@ -377,3 +377,9 @@ def check_safetensors_header(header: Any, *, path: Any, error: type[Exception]) 
                 hint="the weights file is corrupt; re-train or restore it",
             )
     return header
+
+
+def _is_typeddict(tp: Any) -> bool:
+    import typing_extensions
+
+    return typing_extensions.is_typeddict(tp)
