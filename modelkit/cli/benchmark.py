@@ -54,7 +54,9 @@ def command(
     max_time: Annotated[
         float | None, NumberOpt("--max-time", help="Time budget for --compare, seconds.", gt=0)
     ] = None,
-    min_rounds: Annotated[int | None, NumberOpt(help="ABBA rounds before early stop.", ge=1)] = None,
+    min_rounds: Annotated[
+        int | None, NumberOpt(help="ABBA rounds before early stop.", ge=1)
+    ] = None,
     max_rounds: Annotated[int | None, NumberOpt(help="Most ABBA rounds.", ge=1)] = None,
     threshold: Annotated[
         float | None, NumberOpt(help="Timing change that matters (0.03 = 3%).", ge=0)
