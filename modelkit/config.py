@@ -12,7 +12,7 @@ import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from modelkit.errors import ConfigError, did_you_mean
 
@@ -26,6 +26,10 @@ LR_SCHEDULES = ("none", "cosine", "step")
 KEEP_BEST = ("", "test_accuracy", "test_loss")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16", "fp16")
+# the data order seeds torch.Generator with seed * 1_000_003 + epoch, which must fit 64 bits
+SEED_MAX = 2**32 - 1
+
+from modelkit.validation import Ge, Le, validate_fields  # noqa: E402 (types and ranges)
 
 
 @dataclass(frozen=True)
@@ -42,12 +46,12 @@ class TrainConfig:
     optimizer: str | dict[str, Any] = "adam"
     weight_decay: float = 0.0
     momentum: float = 0.9
-    seed: int = 0
+    seed: Annotated[int, Ge(0), Le(SEED_MAX)] = 0
     device: str = "auto"
     threads: int = 0  # 0: keep torch's default
     deterministic: bool = False
     skip_bad_files: bool = False
-    eval_batch_size: int = 1024
+    eval_batch_size: Annotated[int, Ge(1)] = 1024
     checkpoint_every: int = 0  # steps; 0 = once per epoch
     keep_checkpoints: int = 2
     log_every: int = 10  # steps between metrics.jsonl step records
@@ -72,6 +76,8 @@ class TrainConfig:
     augment: dict[str, Any] = field(default_factory=dict)  # {random_crop, horizontal_flip, ...}
 
     def __post_init__(self) -> None:
+        # types and Annotated ranges of every field (a value built in Python, not read)
+        validate_fields(type(self), self.__dict__, source="config")
         _check(self.epochs >= 1, "epochs must be >= 1", "pass e.g. --epochs 5")
         _check(self.batch_size >= 1, "batch-size must be >= 1", "pass e.g. --batch-size 128")
         _check(self.lr > 0, "lr must be > 0", "pass e.g. --lr 1e-3")
@@ -120,20 +126,30 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, source: str = "config") -> TrainConfig:
         """Build from a mapping, rejecting unknown keys with a suggestion."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            from modelkit.errors import did_you_mean
-
-            key = unknown[0]
-            raise ConfigError(
-                f"{source}: unknown key '{key}'{did_you_mean(key, names)}",
-                hint=f"valid keys: {', '.join(sorted(names))}",
-            )
+        validate_train_mapping(data, source=source)  # keys, types and ranges, naming the file
         try:
             return cls(**data)
-        except TypeError as exc:  # wrong type that __post_init__ comparisons tripped on
-            raise ConfigError(f"{source}: {exc}", hint="check the value types") from None
+        except ConfigError as exc:  # a range check in __post_init__: name the file
+            if not exc.message.startswith(f"{source}: "):
+                exc.message = f"{source}: {exc.message}"
+                exc.args = (exc.message,)
+            raise
+
+
+def validate_train_mapping(data: dict[str, Any], *, source: str) -> None:
+    """Check a mapping of :class:`TrainConfig` keys: unknown keys (with a suggestion), then the
+    type and range of every value from the field annotations (:mod:`modelkit.validation`)."""
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        from modelkit.errors import did_you_mean
+
+        key = unknown[0]
+        raise ConfigError(
+            f"{source}: unknown key '{key}'{did_you_mean(key, names)}",
+            hint=f"valid keys: {', '.join(sorted(names))}",
+        )
+    validate_fields(TrainConfig, data, source=source)
 
 
 def _check(ok: bool, message: str, hint: str) -> None:
@@ -145,7 +161,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
     """Read a TOML or YAML config file into a dict (keys may use dashes or underscores)."""
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}", hint="pass an existing .toml or .yaml")
-    text = path.read_text(encoding="utf-8")
+    text = read_text_file(path, what="config file")
     try:
         if path.suffix == ".toml":
             data = tomllib.loads(text)
@@ -171,6 +187,25 @@ def read_config_file(path: Path) -> dict[str, Any]:
     if "train" in data and isinstance(data["train"], dict):
         data = {**{k: v for k, v in data.items() if k != "train"}, **data["train"]}
     return normalise_keys(data)
+
+
+def read_text_file(path: Path, *, what: str) -> str:
+    """A user-given text file as UTF-8, with one clear line when it cannot be read or decoded."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read {what} {path}: {exc.strerror or exc}",
+            hint="check the path and its permissions",
+        ) from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{path} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at line {line})",
+            hint="save the file as UTF-8",
+        ) from None
 
 
 def normalise_keys(data: dict[str, Any]) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from modelkit.config import tomllib
+from modelkit.config import read_text_file, tomllib
 from modelkit.errors import ConfigError
 
 
@@ -63,13 +63,32 @@ def find_pyproject(start: Path | None = None) -> Path | None:
     return None
 
 
+TABLE_KEYS = ("models", "datasets", "defaults", "run", "hub", "benchmark")
+
+
+def validate_project_table(table: dict[str, Any], *, source: str) -> None:
+    """Check ``[tool.modelkit]`` by the types of :class:`Project`'s fields, and its
+    ``defaults`` by :class:`~modelkit.config.TrainConfig`'s (keys, types and ranges)."""
+    from modelkit.config import validate_train_mapping
+    from modelkit.validation import check_finite, validate_fields
+
+    validate_fields(Project, table, source=source, keys=TABLE_KEYS)
+    check_finite(table, source=source)  # NaN/inf anywhere (e.g. benchmark.threshold) is a typo
+    defaults = table.get("defaults")
+    if defaults:
+        from modelkit.config import normalise_keys
+
+        validate_train_mapping(normalise_keys(defaults), source=f"{source[:-1]}.defaults]")
+
+
 def load_project(start: Path | None = None) -> Project:
     """Load ``[tool.modelkit]`` from the nearest pyproject.toml and activate it."""
     path = find_pyproject(start)
     if path is None:
         return Project()
+    text = read_text_file(path, what="project file")
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = tomllib.loads(text)
     except Exception as exc:
         raise ConfigError(f"cannot parse {path}: {exc}", hint="fix the TOML syntax") from None
     table = data.get("tool", {}).get("modelkit")
@@ -77,11 +96,7 @@ def load_project(start: Path | None = None) -> Project:
         return Project()
     if not isinstance(table, dict):
         raise ConfigError(f"{path}: [tool.modelkit] must be a table", hint="see the README")
-    for key in ("models", "datasets", "defaults", "benchmark"):
-        if not isinstance(table.get(key, {}), dict):
-            raise ConfigError(
-                f"{path}: [tool.modelkit.{key}] must be a table", hint="see the README"
-            )
+    validate_project_table(table, source=f"{path} [tool.modelkit]")
     project = Project(
         root=path.parent,
         models={str(k): str(v) for k, v in table.get("models", {}).items()},

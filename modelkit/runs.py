@@ -114,17 +114,12 @@ class RunDir:
 
 
 def _read_json(path: Path, *, what: str) -> dict[str, Any]:
-    if not path.is_file():
-        raise RunDirError(
-            f"{what} not found: {path}", hint="pass a run directory made by `modelkit train`"
-        )
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise RunDirError(f"{path} is not valid JSON: {exc}", hint="the file is corrupt") from None
-    if not isinstance(data, dict):
-        raise RunDirError(f"{path} must hold a JSON object", hint="the file is corrupt")
-    return data
+    """Typed read of a run file: missing, unreadable, not JSON or a field of the wrong type
+    each give one RunDirError naming the file and key (schemas in modelkit.validation)."""
+    from modelkit import validation as v
+
+    schema = {"run.json": v.RunRecordFile, "config.json": v.RunConfigFile}
+    return v.read_json_file(path, what=what, error=RunDirError, schema=schema.get(path.name))
 
 
 def open_run(path: Path | str, *, require: tuple[str, ...] = ("run.json", "config.json")) -> RunDir:

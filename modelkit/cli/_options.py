@@ -2,11 +2,60 @@
 
 from __future__ import annotations
 
+import math
+import re
+from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+
+
+def _bounds_text(ge: float | None, gt: float | None, le: float | None) -> str:
+    parts = [f"{op} {v}" for op, v in ((">=", ge), (">", gt), ("<=", le)) if v is not None]
+    return " and ".join(parts)
+
+
+def in_range(
+    *, ge: float | None = None, gt: float | None = None, le: float | None = None
+) -> Callable[[Any], Any]:
+    """An option callback: the value (when given) must be finite and within the bounds.
+
+    click's own ranges let NaN through (every comparison with NaN is false) and have no
+    open bounds; this is the one check every numeric option of every verb uses.
+    """
+    bounds = _bounds_text(ge, gt, le)
+
+    def check(value: Any) -> Any:
+        if value is None:
+            return value
+        if isinstance(value, float) and not math.isfinite(value):
+            raise typer.BadParameter(f"must be a finite number {bounds} (got {value})".strip())
+        if (
+            (ge is not None and value < ge)
+            or (gt is not None and value <= gt)
+            or (le is not None and value > le)
+        ):
+            raise typer.BadParameter(f"must be {bounds} (got {value})")
+        return value
+
+    return check
+
+
+def NumberOpt(  # noqa: N802 (reads like typer.Option)
+    *decls: str,
+    help: str,  # noqa: A002 (typer's name)
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    **kwargs: Any,
+) -> Any:
+    """``typer.Option`` for a number: its range is checked (NaN and inf refused) and shown."""
+    bounds = _bounds_text(ge, gt, le)
+    return typer.Option(
+        *decls, help=f"{help} [{bounds}]", callback=in_range(ge=ge, gt=gt, le=le), **kwargs
+    )
 
 
 class OutputFormat(str, Enum):
@@ -36,7 +85,18 @@ ModelOpt = Annotated[
         "--model", "-m", help="Model: a registry name (see `modelkit models`) or pkg.mod:factory."
     ),
 ]
-DeviceOpt = Annotated[str | None, typer.Option("--device", help="auto | cpu | cuda | cuda:N.")]
+DEVICE_RE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
+
+
+def _device(value: str | None) -> str | None:
+    if value is not None and not DEVICE_RE.match(value):
+        raise typer.BadParameter(f"unknown device '{value}' (valid: auto, cpu, cuda, cuda:N)")
+    return value
+
+
+DeviceOpt = Annotated[
+    str | None, typer.Option("--device", help="auto | cpu | cuda | cuda:N.", callback=_device)
+]
 SkipBadOpt = Annotated[
     bool, typer.Option("--skip-bad-files", help="Skip undecodable images (counted in the run).")
 ]
@@ -45,17 +105,18 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress outpu
 # ---- `modelkit train` (TrainConfig keys; None = the config file's or the default) ----------
 LAUNCH, SPEED = "Launch (torchrun)", "Precision and speed"
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="TOML or YAML config file.")]
-EpochsOpt = Annotated[int | None, typer.Option(help="Passes over the training split.")]
-BatchSizeOpt = Annotated[int | None, typer.Option(help="Samples per step.")]
-LrOpt = Annotated[float | None, typer.Option(help="Learning rate.")]
-SeedOpt = Annotated[int | None, typer.Option(help="Random seed.")]
-ThreadsOpt = Annotated[int | None, typer.Option(help="CPU threads (0 = torch default).")]
+EpochsOpt = Annotated[int | None, NumberOpt(help="Passes over the training split.", ge=1)]
+BatchSizeOpt = Annotated[int | None, NumberOpt(help="Samples per step.", ge=1)]
+LrOpt = Annotated[float | None, NumberOpt(help="Learning rate.", gt=0)]
+SeedOpt = Annotated[int | None, NumberOpt(help="Random seed.", ge=0, le=2**32 - 1)]
+ThreadsOpt = Annotated[int | None, NumberOpt(help="CPU threads (0 = torch default).", ge=0)]
 DeterministicOpt = Annotated[
     bool | None,
     typer.Option("--deterministic/--no-deterministic", help="Deterministic algorithms."),
 ]
 FingerprintEveryOpt = Annotated[
-    int | None, typer.Option(help="Steps between state fingerprints in metrics.jsonl (0 = off).")
+    int | None,
+    NumberOpt(help="Steps between state fingerprints in metrics.jsonl (0 = off).", ge=0),
 ]
 OutOpt = Annotated[Path | None, typer.Option("--out", "-o", help="Run directory to create.")]
 ResumeOpt = Annotated[
@@ -105,21 +166,27 @@ DataPlacementOpt = Annotated[
 ]
 NprocOpt = Annotated[
     int | None,
-    typer.Option(
+    NumberOpt(
         help="Processes on this node (one per GPU, or CPU cores); >1 runs torchrun + DDP.",
+        ge=1,
         rich_help_panel=LAUNCH,
     ),
 ]
-NnodesOpt = Annotated[int | None, typer.Option(help="Number of nodes.", rich_help_panel=LAUNCH)]
+NnodesOpt = Annotated[int | None, NumberOpt(help="Number of nodes.", ge=1, rich_help_panel=LAUNCH)]
 NodeRankOpt = Annotated[
-    int, typer.Option(help="This node's rank (0..nnodes-1).", rich_help_panel=LAUNCH)
+    int, NumberOpt(help="This node's rank (0..nnodes-1).", ge=0, rich_help_panel=LAUNCH)
 ]
 MasterAddrOpt = Annotated[
     str, typer.Option(help="Rank 0's host (static rendezvous).", rich_help_panel=LAUNCH)
 ]
 MasterPortOpt = Annotated[
     int | None,
-    typer.Option(help="Rank 0's port (default: a free one, single node).", rich_help_panel=LAUNCH),
+    NumberOpt(
+        help="Rank 0's port (default: a free one, single node).",
+        ge=1,
+        le=65535,
+        rich_help_panel=LAUNCH,
+    ),
 ]
 RdzvEndpointOpt = Annotated[
     str | None,
@@ -142,10 +209,10 @@ LrScheduleOpt = Annotated[
 ]
 LossOpt = Annotated[str | None, typer.Option(help="cross_entropy | nll | package.module:function.")]
 GradClipOpt = Annotated[
-    float | None, typer.Option(help="Clip the gradients' global L2 norm to this (0 = off).")
+    float | None, NumberOpt(help="Clip the gradients' global L2 norm to this (0 = off).", ge=0)
 ]
 MaxStepsOpt = Annotated[
-    int | None, typer.Option(help="Stop after this many optimizer steps (0 = all epochs).")
+    int | None, NumberOpt(help="Stop after this many optimizer steps (0 = all epochs).", ge=0)
 ]
 KeepBestOpt = Annotated[
     str | None,
@@ -154,6 +221,8 @@ KeepBestOpt = Annotated[
     ),
 ]
 ImageSizeOpt = Annotated[
-    int | None, typer.Option(help="Image folders: resize to this side (default 28).")
+    int | None, NumberOpt(help="Image folders: resize to this side (default 28).", ge=1)
 ]
-ChannelsOpt = Annotated[int | None, typer.Option(help="Image folders: 1 (grayscale) or 3 (RGB).")]
+ChannelsOpt = Annotated[
+    int | None, NumberOpt(help="Image folders: 1 (grayscale) or 3 (RGB).", ge=1, le=3)
+]

@@ -10,6 +10,7 @@ import importlib
 import typer
 
 from modelkit import __version__
+from modelkit.cli._output import Group
 
 # verb name -> module in modelkit.cli (each defines `command`)
 VERBS: dict[str, str] = {
@@ -26,6 +27,7 @@ VERBS: dict[str, str] = {
 
 app = typer.Typer(
     name="modelkit",
+    cls=Group,
     help="A maintainer's toolkit for PyTorch model repositories: train, eval, repro, "
     "benchmark gates, model cards and verified releases.\n\n"
     "Exit codes: 0 ok · 1 failure · 2 bad input/usage · 3 a check said no.",

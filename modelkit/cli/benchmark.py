@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from modelkit.cli import _output as o
-from modelkit.cli._options import DeviceOpt, FormatOpt, OutputFormat, QuietOpt
+from modelkit.cli._options import DeviceOpt, FormatOpt, NumberOpt, OutputFormat, QuietOpt
 
 EXAMPLES = """
 Examples:
@@ -52,15 +52,17 @@ def command(
     keyword: Annotated[str | None, typer.Option("-k", help="pytest -k expression.")] = None,
     device: DeviceOpt = None,
     max_time: Annotated[
-        float | None, typer.Option("--max-time", help="Time budget for --compare, seconds.")
+        float | None, NumberOpt("--max-time", help="Time budget for --compare, seconds.", gt=0)
     ] = None,
-    min_rounds: Annotated[int | None, typer.Option(help="ABBA rounds before early stop.")] = None,
-    max_rounds: Annotated[int | None, typer.Option(help="Most ABBA rounds.")] = None,
+    min_rounds: Annotated[
+        int | None, NumberOpt(help="ABBA rounds before early stop.", ge=1)
+    ] = None,
+    max_rounds: Annotated[int | None, NumberOpt(help="Most ABBA rounds.", ge=1)] = None,
     threshold: Annotated[
-        float | None, typer.Option(help="Timing change that matters (0.03 = 3%).")
+        float | None, NumberOpt(help="Timing change that matters (0.03 = 3%).", ge=0)
     ] = None,
     processes: Annotated[
-        int, typer.Option(help="Without --compare: processes to run (samples per benchmark).")
+        int, NumberOpt(help="Without --compare: processes to run (samples per benchmark).", ge=1)
     ] = 1,
     out: Annotated[
         Path | None,

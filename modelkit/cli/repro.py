@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from modelkit.cli import _output as o
-from modelkit.cli._options import FormatOpt, OutputFormat, QuietOpt
+from modelkit.cli._options import FormatOpt, NumberOpt, OutputFormat, QuietOpt
 
 EXAMPLES = """
 Examples:
@@ -48,13 +48,14 @@ def command(
         ),
     ] = None,
     steps: Annotated[
-        int | None, typer.Option(help="Prove only the first N steps (long runs).")
+        int | None, NumberOpt(help="Prove only the first N steps (long runs).", ge=1)
     ] = None,
     control: Annotated[
         bool, typer.Option(help="Also run a perturbed-seed negative control (must differ).")
     ] = False,
     atol: Annotated[
-        float, typer.Option(help="Tolerance when the environment rules out bitwise equality.")
+        float,
+        NumberOpt(help="Tolerance when the environment rules out bitwise equality.", ge=0),
     ] = 1e-4,
     work_dir: Annotated[
         Path | None,
@@ -62,8 +63,9 @@ def command(
     ] = None,
     nproc_per_node: Annotated[
         int | None,
-        typer.Option(
-            help="Processes per run (torchrun + DDP); default: the run's recorded world size, else 1."
+        NumberOpt(
+            help="Processes per run (torchrun + DDP); default: the run's recorded world size, else 1.",
+            ge=1,
         ),
     ] = None,
     fmt: FormatOpt = OutputFormat.text,

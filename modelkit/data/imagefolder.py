@@ -29,6 +29,39 @@ def cache_dir() -> Path:
     return Path(base) / "imagefolder"
 
 
+def _check_name(path: Path) -> None:
+    """File names must be UTF-8: they go into the fingerprint, the cache and run.json."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        shown = os.fsencode(path).decode("utf-8", "backslashreplace")
+        raise DataError(
+            f"image file name is not UTF-8: {shown}",
+            hint="rename the file (file names must be UTF-8 text)",
+        ) from None
+
+
+def _check_not_bomb(path: Path) -> None:
+    """Refuse an image whose header promises more pixels than PIL's limit (a decompression
+    bomb) before decoding it: a bad file like any other (--skip-bad-files skips it)."""
+    import warnings
+
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path):  # reads the header only; the size check happens here
+                pass
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise DataError(
+            f"image {path} is too large to decode safely: {exc}",
+            hint="remove or shrink the file, or pass --skip-bad-files",
+        ) from None
+    except Exception:  # not an image at all: the decoder reports it with the usual message
+        return
+
+
 def _classes(root: Path) -> list[str]:
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:
@@ -44,6 +77,8 @@ def _files(root: Path, classes: list[str]) -> list[tuple[str, int]]:
         files = sorted(
             p for p in (root / name).rglob("*") if p.is_file() and not p.name.startswith(".")
         )
+        for p in files:
+            _check_name(p)
         if not files:
             raise DataError(
                 f"empty class folder: {root / name}", hint="add images to it or remove the folder"
@@ -54,6 +89,8 @@ def _files(root: Path, classes: list[str]) -> list[tuple[str, int]]:
 
 def _decode(path: Path, size: int, channels: int = 3) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
+
+    _check_not_bomb(path)
 
     try:
         with Image.open(path) as img:

@@ -22,6 +22,7 @@ from modelkit.errors import DataError
 
 IMAGES_MAGIC, LABELS_MAGIC = 2051, 2049
 TEST_ONLY_TRAIN = 8000
+NUM_CLASSES = 10
 
 
 def read_idx(path: Path, *, expect_magic: int) -> np.ndarray:
@@ -78,6 +79,20 @@ def _pair(root: Path, prefix: str) -> tuple[np.ndarray, np.ndarray] | None:
         raise DataError(
             f"{img} has {len(x)} images but {lab} has {len(y)} labels",
             hint="the two files do not belong together",
+        )
+    if x.ndim != 3:
+        raise DataError(
+            f"{img} holds {x.ndim}-d data, expected images (count, height, width)",
+            hint="this is not an MNIST image file",
+        )
+    if y.ndim != 1:
+        raise DataError(f"{lab} holds {y.ndim}-d data, expected labels", hint="check the file")
+    bad = np.flatnonzero(y >= NUM_CLASSES)
+    if bad.size:
+        raise DataError(
+            f"{lab}: label {int(y.flat[bad[0]])} at index {int(bad[0])} is outside the classes "
+            f"0..{NUM_CLASSES - 1} ({bad.size} such labels)",
+            hint="the labels file is corrupt or not MNIST's; re-download it",
         )
     return x, y
 

@@ -106,6 +106,8 @@ def is_lfs(path: str, *, size: int, sample: bytes) -> bool:
 
 def safetensors_header(path: Path) -> dict[str, Any]:
     """Parse and check a safetensors header; returns metadata, tensors, dtypes, parameter count."""
+    from modelkit.validation import check_safetensors_header
+
     try:
         total = path.stat().st_size
         with open(path, "rb") as f:
@@ -121,6 +123,7 @@ def safetensors_header(path: Path) -> dict[str, Any]:
             f"{path} is not a valid safetensors file: {exc}",
             hint="re-train, or restore the weights from a checkpoint",
         ) from None
+    check_safetensors_header(header, path=path, error=RunDirError)  # every entry well-typed
     meta = header.pop("__metadata__", {}) or {}
     dtypes: dict[str, int] = {}
     params = 0

@@ -192,18 +192,94 @@ def _target_path(parts: tuple[str, ...], package: str) -> str:
     return "/".join(mapped)
 
 
+def toml_string_content(value: str) -> str:
+    """``value`` escaped for the inside of a TOML basic string ``"..."`` (TOML 1.0 §String):
+    backslash and quote escaped, every control character as ``\\uXXXX``."""
+    out = []
+    for ch in value:
+        if ch in ('"', "\\"):
+            out.append("\\" + ch)
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\u{ord(ch):04X}")
+        elif 0xD800 <= ord(ch) <= 0xDFFF:
+            raise BadInputError(
+                f"value {value!r} holds a lone surrogate, which TOML cannot store",
+                hint="pass valid UTF-8 text",
+            )
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def yaml_string_content(value: str) -> str:
+    """``value`` escaped for the inside of a YAML double-quoted scalar ``"..."``."""
+    return toml_string_content(value)  # the same escapes are valid YAML (\\, \\", \\uXXXX)
+
+
+# how a value is escaped inside a template, by the generated file's suffix; every {{key}}
+# in a .toml/.yaml template sits inside a double-quoted string (checked after rendering by
+# parsing the file). Other files only receive validated names (letters, digits, - _ .).
+ESCAPERS: dict[str, Any] = {
+    ".toml": toml_string_content,
+    ".yaml": yaml_string_content,
+    ".yml": yaml_string_content,
+}
+
+
+def _parse_check(rel: str, text: str) -> None:
+    """A generated TOML/YAML file must parse: a template or escaping bug, never a user error."""
+    from modelkit.config import tomllib
+
+    try:
+        if rel.endswith(".toml"):
+            tomllib.loads(text)
+        elif rel.endswith((".yaml", ".yml")):
+            import yaml
+
+            yaml.safe_load(text)
+    except Exception as exc:
+        raise ModelkitError(f"generated {rel} does not parse: {exc}") from None
+
+
 def render_templates(values: dict[str, str]) -> dict[str, str]:
-    """Every generated file: relative path -> text (nothing written)."""
+    """Every generated file: relative path -> text (nothing written).
+
+    Values go through the escaper of the generated file's format (:data:`ESCAPERS`), and a
+    generated TOML/YAML file is parsed again, so no value can inject a key or break a file.
+    """
     files: dict[str, str] = {}
     for parts, node in _walk(_templates_root()):
+        rel = _target_path(parts, values["package"])
+        escape = ESCAPERS.get(Path(rel).suffix, str)
         text = node.read_text(encoding="utf-8")
         for key, value in values.items():
-            text = text.replace("{{" + key + "}}", value)
+            text = text.replace("{{" + key + "}}", escape(value))
         leftover = _PLACEHOLDER_RE.search(text)
         if leftover:  # a template bug, not a user error
             raise ModelkitError(f"template {'/'.join(parts)} has an unknown {leftover.group(0)}")
-        files[_target_path(parts, values["package"])] = text
+        _parse_check(rel, text)
+        files[rel] = text
     return files
+
+
+def validate_requirement(requirement: str) -> str:
+    """``--modelkit-requirement`` must be one PEP 508 requirement on modelkit."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    try:
+        req = Requirement(requirement)
+    except InvalidRequirement as exc:
+        first = (str(exc).splitlines() or [""])[0]
+        raise BadInputError(
+            f"--modelkit-requirement {requirement!r} is not a valid requirement: {first}",
+            hint="e.g. 'modelkit>=0.1', or 'modelkit @ git+https://github.com/ORG/modelkit@v0.1'",
+        ) from None
+    if package_name(req.name) != "modelkit":
+        raise BadInputError(
+            f"--modelkit-requirement {requirement!r} names '{req.name}', not modelkit",
+            hint="e.g. 'modelkit>=0.1'",
+        )
+    return requirement
 
 
 def _check_target(root: Path, *, force: bool) -> None:
@@ -248,6 +324,8 @@ def init_project(
     root = Path(path).expanduser().absolute()
     name = name or root.name
     package = validate_name(name)
+    if requirement is not None:
+        validate_requirement(requirement)
     _check_target(root, force=force)
     files = render_templates(template_values(name, package=package, requirement=requirement))
 

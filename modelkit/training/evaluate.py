@@ -142,7 +142,7 @@ def evaluate_run(
         run.path, project=project, device=dev, trust_unrecorded=trust_unrecorded
     )
     actual = sha256_file(run.weights)
-    if ds.num_classes > int(model(ds.x_test[:1].to(dev)).shape[1]):
+    if ds.num_classes > ds.model_outputs(model, spec=spec, record=record, device=dev):
         raise DataError(
             f"data '{spec}' has {ds.num_classes} classes, more than the model outputs",
             hint="evaluate on data with the classes the model was trained on",
