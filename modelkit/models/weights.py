@@ -38,9 +38,51 @@ def canonicalise_header(path: Path) -> None:
         f.write(body + b" " * (size - len(body)))
 
 
-def model_config(name: str, kwargs: dict[str, Any], train_config: dict[str, Any]) -> dict[str, Any]:
-    """The run's config.json: HF-style flat model kwargs + the full modelkit config."""
-    return {**json.loads(json.dumps(kwargs)), "modelkit": {"model": name, "train": train_config}}
+def model_config(
+    name: str, kwargs: dict[str, Any], train_config: dict[str, Any], *, project: Any = None
+) -> dict[str, Any]:
+    """The run's config.json: HF-style flat model kwargs + the full modelkit config.
+
+    ``modelkit.reference`` is the importable reference (``module:attr`` + kwargs + package)
+    that rebuilds the model anywhere the providing package is installed.
+    """
+    from modelkit.models.reference import reference_for_name
+
+    flat = json.loads(json.dumps(kwargs))
+    reference = reference_for_name(name, project=project, kwargs=flat)
+    return {
+        **flat,
+        "modelkit": {"model": name, "reference": reference.to_dict(), "train": train_config},
+    }
+
+
+def build_from_config(
+    cfg: dict[str, Any], *, source: str, project: Any = None
+) -> tuple[torch.nn.Module, str]:
+    """Rebuild the (untrained) model a config.json describes; returns ``(module, description)``.
+
+    Goes through ``modelkit.reference`` (portable); runs written before references existed
+    fall back to resolving ``modelkit.model`` in the registry or the project.
+    """
+    from modelkit.models.reference import ModelReference
+
+    meta = cfg.get("modelkit") if isinstance(cfg, dict) else None
+    if not isinstance(meta, dict):
+        raise RunDirError(f"{source} has no 'modelkit' table", hint="was it written by modelkit?")
+    if meta.get("reference") is not None:
+        ref = ModelReference.from_dict(meta["reference"], source=source)
+        return ref.build(), ref.ref
+    from modelkit.models.registry import build_model
+
+    name = meta.get("model")
+    if not name:
+        raise RunDirError(
+            f"{source} does not name its model (modelkit.reference or modelkit.model)",
+            hint="was it written by modelkit?",
+        )
+    kwargs = (meta.get("train") or {}).get("model_kwargs", {})
+    model, _ = build_model(name, project=project, kwargs=kwargs)
+    return model, str(name)
 
 
 def load_model_from_dir(
@@ -49,24 +91,17 @@ def load_model_from_dir(
     """Rebuild the model a run (or a release) describes and load its weights (strict)."""
     from safetensors.torch import load_model
 
-    from modelkit.models.registry import build_model
-
     cfg_path, weights = directory / "config.json", directory / "model.safetensors"
     for p in (cfg_path, weights):
         if not p.is_file():
             raise RunDirError(
                 f"{p} not found", hint="pass a run directory made by `modelkit train`"
             )
-    cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-    meta = cfg.get("modelkit", {})
-    name = meta.get("model")
-    if not name:
-        raise RunDirError(
-            f"{cfg_path} does not name its model (modelkit.model)",
-            hint="was it written by modelkit?",
-        )
-    kwargs = meta.get("train", {}).get("model_kwargs", {})
-    model, _ = build_model(name, project=project, kwargs=kwargs)
+    try:
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise RunDirError(f"{cfg_path} is not JSON: {exc}", hint="the file is corrupt") from None
+    model, name = build_from_config(cfg, source=str(cfg_path), project=project)
     try:
         load_model(model, str(weights), strict=True, device=str(device))
     except Exception as exc:

@@ -102,7 +102,12 @@ def evaluate_run(
     batch_size: int = 1024,
     write: bool = True,
 ) -> dict[str, Any]:
-    """Evaluate a run's weights on the held-out split of its data (or ``data``); writes eval.json."""
+    """Evaluate a run's weights on the held-out split of its data (or ``data``).
+
+    The training data's result goes to ``eval.json``; a result on other data goes to
+    ``evals/<dataset name>.json`` and never replaces it. ``result["path"]`` says which.
+    """
+    from modelkit.card.facts import dataset_name, slug
     from modelkit.data import load_dataset
     from modelkit.errors import CheckFailed, DataError
     from modelkit.io import sha256_file, write_json_atomic
@@ -140,17 +145,25 @@ def evaluate_run(
         batch_size=batch_size,
         classes=ds.classes,
     )
+    same = ds.fingerprint == (record.get("data") or {}).get("fingerprint")
+    name = dataset_name(spec)
     result.update(
         data={
+            "name": name,
             "spec": spec,
             "fingerprint": ds.fingerprint,
             "split": "held-out",
-            "same_as_training": ds.fingerprint == record.get("data", {}).get("fingerprint"),
+            "same_as_training": same,
         },
         weights_sha256=actual,
         evaluated=now_iso(),
         device=str(dev),
     )
+    # the training data's held-out result is eval.json (what the card reports as the model's);
+    # other data never replaces it: evals/<dataset name>.json, shown under its own name
+    path = run.eval if same else run.path / "evals" / f"{slug(name)}.json"
+    result["path"] = str(path)
     if write:
-        write_json_atomic(run.eval, result)
+        path.parent.mkdir(exist_ok=True)
+        write_json_atomic(path, {k: v for k, v in result.items() if k != "path"})
     return result

@@ -688,7 +688,10 @@ def train(
         try:
             run = prepare_run_dir(out, overwrite=overwrite)
             write_json_atomic(
-                run.config, model_config(s.config.model, s.config.model_kwargs, s.config.to_dict())
+                run.config,
+                model_config(
+                    s.config.model, s.config.model_kwargs, s.config.to_dict(), project=project
+                ),
             )
             record = {
                 "status": "running",
