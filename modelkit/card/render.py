@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from modelkit.card.facts import known
 from modelkit.errors import BadInputError, RunDirError
 
 CURVES = "training_curves.png"
@@ -140,44 +141,81 @@ class CardResult:
     curves: Path | None
     metadata: dict[str, Any]
     kept_sections: list[str] = field(default_factory=list)
+    prose: Path | None = None  # the MODEL_CARD.md merged in, if any
 
 
 # ------------------------------------------------------------------------------------ facts
 def _facts(run_dir: Path, *, project: Any) -> dict[str, Any]:
-    from modelkit.release.package import safetensors_header
+    from modelkit.card.facts import dataset_name
+    from modelkit.release.package import EVALS, safetensors_header
     from modelkit.runs import open_run
 
     run = open_run(run_dir, require=("run.json", "config.json", "model.safetensors", "eval.json"))
     record = run.read_record()
     cfg = run.read_config()
-    evaluation = json.loads(run.eval.read_text(encoding="utf-8"))
+    evaluation = _read_eval(run.eval)
     header = safetensors_header(run.weights)
     arch = _architecture(run.path, cfg, project=project)
+    train = cfg.get("modelkit", {}).get("train", {}) or {}
+    data = record.get("data") or {}
+    training_name = dataset_name(data.get("spec") or train.get("data"))
+    # results on other data: evals/*.json, and an eval.json that is not the training data's
+    # (written by an older modelkit's `eval --data`): each shown under its own dataset name
+    others = [_read_eval(p) for p in sorted((run.path / EVALS).glob("*.json"))]
+    same = (evaluation.get("data") or {}).get("fingerprint") == data.get("fingerprint")
+    if not same:
+        others.insert(0, evaluation)
+        evaluation = None
+    for ev in others:
+        d = ev.setdefault("data", {})
+        d["name"] = d.get("name") or dataset_name(d.get("spec"))
     return {
         "run": run,
         "record": record,
         "config": cfg,
-        "train": cfg.get("modelkit", {}).get("train", {}),
+        "train": train,
+        "data_name": training_name,
         "eval": evaluation,
+        "other_evals": others,
         "header": header,
         "arch": arch,
         "metrics": run.read_metrics(),
     }
 
 
-def _architecture(run_dir: Path, cfg: dict[str, Any], *, project: Any) -> dict[str, Any]:
-    """Model class, source and module tree, built from config.json (weights not needed)."""
-    from modelkit.models.registry import build_model, resolve_model
+def _read_eval(path: Path) -> dict[str, Any]:
+    try:
+        ev = json.loads(path.read_text(encoding="utf-8"))
+        float(ev["accuracy"]), float(ev["loss"]), int(ev["samples"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise RunDirError(
+            f"{path} is not an evaluation result ({type(exc).__name__})",
+            hint=f"re-run: modelkit eval {path.parent if path.name == 'eval.json' else path.parent.parent}",
+        ) from None
+    return ev
 
-    name = cfg.get("modelkit", {}).get("model")
+
+def _architecture(run_dir: Path, cfg: dict[str, Any], *, project: Any) -> dict[str, Any]:
+    """Model class, source and module tree, rebuilt from config.json (weights not needed)."""
+    from modelkit.models.weights import build_from_config
+
+    meta = cfg.get("modelkit", {}) or {}
+    name = meta.get("model")
     if not name:
         raise RunDirError(f"{run_dir}/config.json does not name its model", hint="re-train")
-    entry = resolve_model(name, project=project)
-    kwargs = cfg.get("modelkit", {}).get("train", {}).get("model_kwargs", {})
-    model, _ = build_model(name, project=project, kwargs=kwargs)
+    model, _ = build_from_config(cfg, source=f"{run_dir}/config.json", project=project)
+    reference = meta.get("reference") or {}
+    kwargs = reference.get("kwargs", (meta.get("train") or {}).get("model_kwargs", {}))
     cls = type(model)
     doc = (cls.__doc__ or "").strip().splitlines()
     module_doc = (__import__(cls.__module__, fromlist=["_"]).__doc__ or "").strip().splitlines()
+    description = None
+    try:
+        from modelkit.models.registry import resolve_model
+
+        description = resolve_model(name, project=project).description
+    except Exception:  # a model known only by its reference
+        description = None
     try:
         from huggingface_hub import PyTorchModelHubMixin
 
@@ -188,18 +226,35 @@ def _architecture(run_dir: Path, cfg: dict[str, Any], *, project: Any) -> dict[s
         )
     except ImportError:  # pragma: no cover
         mixin, library = False, None
+    summary = module_doc[0] if module_doc else (doc[0] if doc else description)
     return {
         "name": name,
         "class": f"{cls.__module__}.{cls.__qualname__}",
         "class_name": cls.__qualname__,
         "module": cls.__module__,
-        "summary": module_doc[0] if module_doc else (doc[0] if doc else entry.description),
-        "description": entry.description,
+        "summary": summary or "no description",
+        "description": description if description and ":" not in description else None,
         "repr": repr(model),
         "mixin": mixin,
         "library": library or "pytorch",
         "kwargs": kwargs,
+        "reference": reference,
     }
+
+
+def _modelkit_link() -> str:
+    """modelkit, linked to the project URL its package metadata declares (else plain text)."""
+    import importlib.metadata
+
+    try:
+        meta = importlib.metadata.metadata("modelkit")
+    except importlib.metadata.PackageNotFoundError:
+        return "modelkit"
+    urls = [u.split(",", 1)[-1].strip() for u in meta.get_all("Project-URL") or []]
+    url = next((u for u in urls if u.startswith("https://") and u.count("/") > 3), None)
+    home = meta.get("Home-page")
+    url = url or (home if home and home.startswith("https://") and home.count("/") > 3 else None)
+    return f"[modelkit]({url})" if url else "modelkit"
 
 
 def _license(project: Any) -> str | None:
@@ -226,29 +281,36 @@ def _license(project: Any) -> str | None:
 def _metadata(f: dict[str, Any], *, repo_id: str, project: Any) -> dict[str, Any]:
     from huggingface_hub import EvalResult, ModelCardData
 
+    from modelkit.card.facts import slug
+
     card_cfg = (getattr(project, "raw", None) or {}).get("card", {})
-    spec = f["record"].get("data", {}).get("spec") or f["train"].get("data", "unknown")
-    prefix = spec.split(":", 1)[0]
+    name = f["data_name"]
     datasets = list(
-        card_cfg.get("datasets") or ([HUB_DATASETS[prefix]] if prefix in HUB_DATASETS else [])
+        card_cfg.get("datasets") or ([HUB_DATASETS[name]] if name in HUB_DATASETS else [])
     )
-    dataset_type = datasets[0] if datasets else prefix
-    ev = f["eval"]
-    name = repo_id.split("/")[-1]
-    results = [
-        EvalResult(
-            task_type="image-classification",
-            task_name="Image Classification",
-            dataset_type=dataset_type,
-            dataset_name=f"{spec} (held-out split)",
-            dataset_split="test",
-            metric_type=key,
-            metric_name=label,
-            metric_value=round(float(ev[key]), 6),
-        )
-        for key, label in (("accuracy", "Accuracy"), ("loss", "Cross-entropy loss"))
-    ]
-    tags = ["modelkit", "pytorch", "safetensors", "image-classification", f["arch"]["name"]]
+
+    def results(ev: dict[str, Any], *, dataset_type: str, dataset: str) -> list[Any]:
+        return [
+            EvalResult(
+                task_type="image-classification",
+                task_name="Image Classification",
+                dataset_type=dataset_type,
+                dataset_name=f"{dataset} (held-out split)",
+                dataset_split="test",
+                metric_type=key,
+                metric_name=label,
+                metric_value=round(float(ev[key]), 6),
+            )
+            for key, label in (("accuracy", "Accuracy"), ("loss", "Cross-entropy loss"))
+        ]
+
+    evals = []
+    if f["eval"] is not None:  # the training data's held-out split
+        evals += results(f["eval"], dataset_type=datasets[0] if datasets else name, dataset=name)
+    for ev in f["other_evals"]:  # other data: only ever under its own name
+        other = ev["data"]["name"]
+        evals += results(ev, dataset_type=other, dataset=other)
+    tags = ["modelkit", "pytorch", "safetensors", "image-classification", slug(f["arch"]["name"])]
     tags += [t for t in card_cfg.get("tags", []) if t not in tags]
     data = ModelCardData(
         license=_license(project),
@@ -257,8 +319,8 @@ def _metadata(f: dict[str, Any], *, repo_id: str, project: Any) -> dict[str, Any
         datasets=datasets or None,
         metrics=["accuracy"],
         pipeline_tag=card_cfg.get("pipeline_tag", "image-classification"),
-        model_name=name,
-        eval_results=results,
+        model_name=repo_id.split("/")[-1],
+        eval_results=evals or None,
     )
     return data.to_dict()
 
@@ -339,37 +401,127 @@ def card_todos(text: str) -> list[str]:
 
 
 # ------------------------------------------------------------------------------- sections
-def _fmt(n: int) -> str:
-    return f"{n:,}"
+def _fmt(n: Any) -> str:
+    return f"{n:,}" if isinstance(n, (int, float)) and not isinstance(n, bool) else known(n)
 
 
-def _sections(f: dict[str, Any], *, repo_id: str, version: str, curves: bool) -> dict[str, str]:
+@dataclass(frozen=True)
+class UsageTarget:
+    """Where a release lives, for the card's loading snippet."""
+
+    kind: str  # "hub" | "local"
+    repo_id: str
+    version: str
+    registry: str | None = None  # a local registry's absolute path
+
+
+def usage_section(arch: dict[str, Any], target: UsageTarget) -> str:
+    """The "How to use" text: exactly what loads this release from ``target``."""
+    ref = arch.get("reference") or {}
+    module = (ref.get("ref") or f"{arch['module']}:").partition(":")[0]
+    package, version = ref.get("package"), ref.get("version")
+    if package and package != "modelkit":
+        needs = (
+            f"`pip install modelkit '{package}=={version}'`"
+            if version
+            else f"`pip install modelkit {package}`"
+        )
+        needs += f" (`{package}` provides `{module}`, which defines the model)"
+    elif package == "modelkit":
+        needs = "`pip install modelkit` (the model is one of modelkit's own)"
+    else:
+        needs = (
+            f"`pip install modelkit` and the package that provides `{module}` "
+            "(its name was not recorded: the model's module was not installed as a package)"
+        )
+    if target.kind == "local":
+        where = f"the local registry `{target.registry}`"
+        call = f'modelkit.load("{target.registry}", "{target.version}", repo="{target.repo_id}")'
+        mixin_call = (
+            f'{arch["class_name"]}.from_pretrained("{target.repo_id}", revision="{target.version}", '
+            f'cache_dir="{target.registry}", local_files_only=True)'
+        )
+        check = f"modelkit verify {target.registry}@{target.version} --repo {target.repo_id}"
+    else:
+        where = f"the Hugging Face Hub (`{target.repo_id}`)"
+        call = f'modelkit.load("hf://{target.repo_id}", "{target.version}")'
+        mixin_call = (
+            f'{arch["class_name"]}.from_pretrained("{target.repo_id}", revision="{target.version}")'
+        )
+        check = f"modelkit verify hf://{target.repo_id}@{target.version}"
+    lines = [
+        f"Load release `{target.version}` from {where}; needs {needs}:",
+        "",
+        "```python",
+        "import modelkit",
+        "",
+        f"model = {call}  # pinned to the release tag",
+        "```",
+        "",
+        "`modelkit.load` rebuilds the model from the reference in `config.json` "
+        f"(`{known(ref.get('ref'))}`), checks the weights' sha256 against `run.json` and "
+        "`manifest.json`, and loads `model.safetensors` (no pickle).",
+    ]
+    if arch["mixin"]:
+        lines += [
+            "",
+            f"`{arch['class_name']}` is a `PyTorchModelHubMixin`, so its own loader works too:",
+            "",
+            "```python",
+            f"from {arch['module']} import {arch['class_name']}",
+            "",
+            f"model = {mixin_call}.eval()",
+            "```",
+        ]
+    lines += ["", f"Check it first (hashes, tag, signature, weights): `{check}`."]
+    return "\n".join(lines)
+
+
+def _eval_table(ev: dict[str, Any]) -> list[str]:
+    return [
+        "| metric | value |",
+        "|---|---|",
+        f"| accuracy | {ev['accuracy']:.4f} |",
+        f"| cross-entropy loss | {ev['loss']:.4f} |",
+        f"| samples | {_fmt(ev['samples'])} |",
+    ]
+
+
+def _sections(f: dict[str, Any], *, target: UsageTarget, curves: bool) -> dict[str, str]:
     rec, ev, hdr, arch, train = f["record"], f["eval"], f["header"], f["arch"], f["train"]
-    run_dir = f["run"].path
-    data = rec.get("data", {})
-    env = rec.get("env", {})
-    git = rec.get("git", {}) or {}
-    timings = rec.get("timings", {}) or {}
+    data = rec.get("data") or {}
+    env = rec.get("env") or {}
+    git = rec.get("git") or {}
+    timings = rec.get("timings") or {}
+    name = f["data_name"]
     dtypes = ", ".join(f"{k}: {_fmt(v)}" for k, v in sorted(hdr["dtypes"].items()))
     weights_size = f["run"].weights.stat().st_size
     s: dict[str, str] = {}
-    s["summary"] = (
-        f"`{arch['name']}` ({arch['summary']}), trained with "
-        f"[modelkit](https://github.com/) on `{data.get('spec')}`. "
+    held_out = (
         f"Held-out accuracy **{ev['accuracy']:.4f}** on {_fmt(ev['samples'])} samples."
+        if ev is not None
+        else "Not evaluated on the training data's held-out split."
     )
+    s["summary"] = (
+        f"`{arch['name']}` ({arch['summary']}), trained with {_modelkit_link()} on `{name}`. "
+        + held_out
+    )
+    ref = arch.get("reference") or {}
+    provider = f"{ref['package']} {known(ref.get('version'))}" if ref.get("package") else "unknown"
+    classes = (ev or {}).get("classes") or data.get("classes") or []
     s["details"] = "\n".join(
         [
             f"- **Architecture:** `{arch['class']}` — {arch['description'] or arch['summary']}",
+            f"- **Rebuilt from:** `{known(ref.get('ref'))}` (package: {provider})",
             f"- **Model kwargs:** `{json.dumps(arch['kwargs'], sort_keys=True)}`",
             f"- **Parameters:** {_fmt(hdr['num_parameters'])} in {hdr['num_tensors']} tensors "
             f"({dtypes}), read from the safetensors header",
             f"- **Weights:** `model.safetensors`, {_fmt(weights_size)} bytes, sha256 "
-            f"`{rec.get('weights_sha256')}`",
-            f"- **Model type:** image classification, {len(ev.get('classes', []))} classes "
-            f"({', '.join(map(str, ev.get('classes', [])))})",
-            f"- **Framework:** PyTorch {env.get('torch')}, modelkit {env.get('modelkit')}",
-            f"- **Trained:** {rec.get('started')} → {rec.get('finished')}",
+            f"`{known(rec.get('weights_sha256'))}`",
+            f"- **Model type:** image classification, {len(classes) or 'unknown'} classes"
+            + (f" ({', '.join(map(str, classes))})" if classes else ""),
+            f"- **Framework:** PyTorch {known(env.get('torch'))}, modelkit {known(env.get('modelkit'))}",
+            f"- **Trained:** {known(rec.get('started'))} → {known(rec.get('finished'))}",
             "",
             "<details><summary>Module tree</summary>",
             "",
@@ -380,29 +532,29 @@ def _sections(f: dict[str, Any], *, repo_id: str, version: str, curves: bool) ->
             "</details>",
         ]
     )
+    source = data.get("source")
+    shape = "×".join(map(str, data.get("input_shape") or [])) or "unknown"
     s["training-data"] = "\n".join(
         [
-            f"- **Data spec:** `{data.get('spec')}`"
-            + (f" (source: {data['source']})" if data.get("source") else ""),
-            f"- **Fingerprint:** `{data.get('fingerprint')}`",
-            f"- **Split:** {data.get('split', 'see run.json')}; train {_fmt(data.get('train_size', 0))}"
-            f" samples, held-out {_fmt(data.get('test_size', ev.get('samples', 0)))} samples",
-            f"- **Input shape:** {'×'.join(map(str, data.get('input_shape', []))) or 'n/a'}",
+            f"- **Dataset:** `{name}`"
+            + (f" (source: {source})" if source and not _looks_local(source) else ""),
+            f"- **Fingerprint:** `{known(data.get('fingerprint'))}`",
+            f"- **Split:** {known(data.get('split'))}; train {_fmt(data.get('train_size'))}"
+            f" samples, held-out {_fmt(data.get('test_size', (ev or {}).get('samples')))} samples",
+            f"- **Input shape:** {shape}",
         ]
         + ([f"- **Skipped files:** {data['skipped_files']}"] if data.get("skipped_files") else [])
     )
     keys = ("epochs", "batch_size", "lr", "optimizer", "weight_decay", "momentum", "seed")
-    hp = "\n".join(f"| {k} | `{train.get(k)}` |" for k in keys if k in train)
-    lines = [
-        "| hyperparameter | value |",
-        "|---|---|",
-        hp,
-        "",
-        f"- **Hardware:** {env.get('device_type')} — {env.get('device_name')}"
-        f" ({env.get('threads')} threads; CUDA {env.get('cuda') or 'n/a'})",
-        f"- **Training time:** {timings.get('train_s', 0):.1f} s for {_fmt(rec.get('steps', 0))} steps"
-        f" ({_fmt(rec.get('samples_seen', 0))} samples, {rec.get('samples_per_second', 0):,.0f} samples/s);"
-        f" data loading {timings.get('data_load_s', 0):.1f} s",
+    hp = "\n".join(f"| {k} | `{known(train.get(k))}` |" for k in keys if k in train)
+    train_s, sps = timings.get("train_s"), rec.get("samples_per_second")
+    lines = (["| hyperparameter | value |", "|---|---|", hp, ""] if hp else []) + [
+        f"- **Hardware:** {known(env.get('device_type'))} — {known(env.get('device_name'))}"
+        f" ({known(env.get('threads'))} threads; CUDA {known(env.get('cuda'), unknown='none')})",
+        "- **Training time:** "
+        + (f"{train_s:.1f} s" if isinstance(train_s, (int, float)) else "unknown")
+        + f" for {_fmt(rec.get('steps'))} steps ({_fmt(rec.get('samples_seen'))} samples, "
+        + (f"{sps:,.0f} samples/s)" if isinstance(sps, (int, float)) else "unknown samples/s)"),
     ]
     if curves:
         lines += [
@@ -410,20 +562,14 @@ def _sections(f: dict[str, Any], *, repo_id: str, version: str, curves: bool) ->
             f"![Training curves: loss per step and held-out accuracy per epoch]({CURVES})",
         ]
     s["training"] = "\n".join(lines)
-    per_class = ev.get("per_class_accuracy", {})
-    same = ev.get("data", {}).get("same_as_training")
-    s["evaluation"] = "\n".join(
-        [
-            f"Evaluated on the held-out split of `{ev.get('data', {}).get('spec')}`"
-            f" (fingerprint `{ev.get('data', {}).get('fingerprint')}`"
-            + (", the training data's held-out split" if same else "")
-            + f"), {ev.get('evaluated')}.",
+    ev_lines: list[str] = []
+    if ev is not None:
+        per_class = ev.get("per_class_accuracy") or {}
+        ev_lines += [
+            f"Evaluated on the held-out split of the training data `{name}` (fingerprint "
+            f"`{known((ev.get('data') or {}).get('fingerprint'))}`), {known(ev.get('evaluated'))}.",
             "",
-            "| metric | value |",
-            "|---|---|",
-            f"| accuracy | {ev['accuracy']:.4f} |",
-            f"| cross-entropy loss | {ev['loss']:.4f} |",
-            f"| samples | {_fmt(ev['samples'])} |",
+            *_eval_table(ev),
             "",
             "Per-class accuracy (a breakdown by the factor the data records: the class):",
             "",
@@ -431,16 +577,37 @@ def _sections(f: dict[str, Any], *, repo_id: str, version: str, curves: bool) ->
             "|---|---|",
             *[f"| {c} | {'n/a' if a is None else f'{a:.4f}'} |" for c, a in per_class.items()],
         ]
-    )
+    else:
+        ev_lines.append("Not evaluated on the held-out split of the training data.")
+    for other in f["other_evals"]:
+        d = other["data"]
+        ev_lines += [
+            "",
+            f"### On other data: `{d['name']}`",
+            "",
+            f"Held-out split of `{d['name']}` (fingerprint `{known(d.get('fingerprint'))}`), "
+            f"not the training data; {known(other.get('evaluated'))}.",
+            "",
+            *_eval_table(other),
+        ]
+    s["evaluation"] = "\n".join(ev_lines)
+    per_class = (ev or {}).get("per_class_accuracy") or {}
     scored = [(a, c) for c, a in per_class.items() if a is not None]
     weakest = sorted(scored)[:3]
     lim = [
-        f"- Trained on {_fmt(data.get('train_size', 0))} samples of `{data.get('spec')}` only; "
-        "accuracy on other sources (other scanners, handwriting styles, resolutions, domains) "
-        "was not measured.",
-        f"- The reported accuracy comes from one held-out split of {_fmt(ev['samples'])} samples, "
-        "one seed, no confidence interval.",
+        f"- Trained on {_fmt(data.get('train_size'))} samples of `{name}` only; "
+        + (
+            "accuracy on other sources (other scanners, handwriting styles, resolutions, "
+            "domains) was not measured."
+            if not f["other_evals"]
+            else "other data was measured only where listed under Evaluation."
+        ),
     ]
+    if ev is not None:
+        lim.append(
+            f"- The reported accuracy comes from one held-out split of {_fmt(ev['samples'])} "
+            "samples, one seed, no confidence interval."
+        )
     if weakest:
         lim.append(
             "- Weakest classes: "
@@ -453,30 +620,7 @@ def _sections(f: dict[str, Any], *, repo_id: str, version: str, curves: bool) ->
         lim.append("- The run was not trained inside a git repository: the code is not pinned.")
     lim.append("- Not evaluated for robustness to adversarial or out-of-distribution inputs.")
     s["limitations"] = "\n".join(lim)
-    usage = [
-        "```python",
-        f'REPO, REVISION = "{repo_id}", "{version}"  # pinned to the release tag',
-    ]
-    if arch["mixin"]:
-        usage += [
-            f"from {arch['module']} import {arch['class_name']}",
-            "",
-            f"model = {arch['class_name']}.from_pretrained(REPO, revision=REVISION).eval()",
-        ]
-    else:
-        usage += [
-            "from pathlib import Path",
-            "from huggingface_hub import snapshot_download",
-            "from modelkit.models.weights import load_model_from_dir",
-            "",
-            "model, config = load_model_from_dir(Path(snapshot_download(REPO, revision=REVISION)))",
-        ]
-    usage += [
-        "```",
-        "",
-        f"Or check it first: `modelkit verify hf://{repo_id}@{version}`.",
-    ]
-    s["usage"] = "\n".join(usage)
+    s["usage"] = usage_section(arch, target)
     env_keys = (
         "python",
         "torch",
@@ -486,29 +630,37 @@ def _sections(f: dict[str, Any], *, repo_id: str, version: str, curves: bool) ->
         "threads",
         "deterministic",
     )
+    shown = dict(train)
+    if "data" in shown:
+        shown["data"] = name  # the dataset's name; a local path stays out of the card
     s["reproducibility"] = "\n".join(
         [
-            f"- **Git commit:** `{git.get('commit')}`"
+            f"- **Git commit:** `{known(git.get('commit'))}`"
             + (" (dirty tree)" if git.get("dirty") else ""),
-            f"- **Seed:** `{rec.get('seed')}`",
-            f"- **Config sha256:** `{rec.get('config_sha256')}`",
-            f"- **Weights sha256:** `{rec.get('weights_sha256')}`",
-            f"- **Environment:** {', '.join(f'{k} `{env.get(k)}`' for k in env_keys)}",
+            f"- **Seed:** `{known(rec.get('seed'))}`",
+            f"- **Config sha256:** `{known(rec.get('config_sha256'))}`",
+            f"- **Weights sha256:** `{known(rec.get('weights_sha256'))}`",
+            f"- **Environment:** {', '.join(f'{k} `{known(env.get(k))}`' for k in env_keys)}",
             "",
-            "Training config (`config.json` → `modelkit.train`):",
+            "Training config (`config.json` → `modelkit.train`; `data` shown by name):",
             "",
             "```json",
-            json.dumps(train, sort_keys=True, indent=2),
+            json.dumps(shown, sort_keys=True, indent=2),
             "```",
             "",
-            "Re-run and compare against this run's record:",
+            "Re-run it and compare against this run's record (`run.json`, shipped with the "
+            "release):",
             "",
             "```bash",
-            f"modelkit repro --against {run_dir}",
+            "modelkit repro --against RUN_DIR   # the run directory, or the downloaded release",
             "```",
         ]
     )
     return s
+
+
+def _looks_local(text: str) -> bool:
+    return str(text).startswith(("/", "~", "./", "../")) or ":\\" in str(text)
 
 
 ORDER = [
@@ -530,20 +682,111 @@ def _block(name: str, content: str) -> str:
     return f"{BEGIN.format(name)}\n{content.rstrip()}\n{END.format(name)}"
 
 
-def _fresh_body(title: str, sections: dict[str, str]) -> str:
+MORE_INFO = "[More Information Needed]"
+PROSE_FILE = "MODEL_CARD.md"
+HEADING_RE = re.compile(r"^## +(?P<title>.+?) *$", re.M)
+
+
+@dataclass(frozen=True)
+class Prose:
+    """The hand-written parts of the card, from the repository's MODEL_CARD.md."""
+
+    path: Path
+    meta: dict[str, Any]
+    intro: str
+    sections: dict[str, str]  # "## heading" -> its text, in file order
+
+
+def prose_path(project: Any) -> Path | None:
+    """``[tool.modelkit.card] path`` (relative to the project root), else ``MODEL_CARD.md``."""
+    root = getattr(project, "root", None)
+    if root is None:
+        return None
+    card_cfg = (getattr(project, "raw", None) or {}).get("card", {}) or {}
+    rel = card_cfg.get("path", PROSE_FILE)
+    if not isinstance(rel, str) or not rel:
+        raise BadInputError(
+            "[tool.modelkit.card] path must be a file path (a string)",
+            hint=f'for example: path = "{PROSE_FILE}"',
+        )
+    return Path(root) / rel
+
+
+def read_prose(project: Any) -> Prose | None:
+    """The project's card prose file, parsed into sections (None when the file is absent)."""
+    path = prose_path(project)
+    if path is None or not path.is_file():
+        if path is not None and (getattr(project, "raw", None) or {}).get("card", {}).get("path"):
+            raise BadInputError(
+                f"the card prose file {path} ([tool.modelkit.card] path) does not exist",
+                hint="create it (modelkit init writes one), or fix the path",
+            )
+        return None
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadInputError(f"cannot read {path}: {exc}", hint="it must be UTF-8 text") from None
+    meta, body, errors = split_front_matter(text)
+    if errors:
+        raise BadInputError(f"{path}: {errors[0]}", hint="fix or delete its YAML front matter")
+    if meta is not None and not isinstance(meta, dict):
+        raise BadInputError(f"{path}: the YAML front matter must be a mapping", hint="key: value")
+    matches = [m for m in HEADING_RE.finditer(body) if not _in_fence(body, m.start())]
+    intro = body[: matches[0].start()] if matches else body
+    intro = "\n".join(line for line in intro.splitlines() if not line.startswith("# "))
+    sections = {}
+    for i, m in enumerate(matches):
+        stop = matches[i + 1].start() if i + 1 < len(matches) else len(body)
+        sections[m.group("title")] = body[m.end() : stop].strip("\n")
+    return Prose(path, dict(meta or {}), intro.strip("\n"), sections)
+
+
+def _in_fence(text: str, pos: int) -> bool:
+    return text[:pos].count("\n```") % 2 == 1
+
+
+def _todo_text(todo: str) -> str:
+    return (
+        f"<!-- modelkit:todo {todo} -->\n_{TODO_SECTIONS[todo][1]}_ "
+        f"Write it in {PROSE_FILE} and delete the todo marker.\n\n{MORE_INFO}"
+    )
+
+
+def _fresh_body(title: str, sections: dict[str, str], prose: Prose | None = None) -> str:
     parts = [f"# {title}", "", _block("summary", sections["summary"]), ""]
+    hand = dict(prose.sections) if prose else {}
+    if prose and prose.intro.strip():
+        parts += [prose.intro.strip(), ""]
     for heading, key in ORDER:
         parts.append(f"## {heading}\n")
+        text = hand.pop(heading, None)
+        if text and text.strip():
+            parts += [text.strip(), ""]
         if key:
             parts.append(_block(key, sections[key]))
-        else:
-            todo = TODO_BY_TITLE[heading]
-            parts.append(
-                f"<!-- modelkit:todo {todo} -->\n_{TODO_SECTIONS[todo][1]}_ "
-                "Delete the todo marker above once written.\n\n[More Information Needed]"
-            )
+        elif not (text and text.strip()):
+            parts.append(_todo_text(TODO_BY_TITLE[heading]))
         parts.append("")
+    for heading, text in hand.items():  # the maintainer's own extra sections
+        parts += [f"## {heading}\n", text.strip(), ""]
     return "\n".join(parts)
+
+
+def card_incomplete(text: str) -> list[str]:
+    """Sections still to be written by hand: a todo marker or ``[More Information Needed]``."""
+    _, body, _ = split_front_matter(text)
+    found: list[str] = []
+    matches = list(HEADING_RE.finditer(body))
+    for i, m in enumerate(matches):
+        stop = matches[i + 1].start() if i + 1 < len(matches) else len(body)
+        chunk = body[m.end() : stop]
+        todos = TODO_RE.findall(chunk)
+        if todos or MORE_INFO in chunk:
+            found += [t for t in todos if t not in found] or [m.group("title")]
+    for t in TODO_RE.findall(body):
+        if t not in found:
+            found.append(t)
+    return found
 
 
 def _merge_body(existing: str, sections: dict[str, str]) -> tuple[str, list[str]]:
@@ -564,6 +807,13 @@ def _dump(meta: dict[str, Any], body: str) -> str:
     return f"---\n{front}\n---\n\n{body.lstrip()}"
 
 
+def default_target(*, repo_id: str | None, version: str | None, project: Any) -> UsageTarget:
+    """The snippet's target before a release: the project's hub, else placeholders."""
+    return UsageTarget(
+        kind="hub", repo_id=repo_id or PLACEHOLDER_REPO, version=version or PLACEHOLDER_VERSION
+    )
+
+
 def render_card(
     run_dir: Path | str,
     *,
@@ -572,13 +822,25 @@ def render_card(
     project: Any = None,
     existing: str | None = None,
     curves: bool = False,
+    target: UsageTarget | None = None,
 ) -> str:
-    """The card text for a run; when ``existing`` is given, hand-written parts are kept."""
+    """The card text for a run: the run's facts merged with the project's MODEL_CARD.md.
+
+    Without a MODEL_CARD.md, hand-written parts of ``existing`` (the run's README.md) are kept.
+    """
     f = _facts(Path(run_dir), project=project)
-    repo = repo_id or PLACEHOLDER_REPO
-    sections = _sections(f, repo_id=repo, version=version or PLACEHOLDER_VERSION, curves=curves)
+    target = target or default_target(repo_id=repo_id, version=version, project=project)
+    sections = _sections(f, target=target, curves=curves)
     title = repo_id.split("/")[-1] if repo_id else f["arch"]["name"]
     meta = _metadata(f, repo_id=f"x/{title}", project=project)
+    prose = read_prose(project)
+    if prose is not None:
+        merged = {**meta, **prose.meta}  # keys set by hand in MODEL_CARD.md win
+        if "license" not in prose.meta and meta.get("license") is None:
+            merged.pop("license", None)
+        return _dump(
+            {k: v for k, v in merged.items() if v is not None}, _fresh_body(title, sections, prose)
+        )
     if existing is None:
         return _dump(meta, _fresh_body(title, sections))
     old_meta, body, errors = split_front_matter(existing)
@@ -594,27 +856,21 @@ def render_card(
     return _dump(merged, new_body)
 
 
-def pin_usage(text: str, *, repo_id: str, version: str) -> str:
-    """Rewrite the card's generated snippets for ``repo_id`` at ``version`` (used by release)."""
-    out = text.replace(PLACEHOLDER_REPO, repo_id).replace(
-        f'"{PLACEHOLDER_VERSION}"', f'"{version}"'
-    )
-    out = out.replace(f"@{PLACEHOLDER_VERSION}`", f"@{version}`")
+def pin_usage(text: str, *, usage: str) -> str:
+    """Replace the card's generated "How to use" section with ``usage`` (used by release)."""
 
     def repl(m: re.Match[str]) -> str:
-        block = m.group(0)
-        if m.group("name") != "usage":
-            return block
-        block = re.sub(
-            r'REPO, REVISION = "[^"]*", "[^"]*"',
-            f'REPO, REVISION = "{repo_id}", "{version}"',
-            block,
-        )
-        return re.sub(
-            r"modelkit verify \S+@\S+?`", f"modelkit verify hf://{repo_id}@{version}`", block
-        )
+        return _block("usage", usage) if m.group("name") == "usage" else m.group(0)
 
-    return BLOCK_RE.sub(repl, out)
+    return BLOCK_RE.sub(repl, text)
+
+
+def release_usage(run_dir: Path | str, target: UsageTarget, *, project: Any = None) -> str:
+    """The "How to use" text of a run released to ``target``."""
+    from modelkit.runs import open_run
+
+    run = open_run(run_dir, require=("config.json",))
+    return usage_section(_architecture(run.path, run.read_config(), project=project), target)
 
 
 def render_curves(run_dir: Path) -> Path | None:
@@ -686,12 +942,12 @@ def write_card(
     )
     meta, _, _ = split_front_matter(text)
     errors = validate_card(text)
-    todos = card_todos(text)
+    todos = card_incomplete(text)
     if strict and (errors or todos):
         raise CheckFailed(
             "card is incomplete: "
             + "; ".join(errors + [f"section '{t}' still marked todo" for t in todos]),
-            hint="fill the marked sections (delete each modelkit:todo marker) and set a license",
+            hint=f"write them in {PROSE_FILE} (delete each modelkit:todo marker) and set a license",
         )
     blocking = [e for e in errors if not e.startswith("license: missing")]
     if blocking:
@@ -706,4 +962,12 @@ def write_card(
         for m in BLOCK_RE.finditer(text)
         if m.group("name") not in {"summary", *(k for _, k in ORDER if k)}
     ]
-    return CardResult(path, todos + (["license"] if errors else []), png, meta or {}, kept)
+    prose = read_prose(project)
+    return CardResult(
+        path,
+        todos + (["license"] if errors else []),
+        png,
+        meta or {},
+        kept,
+        prose=prose.path if prose else None,
+    )

@@ -204,6 +204,7 @@ class LocalRegistry:
         fd, tmp = tempfile.mkstemp(prefix="ref-", dir=self._tmp_dir())
         try:
             os.write(fd, data)
+            os.fchmod(fd, 0o644)
             os.fsync(fd)
         finally:
             os.close(fd)
