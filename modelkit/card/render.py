@@ -946,7 +946,7 @@ def write_card(
     if strict and (errors or todos):
         raise CheckFailed(
             "card is incomplete: "
-            + "; ".join(errors + [f"section '{t}' still marked todo" for t in todos]),
+            + "; ".join(errors + [f"section '{t}' unfilled" for t in todos]),
             hint=f"write them in {PROSE_FILE} (delete each modelkit:todo marker) and set a license",
         )
     blocking = [e for e in errors if not e.startswith("license: missing")]
