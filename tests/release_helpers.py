@@ -8,7 +8,6 @@ from pathlib import Path
 
 from modelkit.project import Project
 
-
 PROSE = """## Uses
 
 For the release tests only.
