@@ -166,3 +166,22 @@ def test_a_recreated_hub_tag_fails_verify(hub_env: HubServer, proj) -> None:
     with pytest.raises(CheckFailed, match="tag v1.0 points at .* moved or re-created") as e:
         verify_release(target, "v1.0", project=project)
     assert e.value.exit_code == 3
+
+
+def test_modelkit_load_from_the_hub(hub_env: HubServer, proj, monkeypatch) -> None:
+    import torch
+
+    import modelkit
+
+    project, run = proj
+    report = _release(hub_env, project, run, "v1.0")
+    monkeypatch.setenv("HF_ENDPOINT", hub_env.url)
+    model = modelkit.load("hf://org/digits", "v1.0")
+    local = modelkit.load(run)
+    x = torch.rand(3, 1, 28, 28)
+    assert torch.equal(model(x), local(x)) and report["commit"]
+    from modelkit.loading import resolve_directory
+
+    card = (resolve_directory("hf://org/digits", "v1.0") / "README.md").read_text()
+    assert 'model = modelkit.load("hf://org/digits", "v1.0")' in card  # the Hub's own snippet
+    assert "modelkit verify hf://org/digits@v1.0" in card and "local_files_only" not in card
