@@ -96,7 +96,8 @@ def architecture(run_dir: Path, cfg: dict[str, Any], *, project: Any) -> dict[st
     from modelkit.models.weights import build_from_config
 
     meta = cfg.get("modelkit", {}) or {}
-    name = meta.get("model")
+    ref_name = str((meta.get("reference") or {}).get("ref") or "").rpartition(":")[2]
+    name = meta.get("model") or ref_name  # an own-loop run may name only its reference
     if not name:
         raise RunDirError(f"{run_dir}/config.json does not name its model", hint="re-train")
     model, _ = build_from_config(cfg, source=f"{run_dir}/config.json", project=project)

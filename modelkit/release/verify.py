@@ -221,7 +221,14 @@ def _re_evaluate(snapshot: Path, model: Any, *, project: Any) -> dict[str, Any]:
 
     recorded = json.loads((snapshot / "eval.json").read_text(encoding="utf-8"))
     cfg = json.loads((snapshot / "config.json").read_text(encoding="utf-8"))
-    spec = recorded.get("data", {}).get("spec") or cfg["modelkit"]["train"]["data"]
+    spec = (recorded.get("data") or {}).get("spec") or (
+        (cfg.get("modelkit") or {}).get("train") or {}
+    ).get("data")
+    if not spec:
+        raise CheckFailed(
+            "cannot re-evaluate: the release does not record which data it was evaluated on",
+            hint="verify without --eval",
+        )
     ds = load_dataset(spec, project=project)
     if ds.fingerprint != recorded.get("data", {}).get("fingerprint"):
         raise CheckFailed(
