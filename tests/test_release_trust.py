@@ -436,3 +436,33 @@ def test_init_creates_the_card_prose_file(cli, in_tmp: Path) -> None:
     assert code == 0, err
     prose = (in_tmp / "my-model" / "MODEL_CARD.md").read_text()
     assert "## Uses" in prose and "<!-- modelkit:todo uses -->" in prose
+
+
+def test_load_checks_the_weights_and_reads_old_runs(trained_run: Path, tmp_path: Path) -> None:
+    import shutil
+
+    import torch
+
+    import modelkit
+    from modelkit.errors import BadInputError, CheckFailed
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    x = torch.rand(2, 1, 28, 28)
+    expected = modelkit.load(run)(x)
+    # a run written before references existed loads through its registry name
+    cfg = json.loads((run / "config.json").read_text())
+    del cfg["modelkit"]["reference"]
+    (run / "config.json").write_text(json.dumps(cfg))
+    assert torch.equal(modelkit.load(run)(x), expected)
+    # weights that are not the recorded ones are refused before loading
+    weights = bytearray((run / "model.safetensors").read_bytes())
+    weights[-1] ^= 0xFF
+    (run / "model.safetensors").write_bytes(bytes(weights))
+    with pytest.raises(CheckFailed, match="does not match run.json") as e:
+        modelkit.load(run)
+    assert e.value.exit_code == 3
+    with pytest.raises(BadInputError, match="has no revisions"):
+        modelkit.load(run, "v1.0")
+    with pytest.raises(BadInputError, match="not found"):
+        modelkit.load(tmp_path / "nowhere")
