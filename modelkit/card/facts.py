@@ -124,6 +124,7 @@ def architecture(run_dir: Path, cfg: dict[str, Any], *, project: Any) -> dict[st
     except ImportError:  # pragma: no cover
         mixin, library = False, None
     summary = module_doc[0] if module_doc else (doc[0] if doc else description)
+    summary = summary.strip().rstrip(".") if summary else None
     return {
         "name": name,
         "class": f"{cls.__module__}.{cls.__qualname__}",

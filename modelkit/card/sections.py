@@ -220,7 +220,8 @@ def generated_sections(f: dict[str, Any], *, target: UsageTarget, curves: bool) 
     s["evaluation"] = "\n".join(ev_lines)
     per_class = (ev or {}).get("per_class_accuracy") or {}
     scored = [(a, c) for c, a in per_class.items() if a is not None]
-    weakest = sorted(scored)[:3]
+    best = max((a for a, _ in scored), default=None)
+    weakest = [(a, c) for a, c in sorted(scored)[:3] if a < best]  # only classes behind the best
     lim = [
         f"- Trained on {fmt(data.get('train_size'))} samples of `{name}` only; "
         + (
