@@ -10,6 +10,7 @@
                                         manifest's sha256 (what `verify` checks the tag against)
       .tmp/                             temp files of a write in progress (never listed by
                                         readers; whatever a killed write left is removed by the next)
+      .lock                             held (fcntl) by a write: a second release of the repo waits
 
 ``hf_hub_download(repo_id, "model.safetensors", revision="v1.2", cache_dir=PATH,
 local_files_only=True)`` resolves ``refs/v1.2`` -> ``snapshots/<commit>/model.safetensors``.
@@ -17,22 +18,43 @@ local_files_only=True)`` resolves ``refs/v1.2`` -> ``snapshots/<commit>/model.sa
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import re
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from modelkit.errors import BadInputError, CheckFailed, ModelkitError
 from modelkit.io import fsync_dir
 from modelkit.release.targets import RemoteFile, RemoteState
 
 CHUNK = 4 << 20
+T = TypeVar("T")
 COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 TMP = ".tmp"
+
+
+def _exclusive(method: Callable[..., T]) -> Callable[..., T]:
+    """Run a write holding the repo's lock (``.lock``, fcntl), so cleaning .tmp/ is safe."""
+
+    @functools.wraps(method)
+    def locked(self: LocalRegistry, *args: Any, **kwargs: Any) -> T:
+        import fcntl
+
+        self.repo.mkdir(parents=True, exist_ok=True)
+        with open(self.repo / ".lock", "a+b") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # another release of this repo: wait for it
+            try:
+                return method(self, *args, **kwargs)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    return locked
 
 
 class LocalRegistry:
@@ -100,6 +122,7 @@ class LocalRegistry:
         except (OSError, ValueError):
             return {"error": f"{p} is not JSON"}
 
+    @_exclusive
     def write_release_record(self, version: str, record: dict[str, Any]) -> None:
         """Write the release record once (create-if-absent); an existing one is never replaced."""
         d = self.repo / "releases"
@@ -140,6 +163,7 @@ class LocalRegistry:
         return p.read_bytes() if p.is_file() else None
 
     # ---------------------------------------------------------------- writing
+    @_exclusive
     def publish(self, package: Any, *, parent: str | None) -> str:
         """Copy blobs (streamed, verified), build the snapshot atomically; returns the commit id."""
         manifest = package.file("manifest.json")
@@ -176,6 +200,7 @@ class LocalRegistry:
                     raise
         return commit
 
+    @_exclusive
     def tag(self, version: str, commit: str) -> None:
         """Create ``refs/<version>`` once (atomic create-if-absent), then move ``refs/main``."""
         refs = self.repo / "refs"
