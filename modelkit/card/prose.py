@@ -39,38 +39,56 @@ PROSE_FILE = "MODEL_CARD.md"
 HEADING_RE = re.compile(r"^## +(?P<title>.+?) *$", re.M)
 
 
-TODO_SECTIONS = {
-    "uses": (
-        "Uses",
-        "Describe the intended uses and users, and out-of-scope uses "
-        "(Mitchell et al., 'Intended Use').",
-    ),
-    "ethics": (
-        "Bias, risks and ethical considerations",
-        "Describe risks, known biases and recommendations (Mitchell et al., "
-        "'Ethical Considerations', 'Caveats and Recommendations').",
-    ),
-    "contact": (
-        "Citation and contact",
-        "Who maintains this model, how to cite it, where to report issues.",
-    ),
-}
+LAYOUT_FILE = Path(__file__).with_name("layout.md")
+SLOT_RE = re.compile(r"^\{\{(?P<hand>hand:)?(?P<name>[\w-]+)(?: *\| *(?P<what>.+?))?\}\}$")
 
 
-ORDER = [
-    ("Model details", "details"),
-    ("Uses", None),
-    ("Training data", "training-data"),
-    ("Training procedure", "training"),
-    ("Evaluation", "evaluation"),
-    ("Limitations", "limitations"),
-    ("Bias, risks and ethical considerations", None),
-    ("How to use", "usage"),
-    ("Reproducibility", "reproducibility"),
-    ("Citation and contact", None),
-]
+@dataclass(frozen=True)
+class LayoutItem:
+    """One line of the layout: a heading, a generated slot, a hand-written slot, or text."""
+
+    kind: str  # "heading" | "slot" | "hand" | "text"
+    value: str  # the heading's title, the slot's name, or the text
+    what: str = ""  # for "hand": what to write there
 
 
+def read_layout(path: Path = LAYOUT_FILE) -> list[LayoutItem]:
+    """Parse the card layout (``layout.md``) into items, its leading comment dropped."""
+    text = path.read_text(encoding="utf-8")
+    if text.startswith("<!--"):
+        text = text[text.index("-->") + 3 :]
+    items = []
+    for line in text.strip("\n").splitlines():
+        heading = HEADING_RE.match(line)
+        slot = SLOT_RE.match(line.strip())
+        if heading:
+            items.append(LayoutItem("heading", heading.group("title")))
+        elif slot:
+            kind = "hand" if slot.group("hand") else "slot"
+            items.append(LayoutItem(kind, slot.group("name"), slot.group("what") or ""))
+        else:
+            items.append(LayoutItem("text", line))
+    return items
+
+
+def _outline(
+    layout: list[LayoutItem],
+) -> tuple[list[tuple[str, str | None]], dict[str, tuple[str, str]]]:
+    """``(headings with their generated slot or None, hand-written name -> (heading, what))``."""
+    order: list[tuple[str, str | None]] = []
+    hand: dict[str, tuple[str, str]] = {}
+    for i, item in enumerate(layout):
+        if item.kind != "heading":
+            continue
+        slot = next((x for x in layout[i + 1 :] if x.kind != "text"), None)
+        order.append((item.value, slot.value if slot and slot.kind == "slot" else None))
+        if slot is not None and slot.kind == "hand":
+            hand[slot.value] = (item.value, slot.what)
+    return order, hand
+
+
+LAYOUT = read_layout()
+ORDER, TODO_SECTIONS = _outline(LAYOUT)
 TODO_BY_TITLE = {v[0]: k for k, v in TODO_SECTIONS.items()}
 
 
@@ -144,23 +162,26 @@ def todo_text(todo: str) -> str:
 
 
 def fresh_body(title: str, sections: dict[str, str], prose: Prose | None = None) -> str:
-    parts = [f"# {title}", "", block("summary", sections["summary"]), ""]
+    """The card's body: the layout's slots filled with ``sections`` and ``prose``."""
     hand = dict(prose.sections) if prose else {}
-    if prose and prose.intro.strip():
-        parts += [prose.intro.strip(), ""]
-    for heading, key in ORDER:
-        parts.append(f"## {heading}\n")
-        text = hand.pop(heading, None)
-        if text and text.strip():
-            parts += [text.strip(), ""]
-        if key:
-            parts.append(block(key, sections[key]))
-        elif not (text and text.strip()):
-            parts.append(todo_text(TODO_BY_TITLE[heading]))
-        parts.append("")
+    parts: list[str] = []
+    written = ""  # the prose under the current heading
+    for item in LAYOUT:
+        if item.kind == "heading":
+            written = (hand.pop(item.value, None) or "").strip()
+            parts += [f"## {item.value}", ""] + ([written, ""] if written else [])
+        elif item.kind == "slot":
+            parts += [block(item.value, sections[item.value]), ""]
+            if item.value == "summary" and prose and prose.intro.strip():
+                parts += [prose.intro.strip(), ""]
+        elif item.kind == "hand":
+            if not written:
+                parts += [todo_text(item.value), ""]
+        else:
+            parts.append(item.value.replace("{{title}}", title))
     for heading, text in hand.items():  # the maintainer's own extra sections
-        parts += [f"## {heading}\n", text.strip(), ""]
-    return "\n".join(parts)
+        parts += [f"## {heading}", "", text.strip(), ""]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(parts)).rstrip("\n") + "\n"
 
 
 def card_incomplete(text: str) -> list[str]:
