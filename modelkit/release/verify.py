@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from modelkit.errors import CheckFailed
+from modelkit.errors import BadInputError, CheckFailed
 from modelkit.release.package import MANIFEST, hash_file, read_manifest
 
 
@@ -193,6 +193,17 @@ def verify_release(
         try:
             check_weights(snapshot)
             model, cfg = load_model_from_dir(snapshot, project=project)
+        except BadInputError as exc:
+            if "cannot import module" not in exc.message:
+                raise CheckFailed(
+                    f"{target.describe()}@{version}: the weights do not load: {exc.message}",
+                    hint=exc.hint or "the release's config.json and model.safetensors disagree",
+                ) from None
+            raise BadInputError(  # the release may be fine: this environment lacks the model
+                f"{target.describe()}@{version}: every hash matches, but the model cannot be "
+                f"rebuilt here: {exc.message}",
+                hint=exc.hint,
+            ) from None
         except Exception as exc:
             message = getattr(exc, "message", None) or str(exc)
             raise CheckFailed(
