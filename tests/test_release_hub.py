@@ -185,3 +185,40 @@ def test_modelkit_load_from_the_hub(hub_env: HubServer, proj, monkeypatch) -> No
     card = (resolve_directory("hf://org/digits", "v1.0") / "README.md").read_text()
     assert 'model = modelkit.load("hf://org/digits", "v1.0")' in card  # the Hub's own snippet
     assert "modelkit verify hf://org/digits@v1.0" in card and "local_files_only" not in card
+
+
+def test_signed_hub_release_verifies_and_a_tampered_one_fails(
+    hub_env: HubServer, proj, tmp_path: Path
+) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from modelkit.errors import CheckFailed
+    from modelkit.release.hub import HubTarget
+    from modelkit.release.signing import fingerprint
+    from modelkit.release.verify import verify_release
+
+    key = ec.generate_private_key(ec.SECP384R1())
+    pem = tmp_path / "release.pem"
+    pem.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    project, run = proj
+    report = _release(hub_env, project, run, "v1.0", sign_key=pem)
+    assert report["signer"] == fingerprint(public)
+    target = HubTarget("org/digits", endpoint=hub_env.url, retry=FAST)
+    again = verify_release(target, "v1.0", project=project, public_key=public)
+    assert again["signer"] == fingerprint(public)
+    manifest = json.loads(target.read_file("v1.0", "manifest.json"))
+    manifest["created_by"] = "someone else"
+    hub_env.tamper("org/digits", "v1.0", "manifest.json", json.dumps(manifest).encode())
+    with pytest.raises(CheckFailed) as e:
+        verify_release(target, "v1.0", project=project, public_key=public)
+    assert e.value.exit_code == 3
