@@ -466,3 +466,23 @@ def test_load_checks_the_weights_and_reads_old_runs(trained_run: Path, tmp_path:
         modelkit.load(run, "v1.0")
     with pytest.raises(BadInputError, match="not found"):
         modelkit.load(tmp_path / "nowhere")
+
+
+@pytest.mark.parametrize(
+    ("spec", "name"),
+    [
+        ("digits", "digits"),
+        ("mnist:/home/me/data/mnist", "mnist"),
+        ("mnist:/home/me/data/other-mnist/", "other-mnist"),
+        ("imagefolder:C:\\data\\catsdogs", "catsdogs"),
+        ("tinyproj.data:load_blobs", "load_blobs"),
+        (None, "unknown"),
+    ],
+)
+def test_datasets_are_named_without_their_paths(spec: str | None, name: str) -> None:
+    from modelkit.card.facts import dataset_name, other_data_name
+
+    assert dataset_name(spec) == name
+    # other data that happens to share the training data's name gets its own name
+    other = other_data_name(spec, "sha256:0123456789abcdef", training=spec)
+    assert other == f"{name}-01234567" and other != dataset_name(spec)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path, PurePath
+from pathlib import Path
 from typing import Any
 
 from modelkit.errors import RunDirError
@@ -25,8 +25,18 @@ def dataset_name(spec: str | None) -> str:
     kind, sep, rest = str(spec).partition(":")
     if not sep:
         return kind
-    base = PurePath(rest.rstrip("/\\")).name or kind
-    return base
+    parts = [p for p in re.split(r"[\\/]", rest) if p]  # POSIX or Windows separators
+    return parts[-1] if parts else kind
+
+
+def other_data_name(spec: str | None, fingerprint: str | None, *, training: str | None) -> str:
+    """The name of data other than the training data's, never equal to the training data's name
+    (``mnist`` elsewhere on disk becomes ``mnist-1a2b3c4d``, from its fingerprint)."""
+    name = dataset_name(spec)
+    if name == dataset_name(training):
+        short = str(fingerprint or "").rpartition(":")[2][:8] or "other"
+        name = f"{name}-{short}"
+    return name
 
 
 def slug(name: str) -> str:
@@ -62,9 +72,12 @@ def gather_facts(run_dir: Path, *, project: Any) -> dict[str, Any]:
     if not same:
         others.insert(0, evaluation)
         evaluation = None
+    training_spec = data.get("spec") or train.get("data")
     for ev in others:
         d = ev.setdefault("data", {})
         d["name"] = d.get("name") or dataset_name(d.get("spec"))
+        if d["name"] == training_name:  # never under the training data's name
+            d["name"] = other_data_name(d.get("spec"), d.get("fingerprint"), training=training_spec)
     return {
         "run": run,
         "record": record,

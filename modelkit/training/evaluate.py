@@ -107,7 +107,7 @@ def evaluate_run(
     The training data's result goes to ``eval.json``; a result on other data goes to
     ``evals/<dataset name>.json`` and never replaces it. ``result["path"]`` says which.
     """
-    from modelkit.card.facts import dataset_name, slug
+    from modelkit.card.facts import dataset_name, other_data_name, slug
     from modelkit.data import load_dataset
     from modelkit.errors import CheckFailed, DataError
     from modelkit.io import sha256_file, write_json_atomic
@@ -145,8 +145,13 @@ def evaluate_run(
         batch_size=batch_size,
         classes=ds.classes,
     )
-    same = ds.fingerprint == (record.get("data") or {}).get("fingerprint")
-    name = dataset_name(spec)
+    recorded = record.get("data") or {}
+    same = ds.fingerprint == recorded.get("fingerprint")
+    name = (
+        dataset_name(spec)
+        if same
+        else other_data_name(spec, ds.fingerprint, training=recorded.get("spec") or train_cfg.data)
+    )
     result.update(
         data={
             "name": name,
