@@ -436,6 +436,17 @@ def test_init_creates_the_card_prose_file(cli, in_tmp: Path) -> None:
     assert code == 0, err
     prose = (in_tmp / "my-model" / "MODEL_CARD.md").read_text()
     assert "## Uses" in prose and "<!-- modelkit:todo uses -->" in prose
+    from modelkit.card import read_prose
+    from modelkit.project import Project
+
+    parsed = read_prose(Project(root=in_tmp / "my-model"))
+    assert parsed is not None and parsed.intro == ""  # its instructions stay out of the card
+    assert set(parsed.sections) == {
+        "Uses",
+        "Bias, risks and ethical considerations",
+        "Citation and contact",
+    }
+    assert all("[More Information Needed]" in text for text in parsed.sections.values())
 
 
 def test_load_checks_the_weights_and_reads_old_runs(trained_run: Path, tmp_path: Path) -> None:

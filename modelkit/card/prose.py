@@ -36,6 +36,7 @@ MORE_INFO = "[More Information Needed]"
 PROSE_FILE = "MODEL_CARD.md"
 
 
+COMMENT_RE = re.compile(r"<!--(?! modelkit:).*?-->", re.S)  # an HTML comment, not a marker
 HEADING_RE = re.compile(r"^## +(?P<title>.+?) *$", re.M)
 
 
@@ -142,6 +143,7 @@ def read_prose(project: Any) -> Prose | None:
         raise BadInputError(f"{path}: the YAML front matter must be a mapping", hint="key: value")
     matches = [m for m in HEADING_RE.finditer(body) if not in_fence(body, m.start())]
     intro = body[: matches[0].start()] if matches else body
+    intro = COMMENT_RE.sub("", intro)  # the file's own instructions stay out of the card
     intro = "\n".join(line for line in intro.splitlines() if not line.startswith("# "))
     sections = {}
     for i, m in enumerate(matches):
