@@ -16,18 +16,21 @@ _LAZY = {
     "RUN_DIR_ENV": "modelkit.tracking",
     "RunRecord": "modelkit.runs",
     "verified_weights": "modelkit.runs",
+    "load": "modelkit.loading",
 }
 __all__ = [
     "RUN_DIR_ENV",
     "Run",
     "RunRecord",
     "__version__",
+    "load",
     "seed_everything",
     "start_run",
     "verified_weights",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
+    from modelkit.loading import load
     from modelkit.runs import RunRecord, verified_weights
     from modelkit.tracking import RUN_DIR_ENV, Run, seed_everything, start_run
 

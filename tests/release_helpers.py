@@ -8,10 +8,28 @@ from pathlib import Path
 
 from modelkit.project import Project
 
+PROSE = """## Uses
 
-def git_project(root: Path, *, license: str = "MIT") -> Project:
-    """A committed git project at ``root`` (runs/ and registry/ ignored); returns its Project."""
+For the release tests only.
+
+## Bias, risks and ethical considerations
+
+Toy data; no known risks.
+
+## Citation and contact
+
+The modelkit maintainers.
+"""
+
+
+def git_project(root: Path, *, license: str = "MIT", prose: bool = True) -> Project:
+    """A committed git project at ``root`` (runs/ and registry/ ignored); returns its Project.
+
+    With ``prose``, the project's MODEL_CARD.md holds every hand-written card section.
+    """
     root.mkdir(parents=True, exist_ok=True)
+    if prose:
+        (root / "MODEL_CARD.md").write_text(PROSE)
     (root / ".gitignore").write_text("runs/\nregistry/\n")
     (root / "pyproject.toml").write_text(
         f'[project]\nname = "demo"\nlicense = "{license}"\n\n[tool.modelkit]\n'

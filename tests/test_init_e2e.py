@@ -114,7 +114,15 @@ def test_scaffold_end_to_end(scaffold: tuple[Path, dict[str, str]]) -> None:
     registry = root.parent / "registry"
     ok(
         modelkit(
-            "release", "v0.1.0", "--run", "runs/main", "--to", str(registry), cwd=root, env=env
+            "release",
+            "v0.1.0",
+            "--run",
+            "runs/main",
+            "--to",
+            str(registry),
+            "--allow-incomplete-card",
+            cwd=root,
+            env=env,
         )
     )
 

@@ -66,13 +66,14 @@ def test_release_through_the_cli_and_verify_catches_tampering(hub_env: HubServer
     assert TOKEN not in r.stdout + r.stderr  # never printed
     repo = hub_env.repos["org/digits"]
     commit = repo.tags["v1.2"]
-    assert repo.branches["main"] == commit
     files = repo.commits[commit][1]
     assert {"model.safetensors", "README.md", "manifest.json", "config.json"} <= set(files)
     assert files["model.safetensors"].lfs and not files["config.json"].lfs
-    commits_before = len(repo.commits)
-    # one atomic commit: the initial commit + exactly one release commit
-    assert commits_before == 2
+    # one atomic release commit (tagged), then the release record on main on top of it
+    head = repo.branches["main"]
+    parent, head_files, _ = repo.commits[head]
+    assert parent == commit and set(head_files) - set(files) == {".modelkit/releases/v1.2.json"}
+    assert len(repo.commits) == 3  # the initial commit, the release, the record
     r = subprocess.run([*cmd, "verify", "hf://org/digits@v1.2"], env=env,
                        capture_output=True, text=True, cwd=project.root)  # fmt: skip
     assert r.returncode == 0, r.stderr
@@ -148,3 +149,76 @@ def test_fault_injection_at_every_request_position(hub_env: HubServer, proj) -> 
     # the ambiguous cases were recognised, not repeated: the commit and the tag that had landed
     landed = " ".join(o[2] for o in outcomes if o[1] == "drop-after")
     assert "commit: it had landed" in landed and "create tag: it had landed" in landed
+
+
+def test_a_recreated_hub_tag_fails_verify(hub_env: HubServer, proj) -> None:
+    project, run = proj
+    first = _release(hub_env, project, run, "v1.0")
+    second = _release(hub_env, project, run, "v1.1")
+    assert "the commit recorded at release time" in " ".join(first["checks"])
+    repo = hub_env.repos["org/digits"]
+    repo.tags["v1.0"] = second["commit"]  # the tag deleted and created again elsewhere
+    from modelkit.errors import CheckFailed
+    from modelkit.release.hub import HubTarget
+    from modelkit.release.verify import verify_release
+
+    target = HubTarget("org/digits", endpoint=hub_env.url, retry=FAST)
+    with pytest.raises(CheckFailed, match="tag v1.0 points at .* moved or re-created") as e:
+        verify_release(target, "v1.0", project=project)
+    assert e.value.exit_code == 3
+
+
+def test_modelkit_load_from_the_hub(hub_env: HubServer, proj, monkeypatch) -> None:
+    import torch
+
+    import modelkit
+
+    project, run = proj
+    report = _release(hub_env, project, run, "v1.0")
+    monkeypatch.setenv("HF_ENDPOINT", hub_env.url)
+    model = modelkit.load("hf://org/digits", "v1.0")
+    local = modelkit.load(run)
+    x = torch.rand(3, 1, 28, 28)
+    assert torch.equal(model(x), local(x)) and report["commit"]
+    from modelkit.loading import resolve_directory
+
+    card = (resolve_directory("hf://org/digits", "v1.0") / "README.md").read_text()
+    assert 'model = modelkit.load("hf://org/digits", "v1.0")' in card  # the Hub's own snippet
+    assert "modelkit verify hf://org/digits@v1.0" in card and "local_files_only" not in card
+
+
+def test_signed_hub_release_verifies_and_a_tampered_one_fails(
+    hub_env: HubServer, proj, tmp_path: Path
+) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from modelkit.errors import CheckFailed
+    from modelkit.release.hub import HubTarget
+    from modelkit.release.signing import fingerprint
+    from modelkit.release.verify import verify_release
+
+    key = ec.generate_private_key(ec.SECP384R1())
+    pem = tmp_path / "release.pem"
+    pem.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    project, run = proj
+    report = _release(hub_env, project, run, "v1.0", sign_key=pem)
+    assert report["signer"] == fingerprint(public)
+    target = HubTarget("org/digits", endpoint=hub_env.url, retry=FAST)
+    again = verify_release(target, "v1.0", project=project, public_key=public)
+    assert again["signer"] == fingerprint(public)
+    manifest = json.loads(target.read_file("v1.0", "manifest.json"))
+    manifest["created_by"] = "someone else"
+    hub_env.tamper("org/digits", "v1.0", "manifest.json", json.dumps(manifest).encode())
+    with pytest.raises(CheckFailed) as e:
+        verify_release(target, "v1.0", project=project, public_key=public)
+    assert e.value.exit_code == 3

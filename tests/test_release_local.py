@@ -57,7 +57,9 @@ def test_release_loads_with_stock_huggingface_hub_offline(cli, proj: Path) -> No
     card = (
         proj / "registry/models--org--digits/snapshots" / report["commit"] / "README.md"
     ).read_text()
-    assert 'REPO, REVISION = "org/digits", "v1.2"' in card  # snippet pinned to the tag
+    registry = (proj / "registry").resolve()
+    assert f'modelkit.load("{registry}", "v1.2", repo="org/digits")' in card  # pinned to the tag
+    assert "hf://" not in card  # a local-registry card says how to load from the registry
     # verify (+ re-evaluation) passes; then tamper with a blob and it fails with exit 3
     code, out, err = cli("verify", "registry@v1.2", "--eval")
     assert code == 0, err

@@ -135,7 +135,9 @@ def test_user_model_through_card_release_verify(cli, project: Path) -> None:
     assert code == 0, err
     card = (project / "runs/main/README.md").read_text()
     assert "tiny-net" in card and "blobs" in card
-    code, _, err = cli("release", "v0.1.0", "--to", "registry", "--repo", "me/tiny")
+    code, _, err = cli(
+        "release", "v0.1.0", "--to", "registry", "--repo", "me/tiny", "--allow-incomplete-card"
+    )
     assert code == 0, err
     code, _, err = cli("verify", "registry@v0.1.0", "--eval")
     assert code == 0, err

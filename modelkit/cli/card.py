@@ -38,7 +38,7 @@ def command(
     ] = False,
     fmt: FormatOpt = OutputFormat.text,
 ) -> None:
-    """Write README.md (Hub metadata + sections filled from the run's facts); keeps hand-written parts."""
+    """Write README.md: the run's facts (metadata + generated sections) merged with the hand-written sections of MODEL_CARD.md."""
     from modelkit.card import write_card
     from modelkit.project import load_project
 
@@ -53,6 +53,7 @@ def command(
                 "todos": result.todos,
                 "curves": str(result.curves) if result.curves else None,
                 "metadata": result.metadata,
+                "prose": str(result.prose) if result.prose else None,
             }
         )
         return
@@ -61,7 +62,8 @@ def command(
         o.info(
             "to write by hand: "
             + ", ".join(result.todos)
-            + " (delete each `modelkit:todo` marker when done; --strict checks)"
+            + f" in {result.prose or 'MODEL_CARD.md'} (delete each `modelkit:todo` marker"
+            " when done; --strict checks; release refuses until then)"
         )
     o.info(f"next: modelkit release vX.Y --run {run_dir} --dry-run")
 

@@ -37,7 +37,7 @@ def command(
     fmt: FormatOpt = OutputFormat.text,
     trust_unrecorded: TrustUnrecordedOpt = False,
 ) -> None:
-    """Accuracy, loss, per-class accuracy and confusion matrix; saved as eval.json."""
+    """Accuracy, loss, per-class accuracy and confusion matrix; saved as eval.json (training data) or evals/NAME.json (other data)."""
     from modelkit.project import load_project
     from modelkit.training.evaluate import evaluate_run
 
@@ -72,7 +72,7 @@ def command(
         ["", *classes],
         [[c, *row] for c, row in zip(classes, result["confusion_matrix"], strict=True)],
     )
-    o.success(f"wrote {run_dir}/eval.json")
+    o.success(f"wrote {result['path']}")
 
 
 command.__doc__ = (command.__doc__ or "") + EXAMPLES

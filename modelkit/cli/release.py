@@ -18,6 +18,8 @@ Examples:
   modelkit release v1.0 --run runs/mnist --to hf://my-org/mnist-mlp
 
   modelkit release v1.1 --to ./registry          # local registry (HF cache layout, offline)
+
+  modelkit release v1.2 --sign-key ~/keys/release.pem   # signed manifest (OpenSSF model-signing)
 """
 
 
@@ -57,6 +59,21 @@ def command(
         bool,
         typer.Option("--allow-dirty", help="Release from a git tree with uncommitted changes."),
     ] = False,
+    sign_key: Annotated[
+        Path | None,
+        typer.Option(
+            "--sign-key",
+            help="Elliptic-curve private key (PEM) to sign the manifest with (model-signing); "
+            "password in MODELKIT_SIGN_KEY_PASSWORD. Never printed or stored.",
+        ),
+    ] = None,
+    allow_incomplete_card: Annotated[
+        bool,
+        typer.Option(
+            "--allow-incomplete-card",
+            help="Publish a card whose hand-written sections are unfilled.",
+        ),
+    ] = False,
     fmt: FormatOpt = OutputFormat.text,
 ) -> None:
     """Package a run (weights, config, card, run record, eval, sha256 manifest), commit it atomically, tag it, verify it."""
@@ -65,7 +82,8 @@ def command(
 
     result = release(
         version, run_dir=run, target=to, repo_id=repo, project=load_project(),
-        allow_dirty=allow_dirty, dry_run=dry_run,
+        allow_dirty=allow_dirty, dry_run=dry_run, sign_key=sign_key,
+        allow_incomplete_card=allow_incomplete_card,
     )  # fmt: skip
     if fmt is OutputFormat.json:
         o.print_json(result)
@@ -99,7 +117,10 @@ def command(
         ["file", "size", "storage"],
         [[f["path"], _human(f["size"]), f["storage"]] for f in result["files"]],
     )
-    o.success(f"released {version}: hashes, sizes and a clean-cache load verified")
+    for check in result.get("checks", []):
+        o.info(f"checked: {check}")
+    signed = f", signed by {result['signer']}" if result.get("signer") else ""
+    o.success(f"released {version}{signed}: hashes, sizes, tag and a clean-cache load verified")
 
 
 command.__doc__ = (command.__doc__ or "") + EXAMPLES

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -17,6 +18,8 @@ Examples:
   modelkit verify registry@v1.2 --eval           # also re-evaluate on the run's data
 
   modelkit verify ./registry@v1.0 --repo my-org/mnist-mlp --format json
+
+  modelkit verify hf://my-org/mnist-mlp@v1.2 --public-key release.pub   # signed by this key
 """
 
 
@@ -33,9 +36,21 @@ def command(
         bool,
         typer.Option("--eval", help="Re-evaluate the downloaded weights; must match eval.json."),
     ] = False,
+    require_signature: Annotated[
+        bool,
+        typer.Option("--require-signature", help="Fail (exit 3) unless the release is signed."),
+    ] = False,
+    public_key: Annotated[
+        Path | None,
+        typer.Option(
+            "--public-key",
+            help="The signer's public key (PEM) you trust; the release must be signed by it.",
+        ),
+    ] = None,
     fmt: FormatOpt = OutputFormat.text,
 ) -> None:
-    """Check a release: manifest hashes and sizes (remote and downloaded), weights load, optional re-eval (exit 3 on mismatch)."""
+    """Check a release: the tag vs the release record, manifest hashes and sizes (remote and downloaded), weights vs run.json, the signature, the weights load; optional re-eval (exit 3 on mismatch)."""
+    from modelkit.errors import BadInputError
     from modelkit.project import load_project
     from modelkit.release.targets import parse_target, split_ref
     from modelkit.release.verify import verify_release
@@ -43,7 +58,23 @@ def command(
     project = load_project()
     spec, version = split_ref(ref)
     target = parse_target(spec, project=project, repo_id=repo, token_required=False)
-    report = verify_release(target, version, project=project, evaluate=eval_)
+    trusted = None
+    if public_key is not None:
+        try:
+            trusted = public_key.read_bytes()
+        except OSError as exc:
+            raise BadInputError(
+                f"cannot read the public key {public_key}: {exc.strerror}",
+                hint="pass the signer's public key file (PEM)",
+            ) from None
+    report = verify_release(
+        target,
+        version,
+        project=project,
+        evaluate=eval_,
+        require_signature=require_signature or public_key is not None,
+        public_key=trusted,
+    )
     if fmt is OutputFormat.json:
         o.print_json(report)
         return
@@ -56,9 +87,10 @@ def command(
         o.info(
             f"re-evaluated accuracy {report['eval']['accuracy']:.4f} == released {report['eval']['recorded']:.4f}"
         )
-    o.success(
-        f"verified {version}: {report['num_parameters']:,} parameters load, every hash matches"
-    )
+    for check in report["checks"]:
+        o.info(f"checked: {check}")
+    signed = f"; signed by {report['signer']}" if report.get("signer") else "; not signed"
+    o.success(f"verified {version}: {report['num_parameters']:,} parameters load{signed}")
 
 
 command.__doc__ = (command.__doc__ or "") + EXAMPLES

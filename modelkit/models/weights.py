@@ -38,9 +38,33 @@ def canonicalise_header(path: Path) -> None:
         f.write(body + b" " * (size - len(body)))
 
 
-def model_config(name: str, kwargs: dict[str, Any], train_config: dict[str, Any]) -> dict[str, Any]:
-    """The run's config.json: HF-style flat model kwargs + the full modelkit config."""
-    return {**json.loads(json.dumps(kwargs)), "modelkit": {"model": name, "train": train_config}}
+def build_from_config(
+    cfg: dict[str, Any], *, source: str, project: Any = None
+) -> tuple[torch.nn.Module, str]:
+    """Rebuild the (untrained) model a config.json describes; returns ``(module, description)``.
+
+    Goes through ``modelkit.reference`` (portable); runs written before references existed
+    fall back to resolving ``modelkit.model`` in the registry or the project.
+    """
+    from modelkit.models.reference import ModelReference
+
+    meta = cfg.get("modelkit") if isinstance(cfg, dict) else None
+    if not isinstance(meta, dict):
+        raise RunDirError(f"{source} has no 'modelkit' table", hint="was it written by modelkit?")
+    if meta.get("reference") is not None:
+        ref = ModelReference.from_dict(meta["reference"], source=source)
+        return ref.build(), ref.ref
+    from modelkit.models.registry import build_model
+
+    name = meta.get("model")
+    if not name:
+        raise RunDirError(
+            f"{source} does not name its model (modelkit.reference or modelkit.model)",
+            hint="was it written by modelkit?",
+        )
+    kwargs = (meta.get("train") or {}).get("model_kwargs", {})
+    model, _ = build_model(name, project=project, kwargs=kwargs)
+    return model, str(name)
 
 
 def load_model_from_dir(
@@ -64,10 +88,11 @@ def load_model_from_dir(
     if not cfg_path.is_file():
         raise RunDirError(f"{cfg_path} not found", hint="pass a run directory made by modelkit")
     weights = verified_weights(directory, trust_unrecorded=trust_unrecorded)
-    cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-    meta = cfg.get("modelkit", {})
-    name = meta.get("model")
-    model = _build_from_config(meta, source=str(cfg_path), project=project)
+    try:
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise RunDirError(f"{cfg_path} is not JSON: {exc}", hint="the file is corrupt") from None
+    model, name = build_from_config(cfg, source=str(cfg_path), project=project)
     try:
         load_model(model, str(weights), strict=True, device=str(device))
     except Exception as exc:
@@ -76,22 +101,3 @@ def load_model_from_dir(
             hint="the run's config.json and model.safetensors disagree",
         ) from None
     return model.to(device).eval(), cfg
-
-
-def _build_from_config(meta: dict[str, Any], *, source: str, project: Any) -> torch.nn.Module:
-    """The model from config.json's ``modelkit`` table: its reference, else its registry name."""
-    if "reference" in meta:
-        from modelkit.models.reference import ModelReference
-
-        return ModelReference.from_dict(meta["reference"], source=source).build()
-    from modelkit.models.registry import build_model
-
-    name = meta.get("model")
-    if not name:
-        raise RunDirError(
-            f"{source} does not name its model (modelkit.reference or modelkit.model)",
-            hint="was it written by modelkit?",
-        )
-    kwargs = meta.get("train", {}).get("model_kwargs", {})
-    model, _ = build_model(name, project=project, kwargs=kwargs)
-    return model

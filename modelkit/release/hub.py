@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from modelkit.errors import BadInputError, CheckFailed, ModelkitError
 from modelkit.release.targets import RemoteFile, RemoteState
 
 T = TypeVar("T")
+RECORDS = ".modelkit/releases"  # release records on main: the commit each tag was created on
 TRANSIENT = (429, 500, 502, 503, 504)
 
 
@@ -277,7 +279,11 @@ class HubTarget:
                 op.upload_info.sha256 = bytes.fromhex(f.sha256)  # hashed once, while packaging
                 ops.append(op)
             keep = {f.path for f in package.files} | {".gitattributes"}
-            ops += [CommitOperationDelete(path_in_repo=p) for p in existing if p not in keep]
+            ops += [
+                CommitOperationDelete(path_in_repo=p)
+                for p in existing
+                if p not in keep and not p.startswith(RECORDS + "/")
+            ]
             return ops
 
         def commit() -> str:
@@ -313,7 +319,7 @@ class HubTarget:
             if not same:
                 return False
         extra = set(remote) - {f.path for f in package.files} - {".gitattributes"}
-        return not extra
+        return not {p for p in extra if not p.startswith(RECORDS + "/")}
 
     def tag(self, version: str, commit: str) -> None:
         """Create tag ``version`` on ``commit``; never moves an existing tag."""
@@ -354,11 +360,58 @@ class HubTarget:
                 )
             )
 
+        from huggingface_hub.errors import EntryNotFoundError
+
+        from modelkit.release.signing import PUBLIC_KEY, SIGNATURE
+
         m_path = get("manifest.json")
         manifest = read_manifest(m_path.read_bytes(), source=self.describe())
         for name in manifest["files"]:
             get(name)
+        for name in (SIGNATURE, PUBLIC_KEY):  # present only in signed releases
+            with contextlib.suppress(EntryNotFoundError):
+                get(name)
         return m_path.parent
+
+    # ------------------------------------------------------------ release records
+    def read_release_record(self, version: str) -> dict[str, Any] | None:
+        """The record written on ``main`` when ``version`` was released (None if none)."""
+        import json
+
+        data = self.read_file("main", f"{RECORDS}/{version}.json")
+        if data is None:
+            return None
+        try:
+            return json.loads(data)
+        except ValueError:
+            return {"error": f"{RECORDS}/{version}.json is not JSON"}
+
+    def write_release_record(self, version: str, record: dict[str, Any]) -> None:
+        """Commit ``.modelkit/releases/<version>.json`` to ``main`` (once; never replaced)."""
+        import json
+
+        from huggingface_hub import CommitOperationAdd
+
+        path = f"{RECORDS}/{version}.json"
+        data = (json.dumps(record, sort_keys=True, indent=2) + "\n").encode()
+        head = self.state().head
+        if head is not None and path in self.files_at(head):
+            return
+
+        def commit() -> str:
+            info = self.api.create_commit(
+                self.repo_id,
+                [CommitOperationAdd(path_in_repo=path, path_or_fileobj=data)],
+                commit_message=f"Release record {version}",
+                parent_commit=head,
+            )
+            return info.oid
+
+        def landed() -> str | None:
+            now = self.state().head
+            return now if now and path in self.files_at(now) else None
+
+        self._ambiguous("commit the release record", commit, landed)
 
     def check_metadata(self, version: str, manifest: dict[str, Any]) -> list[str]:
         """Compare the remote per-file sha256 (LFS) / git oid and size with the manifest."""

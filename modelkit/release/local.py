@@ -6,6 +6,11 @@
       blobs/<sha256 | git oid>          content-addressed files (LFS files by sha256, like the Hub's ETag)
       snapshots/<commit>/<file>         relative symlinks into blobs/
       refs/main, refs/v1.2              the commit each ref points at (tags are created once, never moved)
+      releases/v1.2.json                the release record: the commit v1.2 was created on, the
+                                        manifest's sha256 (what `verify` checks the tag against)
+      .tmp/                             temp files of a write in progress (never listed by
+                                        readers; whatever a killed write left is removed by the next)
+      .lock                             held (fcntl) by a write: a second release of the repo waits
 
 ``hf_hub_download(repo_id, "model.safetensors", revision="v1.2", cache_dir=PATH,
 local_files_only=True)`` resolves ``refs/v1.2`` -> ``snapshots/<commit>/model.safetensors``.
@@ -13,18 +18,43 @@ local_files_only=True)`` resolves ``refs/v1.2`` -> ``snapshots/<commit>/model.sa
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import json
 import os
+import re
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from modelkit.errors import BadInputError, CheckFailed, ModelkitError
 from modelkit.io import fsync_dir
 from modelkit.release.targets import RemoteFile, RemoteState
 
 CHUNK = 4 << 20
+T = TypeVar("T")
+COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
+TMP = ".tmp"
+
+
+def _exclusive(method: Callable[..., T]) -> Callable[..., T]:
+    """Run a write holding the repo's lock (``.lock``, fcntl), so cleaning .tmp/ is safe."""
+
+    @functools.wraps(method)
+    def locked(self: LocalRegistry, *args: Any, **kwargs: Any) -> T:
+        import fcntl
+
+        self.repo.mkdir(parents=True, exist_ok=True)
+        with open(self.repo / ".lock", "a+b") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # another release of this repo: wait for it
+            try:
+                return method(self, *args, **kwargs)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    return locked
 
 
 class LocalRegistry:
@@ -54,19 +84,58 @@ class LocalRegistry:
 
     # ---------------------------------------------------------------- reading
     def _ref(self, name: str) -> str | None:
+        """The commit ``refs/<name>`` points at, when it is a valid ref (else None)."""
+        if name.startswith(".") or "/" in name:
+            return None
         p = self.repo / "refs" / name
-        return p.read_text().strip() if p.is_file() else None
+        try:
+            commit = p.read_text(encoding="ascii").strip() if p.is_file() else None
+        except (OSError, UnicodeDecodeError):
+            return None
+        return commit if commit and COMMIT_RE.match(commit) else None
 
     def state(self) -> RemoteState:
+        """The repo's head and tags: only valid refs (a temp file of a killed write is none)."""
         refs = self.repo / "refs"
         if not refs.is_dir():
             return RemoteState(exists=self.repo.is_dir(), head=None)
-        tags = {
-            p.name: p.read_text().strip()
-            for p in refs.iterdir()
-            if p.is_file() and p.name != "main"
-        }
+        tags = {}
+        for p in refs.iterdir():
+            commit = self._ref(p.name) if p.name != "main" else None
+            if commit is not None:
+                tags[p.name] = commit
         return RemoteState(exists=True, head=self._ref("main"), tags=tags)
+
+    def snapshot(self, revision: str) -> Path | None:
+        """The snapshot folder of ``revision`` (a ref or a commit), or None."""
+        commit = self._ref(revision) or (revision if COMMIT_RE.match(revision) else None)
+        snap = self.repo / "snapshots" / commit if commit else None
+        return snap if snap is not None and snap.is_dir() else None
+
+    def read_release_record(self, version: str) -> dict[str, Any] | None:
+        """The record written when ``version`` was released (None when there is none)."""
+        p = self.repo / "releases" / f"{version}.json"
+        if not p.is_file():
+            return None
+        try:
+            return json.loads(p.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {"error": f"{p} is not JSON"}
+
+    @_exclusive
+    def write_release_record(self, version: str, record: dict[str, Any]) -> None:
+        """Write the release record once (create-if-absent); an existing one is never replaced."""
+        d = self.repo / "releases"
+        d.mkdir(parents=True, exist_ok=True)
+        data = (json.dumps(record, sort_keys=True, indent=2) + "\n").encode()
+        tmp = self._tmp_file(data)
+        try:
+            os.link(tmp, d / f"{version}.json")
+            fsync_dir(d)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def files_at(self, revision: str) -> dict[str, RemoteFile]:
         commit = self._ref(revision) or revision
@@ -94,6 +163,7 @@ class LocalRegistry:
         return p.read_bytes() if p.is_file() else None
 
     # ---------------------------------------------------------------- writing
+    @_exclusive
     def publish(self, package: Any, *, parent: str | None) -> str:
         """Copy blobs (streamed, verified), build the snapshot atomically; returns the commit id."""
         manifest = package.file("manifest.json")
@@ -104,19 +174,23 @@ class LocalRegistry:
         snaps = self.repo / "snapshots"
         for d in (blobs, snaps, self.repo / "refs"):
             d.mkdir(parents=True, exist_ok=True)
+        self._clean_tmp()
         for f in package.files:
             blob = blobs / (f.sha256 if f.lfs else f.git_oid)
             if blob.is_file() and blob.stat().st_size == f.size:
                 continue
-            _copy_verified(f, blob)
+            _copy_verified(f, blob, tmp_dir=self._tmp_dir())
         final = snaps / commit
         if not final.is_dir():
-            tmp = Path(tempfile.mkdtemp(prefix=f".{commit}.", dir=snaps))
+            tmp = Path(tempfile.mkdtemp(prefix=f"snap-{commit}.", dir=self._tmp_dir()))
             try:
                 for f in package.files:
                     link = tmp / f.path
                     link.parent.mkdir(parents=True, exist_ok=True)
-                    rel = os.path.relpath(blobs / (f.sha256 if f.lfs else f.git_oid), link.parent)
+                    # relative to where the link will live: snapshots/<commit>/<path>
+                    depth = len(Path(f.path).parts) - 1
+                    blob_name = f.sha256 if f.lfs else f.git_oid
+                    rel = os.path.join(*([".."] * (depth + 2)), "blobs", blob_name)
                     os.symlink(rel, link)
                 os.rename(tmp, final)
                 fsync_dir(snaps)
@@ -126,14 +200,12 @@ class LocalRegistry:
                     raise
         return commit
 
+    @_exclusive
     def tag(self, version: str, commit: str) -> None:
         """Create ``refs/<version>`` once (atomic create-if-absent), then move ``refs/main``."""
         refs = self.repo / "refs"
-        fd, tmp = tempfile.mkstemp(prefix=".ref.", dir=refs)
+        tmp = self._tmp_file(commit.encode())
         try:
-            os.write(fd, commit.encode())
-            os.fsync(fd)
-            os.close(fd)
             try:
                 os.link(tmp, refs / version)  # fails if the tag exists: tags never move
             except FileExistsError:
@@ -147,6 +219,33 @@ class LocalRegistry:
             fsync_dir(refs)
         finally:
             Path(tmp).unlink(missing_ok=True)
+
+    def _tmp_dir(self) -> Path:
+        d = self.repo / TMP
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def _tmp_file(self, data: bytes) -> Path:
+        fd, tmp = tempfile.mkstemp(prefix="ref-", dir=self._tmp_dir())
+        try:
+            os.write(fd, data)
+            os.fchmod(fd, 0o644)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return Path(tmp)
+
+    def _clean_tmp(self) -> None:
+        """Remove what a killed write left in .tmp/ (and old-style dot temp files)."""
+        shutil.rmtree(self.repo / TMP, ignore_errors=True)
+        for sub in ("blobs", "refs", "snapshots"):
+            d = self.repo / sub
+            if d.is_dir():
+                for p in d.glob(".*"):
+                    if p.is_dir():
+                        shutil.rmtree(p, ignore_errors=True)
+                    else:
+                        p.unlink(missing_ok=True)
 
     def download(self, version: str, cache_dir: Path) -> Path:
         """Fetch ``version`` with stock huggingface_hub (offline, from this registry) into ``cache_dir``."""
@@ -171,11 +270,14 @@ class LocalRegistry:
                     hint="the registry is incomplete or was modified",
                 ) from None
 
+        from modelkit.release.signing import PUBLIC_KEY, SIGNATURE
+
         manifest = read_manifest(get("manifest.json").read_bytes(), source=self.describe())
         out = Path(cache_dir) / "snapshot"
         out.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(get("manifest.json"), out / "manifest.json")
-        for name in manifest["files"]:
+        present = [n for n in (SIGNATURE, PUBLIC_KEY) if self.read_file(version, n) is not None]
+        for name in [*manifest["files"], *present]:
             dst = out / name
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(get(name), dst)
@@ -188,10 +290,10 @@ def _sha256(path: Path) -> str:
     return hash_file(path)[0]
 
 
-def _copy_verified(f: Any, blob: Path) -> None:
+def _copy_verified(f: Any, blob: Path, *, tmp_dir: Path) -> None:
     """Stream ``f`` into ``blob`` through a temp file, hashing as it goes; rename when it matches."""
     h = hashlib.sha256()
-    fd, tmp = tempfile.mkstemp(prefix=".blob.", dir=blob.parent)
+    fd, tmp = tempfile.mkstemp(prefix="blob-", dir=tmp_dir)
     try:
         with os.fdopen(fd, "wb") as out, f.open() as src:
             while block := src.read(CHUNK):

@@ -29,6 +29,7 @@ LFS_PATTERNS = (
 )  # fmt: skip
 REQUIRED = ("model.safetensors", "config.json", "run.json", "eval.json", "README.md")
 OPTIONAL = ("training_curves.png",)
+EVALS = "evals"  # evals/<dataset>.json: evaluations on data other than the training data's
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,7 @@ class Package:
     files: list[PackageFile]
     manifest: dict[str, Any]
     weights: dict[str, Any] = field(default_factory=dict)
+    signer: str | None = None  # the signing key's fingerprint, when signed
 
     def file(self, path: str) -> PackageFile:
         """The package file named ``path``."""
@@ -171,10 +173,19 @@ def memory_file(name: str, data: bytes) -> PackageFile:
     )
 
 
-def build_package(run_dir: Path | str, *, version: str, repo_id: str, card: bytes) -> Package:
+def build_package(
+    run_dir: Path | str,
+    *,
+    version: str,
+    repo_id: str,
+    card: bytes,
+    sign_key: Path | str | None = None,
+) -> Package:
     """Check a run directory and hash its release files (streaming) into a :class:`Package`.
 
-    ``card`` is the final README.md (its loading snippet pinned to ``version``).
+    ``card`` is the final README.md (its loading snippet pinned to ``version``); with
+    ``sign_key`` (an EC private key PEM) the manifest is signed (``manifest.sig`` +
+    ``signer.pub``).
     """
     from modelkit import __version__
     from modelkit.runs import open_run
@@ -198,6 +209,10 @@ def build_package(run_dir: Path | str, *, version: str, repo_id: str, card: byte
             files.append(memory_file(name, card))
         elif (run.path / name).is_file():
             files.append(_disk_file(run.path / name, name))
+    evals = run.path / EVALS
+    if evals.is_dir():  # results on other data, each under its own dataset name
+        for p in sorted(evals.glob("*.json")):
+            files.append(_disk_file(p, f"{EVALS}/{p.name}"))
     weights = next(f for f in files if f.path == "model.safetensors")
     expected = record.get("weights_sha256")
     if expected != weights.sha256:
@@ -223,6 +238,7 @@ def build_package(run_dir: Path | str, *, version: str, repo_id: str, card: byte
             "git_commit": (record.get("git") or {}).get("commit"),
             "data_fingerprint": (record.get("data") or {}).get("fingerprint"),
             "weights_sha256": expected,
+            "reference": (run.read_config().get("modelkit") or {}).get("reference"),
         },
         "weights": {
             "metadata": header["metadata"],
@@ -237,7 +253,21 @@ def build_package(run_dir: Path | str, *, version: str, repo_id: str, card: byte
     }
     blob = (json.dumps(manifest, sort_keys=True, indent=2) + "\n").encode()
     files.append(memory_file(MANIFEST, blob))
-    return Package(version, repo_id, run.path, files, manifest, weights=header)
+    if sign_key is not None:
+        from modelkit.release.signing import PUBLIC_KEY, SIGNATURE, sign_manifest
+
+        signature = sign_manifest(blob, key=sign_key)
+        files.append(memory_file(SIGNATURE, signature.bundle))
+        files.append(memory_file(PUBLIC_KEY, signature.public_key))
+    return Package(
+        version,
+        repo_id,
+        run.path,
+        files,
+        manifest,
+        weights=header,
+        signer=signature.fingerprint if sign_key is not None else None,
+    )
 
 
 def read_manifest(data: bytes, *, source: str) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +49,10 @@ def _check_git(project: Any, *, allow_dirty: bool) -> dict[str, Any]:
     return info
 
 
-def _card(run: Path, *, repo_id: str, version: str) -> bytes:
-    from modelkit.card import pin_usage, validate_card
+def _card(
+    run: Path, *, target: Target, version: str, project: Any, allow_incomplete: bool
+) -> bytes:
+    from modelkit.card import UsageTarget, card_incomplete, pin_usage, release_usage, validate_card
 
     path = run / "README.md"
     if not path.is_file():
@@ -63,7 +66,21 @@ def _card(run: Path, *, repo_id: str, version: str) -> bytes:
             f"{path} metadata errors: " + "; ".join(errors),
             hint=f"fix them, or regenerate: modelkit card {run}",
         )
-    return pin_usage(text, repo_id=repo_id, version=version).encode("utf-8")
+    unfilled = card_incomplete(text)
+    if unfilled and not allow_incomplete:
+        raise BadInputError(
+            f"the card {path} has unfilled sections: " + ", ".join(unfilled),
+            hint=f"write them in MODEL_CARD.md, run `modelkit card {run}`, "
+            "or pass --allow-incomplete-card",
+        )
+    root = getattr(target, "root", None)
+    where = UsageTarget(
+        kind="local" if target.kind == "local" else "hub",
+        repo_id=target.repo_id,
+        version=version,
+        registry=str(Path(root).resolve()) if root is not None else None,
+    )
+    return pin_usage(text, usage=release_usage(run, where, project=project)).encode("utf-8")
 
 
 def prepare(
@@ -77,6 +94,8 @@ def prepare(
     dry_run: bool = False,
     endpoint: str | None = None,
     retry: Any = None,
+    sign_key: Path | str | None = None,
+    allow_incomplete_card: bool = False,
 ) -> tuple[Package, Target, Any, dict[str, Any]]:
     """Every check a release makes before it writes anything."""
     parse_version(version)
@@ -94,8 +113,10 @@ def prepare(
         token_required=not dry_run,
         retry=retry,
     )
-    card = _card(run, repo_id=tgt.repo_id, version=version)
-    pkg = build_package(run, version=version, repo_id=tgt.repo_id, card=card)
+    card = _card(
+        run, target=tgt, version=version, project=project, allow_incomplete=allow_incomplete_card
+    )
+    pkg = build_package(run, version=version, repo_id=tgt.repo_id, card=card, sign_key=sign_key)
     state = tgt.state()
     return pkg, tgt, state, git
 
@@ -144,13 +165,50 @@ def plan(pkg: Package, tgt: Target, state: Any, git: dict[str, Any]) -> dict[str
         ],
         "total_size": pkg.total_size,
         "card_diff": diff,
+        "signer": pkg.signer,
         "steps": [
             *([] if state.exists else [f"create repo {pkg.repo_id}"]),
             f"one commit of {len(pkg.files)} files on parent {state.head or '(none)'}",
             f"tag {pkg.version} on that commit",
+            f"record the release ({pkg.version} -> that commit, the manifest's sha256)",
             "verify: remote sha256/size vs manifest, clean-cache download, load weights",
         ],
     }
+
+
+def _record(tgt: Target, version: str, *, commit: str, pkg: Package, resumed: bool) -> None:
+    """Write the release record (the tag's commit, the manifest's sha256, the signer) once."""
+    from datetime import datetime, timezone
+
+    from modelkit import __version__
+
+    writer = getattr(tgt, "write_release_record", None)
+    if writer is None or tgt.read_release_record(version) is not None:  # type: ignore[attr-defined]
+        return
+    manifest = tgt.read_file(commit, "manifest.json") if resumed else None
+    sha = (
+        hashlib.sha256(manifest).hexdigest()
+        if manifest is not None
+        else pkg.file("manifest.json").sha256
+    )
+    signer = pkg.signer
+    if resumed:  # describe what the tag holds, not this run's package
+        from modelkit.release.signing import PUBLIC_KEY, fingerprint
+
+        pub = tgt.read_file(commit, PUBLIC_KEY)
+        signer = fingerprint(pub) if pub is not None else None
+    writer(
+        version,
+        {
+            "version": version,
+            "repo_id": pkg.repo_id,
+            "commit": commit,
+            "manifest_sha256": sha,
+            "signer": signer,
+            "released": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "created_by": f"modelkit {__version__}",
+        },
+    )
 
 
 def release(
@@ -164,8 +222,14 @@ def release(
     dry_run: bool = False,
     endpoint: str | None = None,
     retry: Any = None,
+    sign_key: Path | str | None = None,
+    allow_incomplete_card: bool = False,
 ) -> dict[str, Any]:
-    """Release ``version`` of a run to a target; returns the plan (dry run) or the report."""
+    """Release ``version`` of a run to a target; returns the plan (dry run) or the report.
+
+    ``sign_key``: an elliptic-curve private key (PEM) to sign the manifest with
+    (OpenSSF model-signing); ``allow_incomplete_card`` publishes a card with unfilled sections.
+    """
     from modelkit.release.verify import verify_release
 
     pkg, tgt, state, git = prepare(
@@ -178,6 +242,8 @@ def release(
         dry_run=dry_run,
         endpoint=endpoint,
         retry=retry,
+        sign_key=sign_key,
+        allow_incomplete_card=allow_incomplete_card,
     )
     resumed = False
     if version in state.tags:
@@ -196,7 +262,16 @@ def release(
     if not resumed:
         commit = tgt.publish(pkg, parent=state.head)
         tgt.tag(version, commit)
-    report = verify_release(tgt, version, project=project, expected_manifest=pkg.manifest)
+    else:
+        commit = state.tags[version]
+    _record(tgt, version, commit=commit, pkg=pkg, resumed=resumed)
+    report = verify_release(
+        tgt,
+        version,
+        project=project,
+        expected_manifest=pkg.manifest,
+        require_signature=sign_key is not None and not resumed,
+    )
     report.update(
         already_released=resumed,
         files=[

@@ -103,11 +103,14 @@ def evaluate_run(
     write: bool = True,
     trust_unrecorded: bool = False,
 ) -> dict[str, Any]:
-    """Evaluate a run's weights on the held-out split of its data (or ``data``); writes eval.json.
+    """Evaluate a run's weights on the held-out split of its data (or ``data``).
 
+    The training data's result goes to ``eval.json``; a result on other data goes to
+    ``evals/<dataset name>.json`` and never replaces it. ``result["path"]`` says which.
     The weights are checked against run.json's ``weights_sha256`` (``trust_unrecorded``
     accepts a run that records none).
     """
+    from modelkit.card.facts import dataset_name, other_data_name, slug
     from modelkit.data import load_dataset
     from modelkit.errors import DataError, RunDirError
     from modelkit.io import sha256_file, write_json_atomic
@@ -156,17 +159,35 @@ def evaluate_run(
         batch_size=batch_size,
         classes=ds.classes,
     )
+    recorded = record.get("data") or {}
+    same = ds.fingerprint == recorded.get("fingerprint")
+    name = (
+        dataset_name(spec)
+        if same
+        else other_data_name(
+            spec,
+            ds.fingerprint,
+            training=recorded.get("spec")
+            or (train_cfg.data if train_cfg else recorded.get("name")),
+        )
+    )
     result.update(
         data={
+            "name": name,
             "spec": spec,
             "fingerprint": ds.fingerprint,
             "split": "held-out",
-            "same_as_training": ds.fingerprint == record.get("data", {}).get("fingerprint"),
+            "same_as_training": same,
         },
         weights_sha256=actual,
         evaluated=now_iso(),
         device=str(dev),
     )
+    # the training data's held-out result is eval.json (what the card reports as the model's);
+    # other data never replaces it: evals/<dataset name>.json, shown under its own name
+    path = run.eval if same else run.path / "evals" / f"{slug(name)}.json"
+    result["path"] = str(path)
     if write:
-        write_json_atomic(run.eval, result)
+        path.parent.mkdir(exist_ok=True)
+        write_json_atomic(path, {k: v for k, v in result.items() if k != "path"})
     return result

@@ -1,0 +1,213 @@
+"""Card metadata (the YAML front matter): built from the facts, validated like the Hub does."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from modelkit.card.facts import project_license, slug
+
+# the Hub's license identifiers (https://huggingface.co/docs/hub/repositories-licenses)
+HUB_LICENSES = frozenset(
+    [
+        "apache-2.0",
+        "mit",
+        "openrail",
+        "bigscience-openrail-m",
+        "creativeml-openrail-m",
+        "bigscience-bloom-rail-1.0",
+        "bigcode-openrail-m",
+        "afl-3.0",
+        "artistic-2.0",
+        "bsl-1.0",
+        "bsd",
+        "bsd-2-clause",
+        "bsd-3-clause",
+        "bsd-3-clause-clear",
+        "c-uda",
+        "cc",
+        "cc0-1.0",
+        "cc-by-2.0",
+        "cc-by-2.5",
+        "cc-by-3.0",
+        "cc-by-4.0",
+        "cc-by-sa-3.0",
+        "cc-by-sa-4.0",
+        "cc-by-nc-2.0",
+        "cc-by-nc-3.0",
+        "cc-by-nc-4.0",
+        "cc-by-nd-4.0",
+        "cc-by-nc-nd-3.0",
+        "cc-by-nc-nd-4.0",
+        "cc-by-nc-sa-2.0",
+        "cc-by-nc-sa-3.0",
+        "cc-by-nc-sa-4.0",
+        "cdla-sharing-1.0",
+        "cdla-permissive-1.0",
+        "cdla-permissive-2.0",
+        "wtfpl",
+        "ecl-2.0",
+        "epl-1.0",
+        "epl-2.0",
+        "etalab-2.0",
+        "eupl-1.1",
+        "eupl-1.2",
+        "agpl-3.0",
+        "gfdl",
+        "gpl",
+        "gpl-2.0",
+        "gpl-3.0",
+        "lgpl",
+        "lgpl-2.1",
+        "lgpl-3.0",
+        "isc",
+        "h-research",
+        "intel-research",
+        "lppl-1.3c",
+        "ms-pl",
+        "apple-ascl",
+        "apple-amlr",
+        "mpl-2.0",
+        "odc-by",
+        "odbl",
+        "openrail++",
+        "osl-3.0",
+        "postgresql",
+        "ofl-1.1",
+        "ncsa",
+        "unlicense",
+        "zlib",
+        "pddl",
+        "lgpl-lr",
+        "deepfloyd-if-license",
+        "llama2",
+        "llama3",
+        "llama3.1",
+        "llama3.2",
+        "llama3.3",
+        "gemma",
+        "unknown",
+        "other",
+    ]
+)
+
+
+# data spec prefix -> Hub dataset id, where one exists
+HUB_DATASETS = {"mnist": "ylecun/mnist"}
+
+
+# ------------------------------------------------------------------------------- metadata
+def card_metadata(f: dict[str, Any], *, repo_id: str, project: Any) -> dict[str, Any]:
+    from huggingface_hub import EvalResult, ModelCardData
+
+    card_cfg = (getattr(project, "raw", None) or {}).get("card", {})
+    name = f["data_name"]
+    datasets = list(
+        card_cfg.get("datasets") or ([HUB_DATASETS[name]] if name in HUB_DATASETS else [])
+    )
+
+    def results(ev: dict[str, Any], *, dataset_type: str, dataset: str) -> list[Any]:
+        return [
+            EvalResult(
+                task_type="image-classification",
+                task_name="Image Classification",
+                dataset_type=dataset_type,
+                dataset_name=f"{dataset} (held-out split)",
+                dataset_split="test",
+                metric_type=key,
+                metric_name=label,
+                metric_value=round(float(ev[key]), 6),
+            )
+            for key, label in (("accuracy", "Accuracy"), ("loss", "Cross-entropy loss"))
+        ]
+
+    evals = []
+    if f["eval"] is not None:  # the training data's held-out split
+        evals += results(f["eval"], dataset_type=datasets[0] if datasets else name, dataset=name)
+    for ev in f["other_evals"]:  # other data: only ever under its own name
+        other = ev["data"]["name"]
+        evals += results(ev, dataset_type=other, dataset=other)
+    tags = ["modelkit", "pytorch", "safetensors", "image-classification", slug(f["arch"]["name"])]
+    tags += [t for t in card_cfg.get("tags", []) if t not in tags]
+    data = ModelCardData(
+        license=project_license(project),
+        library_name=f["arch"]["library"],
+        tags=tags,
+        datasets=datasets or None,
+        metrics=["accuracy"],
+        pipeline_tag=card_cfg.get("pipeline_tag", "image-classification"),
+        model_name=repo_id.split("/")[-1],
+        eval_results=evals or None,
+    )
+    return data.to_dict()
+
+
+def validate_metadata(meta: Any) -> list[str]:
+    """Errors in card metadata, as huggingface_hub parses it and the Hub checks it (empty = ok)."""
+    from huggingface_hub import ModelCardData
+    from huggingface_hub.repocard_data import model_index_to_eval_results
+
+    errors: list[str] = []
+    if not isinstance(meta, dict):
+        return ["the YAML front matter must be a mapping"]
+    lic = meta.get("license")
+    if lic is None:
+        errors.append("license: missing (set [tool.modelkit.card] license or [project] license)")
+    elif not isinstance(lic, str) or lic not in HUB_LICENSES:
+        errors.append(f"license: '{lic}' is not a Hub license id (e.g. apache-2.0, mit, other)")
+    for key in ("tags", "datasets", "metrics"):
+        v = meta.get(key)
+        if v is not None and not (isinstance(v, list) and all(isinstance(x, str) for x in v)):
+            errors.append(f"{key}: must be a list of strings")
+    for key in ("library_name", "pipeline_tag"):
+        v = meta.get(key)
+        if v is not None and not isinstance(v, str):
+            errors.append(f"{key}: must be a string")
+    if "model-index" in meta:
+        try:
+            name, results = model_index_to_eval_results(meta["model-index"])
+            if not results:
+                errors.append("model-index: no results")
+            for r in results:
+                if not isinstance(r.metric_value, (int, float)):
+                    errors.append(f"model-index: metric {r.metric_type} value is not a number")
+        except Exception as exc:  # KeyError/TypeError from a malformed structure
+            errors.append(f"model-index: malformed ({type(exc).__name__}: {exc})")
+    try:
+        ModelCardData(**meta)
+    except Exception as exc:
+        errors.append(f"metadata does not parse as ModelCardData: {exc}")
+    return errors
+
+
+def split_front_matter(text: str) -> tuple[dict[str, Any] | None, str, list[str]]:
+    """``(metadata, body, errors)`` of a README with optional YAML front matter."""
+    if not text.startswith("---\n"):
+        return None, text, []
+    end = text.find("\n---\n", 4)
+    if end < 0:
+        return None, text, ["YAML front matter is not closed by a '---' line"]
+    try:
+        meta = yaml.safe_load(text[4:end]) or {}
+    except yaml.YAMLError as exc:
+        return None, text[end + 5 :], [f"YAML front matter does not parse: {exc}".splitlines()[0]]
+    return meta, text[end + 5 :], []
+
+
+def validate_card(text: str) -> list[str]:
+    """Errors that would make huggingface_hub or the Hub reject this README (empty = valid)."""
+    from huggingface_hub import ModelCard
+
+    meta, _, errors = split_front_matter(text)
+    if errors:
+        return errors
+    if meta is None:
+        return ["no YAML metadata block at the top of README.md"]
+    errors = validate_metadata(meta)
+    if not errors:
+        try:
+            ModelCard(text, ignore_metadata_errors=False)
+        except Exception as exc:
+            errors.append(f"huggingface_hub.ModelCard rejects it: {exc}")
+    return errors

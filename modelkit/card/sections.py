@@ -1,0 +1,293 @@
+"""The card's generated sections: markdown text from the run's facts, one function per concern.
+
+``generated_sections`` returns ``{name: markdown}`` for the blocks between
+``<!-- modelkit:begin NAME -->`` / ``<!-- modelkit:end NAME -->``; ``usage_section`` writes the
+"How to use" text for where a release lives (local registry or Hub).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from modelkit.card.facts import known, modelkit_link
+
+CURVES = "training_curves.png"
+PLACEHOLDER_REPO = "YOUR-ORG/YOUR-MODEL"
+
+
+PLACEHOLDER_VERSION = "vX.Y"
+
+
+# ------------------------------------------------------------------------------- sections
+def fmt(n: Any) -> str:
+    return f"{n:,}" if isinstance(n, (int, float)) and not isinstance(n, bool) else known(n)
+
+
+@dataclass(frozen=True)
+class UsageTarget:
+    """Where a release lives, for the card's loading snippet."""
+
+    kind: str  # "hub" | "local"
+    repo_id: str
+    version: str
+    registry: str | None = None  # a local registry's absolute path
+
+
+def usage_section(arch: dict[str, Any], target: UsageTarget) -> str:
+    """The "How to use" text: exactly what loads this release from ``target``."""
+    ref = arch.get("reference") or {}
+    module = (ref.get("ref") or f"{arch['module']}:").partition(":")[0]
+    package, version = ref.get("package"), ref.get("version")
+    if package and package != "modelkit":
+        needs = (
+            f"`pip install modelkit '{package}=={version}'`"
+            if version
+            else f"`pip install modelkit {package}`"
+        )
+        needs += f" (`{package}` provides `{module}`, which defines the model)"
+    elif package == "modelkit":
+        needs = "`pip install modelkit` (the model is one of modelkit's own)"
+    else:
+        needs = (
+            f"`pip install modelkit` and the package that provides `{module}` "
+            "(its name was not recorded: the model's module was not installed as a package)"
+        )
+    if target.kind == "local":
+        where = f"the local registry `{target.registry}`"
+        call = f'modelkit.load("{target.registry}", "{target.version}", repo="{target.repo_id}")'
+        mixin_call = (
+            f'{arch["class_name"]}.from_pretrained("{target.repo_id}", revision="{target.version}", '
+            f'cache_dir="{target.registry}", local_files_only=True)'
+        )
+        check = f"modelkit verify {target.registry}@{target.version} --repo {target.repo_id}"
+    else:
+        where = f"the Hugging Face Hub (`{target.repo_id}`)"
+        call = f'modelkit.load("hf://{target.repo_id}", "{target.version}")'
+        mixin_call = (
+            f'{arch["class_name"]}.from_pretrained("{target.repo_id}", revision="{target.version}")'
+        )
+        check = f"modelkit verify hf://{target.repo_id}@{target.version}"
+    lines = [
+        f"Load release `{target.version}` from {where}; needs {needs}:",
+        "",
+        "```python",
+        "import modelkit",
+        "",
+        f"model = {call}  # pinned to the release tag",
+        "```",
+        "",
+        "`modelkit.load` rebuilds the model from the reference in `config.json` "
+        f"(`{known(ref.get('ref'))}`), checks the weights' sha256 against `run.json` and "
+        "`manifest.json`, and loads `model.safetensors` (no pickle).",
+    ]
+    if arch["mixin"]:
+        lines += [
+            "",
+            f"`{arch['class_name']}` is a `PyTorchModelHubMixin`, so its own loader works too:",
+            "",
+            "```python",
+            f"from {arch['module']} import {arch['class_name']}",
+            "",
+            f"model = {mixin_call}.eval()",
+            "```",
+        ]
+    lines += ["", f"Check it first (hashes, tag, signature, weights): `{check}`."]
+    return "\n".join(lines)
+
+
+def default_target(*, repo_id: str | None, version: str | None, project: Any) -> UsageTarget:
+    """The snippet's target before a release: the project's hub, else placeholders."""
+    return UsageTarget(
+        kind="hub", repo_id=repo_id or PLACEHOLDER_REPO, version=version or PLACEHOLDER_VERSION
+    )
+
+
+def eval_table(ev: dict[str, Any]) -> list[str]:
+    return [
+        "| metric | value |",
+        "|---|---|",
+        f"| accuracy | {ev['accuracy']:.4f} |",
+        f"| cross-entropy loss | {ev['loss']:.4f} |",
+        f"| samples | {fmt(ev['samples'])} |",
+    ]
+
+
+def generated_sections(f: dict[str, Any], *, target: UsageTarget, curves: bool) -> dict[str, str]:
+    rec, ev, hdr, arch, train = f["record"], f["eval"], f["header"], f["arch"], f["train"]
+    data = rec.get("data") or {}
+    env = rec.get("env") or {}
+    git = rec.get("git") or {}
+    timings = rec.get("timings") or {}
+    name = f["data_name"]
+    dtypes = ", ".join(f"{k}: {fmt(v)}" for k, v in sorted(hdr["dtypes"].items()))
+    weights_size = f["run"].weights.stat().st_size
+    s: dict[str, str] = {}
+    held_out = (
+        f"Held-out accuracy **{ev['accuracy']:.4f}** on {fmt(ev['samples'])} samples."
+        if ev is not None
+        else "Not evaluated on the training data's held-out split."
+    )
+    s["summary"] = (
+        f"`{arch['name']}` ({arch['summary']}), trained with {modelkit_link()} on `{name}`. "
+        + held_out
+    )
+    ref = arch.get("reference") or {}
+    provider = f"{ref['package']} {known(ref.get('version'))}" if ref.get("package") else "unknown"
+    classes = (ev or {}).get("classes") or data.get("classes") or []
+    s["details"] = "\n".join(
+        [
+            f"- **Architecture:** `{arch['class']}` — {arch['description'] or arch['summary']}",
+            f"- **Rebuilt from:** `{known(ref.get('ref'))}` (package: {provider})",
+            f"- **Model kwargs:** `{json.dumps(arch['kwargs'], sort_keys=True)}`",
+            f"- **Parameters:** {fmt(hdr['num_parameters'])} in {hdr['num_tensors']} tensors "
+            f"({dtypes}), read from the safetensors header",
+            f"- **Weights:** `model.safetensors`, {fmt(weights_size)} bytes, sha256 "
+            f"`{known(rec.get('weights_sha256'))}`",
+            f"- **Model type:** image classification, {len(classes) or 'unknown'} classes"
+            + (f" ({', '.join(map(str, classes))})" if classes else ""),
+            f"- **Framework:** PyTorch {known(env.get('torch'))}, modelkit {known(env.get('modelkit'))}",
+            f"- **Trained:** {known(rec.get('started'))} → {known(rec.get('finished'))}",
+            "",
+            "<details><summary>Module tree</summary>",
+            "",
+            "```text",
+            arch["repr"],
+            "```",
+            "",
+            "</details>",
+        ]
+    )
+    source = data.get("source")
+    shape = "×".join(map(str, data.get("input_shape") or [])) or "unknown"
+    s["training-data"] = "\n".join(
+        [
+            f"- **Dataset:** `{name}`"
+            + (f" (source: {source})" if source and not looks_local(source) else ""),
+            f"- **Fingerprint:** `{known(data.get('fingerprint'))}`",
+            f"- **Split:** {known(data.get('split'))}; train {fmt(data.get('train_size'))}"
+            f" samples, held-out {fmt(data.get('test_size', (ev or {}).get('samples')))} samples",
+            f"- **Input shape:** {shape}",
+        ]
+        + ([f"- **Skipped files:** {data['skipped_files']}"] if data.get("skipped_files") else [])
+    )
+    keys = ("epochs", "batch_size", "lr", "optimizer", "weight_decay", "momentum", "seed")
+    recipe = ("lr_schedule", "loss", "grad_clip", "max_steps", "normalize", "augment")
+    keys += tuple(k for k in recipe if train.get(k) not in (None, "", 0, {}, "none"))
+    hp = "\n".join(f"| {k} | `{known(train.get(k))}` |" for k in keys if k in train)
+    train_s, sps = timings.get("train_s"), rec.get("samples_per_second")
+    lines = (["| hyperparameter | value |", "|---|---|", hp, ""] if hp else []) + [
+        f"- **Hardware:** {known(env.get('device_type'))} — {known(env.get('device_name'))}"
+        f" ({known(env.get('threads'))} threads; CUDA {known(env.get('cuda'), unknown='none')})",
+        "- **Training time:** "
+        + (f"{train_s:.1f} s" if isinstance(train_s, (int, float)) else "unknown")
+        + f" for {fmt(rec.get('steps'))} steps ({fmt(rec.get('samples_seen'))} samples, "
+        + (f"{sps:,.0f} samples/s)" if isinstance(sps, (int, float)) else "unknown samples/s)"),
+    ]
+    if curves:
+        lines += [
+            "",
+            f"![Training curves: loss per step and held-out accuracy per epoch]({CURVES})",
+        ]
+    s["training"] = "\n".join(lines)
+    ev_lines: list[str] = []
+    if ev is not None:
+        per_class = ev.get("per_class_accuracy") or {}
+        ev_lines += [
+            f"Evaluated on the held-out split of the training data `{name}` (fingerprint "
+            f"`{known((ev.get('data') or {}).get('fingerprint'))}`), {known(ev.get('evaluated'))}.",
+            "",
+            *eval_table(ev),
+            "",
+            "Per-class accuracy (a breakdown by the factor the data records: the class):",
+            "",
+            "| class | accuracy |",
+            "|---|---|",
+            *[f"| {c} | {'n/a' if a is None else f'{a:.4f}'} |" for c, a in per_class.items()],
+        ]
+    else:
+        ev_lines.append("Not evaluated on the held-out split of the training data.")
+    for other in f["other_evals"]:
+        d = other["data"]
+        ev_lines += [
+            "",
+            f"### On other data: `{d['name']}`",
+            "",
+            f"Held-out split of `{d['name']}` (fingerprint `{known(d.get('fingerprint'))}`), "
+            f"not the training data; {known(other.get('evaluated'))}.",
+            "",
+            *eval_table(other),
+        ]
+    s["evaluation"] = "\n".join(ev_lines)
+    per_class = (ev or {}).get("per_class_accuracy") or {}
+    scored = [(a, c) for c, a in per_class.items() if a is not None]
+    best = max((a for a, _ in scored), default=None)
+    weakest = [(a, c) for a, c in sorted(scored)[:3] if a < best]  # only classes behind the best
+    lim = [
+        f"- Trained on {fmt(data.get('train_size'))} samples of `{name}` only; "
+        + (
+            "accuracy on other sources (other scanners, handwriting styles, resolutions, "
+            "domains) was not measured."
+            if not f["other_evals"]
+            else "other data was measured only where listed under Evaluation."
+        ),
+    ]
+    if ev is not None:
+        lim.append(
+            f"- The reported accuracy comes from one held-out split of {fmt(ev['samples'])} "
+            "samples, one seed, no confidence interval."
+        )
+    if weakest:
+        lim.append(
+            "- Weakest classes: "
+            + ", ".join(f"`{c}` ({a:.3f})" for a, c in weakest)
+            + "; errors are not uniform across classes."
+        )
+    if git.get("dirty"):
+        lim.append("- The run was trained from a git tree with uncommitted changes.")
+    if not git.get("commit"):
+        lim.append("- The run was not trained inside a git repository: the code is not pinned.")
+    lim.append("- Not evaluated for robustness to adversarial or out-of-distribution inputs.")
+    s["limitations"] = "\n".join(lim)
+    s["usage"] = usage_section(arch, target)
+    env_keys = (
+        "python",
+        "torch",
+        "numpy",
+        "device_type",
+        "device_name",
+        "threads",
+        "deterministic",
+    )
+    shown = dict(train)
+    if "data" in shown:
+        shown["data"] = name  # the dataset's name; a local path stays out of the card
+    s["reproducibility"] = "\n".join(
+        [
+            f"- **Git commit:** `{known(git.get('commit'))}`"
+            + (" (dirty tree)" if git.get("dirty") else ""),
+            f"- **Seed:** `{known(rec.get('seed'))}`",
+            f"- **Config sha256:** `{known(rec.get('config_sha256'))}`",
+            f"- **Weights sha256:** `{known(rec.get('weights_sha256'))}`",
+            f"- **Environment:** {', '.join(f'{k} `{known(env.get(k))}`' for k in env_keys)}",
+            "",
+            "Training config (`config.json` → `modelkit.train`; `data` shown by name):",
+            "",
+            "```json",
+            json.dumps(shown, sort_keys=True, indent=2),
+            "```",
+            "",
+            "Re-run it and compare against this run's record (`run.json`, shipped with the "
+            "release):",
+            "",
+            "```bash",
+            "modelkit repro --against RUN_DIR   # the run directory, or the downloaded release",
+            "```",
+        ]
+    )
+    return s
+
+
+def looks_local(text: str) -> bool:
+    return str(text).startswith(("/", "~", "./", "../")) or ":\\" in str(text)
