@@ -232,7 +232,12 @@ def _localise(
 
     if step is None:  # every fingerprint equal: the difference is in the final state only
         step = final_step
-    if not (a.has_dump(step) and b.has_dump(step)):
+        last_equal = step - 1  # the final fingerprint is equal too: nothing to narrow down
+    # A state dump at the first different fingerprint names the tensors only when the step
+    # before it is known to be equal; otherwise (periodic fingerprints, and the final step,
+    # which always has a dump) the window after the last equal fingerprint is re-run.
+    narrowed = step == 0 or (last_equal is not None and last_equal == step - 1)
+    if not (narrowed and a.has_dump(step) and b.has_dump(step)):
         lo = -1 if last_equal is None else last_equal
         emit(f"localising: re-running steps {lo + 1}..{step} with a fingerprint at every step")
         opts = {
