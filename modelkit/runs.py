@@ -17,7 +17,7 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -182,3 +182,158 @@ def latest_run(root: Path | str = "runs") -> Path | None:
 def now_iso() -> str:
     """UTC timestamp, ISO 8601."""
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+# ---- the run record as a typed value --------------------------------------------------------
+
+
+def _record_fields() -> dict[str, tuple[tuple[type, ...], bool]]:
+    """``field -> (accepted types, nullable)`` for the typed fields of run.json."""
+    return {
+        "version": ((int,), False),
+        "status": ((str,), False),
+        "started": ((str,), True),
+        "finished": ((str,), True),
+        "trainer": ((str,), False),
+        "command": ((dict,), True),
+        "model": ((str,), True),
+        "seed": ((int,), True),
+        "config_sha256": ((str,), True),
+        "git": ((dict,), False),
+        "env": ((dict,), False),
+        "determinism": ((dict,), False),
+        "data": ((dict,), False),
+        "timings": ((dict,), False),
+        "metrics": ((dict,), False),
+        "weights_sha256": ((str,), True),
+        "fingerprint_every": ((int,), True),
+        "num_parameters": ((int,), True),
+        "reference": ((dict,), True),
+        "steps": ((int,), True),
+        "error": ((str,), True),
+    }
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """``run.json`` as typed fields (the ones every verb reads); ``raw`` keeps the whole record.
+
+    :meth:`from_dict` names a field of the wrong type, or null where a value is required,
+    with the file (exit 2) instead of failing later on a string key.
+    """
+
+    status: str
+    version: int = RUN_RECORD_VERSION
+    started: str | None = None
+    finished: str | None = None
+    trainer: str = "modelkit"
+    command: dict[str, Any] | None = None
+    model: str | None = None
+    seed: int | None = None
+    config_sha256: str | None = None
+    git: dict[str, Any] = field(default_factory=dict)
+    env: dict[str, Any] = field(default_factory=dict)
+    determinism: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    weights_sha256: str | None = None
+    fingerprint_every: int | None = None
+    num_parameters: int | None = None
+    reference: dict[str, Any] | None = None
+    steps: int | None = None
+    error: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def complete(self) -> bool:
+        """True for a finished run (status ``complete``)."""
+        return self.status == "complete"
+
+    @classmethod
+    def from_dict(cls, data: Any, *, source: str) -> RunRecord:
+        """Check the types of the known fields of ``data`` (a parsed run.json at ``source``)."""
+        if not isinstance(data, dict):
+            raise RunDirError(
+                f"{source} must hold a JSON object, got {type(data).__name__}",
+                hint="the file is corrupt or was edited by hand",
+            )
+        values: dict[str, Any] = {}
+        for key, (types, nullable) in _record_fields().items():
+            if key not in data:
+                if key == "status":
+                    raise RunDirError(
+                        f"{source} has no 'status' field", hint="the file is corrupt or incomplete"
+                    )
+                continue
+            value = data[key]
+            if value is None:
+                if not nullable:
+                    raise RunDirError(
+                        f"{source}: field '{key}' is null, expected {_names(types)}",
+                        hint="the file is corrupt or was edited by hand",
+                    )
+            elif isinstance(value, bool) and bool not in types or not isinstance(value, types):
+                raise RunDirError(
+                    f"{source}: field '{key}' must be {_names(types)}, "
+                    f"got {type(value).__name__} {json.dumps(value)[:40]}",
+                    hint="the file is corrupt or was edited by hand",
+                )
+            values[key] = value
+        return cls(**values, raw=dict(data))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as JSON-ready data (``raw`` with the typed fields laid over it)."""
+        out = dict(self.raw)
+        for key in _record_fields():
+            value = getattr(self, key)
+            if key in self.raw or value not in (None, {}):
+                out[key] = value
+        return out
+
+
+def _names(types: tuple[type, ...]) -> str:
+    words = {int: "an integer", str: "a string", dict: "an object", float: "a number"}
+    return " or ".join(words.get(t, t.__name__) for t in types)
+
+
+def read_run_record(run: RunDir | Path | str) -> RunRecord:
+    """The typed :class:`RunRecord` of a run directory (exit 2 naming a bad field)."""
+    run = run if isinstance(run, RunDir) else RunDir(Path(run))
+    return RunRecord.from_dict(run.read_record(), source=str(run.record))
+
+
+# ---- weights are read only through their recorded sha256 ------------------------------------
+def verified_weights(run_dir: RunDir | Path | str, *, trust_unrecorded: bool = False) -> Path:
+    """The run's ``model.safetensors``, after checking it against run.json's ``weights_sha256``.
+
+    Every reader of a run's (or a release's) weights calls this. A mismatch raises
+    :class:`CheckFailed` (exit 3); a record without ``weights_sha256`` (or no run.json at all)
+    raises :class:`RunDirError` (exit 2) unless ``trust_unrecorded``.
+    """
+    from modelkit.errors import CheckFailed
+    from modelkit.io import sha256_file
+
+    run = run_dir if isinstance(run_dir, RunDir) else RunDir(Path(run_dir))
+    if not run.weights.is_file():
+        raise RunDirError(
+            f"{run.weights} not found", hint="pass a finished run directory (model.safetensors)"
+        )
+    expected: str | None = None
+    if run.record.is_file():
+        expected = read_run_record(run).weights_sha256
+    if expected is None:
+        if trust_unrecorded:
+            return run.weights
+        raise RunDirError(
+            f"{run.path} records no weights_sha256 for {run.weights.name}, "
+            "so the weights cannot be checked",
+            hint="pass --trust-unrecorded (trust_unrecorded=True) only if you trust these weights",
+        )
+    actual = sha256_file(run.weights)
+    if actual != expected:
+        raise CheckFailed(
+            f"{run.weights} sha256 {actual[:12]}… does not match run.json ({expected[:12]}…)",
+            hint="the weights were modified after training; re-train or restore them",
+        )
+    return run.weights

@@ -2,8 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
+import typer
+
 from modelkit.cli import _output as o
 from modelkit.cli._options import DataOpt, DeviceOpt, FormatOpt, OutputFormat, RunDirArg, SkipBadOpt
+
+TrustUnrecordedOpt = Annotated[
+    bool,
+    typer.Option(
+        "--trust-unrecorded",
+        help="Evaluate weights whose run.json records no weights_sha256 (unchecked).",
+    ),
+]
 
 EXAMPLES = """
 Examples:
@@ -23,6 +35,7 @@ def command(
     device: DeviceOpt = None,
     skip_bad_files: SkipBadOpt = False,
     fmt: FormatOpt = OutputFormat.text,
+    trust_unrecorded: TrustUnrecordedOpt = False,
 ) -> None:
     """Accuracy, loss, per-class accuracy and confusion matrix; saved as eval.json."""
     from modelkit.project import load_project
@@ -34,6 +47,7 @@ def command(
         project=load_project(),
         device=device or "auto",
         skip_bad_files=skip_bad_files,
+        trust_unrecorded=trust_unrecorded,
     )
     if fmt is OutputFormat.json:
         o.print_json(result)

@@ -44,29 +44,30 @@ def model_config(name: str, kwargs: dict[str, Any], train_config: dict[str, Any]
 
 
 def load_model_from_dir(
-    directory: Path, *, project: Any = None, device: str | torch.device = "cpu"
+    directory: Path,
+    *,
+    project: Any = None,
+    device: str | torch.device = "cpu",
+    trust_unrecorded: bool = False,
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Rebuild the model a run (or a release) describes and load its weights (strict)."""
+    """Rebuild the model a run (or a release) describes and load its weights (strict).
+
+    The weights are checked against run.json's ``weights_sha256`` first
+    (:func:`modelkit.runs.verified_weights`); the model is built from ``modelkit.reference``
+    when config.json has one, else from the model name (runs made before references).
+    """
     from safetensors.torch import load_model
 
-    from modelkit.models.registry import build_model
+    from modelkit.runs import verified_weights
 
-    cfg_path, weights = directory / "config.json", directory / "model.safetensors"
-    for p in (cfg_path, weights):
-        if not p.is_file():
-            raise RunDirError(
-                f"{p} not found", hint="pass a run directory made by `modelkit train`"
-            )
+    cfg_path = directory / "config.json"
+    if not cfg_path.is_file():
+        raise RunDirError(f"{cfg_path} not found", hint="pass a run directory made by modelkit")
+    weights = verified_weights(directory, trust_unrecorded=trust_unrecorded)
     cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
     meta = cfg.get("modelkit", {})
     name = meta.get("model")
-    if not name:
-        raise RunDirError(
-            f"{cfg_path} does not name its model (modelkit.model)",
-            hint="was it written by modelkit?",
-        )
-    kwargs = meta.get("train", {}).get("model_kwargs", {})
-    model, _ = build_model(name, project=project, kwargs=kwargs)
+    model = _build_from_config(meta, source=str(cfg_path), project=project)
     try:
         load_model(model, str(weights), strict=True, device=str(device))
     except Exception as exc:
@@ -75,3 +76,22 @@ def load_model_from_dir(
             hint="the run's config.json and model.safetensors disagree",
         ) from None
     return model.to(device).eval(), cfg
+
+
+def _build_from_config(meta: dict[str, Any], *, source: str, project: Any) -> torch.nn.Module:
+    """The model from config.json's ``modelkit`` table: its reference, else its registry name."""
+    if "reference" in meta:
+        from modelkit.models.reference import ModelReference
+
+        return ModelReference.from_dict(meta["reference"], source=source).build()
+    from modelkit.models.registry import build_model
+
+    name = meta.get("model")
+    if not name:
+        raise RunDirError(
+            f"{source} does not name its model (modelkit.reference or modelkit.model)",
+            hint="was it written by modelkit?",
+        )
+    kwargs = meta.get("train", {}).get("model_kwargs", {})
+    model, _ = build_model(name, project=project, kwargs=kwargs)
+    return model

@@ -57,7 +57,7 @@ def save_checkpoint(
     *,
     step: int,
     model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
+    optimizer: torch.optim.Optimizer | None,
     state: dict[str, Any],
     extra_tensors: dict[str, torch.Tensor] | None = None,
     objects: dict[str, dict[str, Any]] | None = None,
@@ -66,7 +66,8 @@ def save_checkpoint(
     """Write one checkpoint atomically and prune old ones; returns its path.
 
     ``objects`` holds JSON-able ``state_dict()``s of stateful helpers (LR scheduler, grad
-    scaler); they go into the metadata and are covered by the checksum.
+    scaler); they go into the metadata and are covered by the checksum. ``optimizer`` may be
+    None (a loop that checkpoints only the model and its own state).
     """
     from safetensors.torch import save_file
 
@@ -74,7 +75,10 @@ def save_checkpoint(
     tensors = {
         f"model.{k}": v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()
     }
-    opt_tensors, opt_meta = flatten_optimizer(optimizer.state_dict())
+    opt_state = (
+        optimizer.state_dict() if optimizer is not None else {"state": {}, "param_groups": []}
+    )
+    opt_tensors, opt_meta = flatten_optimizer(opt_state)
     tensors.update({k: v.detach().cpu().contiguous().clone() for k, v in opt_tensors.items()})
     for k, v in (extra_tensors or {}).items():
         tensors[f"extra.{k}"] = v.detach().cpu().contiguous().clone()

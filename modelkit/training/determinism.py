@@ -29,8 +29,11 @@ def seed_everything(seed: int) -> None:
         torch.cuda.manual_seed_all(seed)
 
 
-def configure_determinism(*, seed: int, threads: int, deterministic: bool) -> dict[str, Any]:
-    """Seed everything, fix threads and (if ``deterministic``) the algorithms; returns the record."""
+def configure_determinism(*, seed: int | None, threads: int, deterministic: bool) -> dict[str, Any]:
+    """Seed everything, fix threads and (if ``deterministic``) the algorithms; returns the record.
+
+    ``seed=None`` seeds nothing (a script that seeds on its own); ``seeded`` is then empty.
+    """
     if deterministic:
         # must be set before the first cuBLAS handle exists; harmless on CPU
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
@@ -40,7 +43,8 @@ def configure_determinism(*, seed: int, threads: int, deterministic: bool) -> di
     if threads or deterministic:
         # a fixed, explicit thread count: the default one depends on the machine
         torch.set_num_threads(threads or torch.get_num_threads())
-    seed_everything(seed)
+    if seed is not None:
+        seed_everything(seed)
     return {
         "enabled": deterministic,
         "seed": seed,
@@ -51,7 +55,9 @@ def configure_determinism(*, seed: int, threads: int, deterministic: bool) -> di
         "cudnn_deterministic": torch.backends.cudnn.deterministic,
         "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
         "data_order": DATA_ORDER,
-        "seeded": ["python", "numpy", "torch_cpu"]
+        "seeded": []
+        if seed is None
+        else ["python", "numpy", "torch_cpu"]
         + (["torch_cuda_all"] if torch.cuda.is_available() else []),
     }
 

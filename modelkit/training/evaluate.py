@@ -101,31 +101,37 @@ def evaluate_run(
     skip_bad_files: bool = False,
     batch_size: int = 1024,
     write: bool = True,
+    trust_unrecorded: bool = False,
 ) -> dict[str, Any]:
-    """Evaluate a run's weights on the held-out split of its data (or ``data``); writes eval.json."""
+    """Evaluate a run's weights on the held-out split of its data (or ``data``); writes eval.json.
+
+    The weights are checked against run.json's ``weights_sha256`` (``trust_unrecorded``
+    accepts a run that records none).
+    """
     from modelkit.data import load_dataset
-    from modelkit.errors import CheckFailed, DataError
+    from modelkit.errors import DataError, RunDirError
     from modelkit.io import sha256_file, write_json_atomic
     from modelkit.models.weights import load_model_from_dir
-    from modelkit.runs import now_iso, open_run
+    from modelkit.runs import now_iso, open_run, read_run_record
     from modelkit.training.loop import resolve_device
 
     run = open_run(run_dir, require=("run.json", "config.json", "model.safetensors"))
-    record = run.read_record()
-    expected = record.get("weights_sha256")
-    actual = sha256_file(run.weights)
-    if expected and expected != actual:
-        raise CheckFailed(
-            f"{run.weights} sha256 {actual[:12]}… does not match run.json ({expected[:12]}…)",
-            hint="the weights were modified after training; re-train or restore them",
-        )
+    record = read_run_record(run).raw
     dev = resolve_device(device)
-    train_cfg = run.train_config()
+    own_loop = record.get("trainer") == "user"
+    if own_loop and data is None:
+        raise RunDirError(
+            f"{run.path} was trained by its own loop, so it names no modelkit data spec",
+            hint="pass the held-out data: --data SPEC (e.g. --data digits)",
+        )
+    train_cfg = None if own_loop else run.train_config()
     spec = data or train_cfg.data
-    ds = load_dataset(
-        spec, project=project, skip_bad_files=skip_bad_files or train_cfg.skip_bad_files
+    skip = skip_bad_files or bool(train_cfg and train_cfg.skip_bad_files)
+    ds = load_dataset(spec, project=project, skip_bad_files=skip)
+    model, _ = load_model_from_dir(
+        run.path, project=project, device=dev, trust_unrecorded=trust_unrecorded
     )
-    model, _ = load_model_from_dir(run.path, project=project, device=dev)
+    actual = sha256_file(run.weights)
     if ds.num_classes > int(model(ds.x_test[:1].to(dev)).shape[1]):
         raise DataError(
             f"data '{spec}' has {ds.num_classes} classes, more than the model outputs",
