@@ -3,7 +3,7 @@ Adadelta, StepLR, NLL loss, its own DataLoader), adopted with the lines marked `
 
 Used by tests/test_tracking.py. Options: --out DIR, --epochs N, --seed S, --lr LR,
 --checkpoint-every N (with --resume), --kill-at-step N (SIGKILL itself, a crash test),
---nan-at-step N (the loss becomes NaN), --overwrite.
+--nan-at-step N (the loss becomes NaN). MODELKIT_TEST_OVERWRITE=1 passes overwrite=True.
 """
 
 import argparse
@@ -17,6 +17,8 @@ from torch.optim.lr_scheduler import StepLR
 from torch.utils.data import DataLoader, TensorDataset
 
 import modelkit  # modelkit
+
+NOT_CONFIG = ("kill_at_step", "resume", "out")  # options that do not change the result
 
 
 class Net(nn.Module):
@@ -45,7 +47,6 @@ def main():
     p.add_argument("--kill-at-step", type=int, default=-1)
     p.add_argument("--nan-at-step", type=int, default=-1)
     p.add_argument("--resume", action="store_true")
-    p.add_argument("--overwrite", action="store_true")
     args = p.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(args.seed)
@@ -57,11 +58,10 @@ def main():
     model = Net()
     optimizer = torch.optim.Adadelta(model.parameters(), lr=args.lr)
     scheduler = StepLR(optimizer, step_size=1, gamma=0.7)
-    config = {k: v for k, v in vars(args).items() if k not in ("kill_at_step", "resume", "out", "overwrite")}
-    with modelkit.start_run(  # modelkit
-        args.out, config=config, model=model, data=train_ds, seed=args.seed,  # modelkit
-        resume=args.resume, overwrite=args.overwrite,  # modelkit
-    ) as run:  # modelkit
+    config = {k: v for k, v in vars(args).items() if k not in NOT_CONFIG}
+    tracked = {"data": train_ds, "seed": args.seed, "resume": args.resume}  # modelkit
+    tracked["overwrite"] = os.environ.get("MODELKIT_TEST_OVERWRITE") == "1"
+    with modelkit.start_run(args.out, config=config, model=model, **tracked) as run:  # modelkit
         start = run.resume(model, optimizer, scheduler) if args.resume else None  # modelkit
         step = start["step"] + 1 if start else 0
         steps_per_epoch = -(-len(train_ds) // args.batch_size)
