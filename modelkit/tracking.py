@@ -88,6 +88,7 @@ def seed_everything(
     from modelkit.training.determinism import configure_determinism
 
     seed = _checked_seed(_env_seed(seed))
+    deterministic = deterministic or _repro_deterministic()  # modelkit repro --deterministic
     block = configure_determinism(seed=seed, threads=threads or 0, deterministic=deterministic)
     block.pop("data_order", None)  # modelkit train's data order; a script has its own
     if os.environ.get(SEED_ENV):
@@ -618,6 +619,11 @@ def start_run(
             hint="25 (the default) or 0 for none",
         )
     _install_error_hook()
+    hooks = _repro_hooks(trainer)  # modelkit repro's env hooks (user loops only)
+    if hooks is not None and hooks.fingerprint_every is not None:
+        fingerprint_every = hooks.fingerprint_every
+    if trainer == "user" and _repro_deterministic():
+        deterministic = True
     cfg = _config_dict(train_config if train_config is not None else config)
     ref = _resolve_reference(reference, model, model_kwargs)
     if name is None:
@@ -651,6 +657,7 @@ def start_run(
             device=device,
             record_extra=record_extra or {},
             project_root=project_root,
+            hooks=hooks,
         )
     except BaseException:
         lock.release()
@@ -756,8 +763,10 @@ class Run:
         device: Any,
         record_extra: dict[str, Any],
         project_root: Path | None,
+        hooks: Any = None,
     ) -> None:
         self.path = path
+        self._repro = hooks  # modelkit.repro.hooks.RunHooks, or None
         self.dir = RunDir(staging)
         self.model = model
         self.fingerprint_every = fingerprint_every
@@ -787,6 +796,8 @@ class Run:
             self._write_config()
         self.record["status"] = "running"
         self.record.pop("error", None)
+        if self._repro is not None:
+            self._repro.on_start(self.record)
         self.dir.write_record(self.record)
 
     # ---- setup -------------------------------------------------------------------------
@@ -924,7 +935,9 @@ class Run:
         self._pending.append(row)
         self._last_step = step
         every = self.fingerprint_every
-        if every and self.model is not None and step % every == 0:
+        if self._repro is not None:  # perturbation, fingerprint, state dump (modelkit repro)
+            self._repro.on_log(self, step, loss)
+        elif every and self.model is not None and step % every == 0:
             self.fingerprint(step, loss=loss)
         if len(self._pending) >= _FLUSH_ROWS:
             self._flush()
@@ -1012,6 +1025,8 @@ class Run:
 
         t0 = time.perf_counter()
         step = _checked_step(step)
+        if self._repro is not None:
+            self._repro.optimizer = optimizer
         self._flush()
         rng_tensors, rng_meta = capture_rng()
         extra = {**rng_tensors}
@@ -1162,6 +1177,8 @@ class Run:
             **(extra or {}),
         )
         self.dir.write_record(self.record)
+        if self._repro is not None:
+            self._repro.on_finish(model, self._last_step)
         self._publish()
         self._closed = True
         self._lock.release()
@@ -1331,3 +1348,19 @@ def _install_error_hook() -> None:
         os._exit(exc.exit_code)
 
     sys.excepthook = hook
+
+
+# ---- modelkit repro's hooks (modelkit/repro/hooks.py) -----------------------------------------
+def _repro_hooks(trainer: str) -> Any:
+    """The ``MODELKIT_PERTURB`` / state-dump hooks for a user's loop (None: none asked for)."""
+    if trainer != "user":  # modelkit train has its own (RunOptions)
+        return None
+    from modelkit.repro.hooks import RunHooks
+
+    return RunHooks.from_env()
+
+
+def _repro_deterministic() -> bool:
+    from modelkit.repro.hooks import forced_deterministic
+
+    return forced_deterministic()
