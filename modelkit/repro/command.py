@@ -32,6 +32,8 @@ from modelkit.repro.hooks import (
 )
 
 TAIL_LINES = 15
+# processes whose command line is no training command (a notebook kernel, an IPython shell)
+INTERACTIVE = ("ipykernel", "ipython", "jupyter", "colab_kernel_launcher")
 ADD_START_RUN = (
     "record the run with the API: `import modelkit` and "
     '`with modelkit.start_run("runs/exp", config=vars(args), model=model, data=train_ds) as run:` '
@@ -234,6 +236,9 @@ def recorded_command(record: dict[str, Any]) -> tuple[list[str], Path] | None:
         return [str(a) for a in repro["argv"]], Path(str(repro.get("cwd") or "."))
     orig = cmd.get("orig_argv")
     argv = cmd.get("argv")
+    seen = " ".join(map(str, [*(orig or []), *(argv or [])]))
+    if any(name in seen for name in INTERACTIVE):  # a notebook kernel: nothing to re-run
+        return None
     cwd = Path(str(cmd.get("cwd") or "."))
     if isinstance(orig, list) and len(orig) > 1 and orig[1:2] not in (["-c"],):
         exe = cmd.get("executable") or orig[0]

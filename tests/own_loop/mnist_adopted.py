@@ -1,8 +1,9 @@
 """A plain training script in the style of the official PyTorch MNIST example
 (github.com/pytorch/examples, mnist/main.py): its own conv ``Net`` ending in log_softmax,
-Adadelta, StepLR, NLL loss and its own DataLoaders, on scikit-learn's bundled 8x8 digits so
-it runs in seconds. This is ``mnist_plain.py`` adopted for modelkit: the lines marked
-``# modelkit`` (tests/test_own_loop.py checks that there are at most 10).
+Adadelta, StepLR, NLL loss and its own DataLoaders, on scikit-learn's bundled digits (8x8,
+scaled to 28x28 like MNIST) so it runs in seconds.
+This is ``mnist_plain.py`` adopted for modelkit: the lines marked ``# modelkit``
+(tests/test_own_loop.py checks that there are at most 10).
 """
 
 import argparse
@@ -24,7 +25,7 @@ class Net(nn.Module):
         self.conv2 = nn.Conv2d(8, 16, 3, 1)
         self.dropout1 = nn.Dropout(0.25)
         self.dropout2 = nn.Dropout(0.5)
-        self.fc1 = nn.Linear(64, 32)
+        self.fc1 = nn.Linear(2304, 32)
         self.fc2 = nn.Linear(32, 10)
 
     def forward(self, x):
@@ -75,6 +76,7 @@ def test(model, device, test_loader):
 def digits(train):
     d = load_digits()
     x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    x = F.pad(F.interpolate(x, size=(20, 20), mode="bilinear"), (4, 4, 4, 4))  # 28x28, as MNIST
     y = torch.tensor(d.target)
     return TensorDataset(x[:1500], y[:1500]) if train else TensorDataset(x[1500:], y[1500:])
 
