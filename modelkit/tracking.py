@@ -27,7 +27,10 @@ The run directory (see :mod:`modelkit.runs`) is a transaction:
 ``MODELKIT_RUN_DIR`` (:data:`RUN_DIR_ENV`), when set, replaces the path given to
 :func:`start_run`: ``modelkit repro -- CMD`` runs an unmodified command into directories of its
 choosing. ``MODELKIT_SEED`` (:data:`SEED_ENV`), when set, replaces the seed given to
-:func:`seed_everything` / :func:`start_run` (the control run of ``repro``).
+:func:`seed_everything` / :func:`start_run` (the control run of ``repro``);
+``MODELKIT_DETERMINISTIC=1`` turns on deterministic algorithms in both; ``MODELKIT_PERTURB=
+STEP:PARAM`` (a test hook for ``repro``'s localisation) moves the first element of parameter
+PARAM by one ULP when :meth:`Run.log` is called for step STEP, and is recorded as ``perturbed``.
 
 Importing this module does not import torch.
 """
@@ -35,8 +38,6 @@ Importing this module does not import torch.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import errno
 import hashlib
 import json
 import math
@@ -44,16 +45,31 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from modelkit.data.fingerprint import DATA_SAMPLE_ITEMS, UNKNOWN, data_summary
 from modelkit.errors import BadInputError, ModelkitError, RunDirError, TrainingError
-from modelkit.io import fsync_dir, sha256_file, write_bytes_atomic, write_json_atomic
-from modelkit.runs import RUN_RECORD_VERSION, RunDir, RunRecord, now_iso
+from modelkit.io import sha256_file, write_bytes_atomic, write_json_atomic
+from modelkit.runs import (
+    RUN_RECORD_VERSION,
+    RunDir,
+    RunLock,
+    RunRecord,
+    check_run_target,
+    clean_stale,
+    is_run_dir,
+    lock_path,
+    now_iso,
+    publish_run,
+    record_status,
+    staging_path,
+)
 
 __all__ = [
     "DATA_SAMPLE_ITEMS",
+    "DETERMINISTIC_ENV",
+    "PERTURB_ENV",
     "RUN_DIR_ENV",
     "SEED_ENV",
     "Run",
@@ -67,9 +83,12 @@ __all__ = [
 
 RUN_DIR_ENV = "MODELKIT_RUN_DIR"
 SEED_ENV = "MODELKIT_SEED"
-DATA_SAMPLE_ITEMS = 1024  # a torch Dataset larger than this is fingerprinted from a sample
-UNKNOWN = "unknown"
+DETERMINISTIC_ENV = (
+    "MODELKIT_DETERMINISTIC"  # "1": deterministic algorithms whatever the script says
+)
+PERTURB_ENV = "MODELKIT_PERTURB"  # "STEP:PARAM": a test hook, nudges PARAM by one ULP at STEP
 _FLUSH_ROWS = 1000  # metrics rows buffered before they are appended (checkpoints flush too)
+_FLUSH_S = 30.0  # ... or seconds since the last append
 
 _seeding: dict[str, Any] | None = None  # the block of the last seed_everything() call
 
@@ -88,13 +107,17 @@ def seed_everything(
     from modelkit.training.determinism import configure_determinism
 
     seed = _checked_seed(_env_seed(seed))
-    deterministic = deterministic or _repro_deterministic()  # modelkit repro --deterministic
+    deterministic = deterministic or _env_deterministic()
     block = configure_determinism(seed=seed, threads=threads or 0, deterministic=deterministic)
     block.pop("data_order", None)  # modelkit train's data order; a script has its own
     if os.environ.get(SEED_ENV):
         block["seed_from_env"] = SEED_ENV
     _seeding = block
     return dict(block)
+
+
+def _env_deterministic() -> bool:
+    return os.environ.get(DETERMINISTIC_ENV, "") not in ("", "0")
 
 
 def _env_seed(seed: int | None) -> int | None:
@@ -191,386 +214,6 @@ def _show(value: Any) -> str:
     return "unset" if value is _MISSING else json.dumps(value)[:40]
 
 
-# ---- data fingerprints ----------------------------------------------------------------------
-def data_summary(data: Any) -> dict[str, Any]:
-    """``{"name", "fingerprint", "size", "method", ...}`` for what the run trained on.
-
-    Accepted: a modelkit dataset (its own fingerprint), a ``TensorDataset``, a tensor or a
-    tuple of tensors (every byte hashed), a torchvision-style dataset with ``data`` and
-    ``targets`` arrays (both hashed), any map-style torch ``Dataset`` (every item hashed when it
-    has at most :data:`DATA_SAMPLE_ITEMS` items, else that many evenly spaced items plus the
-    length; RNG states are restored afterwards so random transforms do not shift training), a
-    ``DataLoader`` (its dataset), or a file or directory path (content hash of every file).
-    Anything else, or a failure, gives ``fingerprint: "unknown"`` with the reason — never null.
-    """
-    if data is None:
-        return {"name": UNKNOWN, "fingerprint": UNKNOWN, "size": None, "method": "not given"}
-    for accepts, describe in _DATA_KINDS:
-        if accepts(data):
-            try:
-                return describe(data)
-            except Exception as exc:  # an odd dataset must not stop the run from being recorded
-                return {
-                    "name": _data_name(data),
-                    "fingerprint": UNKNOWN,
-                    "size": _len(data),
-                    "method": f"failed: {type(exc).__name__}: {str(exc)[:200]}",
-                }
-    return {
-        "name": _data_name(data),
-        "fingerprint": UNKNOWN,
-        "size": _len(data),
-        "method": f"cannot fingerprint a {type(data).__name__} (pass a Dataset or a path)",
-    }
-
-
-def _data_name(data: Any) -> str:
-    if isinstance(data, (str, os.PathLike)):
-        return os.fspath(data)
-    root = getattr(data, "root", None)
-    name = type(data).__name__
-    return f"{name}({root})" if isinstance(root, (str, os.PathLike)) else name
-
-
-def _len(data: Any) -> int | None:
-    try:
-        return int(len(data))
-    except Exception:
-        return None
-
-
-def _is_modelkit_dataset(data: Any) -> bool:
-    return all(hasattr(data, a) for a in ("fingerprint", "summary", "x_train", "spec"))
-
-
-def _modelkit_summary(data: Any) -> dict[str, Any]:
-    s = data.summary()
-    return {"name": data.spec, "size": s.get("train_size"), "method": "modelkit dataset", **s}
-
-
-def _is_tensors(data: Any) -> bool:
-    if "torch" not in sys.modules:
-        return False
-    import torch
-
-    if isinstance(data, torch.Tensor):
-        return True
-    if isinstance(data, (tuple, list)) and data and all(isinstance(t, torch.Tensor) for t in data):
-        return True
-    return isinstance(getattr(data, "tensors", None), tuple)  # TensorDataset
-
-
-def _tensors_summary(data: Any) -> dict[str, Any]:
-    import torch
-
-    from modelkit.data.base import fingerprint_tensors
-
-    tensors = (
-        (data,)
-        if isinstance(data, torch.Tensor)
-        else tuple(data.tensors if hasattr(data, "tensors") else data)
-    )
-    return {
-        "name": type(data).__name__,
-        "fingerprint": fingerprint_tensors(*tensors, extra="tensors-v1"),
-        "size": int(tensors[0].shape[0]) if tensors[0].ndim else 1,
-        "method": "every tensor byte",
-        "shapes": [list(t.shape) for t in tensors],
-    }
-
-
-def _is_loader(data: Any) -> bool:
-    return hasattr(data, "dataset") and hasattr(data, "batch_size") and hasattr(data, "sampler")
-
-
-def _loader_summary(data: Any) -> dict[str, Any]:
-    return data_summary(data.dataset)
-
-
-def _is_path(data: Any) -> bool:
-    return isinstance(data, (str, os.PathLike))
-
-
-def _path_summary(data: Any) -> dict[str, Any]:
-    path = Path(os.fspath(data))
-    if path.is_file():
-        return {
-            "name": str(data),
-            "fingerprint": "sha256:" + sha256_file(path),
-            "size": path.stat().st_size,
-            "method": "file content",
-        }
-    if path.is_dir():
-        h = hashlib.sha256(b"dir-v1")
-        count = 0
-        for root, dirs, files in os.walk(path):
-            dirs.sort()
-            for name in sorted(files):
-                f = Path(root) / name
-                if not f.is_file():
-                    continue
-                rel = f.relative_to(path).as_posix()
-                h.update(f"{rel}\0{sha256_file(f)}\n".encode())
-                count += 1
-        return {
-            "name": str(data),
-            "fingerprint": "sha256:" + h.hexdigest(),
-            "size": count,
-            "method": "every file (relative path + content)",
-        }
-    return {
-        "name": str(data),
-        "fingerprint": UNKNOWN,
-        "size": None,
-        "method": "path not found",
-    }
-
-
-def _is_data_targets(data: Any) -> bool:
-    return _array_like(getattr(data, "data", None)) and _array_like(getattr(data, "targets", None))
-
-
-def _array_like(value: Any) -> bool:
-    return hasattr(value, "shape") and hasattr(value, "dtype") or isinstance(value, list)
-
-
-def _data_targets_summary(data: Any) -> dict[str, Any]:
-    h = hashlib.sha256(b"data-targets-v1")
-    for part in (data.data, data.targets):
-        _hash_item(h, part)
-    return {
-        "name": _data_name(data),
-        "fingerprint": "sha256:" + h.hexdigest(),
-        "size": _len(data),
-        "method": "data and targets arrays (every byte)",
-    }
-
-
-def _is_map_dataset(data: Any) -> bool:
-    return hasattr(data, "__getitem__") and hasattr(data, "__len__")
-
-
-def _items_summary(data: Any) -> dict[str, Any]:
-    from modelkit.training.determinism import capture_rng, restore_rng
-
-    n = len(data)
-    if n <= DATA_SAMPLE_ITEMS:
-        indices: Iterable[int] = range(n)
-        method = "every item"
-    else:
-        indices = [i * n // DATA_SAMPLE_ITEMS for i in range(DATA_SAMPLE_ITEMS)]
-        method = f"{DATA_SAMPLE_ITEMS} evenly spaced items of {n} (i * n // {DATA_SAMPLE_ITEMS})"
-    h = hashlib.sha256(f"items-v1|{n}|".encode())
-    tensors, meta = capture_rng()
-    try:
-        for i in indices:
-            _hash_item(h, data[i])
-    finally:
-        restore_rng(tensors, meta)
-    return {
-        "name": _data_name(data),
-        "fingerprint": "sha256:" + h.hexdigest(),
-        "size": n,
-        "method": method,
-    }
-
-
-def _hash_item(h: Any, item: Any) -> None:
-    """Feed one dataset item (tensors, arrays, images, numbers, nested tuples/dicts) into ``h``."""
-    if isinstance(item, (tuple, list)):
-        h.update(f"({len(item)}|".encode())
-        for part in item:
-            _hash_item(h, part)
-        return
-    if isinstance(item, dict):
-        h.update(f"{{{len(item)}|".encode())
-        for key in sorted(item, key=str):
-            h.update(f"{key}=".encode())
-            _hash_item(h, item[key])
-        return
-    if isinstance(item, (bool, int, float, str, bytes)) or item is None:
-        h.update(f"{type(item).__name__}:{item!r}|".encode())
-        return
-    if "torch" in sys.modules:
-        import torch
-
-        if isinstance(item, torch.Tensor):
-            from modelkit.training.fingerprint import hash_tensors
-
-            hash_tensors([("t", item)], h)
-            return
-    if hasattr(item, "__array__") and hasattr(item, "dtype"):  # numpy arrays and scalars
-        import numpy as np
-
-        a = np.ascontiguousarray(np.asarray(item))
-        h.update(f"nd{a.shape}|{a.dtype}|".encode())
-        h.update(a.tobytes())
-        return
-    if hasattr(item, "tobytes") and hasattr(item, "mode") and hasattr(item, "size"):  # PIL
-        h.update(f"img|{item.mode}|{item.size}|".encode())
-        h.update(item.tobytes())
-        return
-    raise TypeError(f"cannot hash a dataset item of type {type(item).__name__}")
-
-
-_DATA_KINDS: list[tuple[Callable[[Any], bool], Callable[[Any], dict[str, Any]]]] = [
-    (_is_modelkit_dataset, _modelkit_summary),
-    (_is_path, _path_summary),
-    (_is_tensors, _tensors_summary),
-    (_is_loader, _loader_summary),
-    (_is_data_targets, _data_targets_summary),
-    (_is_map_dataset, _items_summary),
-]
-
-
-# ---- the transaction: paths, lock, publish --------------------------------------------------
-def staging_path(path: Path) -> Path:
-    """Where the run at ``path`` is written until it is finished: ``<parent>/.<name>.partial``."""
-    return path.parent / f".{path.name}.partial"
-
-
-def lock_path(path: Path) -> Path:
-    """The writer's lock file for the run at ``path``: ``<parent>/.<name>.lock``."""
-    return path.parent / f".{path.name}.lock"
-
-
-def _old_paths(path: Path) -> list[Path]:
-    if not path.parent.is_dir():
-        return []
-    prefix = f".{path.name}.old-"
-    return sorted(p for p in path.parent.iterdir() if p.name.startswith(prefix))
-
-
-class _Lock:
-    """An exclusive, non-blocking ``flock`` on the lock file; the holder's pid is written in it."""
-
-    def __init__(self, path: Path, *, target: Path) -> None:
-        import fcntl
-
-        self.path = path
-        while True:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as exc:
-                os.close(fd)
-                if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                    raise
-                raise RunDirError(
-                    f"{target} is being written by another process (pid {_holder(path)})",
-                    hint="wait for that run to finish, or write to another directory",
-                ) from None
-            # the file may have been unlinked by a releasing holder between open and flock
-            try:
-                same = os.stat(path).st_ino == os.fstat(fd).st_ino
-            except FileNotFoundError:
-                same = False
-            if same:
-                break
-            os.close(fd)
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        os.fsync(fd)
-        self.fd: int | None = fd
-
-    def release(self) -> None:
-        """Unlink the lock file, then drop the lock (idempotent)."""
-        if self.fd is None:
-            return
-        with contextlib.suppress(OSError):
-            self.path.unlink()
-        os.close(self.fd)
-        self.fd = None
-
-
-def _holder(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8").strip() or "unknown"
-    except OSError:
-        return "unknown"
-
-
-def _exchange(a: Path, b: Path) -> bool:
-    """Atomically swap two paths (Linux ``renameat2(RENAME_EXCHANGE)``); False where unsupported."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        fn = libc.renameat2
-    except (OSError, AttributeError):
-        return False
-    at_fdcwd, rename_exchange = -100, 2
-    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-    rc = fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange)
-    return rc == 0
-
-
-def _is_run_dir(p: Path) -> bool:
-    return (p / "run.json").is_file() or (p / "config.json").is_file()
-
-
-def _record_status(p: Path) -> str | None:
-    try:
-        data = json.loads((p / "run.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data.get("status") if isinstance(data, dict) else None
-
-
-def _check_target(path: Path, *, overwrite: bool, resume: bool) -> str:
-    """What is at ``path`` now: 'absent' | 'empty' | 'complete' | 'incomplete' (or refuse)."""
-    if path.exists() and not path.is_dir():
-        raise RunDirError(f"{path} exists and is not a directory", hint="choose another run path")
-    if not path.exists():
-        return "absent"
-    try:
-        empty = not any(path.iterdir())
-    except OSError as exc:
-        raise RunDirError(
-            f"cannot read {path}: {exc.strerror or exc}", hint="check permissions"
-        ) from None
-    if empty:
-        return "empty"
-    if not _is_run_dir(path):
-        raise RunDirError(
-            f"{path} exists and is not a modelkit run directory; refusing to replace it",
-            hint="choose an empty or new directory",
-        )
-    status = _record_status(path)
-    if status == "complete":
-        if not overwrite:
-            raise RunDirError(
-                f"{path} already holds a complete run",
-                hint="pass overwrite=True (--overwrite) to replace it once the new run "
-                "succeeds, or choose another directory",
-            )
-        return "complete"
-    if not (overwrite or resume):
-        raise RunDirError(
-            f"{path} holds an unfinished run (status: {status})",
-            hint="pass resume=True (--resume) to continue it, or overwrite=True to replace it",
-        )
-    return "incomplete"
-
-
-def _clean_stale(path: Path, staging: Path) -> list[str]:
-    """Undo or finish what a writer killed mid-publish left behind; returns what was removed."""
-    removed = []
-    for old in _old_paths(path):
-        if path.exists():
-            shutil.rmtree(old, ignore_errors=True)
-            removed.append(old.name)
-        else:  # killed between moving the old run aside and moving the new one in
-            os.replace(old, path)
-    for directory in (staging, staging / "checkpoints"):
-        if directory.is_dir():
-            for p in directory.iterdir():
-                if p.name.startswith(".") and p.name.endswith(".tmp"):
-                    p.unlink(missing_ok=True)
-                    removed.append(f"{directory.name}/{p.name}")
-    return removed
-
-
 # ---- the run ----------------------------------------------------------------------------------
 def start_run(
     path: Path | str,
@@ -602,7 +245,7 @@ def start_run(
     :func:`data_summary`). ``seed`` / ``deterministic``: seed everything now, unless
     :func:`seed_everything` already did with that seed. ``model_kwargs`` / ``reference``: how
     to rebuild the model (default: from the instance, see ``reference_for_model``); ``name``:
-    the model's name (default: its class name). ``fingerprint_every``: K for the state
+    the model's name (default: the reference, e.g. ``train:Net``). ``fingerprint_every``: K for the state
     fingerprint written by :meth:`Run.log` every K steps (0: never).
 
     ``trainer``, ``train_config``, ``determinism``, ``device``, ``record_extra`` and
@@ -622,16 +265,15 @@ def start_run(
     hooks = _repro_hooks(trainer)  # modelkit repro's env hooks (user loops only)
     if hooks is not None and hooks.fingerprint_every is not None:
         fingerprint_every = hooks.fingerprint_every
-    if trainer == "user" and _repro_deterministic():
-        deterministic = True
     cfg = _config_dict(train_config if train_config is not None else config)
     ref = _resolve_reference(reference, model, model_kwargs)
     if name is None:
-        name = ref.ref.partition(":")[2] if ref is not None else None
-    _check_target(target, overwrite=overwrite, resume=resume)  # refuse before writing anything
+        name = ref.ref if ref is not None else None
+    perturb = _parse_perturb(os.environ.get(PERTURB_ENV), model)
+    check_run_target(target, overwrite=overwrite, resume=resume)  # refuse before writing anything
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        lock = _Lock(lock_path(target), target=target)
+        lock = RunLock(lock_path(target), target=target)
     except OSError as exc:
         raise RunDirError(
             f"cannot write next to {target}: {exc.strerror or exc}",
@@ -655,19 +297,52 @@ def start_run(
             cfg_key="train" if train_config is not None else "config",
             determinism=determinism,
             device=device,
-            record_extra=record_extra or {},
+            record_extra={**(record_extra or {}), **({"perturbed": perturb[0]} if perturb else {})},
             project_root=project_root,
             hooks=hooks,
         )
+        run._perturb = perturb
     except BaseException:
         lock.release()
         raise
     return run
 
 
+def _parse_perturb(spec: str | None, model: Any) -> tuple[str, int, Any] | None:
+    """``(spec, step, parameter)`` for ``MODELKIT_PERTURB=STEP:PARAM``; None when unset."""
+    if not spec:
+        return None
+    if model is None:
+        raise BadInputError(
+            f"{PERTURB_ENV}='{spec}' needs the model", hint="pass model= to start_run"
+        )
+    from modelkit.errors import did_you_mean
+
+    step_s, _, name = spec.partition(":")
+    params = dict(_unwrap(model).named_parameters())
+    if not step_s.isdigit() or name not in params:
+        raise BadInputError(
+            f"{PERTURB_ENV}='{spec}' must be STEP:PARAM{did_you_mean(name, params)}",
+            hint=f"parameters: {', '.join(params)}",
+        )
+    return spec, int(step_s), params[name]
+
+
+def _unwrap(model: Any) -> Any:
+    """The plain module inside DistributedDataParallel / DataParallel / torch.compile wrappers."""
+    while True:
+        inner = getattr(model, "_orig_mod", None)  # torch.compile
+        if inner is None and type(model).__name__ in ("DistributedDataParallel", "DataParallel"):
+            inner = getattr(model, "module", None)
+        if inner is None:
+            return model
+        model = inner
+
+
 def _resolve_reference(reference: Any, model: Any, model_kwargs: dict[str, Any] | None) -> Any:
     from modelkit.models.reference import ModelReference, reference_for_model
 
+    model = _unwrap(model) if model is not None else None
     if reference is None:
         return reference_for_model(model, kwargs=model_kwargs) if model is not None else None
     if isinstance(reference, ModelReference):
@@ -686,11 +361,11 @@ def _resolve_reference(reference: Any, model: Any, model_kwargs: dict[str, Any] 
     )
 
 
-def _open(target: Path, *, lock: _Lock, **kw: Any) -> Run:
+def _open(target: Path, *, lock: RunLock, **kw: Any) -> Run:
     staging = staging_path(target)
+    removed = clean_stale(target, staging)
     # re-check under the lock: another writer may have finished in between
-    state = _check_target(target, overwrite=kw["overwrite"], resume=kw["resume"])
-    removed = _clean_stale(target, staging)
+    state = check_run_target(target, overwrite=kw["overwrite"], resume=kw["resume"])
     if state == "incomplete" and kw["resume"]:  # an old-style run killed in place: adopt it
         if staging.exists():
             raise RunDirError(
@@ -702,13 +377,13 @@ def _open(target: Path, *, lock: _Lock, **kw: Any) -> Run:
     resumed = (
         kw["resume"]
         and staging.is_dir()
-        and _is_run_dir(staging)
-        and _record_status(staging) != "complete"  # an old run swapped out, not yet removed
+        and is_run_dir(staging)
+        and record_status(staging) != "complete"  # an old run swapped out, not yet removed
     )
     if staging.exists() and not resumed:
         if (
             any(staging.iterdir())
-            and not _is_run_dir(staging)
+            and not is_run_dir(staging)
             and not (staging / "checkpoints").is_dir()
         ):
             raise RunDirError(
@@ -745,7 +420,7 @@ class Run:
         path: Path,
         *,
         staging: Path,
-        lock: _Lock,
+        lock: RunLock,
         replaces: bool,
         resumed: bool,
         removed: list[str],
@@ -768,12 +443,13 @@ class Run:
         self.path = path
         self._repro = hooks  # modelkit.repro.hooks.RunHooks, or None
         self.dir = RunDir(staging)
-        self.model = model
+        self.model = _unwrap(model) if model is not None else None
         self.fingerprint_every = fingerprint_every
         self._lock = lock
         self._replaces = replaces
         self._cfg, self._cfg_key, self._ref, self._name = cfg, cfg_key, ref, name
         self._pending: list[dict[str, Any]] = []
+        self._flushed = time.monotonic()
         self._t0 = time.perf_counter()
         self._elapsed_before = 0.0  # train seconds of earlier processes (from the checkpoint)
         self._checkpoint_s = 0.0
@@ -781,15 +457,16 @@ class Run:
         self._last_loss: float | None = None
         self._fingerprinted: set[int] = set()
         self._closed = False
+        self._perturb: tuple[str, int, Any] | None = None
         self._needs_reset = resumed  # rows of a killed attempt, until resume() says where
         digest = config_digest(cfg)
+        # seeded (and deterministic algorithms set) in a resumed process too: a resume without
+        # a checkpoint starts over exactly like a fresh run; one with a checkpoint restores RNGs
         if resumed:
             self.record = self._reopen(digest)
-            self.record.setdefault("resumes", []).append({"at": now_iso(), "removed": removed})
-        else:
-            self._needs_reset = False
-            seed = _env_seed(seed)
-            block = determinism or self._seed(seed, deterministic)
+            self._check_resume(data, device, removed)
+        block = determinism or self._seed(_env_seed(seed), deterministic)
+        if not resumed:
             self.record = self._base_record(
                 digest, block, data, device, trainer, project_root, record_extra
             )
@@ -804,6 +481,8 @@ class Run:
     @staticmethod
     def _seed(seed: int | None, deterministic: bool | None) -> dict[str, Any]:
         """Seed now, unless seed_everything() already did with this seed and mode."""
+        if _env_deterministic():
+            deterministic = True
         done = _seeding
         if seed is not None:
             same_mode = deterministic is None or (
@@ -887,6 +566,31 @@ class Run:
             self._ref = ModelReference.from_dict(record["reference"], source=str(self.dir.record))
         return record
 
+    def _check_resume(self, data: Any, device: Any, removed: list[str]) -> None:
+        """Refuse other data than the run started on; note the environment's differences."""
+        from modelkit.env import diff_environments, environment
+
+        recorded = (self.record.get("data") or {}).get("fingerprint", UNKNOWN)
+        if data is not None and recorded != UNKNOWN:
+            now = data_summary(data)["fingerprint"]
+            if now != recorded:
+                from modelkit.errors import DataError
+
+                raise DataError(
+                    f"cannot resume {self.path}: the data has fingerprint {now}, "
+                    f"the run started on {recorded}",
+                    hint="resume only on the data the run started with",
+                )
+        if device is None and self.model is not None:
+            device = next((p.device for p in self.model.parameters()), None)
+        self.record.setdefault("resumes", []).append(
+            {
+                "at": now_iso(),
+                "removed_temp_files": removed,
+                "env_diff": diff_environments(self.record.get("env") or {}, environment(device)),
+            }
+        )
+
     def _read_config_section(self) -> Any:
         try:
             return self.dir.read_config().get("modelkit", {}).get(self._cfg_key)
@@ -934,12 +638,14 @@ class Run:
             self._last_loss = loss_f
         self._pending.append(row)
         self._last_step = step
+        if self._perturb is not None and self._perturb[1] == step:
+            _nudge(self._perturb[2])
         every = self.fingerprint_every
         if self._repro is not None:  # perturbation, fingerprint, state dump (modelkit repro)
             self._repro.on_log(self, step, loss)
         elif every and self.model is not None and step % every == 0:
             self.fingerprint(step, loss=loss)
-        if len(self._pending) >= _FLUSH_ROWS:
+        if len(self._pending) >= _FLUSH_ROWS or time.monotonic() - self._flushed > _FLUSH_S:
             self._flush()
 
     def log_epoch(self, epoch: int, *, step: int, **metrics: Any) -> None:
@@ -964,7 +670,7 @@ class Run:
 
         from modelkit.training.fingerprint import step_fingerprint
 
-        model = model if model is not None else self.model
+        model = _unwrap(model) if model is not None else self.model
         if model is None:
             raise BadInputError(
                 "run.fingerprint needs the model", hint="pass model= to start_run or fingerprint"
@@ -987,6 +693,7 @@ class Run:
     def _flush(self) -> None:
         self.dir.append_metrics(self._pending)
         self._pending = []
+        self._flushed = time.monotonic()
 
     def _truncate(self, step: int) -> None:
         """Keep only the metrics rows up to ``step`` (-1: none), atomically."""
@@ -1027,6 +734,7 @@ class Run:
         step = _checked_step(step)
         if self._repro is not None:
             self._repro.optimizer = optimizer
+        model = _unwrap(model)
         self._flush()
         rng_tensors, rng_meta = capture_rng()
         extra = {**rng_tensors}
@@ -1084,7 +792,7 @@ class Run:
             self._truncate(-1)
             return None
         model_state, optim_tensors, extra = split_tensors(tensors)
-        model.load_state_dict(model_state, strict=True)
+        _unwrap(model).load_state_dict(model_state, strict=True)
         if optimizer is not None:
             optimizer.load_state_dict(unflatten_optimizer(optim_tensors, meta["optimizer"]))
         objects = meta.get("objects", {})
@@ -1137,10 +845,11 @@ class Run:
         self._open_check()
         from modelkit.models.weights import save_weights
 
+        model = _unwrap(model)
         if self._ref is None:
             self._ref = _resolve_reference(None, model, None)
             if self._name is None:
-                self._name = self._ref.ref.partition(":")[2]
+                self._name = self._ref.ref
             self.record.update(model=self._name, reference=self._ref.to_dict())
             self._write_config()
         if (
@@ -1179,33 +888,17 @@ class Run:
         self.dir.write_record(self.record)
         if self._repro is not None:
             self._repro.on_finish(model, self._last_step)
-        self._publish()
-        self._closed = True
-        self._lock.release()
+        publish_run(self.dir.path, self.path)
+        self.dir = RunDir(self.path)
+        self._close()
         return dict(self.record)
 
-    def _publish(self) -> None:
-        staging, target = self.dir.path, self.path
-        fsync_dir(staging)
-        if target.exists():
-            if not any(target.iterdir()):
-                target.rmdir()
-            elif _exchange(staging, target):  # the new run in place, the old one at staging
-                shutil.rmtree(staging)
-                fsync_dir(target.parent)
-                self.dir = RunDir(target)
-                return
-            else:
-                old = target.parent / f".{target.name}.old-{os.getpid()}"
-                os.replace(target, old)
-                os.replace(staging, target)
-                fsync_dir(target.parent)
-                shutil.rmtree(old)
-                self.dir = RunDir(target)
-                return
-        os.replace(staging, target)
-        fsync_dir(target.parent)
-        self.dir = RunDir(target)
+    def _close(self) -> None:
+        """Release the lock; the next run in this process is not 'seeded' by this one's seeding."""
+        global _seeding
+        self._closed = True
+        self._lock.release()
+        _seeding = None
 
     def failure_note(self) -> str:
         """What a failure leaves behind, for the error's hint."""
@@ -1248,8 +941,7 @@ class Run:
             )
             self.dir.write_record(self.record)
         finally:
-            self._closed = True
-            self._lock.release()
+            self._close()
 
     def __enter__(self) -> Run:
         return self
@@ -1279,6 +971,15 @@ class Run:
             lock.release()
 
 
+def _nudge(param: Any) -> None:
+    """Move the first element of ``param`` by one ULP (the repro test hook)."""
+    import torch
+
+    with torch.no_grad():
+        p = param.view(-1)
+        p[0] = torch.nextafter(p[0], torch.tensor(math.inf, dtype=p.dtype, device=p.device))
+
+
 def _checked_step(step: Any) -> int:
     if isinstance(step, bool) or not isinstance(step, int) or step < 0:
         try:
@@ -1295,6 +996,10 @@ def _checked_step(step: Any) -> int:
 def _jsonable_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     out = {}
     for key, value in metrics.items():
+        if key in ("kind", "sha256"):
+            raise BadInputError(
+                f"'{key}' is a reserved metrics.jsonl field", hint="log it under another name"
+            )
         if hasattr(value, "item") and callable(value.item):  # a 0-d tensor or numpy scalar
             value = value.item()
         out[key] = value
@@ -1326,8 +1031,8 @@ def _num_parameters(model: Any) -> int | None:
 # ---- errors in a user's script --------------------------------------------------------------
 def _install_error_hook() -> None:
     """An uncaught ModelkitError in a training script ends it as the CLI would: one ``error:``
-    line, one ``hint:`` line, its exit code (2 bad input, 3 a check said no). Installed only
-    over Python's default hook; ``MODELKIT_DEBUG=1`` keeps the traceback."""
+    line, one ``hint:`` line, its exit code (1 failure, 2 bad input, 3 a check said no).
+    Installed only over Python's default hook; ``MODELKIT_DEBUG=1`` keeps the traceback."""
     if sys.excepthook is not sys.__excepthook__:
         return
 
@@ -1340,14 +1045,27 @@ def _install_error_hook() -> None:
         sys.stderr.write(f"error: {exc.message}\n")
         if exc.hint:
             sys.stderr.write(f"hint: {exc.hint}\n")
-        sys.stderr.flush()
-        sys.stdout.flush()
-        import atexit
-
-        atexit._run_exitfuncs()
-        os._exit(exc.exit_code)
+        if exc.exit_code == 1:
+            return  # Python exits with 1 after an uncaught exception: a normal shutdown
+        _exit_now(exc.exit_code)
 
     sys.excepthook = hook
+
+
+def _exit_now(code: int) -> None:
+    """Exit with ``code`` from an excepthook (where SystemExit is not honoured), after what a
+    normal shutdown does that matters: atexit handlers and flushing open files."""
+    import atexit
+    import gc
+    import io
+
+    atexit._run_exitfuncs()
+    for obj in gc.get_objects():
+        if isinstance(obj, io.IOBase):
+            with contextlib.suppress(Exception):
+                if not obj.closed:
+                    obj.flush()
+    os._exit(code)
 
 
 # ---- modelkit repro's hooks (modelkit/repro/hooks.py) -----------------------------------------
@@ -1358,9 +1076,3 @@ def _repro_hooks(trainer: str) -> Any:
     from modelkit.repro.hooks import RunHooks
 
     return RunHooks.from_env()
-
-
-def _repro_deterministic() -> bool:
-    from modelkit.repro.hooks import forced_deterministic
-
-    return forced_deterministic()

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 import modelkit
-from modelkit.errors import BadInputError, CheckFailed, RunDirError, TrainingError
+from modelkit.errors import BadInputError, CheckFailed, DataError, RunDirError, TrainingError
 from modelkit.runs import RunRecord, read_run_record, verified_weights
 from modelkit.tracking import data_summary, lock_path, staging_path, start_run
 
@@ -68,7 +68,7 @@ def test_own_loop_writes_a_complete_record(own_run: Path) -> None:
     raw = rec.raw
     assert rec.status == "complete" and rec.trainer == "user"
     assert raw["command"]["argv"][0].endswith("train_digits.py")
-    assert raw["command"]["cwd"] == str(SCRIPT_DIR)
+    assert Path(raw["command"]["cwd"]).resolve() == SCRIPT_DIR
     assert rec.git["commit"] is None or len(rec.git["commit"]) == 40
     assert rec.env["torch"] == torch.__version__
     assert rec.seed == 1 and rec.determinism["seeded"][:3] == ["python", "numpy", "torch_cpu"]
@@ -236,7 +236,8 @@ def test_resume_refuses_a_changed_config_listing_the_keys(tmp_path: Path) -> Non
     model = torch.nn.Linear(3, 2)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     cfg = {"lr": 0.1, "epochs": 3, "arch": {"width": 8}}
-    with pytest.raises(TrainingError), start_run(out, config=cfg, model=model) as run:
+    data = torch.zeros(3)
+    with pytest.raises(TrainingError), start_run(out, config=cfg, model=model, data=data) as run:
         run.log(0, loss=1.0)
         run.checkpoint(model, opt, step=0)
         run.log(1, loss=float("nan"))
@@ -247,8 +248,10 @@ def test_resume_refuses_a_changed_config_listing_the_keys(tmp_path: Path) -> Non
     assert "arch.width (8 -> 16)" in err.value.message
     assert "lr (0.1 -> 0.2)" in err.value.message and "new (unset -> true)" in err.value.message
     assert "epochs" not in err.value.message
+    with pytest.raises(DataError, match="the data has fingerprint"):
+        start_run(out, config=cfg, model=model, data=torch.ones(3), resume=True)
     # the same config resumes from the checkpoint
-    with start_run(out, config=cfg, model=model, resume=True) as run:
+    with start_run(out, config=cfg, model=model, data=torch.zeros(3), resume=True) as run:
         start = run.resume(model, opt)
         assert start is not None and start["step"] == 0
         run.finish(model)
@@ -395,6 +398,11 @@ def test_data_fingerprints(tmp_path: Path) -> None:
     (tmp_path / "d" / "a.txt").write_text("2")
     assert data_summary(str(tmp_path / "d"))["fingerprint"] != first["fingerprint"]
     assert data_summary(tmp_path / "d" / "a.txt")["method"] == "file content"
+    from modelkit.data import load_dataset
+
+    digits = load_dataset("digits")
+    mk = data_summary(digits)
+    assert (mk["name"], mk["fingerprint"], mk["size"]) == ("digits", digits.fingerprint, 1433)
     for unknown in (None, iter([1, 2]), tmp_path / "missing"):
         assert data_summary(unknown)["fingerprint"] == "unknown"
 
@@ -426,3 +434,161 @@ def test_import_modelkit_does_not_import_torch() -> None:
         [sys.executable, "-c", check], env=_env(), capture_output=True, text=True, timeout=120
     )
     assert lazy.stdout.strip() == "False", lazy.stderr  # even the API's module is torch-free
+
+
+def test_init_template_loop_writes_a_run(tmp_path: Path) -> None:
+    from modelkit.scaffold import init_project
+
+    root = tmp_path / "digit-net"
+    init_project(root, git=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "digit_net.train", "--epochs", "1", "--out", "runs/own"],
+        cwd=root,
+        env=_env(PYTHONPATH=os.pathsep.join([str(REPO), str(root / "src")])),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    rec = read_run_record(root / "runs/own")
+    assert rec.complete and rec.trainer == "user" and rec.determinism["enabled"] is True
+    assert rec.reference is not None and rec.reference["ref"] == "digit_net.model:DigitNet"
+    assert rec.metrics["test_accuracy"] > 0.3
+    assert (root / "runs/own/checkpoints/ckpt-00000022.safetensors").is_file()
+
+
+def test_stale_files_of_a_killed_publish_are_cleaned(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    model = torch.nn.Linear(2, 2)
+    with start_run(out, model=model) as run:
+        run.finish(model)
+    before = tree_bytes(out)
+    # killed between moving the old run aside and moving the new one in, with a temp file left
+    os.replace(out, tmp_path / ".run.old-999")
+    staging_path(out).mkdir()
+    (staging_path(out) / ".run.json.abc.tmp").write_text("{")
+    with pytest.raises(RunDirError, match="already holds a complete run"):
+        start_run(out, model=model)
+    assert tree_bytes(out) == before  # the old run is back in place
+    assert not (staging_path(out) / ".run.json.abc.tmp").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".run.partial", "run"]
+
+
+def test_resume_adopts_an_unfinished_run_in_place(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    model = torch.nn.Linear(2, 2)
+    run = start_run(out, config={"k": 1}, model=model)
+    run.log(0, loss=1.0)
+    run.checkpoint(model, step=0)
+    run.fail("killed")
+    os.replace(staging_path(out), out)  # a run killed where older versions wrote it
+    with pytest.raises(RunDirError, match="holds an unfinished run"):
+        start_run(out, config={"k": 1}, model=model)
+    with start_run(out, config={"k": 1}, model=model, resume=True) as run:
+        assert run.dir.path == staging_path(out)
+        start = run.resume(model)
+        assert start is not None and start["step"] == 0
+        run.finish(model)
+    assert read_run_record(out).complete and not staging_path(out).exists()
+
+
+def test_builtin_trainer_shape_is_read_by_eval(tmp_path: Path, cli) -> None:
+    """What `modelkit train` passes (its TrainConfig, registry name, reference) reads back."""
+    from modelkit.config import TrainConfig
+    from modelkit.data import load_dataset
+    from modelkit.models.reference import reference_for_name
+    from modelkit.models.registry import build_model
+
+    cfg = TrainConfig(model="mnist-mlp", data="digits")
+    data = load_dataset("digits")
+    model, kwargs = build_model("mnist-mlp", kwargs=cfg.model_kwargs, data_hints=data.model_hints())
+    cfg = cfg.replace(model_kwargs=kwargs)
+    ref = reference_for_name("mnist-mlp", kwargs=kwargs)
+    out = tmp_path / "run"
+    with start_run(
+        out, train_config=cfg.to_dict(), name="mnist-mlp", reference=ref, model=model,
+        data=data, seed=cfg.seed, trainer="modelkit",
+    ) as run:  # fmt: skip
+        run.finish(model, metrics={"test_accuracy": 0.1})
+    rec = read_run_record(out)
+    assert rec.trainer == "modelkit" and rec.config_sha256 == cfg.digest()
+    assert rec.data["spec"] == "digits" and rec.data["fingerprint"] == data.fingerprint
+    config = json.loads((out / "config.json").read_text())
+    assert (
+        config["modelkit"]["model"] == "mnist-mlp"
+        and config["modelkit"]["train"]["data"] == "digits"
+    )
+    assert config["modelkit"]["reference"]["ref"] == "modelkit.models.mlp:mnist_mlp"
+    code, stdout, err = cli("eval", out, "-f", "json")  # the data spec comes from the config
+    assert code == 0, err
+    assert json.loads(stdout)["data"]["same_as_training"] is True
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_resume_after_sigkill_on_cuda_is_bitwise_identical(tmp_path: Path) -> None:
+    args = ("--checkpoint-every", "10", "--resume", "--device", "cuda", "--deterministic")
+    whole = train(tmp_path / "whole", *args)
+    assert whole.returncode == 0, whole.stderr
+    killed = train(tmp_path / "run", *args, "--kill-at-step", "27")
+    assert killed.returncode == -signal.SIGKILL
+    resumed = train(tmp_path / "run", *args)
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = read_run_record(tmp_path / "whole"), read_run_record(tmp_path / "run")
+    assert a.weights_sha256 == b.weights_sha256 and a.env["device_type"] == "cuda"
+    assert "rng.cuda.0" in _checkpoint_tensor_names(tmp_path / "run" / "checkpoints")
+
+
+def _checkpoint_tensor_names(directory: Path) -> set[str]:
+    from safetensors import safe_open
+
+    newest = sorted(directory.glob("ckpt-*.safetensors"))[-1]
+    with safe_open(str(newest), framework="pt") as f:
+        return {k.removeprefix("extra.") for k in f.keys()}  # noqa: SIM118
+
+
+def _tiny_run(out: Path) -> list[dict]:
+    modelkit.seed_everything(3)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x = torch.randn(8, 4)
+    with start_run(out, model=model, fingerprint_every=2) as run:
+        for step in range(7):
+            loss = model(x).square().mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            run.log(step, loss=loss.item())
+        run.finish(model)
+    return [json.loads(r) for r in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_perturb_hook_moves_the_named_parameter_at_its_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base = [r for r in _tiny_run(tmp_path / "a") if r["kind"] == "fingerprint"]
+    monkeypatch.setenv("MODELKIT_PERTURB", "4:1.bias")
+    nudged = [r for r in _tiny_run(tmp_path / "b") if r["kind"] == "fingerprint"]
+    assert [r["step"] for r in base] == [0, 2, 4, 6]
+    assert [a["sha256"] == b["sha256"] for a, b in zip(base, nudged, strict=True)] == [
+        True,
+        True,
+        False,
+        False,
+    ]
+    assert read_run_record(tmp_path / "b").raw["perturbed"] == "4:1.bias"
+    monkeypatch.setenv("MODELKIT_PERTURB", "4:nope")
+    with pytest.raises(BadInputError, match="must be STEP:PARAM"):
+        start_run(tmp_path / "c", model=torch.nn.Linear(2, 2))
+    assert not (tmp_path / "c").exists() and not staging_path(tmp_path / "c").exists()
+
+
+def test_deterministic_env_turns_on_deterministic_algorithms(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MODELKIT_DETERMINISTIC", "1")
+    try:
+        assert modelkit.seed_everything(1)["use_deterministic_algorithms"] is True
+    finally:
+        torch.use_deterministic_algorithms(False)
+        monkeypatch.setattr("modelkit.tracking._seeding", None)

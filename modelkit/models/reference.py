@@ -16,6 +16,7 @@ Importing this module does not import torch.
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import inspect
 import json
@@ -198,13 +199,22 @@ def _instance_kwargs(model: Any) -> dict[str, Any]:
     return out
 
 
+@functools.lru_cache(maxsize=1)
+def _packages_distributions() -> dict[str, list[str]]:
+    try:
+        return dict(importlib.metadata.packages_distributions())
+    except Exception:  # a broken environment must not stop a run from being recorded
+        return {}
+
+
 def _provider(spec: str) -> dict[str, str | None]:
     """The installed distribution (name, version) that provides ``spec``'s top-level package."""
     top = spec.partition(":")[0].split(".")[0]
-    try:
-        names = importlib.metadata.packages_distributions().get(top) or []
-    except Exception:  # a broken environment must not stop a run from being recorded
-        names = []
+    try:  # fast path: a distribution named like its package (packages_distributions takes ~1 s)
+        return {"package": top, "version": importlib.metadata.version(top)}
+    except (importlib.metadata.PackageNotFoundError, ValueError):
+        pass
+    names = _packages_distributions().get(top) or []
     for dist in names:
         try:
             return {"package": dist, "version": importlib.metadata.version(dist)}

@@ -17,14 +17,14 @@
                                run it again
 =============================  ===========================================================
 
-Only runs of the user's own loop (``trainer="user"``) read the hooks; ``modelkit train`` has
-its own (``RunOptions``). Importing this module does not import torch.
+``start_run`` itself reads the first four (:mod:`modelkit.tracking`); the rest are read here,
+by runs of the user's own loop only (``trainer="user"``; ``modelkit train`` has its own
+``RunOptions``). Importing this module does not import torch.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -52,11 +52,6 @@ REPRO_ENVS = (
     DUMP_STEPS_ENV,
     COMMAND_ENV,
 )
-
-
-def forced_deterministic(environ: Mapping[str, str] = os.environ) -> bool:
-    """Whether ``MODELKIT_DETERMINISTIC`` asks for deterministic algorithms."""
-    return environ.get(DETERMINISTIC_ENV, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def format_steps(steps: list[int] | range) -> str:
@@ -100,27 +95,16 @@ def _int_env(environ: Mapping[str, str], name: str) -> int | None:
 class RunHooks:
     """The repro hooks one user run honours (see the module docstring)."""
 
-    perturb: tuple[int, str] | None = None
     fingerprint_every: int | None = None
     dump_dir: Path | None = None
     dump_steps: frozenset[int] = frozenset()
     command: dict[str, Any] | None = None
     optimizer: Any = None  # the last optimizer passed to run.checkpoint (dumped with the model)
-    _perturbed: set[int] = field(default_factory=set)
     _dumped: set[int] = field(default_factory=set)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> RunHooks | None:
         """The hooks the environment asks for; None when it asks for none."""
-        perturb = None
-        spec = environ.get(PERTURB_ENV, "").strip()
-        if spec:
-            step_s, _, name = spec.partition(":")
-            if not step_s.isdigit() or not name:
-                raise BadInputError(
-                    f"{PERTURB_ENV}={spec!r} must be STEP:PARAM", hint="e.g. 6:fc2.bias"
-                )
-            perturb = (int(step_s), name)
         dump = environ.get(DUMP_DIR_ENV, "").strip()
         command = None
         if environ.get(COMMAND_ENV):
@@ -129,31 +113,25 @@ class RunHooks:
             except json.JSONDecodeError:
                 command = None
         hooks = cls(
-            perturb=perturb,
             fingerprint_every=_int_env(environ, FINGERPRINT_EVERY_ENV),
             dump_dir=Path(dump) if dump else None,
             dump_steps=parse_steps(environ.get(DUMP_STEPS_ENV, "")),
             command=command,
         )
-        if hooks.perturb is None and hooks.dump_dir is None and hooks.command is None:
+        if hooks.dump_dir is None and hooks.command is None:
             return None if hooks.fingerprint_every is None else hooks
         return hooks
 
     def on_start(self, record: dict[str, Any]) -> None:
-        """Mark the record: a perturbed run is never a real result; the command repro ran."""
-        if self.perturb is not None:
-            record["perturbed"] = f"{self.perturb[0]}:{self.perturb[1]}"
+        """Record the command repro ran (``repro --against`` runs it again)."""
         if self.command is not None:
             record.setdefault("command", {})["repro"] = self.command
 
     def on_log(self, run: Any, step: int, loss: Any) -> None:
-        """After ``run.log(step)``: the perturbation, the fingerprint when due, the dump."""
+        """After ``run.log(step)`` (and its MODELKIT_PERTURB nudge): fingerprint when due, dump."""
         model = run.model
         if model is None:
             return
-        if self.perturb is not None and self.perturb[0] == step and step not in self._perturbed:
-            self._apply_perturbation(model)
-            self._perturbed.add(step)
         every = run.fingerprint_every
         if (every and step % every == 0) or step in self.dump_steps:
             run.fingerprint(step, loss=loss)
@@ -189,21 +167,3 @@ class RunHooks:
         tensors, meta = load_checkpoint(self.dump_dir / f"{PREFIX}{final:08d}{SUFFIX}")
         result = {"state_sha256": state_sha256(tensors, meta), "final_step": final}
         (self.dump_dir / RESULT_FILE).write_text(json.dumps(result), encoding="utf-8")
-
-    def _apply_perturbation(self, model: Any) -> None:
-        import torch
-
-        assert self.perturb is not None
-        params = dict(model.named_parameters())
-        name = self.perturb[1]
-        if name not in params:
-            from modelkit.errors import did_you_mean
-
-            raise BadInputError(
-                f"{PERTURB_ENV}='{self.perturb[0]}:{name}': the model has no parameter "
-                f"'{name}'{did_you_mean(name, params)}",
-                hint=f"parameters: {', '.join(params)}",
-            )
-        with torch.no_grad():
-            p = params[name].view(-1)
-            p[0] = torch.nextafter(p[0], torch.tensor(math.inf, dtype=p.dtype))

@@ -3,7 +3,7 @@ Adadelta, StepLR, NLL loss, its own DataLoader), adopted with the lines marked `
 
 Used by tests/test_tracking.py. Options: --out DIR, --epochs N, --seed S, --lr LR,
 --checkpoint-every N (with --resume), --kill-at-step N (SIGKILL itself, a crash test),
---nan-at-step N (the loss becomes NaN). MODELKIT_TEST_OVERWRITE=1 passes overwrite=True.
+--nan-at-step N (the loss becomes NaN), --device cuda, --deterministic. MODELKIT_TEST_OVERWRITE=1 passes overwrite=True.
 """
 
 import argparse
@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import modelkit  # modelkit
 
-NOT_CONFIG = ("kill_at_step", "resume", "out")  # options that do not change the result
+NOT_CONFIG = ("kill_at_step", "resume", "out", "device")  # options that do not change the result
 
 
 class Net(nn.Module):
@@ -47,6 +47,8 @@ def main():
     p.add_argument("--kill-at-step", type=int, default=-1)
     p.add_argument("--nan-at-step", type=int, default=-1)
     p.add_argument("--resume", action="store_true")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--deterministic", action="store_true")
     args = p.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(args.seed)
@@ -55,11 +57,13 @@ def main():
 
     ds = load_dataset("digits")
     train_ds = TensorDataset(ds.x_train, ds.y_train)
-    model = Net()
+    device = torch.device(args.device)
+    model = Net().to(device)
     optimizer = torch.optim.Adadelta(model.parameters(), lr=args.lr)
     scheduler = StepLR(optimizer, step_size=1, gamma=0.7)
     config = {k: v for k, v in vars(args).items() if k not in NOT_CONFIG}
     tracked = {"data": train_ds, "seed": args.seed, "resume": args.resume}  # modelkit
+    tracked["deterministic"] = args.deterministic
     tracked["overwrite"] = os.environ.get("MODELKIT_TEST_OVERWRITE") == "1"
     with modelkit.start_run(args.out, config=config, model=model, **tracked) as run:  # modelkit
         start = run.resume(model, optimizer, scheduler) if args.resume else None  # modelkit
@@ -73,6 +77,7 @@ def main():
             for i, (x, y) in enumerate(loader):
                 if epoch * steps_per_epoch + i < step:
                     continue  # batches done before the checkpoint
+                x, y = x.to(device), y.to(device)
                 optimizer.zero_grad()
                 loss = F.nll_loss(model(x), y)
                 if step == args.nan_at_step:
@@ -88,7 +93,8 @@ def main():
             scheduler.step()
         model.eval()
         with torch.no_grad():
-            acc = (model(ds.x_test).argmax(1) == ds.y_test).float().mean().item()
+            pred = model(ds.x_test.to(device)).argmax(1).cpu()
+            acc = (pred == ds.y_test).float().mean().item()
         run.finish(model, metrics={"accuracy": acc})  # modelkit
 
 
