@@ -103,6 +103,8 @@ def test_against_recorded_run_env_diff_and_data_refusal(cli, config: Path, in_tm
         (("--against", "nope"), "run directory not found"),
         (("--against", "c.toml", "--control"), "--control applies"),
         (("c.toml", "--steps", "0"), "--steps must be >= 1"),
+        (("--steps", "3", "--", "python", "train.py"), "apply to config and run targets"),
+        (("--against", "c.toml", "--", "python", "train.py"), "exactly one"),
     ],
 )
 def test_repro_bad_inputs(cli, config: Path, args: tuple[str, ...], needle: str) -> None:
