@@ -247,7 +247,10 @@ def _render_twice(r: dict[str, Any], fmt: OutputFormat) -> None:
         return
     sha = r["state_sha256"]
     if r.get("command"):
-        o.out.print(f"command: {o.escape(r['target'])}  (in {o.escape(r['command']['cwd'])})")
+        import shlex
+
+        argv = shlex.join(r["command"]["argv"])
+        o.out.print(f"command: {o.escape(argv)}  (in {o.escape(r['command']['cwd'])})")
     world = (r.get("distributed") or {}).get("world_size") or 1
     if world > 1:
         o.out.print(f"world size {world} ({r['distributed']['backend']}) on both sides")
