@@ -3,7 +3,7 @@ official PyTorch MNIST example, adopted with at most 10 lines, then every verb o
 
 ``tests/own_loop/mnist_plain.py`` is the script as a user has it; ``mnist_adopted.py`` is the
 same script after adoption (the lines marked ``# modelkit``). Both train a small conv net on
-scikit-learn's bundled digits for one epoch (24 steps) in a few seconds.
+scikit-learn's bundled digits for one epoch (12 steps) in a few seconds.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import pytest
 
 HERE = Path(__file__).resolve().parent / "own_loop"
 ROOT = Path(__file__).resolve().parents[1]
-CMD = [sys.executable, "mnist_adopted.py", "--epochs", "1"]
+CMD = [sys.executable, "mnist_adopted.py", "--epochs", "1", "--batch-size", "128"]
 MARK = "# modelkit"
 PROSE = """## Uses
 
@@ -93,12 +93,12 @@ def test_repro_command_identical_and_control_differs(project: Path, cli) -> None
     code, out, err = cli("repro", "--deterministic", "--control", "-f", "json", "--", *CMD)
     assert code == 0, err
     r = json.loads(out)
-    assert r["identical"] and r["mode"] == "command" and r["steps"] == 23
+    assert r["identical"] and r["mode"] == "command" and r["steps"] == 11
     assert r["command"] == {"argv": CMD, "cwd": str(project)}
     assert r["state_sha256"]["a"] == r["state_sha256"]["b"]
     assert r["weights_sha256"]["a"] == r["weights_sha256"]["b"]
-    assert r["fingerprints_compared"] == 2  # the script's: step 0 and the last step, 23
-    assert r["metrics"]["identical"] and r["metrics"]["rows"] == 24  # steps 0..23
+    assert r["fingerprints_compared"] == 2  # the script's: step 0 and the last step, 11
+    assert r["metrics"]["identical"] and r["metrics"]["rows"] == 12  # steps 0..11
     assert r["determinism"]["enabled"] and r["seed"] == 1
     c = r["control"]  # MODELKIT_SEED=2 reaches modelkit.seed_everything(args.seed)
     assert c["differs"] and c["seed"] == 2 and c["first_divergent_step"] == 0
@@ -109,7 +109,7 @@ def test_perturbed_command_is_localised_to_the_step(
     project: Path, cli, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # one ULP added to fc2.bias[0] after the step the script logs as 6, in run b only; the
-    # script fingerprints steps 0 and 23 only, so step 6 comes from the localising re-run
+    # script fingerprints steps 0 and 11 only, so step 6 comes from the localising re-run
     monkeypatch.setenv("MODELKIT_PERTURB", "6:fc2.bias")
     code, out, err = cli("repro", "--deterministic", "-f", "json", "--", *CMD)
     assert code == 3 and "runs differ: first divergent step 6" in err
