@@ -262,6 +262,9 @@ def start_run(
             hint="25 (the default) or 0 for none",
         )
     _install_error_hook()
+    hooks = _repro_hooks(trainer)  # modelkit repro's env hooks (user loops only)
+    if hooks is not None and hooks.fingerprint_every is not None:
+        fingerprint_every = hooks.fingerprint_every
     cfg = _config_dict(train_config if train_config is not None else config)
     ref = _resolve_reference(reference, model, model_kwargs)
     if name is None:
@@ -297,6 +300,7 @@ def start_run(
             device=device,
             record_extra={**(record_extra or {}), **({"perturbed": perturb[0]} if perturb else {})},
             project_root=project_root,
+            hooks=hooks,
         )
         run._perturb = perturb
     except BaseException:
@@ -435,8 +439,10 @@ class Run:
         device: Any,
         record_extra: dict[str, Any],
         project_root: Path | None,
+        hooks: Any = None,
     ) -> None:
         self.path = path
+        self._repro = hooks  # modelkit.repro.hooks.RunHooks, or None
         self.dir = RunDir(staging)
         self.model = _unwrap(model) if model is not None else None
         self.fingerprint_every = fingerprint_every
@@ -468,6 +474,8 @@ class Run:
             self._write_config()
         self.record["status"] = "running"
         self.record.pop("error", None)
+        if self._repro is not None:
+            self._repro.on_start(self.record)
         self.dir.write_record(self.record)
 
     # ---- setup -------------------------------------------------------------------------
@@ -634,7 +642,9 @@ class Run:
         if self._perturb is not None and self._perturb[1] == step:
             _nudge(self._perturb[2])
         every = self.fingerprint_every
-        if every and self.model is not None and step % every == 0:
+        if self._repro is not None:  # perturbation, fingerprint, state dump (modelkit repro)
+            self._repro.on_log(self, step, loss)
+        elif every and self.model is not None and step % every == 0:
             self.fingerprint(step, loss=loss)
         if len(self._pending) >= _FLUSH_ROWS or time.monotonic() - self._flushed > _FLUSH_S:
             self._flush()
@@ -723,6 +733,8 @@ class Run:
 
         t0 = time.perf_counter()
         step = _checked_step(step)
+        if self._repro is not None:
+            self._repro.optimizer = optimizer
         model = _unwrap(model)
         self._flush()
         rng_tensors, rng_meta = capture_rng()
@@ -875,6 +887,8 @@ class Run:
             **(extra or {}),
         )
         self.dir.write_record(self.record)
+        if self._repro is not None:
+            self._repro.on_finish(model, self._last_step)
         publish_run(self.dir.path, self.path)
         self.dir = RunDir(self.path)
         self._close()
@@ -1053,3 +1067,13 @@ def _exit_now(code: int) -> None:
                 if not obj.closed:
                     obj.flush()
     os._exit(code)
+
+
+# ---- modelkit repro's hooks (modelkit/repro/hooks.py) -----------------------------------------
+def _repro_hooks(trainer: str) -> Any:
+    """The ``MODELKIT_PERTURB`` / state-dump hooks for a user's loop (None: none asked for)."""
+    if trainer != "user":  # modelkit train has its own (RunOptions)
+        return None
+    from modelkit.repro.hooks import RunHooks
+
+    return RunHooks.from_env()

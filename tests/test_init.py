@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -281,3 +283,50 @@ def test_templates_render_for_any_valid_name() -> None:
 def test_help_has_examples(cli) -> None:
     code, out, _ = cli("init", "--help")
     assert code == 0 and "Examples:" in out and "--force" in out
+
+
+def test_force_on_an_existing_repository_registers_its_own_model(in_tmp: Path, cli) -> None:
+    """init --force finds the repository's nn.Module and training script (never importing
+    them) and registers them instead of the template model and its tests."""
+    root = in_tmp / "mnist-example"
+    root.mkdir()
+    shutil.copy(Path(__file__).parent / "own_loop" / "mnist_adopted.py", root / "train.py")
+    (root / "pyproject.toml").write_text('[project]\nname = "mnist-example"\n')
+    code, out, err = cli("init", "mnist-example", "--force", "--no-git", "-f", "json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["adopted"] == {
+        "model": "mnist-example",
+        "reference": "train:Net",
+        "script": "train.py",
+        "candidates": ["train:Net"],
+    }
+    assert not {"src/mnist_example/model.py", "configs/smoke.toml"} & set(result["created"])
+    table = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["modelkit"]
+    assert table["models"] == {"mnist-example": "train:Net"}
+    assert table["defaults"]["model"] == "mnist-example"
+    assert "python train.py" in (root / "Makefile").read_text()
+    # the generated test checks the registration, and passes
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_force_with_two_models_asks_which(in_tmp: Path, cli) -> None:
+    root = in_tmp / "two"
+    root.mkdir()
+    (root / "nets.py").write_text(
+        "import torch.nn as nn\nclass A(nn.Module):\n    pass\nclass B(A):\n    pass\n"
+    )
+    code, _, err = cli("init", "two", "--force", "--no-git")
+    assert code == 2 and "nets:A, nets:B" in err and "--model nets:A" in err
+    assert sorted(p.name for p in root.iterdir()) == ["nets.py"]  # nothing written
+    code, out, err = cli("init", "two", "--force", "--no-git", "--model", "nets:B", "-f", "json")
+    assert code == 0, err
+    assert json.loads(out)["adopted"]["reference"] == "nets:B"
+    code, _, err = cli("init", "two", "--force", "--no-git", "--model", "nets")
+    assert code == 2 and "module:attr" in err

@@ -40,13 +40,17 @@ def test_perturbed_run_names_the_step_and_the_tensor(
     cli, config: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # the documented test hook: one ULP added to net.4.bias[0] after optimizer step 6 of run b
+    # default fingerprint_every (25): fingerprints only at steps 0 and 12 (the last, which
+    # always has a state dump); step 6 must still be found by re-running steps 1..12
+    (config.parent / "d.toml").write_text(CONFIG.replace("fingerprint_every = 4\n", ""))
     monkeypatch.setenv("MODELKIT_PERTURB", "6:net.4.bias")
-    code, out, err = cli("repro", config, "--format", "json")
+    code, out, err = cli("repro", "d.toml", "--steps", "12", "--format", "json")
     assert code == 3 and "runs differ: first divergent step 6" in err
     r = json.loads(out)
     assert not r["identical"] and r["perturbed"] == "6:net.4.bias"
+    assert r["fingerprints_compared"] == 2  # steps 0 and 12
     d = r["divergence"]
-    assert d["step"] == 6  # fingerprints only at 0, 4, 8, 12: step 6 came from re-running 5..8
+    assert d["step"] == 6
     assert [(t["name"], t["max_ulp"], t["elements_differ"]) for t in d["tensors"]] == [
         ("model.net.4.bias", 1, 1)
     ]
@@ -99,6 +103,8 @@ def test_against_recorded_run_env_diff_and_data_refusal(cli, config: Path, in_tm
         (("--against", "nope"), "run directory not found"),
         (("--against", "c.toml", "--control"), "--control applies"),
         (("c.toml", "--steps", "0"), "--steps must be >= 1"),
+        (("--steps", "3", "--", "python", "train.py"), "apply to config and run targets"),
+        (("--against", "c.toml", "--", "python", "train.py"), "exactly one"),
     ],
 )
 def test_repro_bad_inputs(cli, config: Path, args: tuple[str, ...], needle: str) -> None:

@@ -20,6 +20,10 @@ Examples:
   modelkit init . --name my-model --force # add the scaffold to an existing folder (keeps files)
 
   modelkit init digit-net --no-git --format json
+
+  modelkit init . --force                 # an existing repo: registers ITS model + script
+
+  modelkit init . --force --model train:Net --script train.py
 """
 
 
@@ -48,12 +52,34 @@ def command(
             help="The project's modelkit dependency (default: where this modelkit came from).",
         ),
     ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            help="With --force on an existing repository: its model as module:Class or "
+            "module:factory (default: the one nn.Module subclass found in its code).",
+        ),
+    ] = None,
+    script: Annotated[
+        str | None,
+        typer.Option(
+            "--script", help="Its training script (default: the one found); make run runs it."
+        ),
+    ] = None,
     fmt: FormatOpt = OutputFormat.text,
 ) -> None:
     """Create a model repository: model, config, tests, benchmarks, CI workflows, pre-commit."""
     from modelkit.scaffold import init_project
 
-    result = init_project(path, name=name, force=force, git=git, requirement=requirement)
+    result = init_project(
+        path,
+        name=name,
+        force=force,
+        git=git,
+        requirement=requirement,
+        model=model,
+        script=script,
+    )
     if fmt is OutputFormat.json:
         o.print_json(result.to_dict())
         return
@@ -61,6 +87,19 @@ def command(
         f"created {result.name} (package {result.package}) in {result.root}: "
         f"{len(result.created)} files"
     )
+    if result.adopted:
+        a = result.adopted
+        o.info(
+            o.escape(
+                f"registered your model {a['reference']} as '{a['model']}' in "
+                "[tool.modelkit.models]"
+                + (
+                    f"; training script: {a['script']} (make run, make repro)"
+                    if a["script"]
+                    else ""
+                )
+            )
+        )
     for rel in result.kept:
         o.info(f"kept your existing {rel} (not overwritten; compare it with the template)")
     if result.git.get("committed"):

@@ -26,16 +26,24 @@ Examples:
   modelkit repro configs/mnist.toml --nproc-per-node 2   # two 2-process DDP runs, bitwise
 
   modelkit repro --against runs/ddp --nproc-per-node 1   # another world size: a tolerance
+
+  modelkit repro --deterministic -- python train.py --epochs 1   # your own script, twice
+
+  modelkit repro --control -- python train.py      # + a run with MODELKIT_SEED=seed+1
+
+Your own script: it records its run with modelkit.start_run (README: "Your own training
+loop"); repro points each run at its own directory through MODELKIT_RUN_DIR.
 """
 
 
 @o.handle_errors
 def command(
-    target: Annotated[
-        Path | None,
+    args: Annotated[
+        list[str] | None,
         typer.Argument(
-            help="A config file (.toml/.yaml/.json) or a run directory to train twice.",
-            metavar="CONFIG_OR_RUN_DIR",
+            help="A config file (.toml/.yaml/.json) or a run directory to train twice; or, "
+            "after `--`, any training command that records its run with modelkit.start_run.",
+            metavar="CONFIG_OR_RUN_DIR | -- CMD [ARGS...]",
             show_default=False,
         ),
     ] = None,
@@ -61,6 +69,13 @@ def command(
         Path | None,
         typer.Option(help="Keep the runs in this (new or empty) directory instead of a temp dir."),
     ] = None,
+    deterministic: Annotated[
+        bool,
+        typer.Option(
+            help="-- CMD: deterministic algorithms in the command (MODELKIT_DETERMINISTIC=1); "
+            "config and run targets always are."
+        ),
+    ] = False,
     nproc_per_node: Annotated[
         int | None,
         NumberOpt(
@@ -76,6 +91,27 @@ def command(
     from modelkit.project import load_project
     from modelkit.repro import repro_against, repro_twice
 
+    target, cmd = _split_args(args or [])
+    if cmd is not None:
+        if against is not None:
+            raise BadInputError(
+                "give either -- CMD or --against RUN_DIR (exactly one)",
+                hint="modelkit repro -- python train.py  |  modelkit repro --against runs/a",
+            )
+        if steps is not None or nproc_per_node is not None:
+            raise BadInputError(
+                "--steps and --nproc-per-node apply to config and run targets, not to -- CMD",
+                hint="pass your command's own options after `--`",
+            )
+        _run_command(
+            cmd,
+            control=control,
+            deterministic=deterministic,
+            work_dir=work_dir,
+            fmt=fmt,
+            quiet=quiet,
+        )
+        return
     if (target is None) == (against is None):
         raise BadInputError(
             "give either CONFIG_OR_RUN_DIR or --against RUN_DIR (exactly one)",
@@ -125,15 +161,70 @@ def command(
         nproc_per_node=nproc_per_node,
     )
     _render_twice(report, fmt)
+    _verdict(report, control=control)
+
+
+def _split_args(args: list[str]) -> tuple[Path | None, list[str] | None]:
+    """``(target, None)`` for one config file or run directory, else ``(None, command)``."""
+    if not args:
+        return None, None
+    if len(args) == 1:
+        one = Path(args[0])
+        if one.suffix in (".toml", ".yaml", ".yml", ".json") or one.is_dir():
+            return one, None
+    return None, list(args)
+
+
+def _run_command(
+    cmd: list[str],
+    *,
+    control: bool,
+    deterministic: bool,
+    work_dir: Path | None,
+    fmt: OutputFormat,
+    quiet: bool,
+) -> None:
+    from modelkit.repro.command import CommandFailed, repro_command
+
+    progress = (
+        (lambda m: o.info(f"[dim]{o.escape(m)}[/]"))
+        if not quiet and fmt is OutputFormat.text
+        else None
+    )
+    try:
+        report = repro_command(
+            cmd,
+            control=control,
+            deterministic=deterministic,
+            work_dir=work_dir,
+            on_event=progress,
+        )
+    except CommandFailed as exc:
+        for line in exc.tail:
+            o.info(f"[dim]  | {o.escape(line)}[/]")
+        raise
+    _render_twice(report, fmt)
+    _verdict(report, control=control)
+
+
+def _verdict(report: dict[str, Any], *, control: bool) -> None:
+    from modelkit.errors import CheckFailed
+
     if not report["identical"]:
         raise CheckFailed(
             f"runs differ: first divergent step {report['divergence']['step']}",
             hint="the tensors that differ are listed above (name, max abs diff, max ULP)",
         )
     if control and not report["control"]["differs"]:
+        hint = "the model may ignore the seed; report this"
+        if report.get("mode") == "command":
+            hint = (
+                "the command ignores MODELKIT_SEED: seed through "
+                "modelkit.seed_everything(args.seed) or start_run(seed=args.seed)"
+            )
         raise CheckFailed(
             "the negative control (perturbed seed) did not differ: the check cannot fail",
-            hint="the model may ignore the seed; report this",
+            hint=hint,
         )
 
 
@@ -157,6 +248,11 @@ def _render_twice(r: dict[str, Any], fmt: OutputFormat) -> None:
         o.print_json(r)
         return
     sha = r["state_sha256"]
+    if r.get("command"):
+        import shlex
+
+        argv = shlex.join(r["command"]["argv"])
+        o.out.print(f"command: {o.escape(argv)}  (in {o.escape(r['command']['cwd'])})")
     world = (r.get("distributed") or {}).get("world_size") or 1
     if world > 1:
         o.out.print(f"world size {world} ({r['distributed']['backend']}) on both sides")
@@ -181,11 +277,13 @@ def _render_twice(r: dict[str, Any], fmt: OutputFormat) -> None:
         c = r["control"]
         names = ", ".join(t["name"] for t in c["tensors"][:3])
         status = (
-            f"differs at step {c['first_divergent_step']} ({names}{', …' if len(c['tensors']) > 3 else ''}) as expected"
+            f"differs at step {c['first_divergent_step']}"
+            + (f" ({names}{', …' if len(c['tensors']) > 3 else ''})" if names else "")
+            + " as expected"
             if c["differs"]
             else "DID NOT DIFFER"
         )
-        o.out.print(f"control (seed {c['seed']}): {status}")
+        o.out.print(f"control (seed {c['seed']}): {o.escape(status)}")
     t = r["timings"]
     o.info(f"runs {t['runs_s']:.1f}s, total {t['total_s']:.1f}s")
 

@@ -62,7 +62,12 @@ class Side:
 
     def result(self) -> dict[str, Any]:
         """What the worker computed itself: the final state sha256 and step."""
-        return json.loads(Path(f"{self.run_dir}.result.json").read_text(encoding="utf-8"))
+        path = Path(f"{self.run_dir}.result.json")
+        if not path.is_file():  # a command's run: written by its start_run hooks
+            from modelkit.repro.hooks import RESULT_FILE
+
+            path = self.dump_dir / RESULT_FILE
+        return json.loads(path.read_text(encoding="utf-8"))
 
     def has_dump(self, step: int) -> bool:
         """Whether a state dump exists for ``step``."""
@@ -214,45 +219,50 @@ def _worker_error(label: str, out: Path, code: int, stderr: str) -> ModelkitErro
     )
 
 
+Rerun = Callable[[int, list[int]], "tuple[Side, Side]"]
+
+
+def _worker_rerun(config: Any, *, perturb_b: str | None, workspace: Path, tag: str) -> Rerun:
+    """Re-run both sides of a built-in run up to ``stop`` with dumps at ``steps``."""
+
+    def rerun(stop: int, steps: list[int]) -> tuple[Side, Side]:
+        opts = {"stop_at_step": stop, "fingerprint_every": 1, "dump_steps": steps}
+        a, b = run_workers(
+            [(config, f"{tag}a", opts), (config, f"{tag}b", {**opts, "perturb": perturb_b})],
+            workspace=workspace,
+        )
+        return a, b
+
+    return rerun
+
+
 def _localise(
-    config: Any,
     a: Side,
     b: Side,
     *,
     step: int | None,
     last_equal: int | None,
     final_step: int,
-    perturb_b: str | None,
-    workspace: Path,
+    rerun: Rerun,
     emit: Event,
-    tag: str,
 ) -> dict[str, Any]:
     """Name the first divergent step and the tensors that differ there."""
-    from modelkit.repro.compare import diff_states, fingerprints, first_divergence
+    from modelkit.repro.compare import fingerprints, first_divergence
 
     if step is None:  # every fingerprint equal: the difference is in the final state only
         step = final_step
-    if not (a.has_dump(step) and b.has_dump(step)):
+        last_equal = step - 1  # the final fingerprint is equal too: nothing to narrow down
+    # A state dump at the first different fingerprint names the tensors only when the step
+    # before it is known to be equal; otherwise (periodic fingerprints, and the final step,
+    # which always has a dump) the window after the last equal fingerprint is re-run.
+    narrowed = step == 0 or (last_equal is not None and last_equal == step - 1)
+    if not (narrowed and a.has_dump(step) and b.has_dump(step)):
         lo = -1 if last_equal is None else last_equal
         emit(f"localising: re-running steps {lo + 1}..{step} with a fingerprint at every step")
-        opts = {
-            "stop_at_step": step,
-            "fingerprint_every": 1,
-            "dump_steps": list(range(lo + 1, step + 1)),
-        }
-        a, b = run_workers(
-            [(config, f"{tag}a", opts), (config, f"{tag}b", {**opts, "perturb": perturb_b})],
-            workspace=workspace,
-        )
+        a, b = rerun(step, list(range(lo + 1, step + 1)))
         fine = first_divergence(fingerprints(a.metrics()), fingerprints(b.metrics()))
         step = fine["step"] if fine["step"] is not None else step
-    ta, ma = a.dump(step)
-    tb, mb = b.dump(step)
-    keep = ("model.", "optim.")
-    tensors = diff_states(
-        {k: v for k, v in ta.items() if k.startswith(keep)},
-        {k: v for k, v in tb.items() if k.startswith(keep)},
-    )
+    tensors = _dump_diff(a, b, step)
     fa, fb = fingerprints(a.metrics()).get(step), fingerprints(b.metrics()).get(step)
     loss = None
     if fa and fb and fa.get("loss") != fb.get("loss"):
@@ -260,16 +270,26 @@ def _localise(
     return {"step": step, "tensors": tensors, "loss": loss}
 
 
+def _dump_diff(a: Side, b: Side, step: int) -> list[dict[str, Any]]:
+    """The tensors (model and optimizer state) that differ between two sides' dumps at ``step``."""
+    from modelkit.repro.compare import diff_states
+
+    ta, _ = a.dump(step)
+    tb, _ = b.dump(step)
+    keep = ("model.", "optim.")
+    return diff_states(
+        {k: v for k, v in ta.items() if k.startswith(keep)},
+        {k: v for k, v in tb.items() if k.startswith(keep)},
+    )
+
+
 def _compare_sides(
-    config: Any,
     a: Side,
     b: Side,
     *,
     up_to: int | None,
-    perturb_b: str | None,
-    workspace: Path,
+    rerun: Rerun | None,
     emit: Event,
-    tag: str,
 ) -> dict[str, Any]:
     from modelkit.repro.records import compare_metrics, fingerprints, first_divergence
 
@@ -298,18 +318,21 @@ def _compare_sides(
         "metrics": metrics,
         "seconds": {"a": round(a.seconds, 3), "b": round(b.seconds, 3)},
     }
-    if not identical:
+    if not identical and rerun is None:  # a control: no re-run, tensors only from dumps
+        step = fp["step"] if fp["step"] is not None else final_a
+        tensors: list[dict[str, Any]] = []
+        if a.has_dump(step) and b.has_dump(step):
+            tensors = _dump_diff(a, b, step)
+        out["divergence"] = {"step": step, "tensors": tensors, "loss": None}
+    elif not identical:
         out["divergence"] = _localise(
-            config,
             a,
             b,
             step=fp["step"],
             last_equal=fp["last_equal"],
             final_step=final_a,
-            perturb_b=perturb_b,
-            workspace=workspace,
+            rerun=rerun,
             emit=emit,
-            tag=tag,
         )
     return out
 
@@ -331,6 +354,10 @@ def repro_twice(
     world size is the default. Both sides use the same world size, so bitwise equality holds.
     """
     emit = on_event or (lambda _m: None)
+    if target.is_dir() and _own_loop_run(target):  # trained by its own loop: run its command
+        return _twice_from_record(
+            target, steps=steps, control=control, work_dir=work_dir, emit=emit, world=nproc_per_node
+        )
     config, kind = load_target(target, project=project)
     config = config.replace(deterministic=True)
     if steps is not None and steps < 1:
@@ -357,7 +384,11 @@ def repro_twice(
         a, b = sides[0], sides[1]
         checked = time.perf_counter() - t0
         report = _compare_sides(
-            config, a, b, up_to=steps, perturb_b=perturb, workspace=ws.path, emit=emit, tag="l"
+            a,
+            b,
+            up_to=steps,
+            rerun=_worker_rerun(config, perturb_b=perturb, workspace=ws.path, tag="l"),
+            emit=emit,
         )
         report.update(
             mode="twice",
@@ -373,7 +404,11 @@ def repro_twice(
         if control:
             c = sides[2]
             ctrl = _compare_sides(
-                config, a, c, up_to=steps, perturb_b=None, workspace=ws.path, emit=emit, tag="lc"
+                a,
+                c,
+                up_to=steps,
+                rerun=_worker_rerun(config, perturb_b=None, workspace=ws.path, tag="lc"),
+                emit=emit,
             )
             report["control"] = {
                 "seed": seed,
@@ -408,9 +443,6 @@ def repro_against(
     tolerance comparison (max abs diff per tensor <= ``atol``), never bitwise equality.
     A data fingerprint mismatch raises DataError naming both fingerprints.
     """
-    from modelkit.env import diff_environments
-    from modelkit.repro.compare import diff_states
-    from modelkit.repro.records import fingerprints, first_divergence
     from modelkit.runs import open_run
 
     emit = on_event or (lambda _m: None)
@@ -421,91 +453,221 @@ def repro_against(
             f"{run_dir} is not a complete run (status {record.get('status')!r})",
             hint=f"finish it first: modelkit train --resume {run_dir}",
         )
-    config = run.train_config()
     total = int(record.get("steps") or 0)
+    own_loop = not isinstance(run.read_config().get("modelkit", {}).get("train"), dict)
+    if own_loop and (steps is not None or nproc_per_node is not None):
+        raise BadInputError(
+            f"{run_dir} was trained by its own loop: --steps/--nproc-per-node cannot be applied "
+            "to its command",
+            hint=f"modelkit repro --against {run_dir}",
+        )
     if steps is not None and not 1 <= steps <= total:
         raise BadInputError(
             f"--steps {steps} is outside the recorded run's 1..{total} steps",
             hint=f"pass --steps between 1 and {total}",
         )
+    ws = _Workspace(work_dir)
+    try:
+        t0 = time.perf_counter()
+        if own_loop:
+            side = _regenerate_command(run_dir, record, workspace=ws.path, emit=emit)
+        else:
+            side = _regenerate_builtin(
+                run, record, steps=steps, nproc_per_node=nproc_per_node, ws=ws, emit=emit
+            )
+        report = _against_report(run, record, side, steps=steps, total=total, atol=atol)
+        report["timings"] = {"total_s": round(time.perf_counter() - t0, 3)}
+        report["work_dir"] = str(ws.path) if ws.keep else None
+        return report
+    finally:
+        ws.close()
+
+
+def _regenerate_command(
+    run_dir: Path, record: dict[str, Any], *, workspace: Path, emit: Event
+) -> Side:
+    """Run a user-loop run's recorded command again into a fresh run directory."""
+    from modelkit.repro.command import describe, recorded_command, run_commands
+    from modelkit.repro.hooks import DETERMINISTIC_ENV
+
+    found = recorded_command(record)
+    if found is None:
+        raise BadInputError(
+            f"{run_dir} was trained by its own loop and records no command that can be run again",
+            hint="make the run with a script (python train.py ...) or through "
+            "`modelkit repro -- CMD --work-dir DIR`, then repro --against it",
+        )
+    argv, cwd = found
+    if not cwd.is_dir():
+        raise BadInputError(
+            f"{run_dir} was made in {cwd}, which does not exist here",
+            hint=f"run `{describe(argv)}` from a checkout of that repository, "
+            "then compare with modelkit repro --against",
+        )
+    env: dict[str, str] = {}
+    if (record.get("determinism") or {}).get("enabled"):
+        env[DETERMINISTIC_ENV] = "1"
+    emit(f"running the recorded command again: `{describe(argv)}` (in {cwd})")
+    (side,) = run_commands([("regen", env)], argv=argv, cwd=cwd, workspace=workspace)
+    recorded = (record.get("data") or {}).get("fingerprint")
+    now = (side.record().get("data") or {}).get("fingerprint")
+    if recorded not in (None, "unknown") and now != recorded:
+        from modelkit.errors import DataError
+
+        raise DataError(
+            f"the command now trains on data with fingerprint {now}, the run recorded {recorded}",
+            hint="regenerate on the recorded data",
+        )
+    return side
+
+
+def _regenerate_builtin(
+    run: Any,
+    record: dict[str, Any],
+    *,
+    steps: int | None,
+    nproc_per_node: int | None,
+    ws: _Workspace,
+    emit: Event,
+) -> Side:
+    """Train a modelkit-train run's recorded config again in a fresh process."""
+    run_dir = run.path
+    config = run.train_config()
     threads = _recorded_threads(run_dir)
     recorded_world = _recorded_world(run_dir)
     world = nproc_per_node or recorded_world
     _check_world(world, config)
-    ws = _Workspace(work_dir)
-    try:
-        emit("regenerating the recorded run in a fresh process")
-        opts = {
-            "stop_at_step": steps,
-            "threads": threads,
-            "force_deterministic": True,
-            "fingerprint_every": record.get("fingerprint_every"),
-            "expect_data_fingerprint": record.get("data", {}).get("fingerprint"),
-            "dump_steps": [0],
-            "nproc_per_node": world,
-        }
-        t0 = time.perf_counter()
-        if world > 1:
-            emit(f"with {world} processes (torchrun, DDP)")
-        side = run_worker(config, label="regen", workspace=ws.path, options=opts)
-        new = side.record()
-        env_diff = diff_environments(record.get("env", {}), new.get("env", {}))
-        was = record.get("distributed") or {"world_size": 1, "backend": None}
-        now = new.get("distributed") or {"world_size": 1, "backend": None}
-        for key in ("world_size", "backend"):
-            if was.get(key) != now.get(key):  # another reduction order: no bitwise claim
-                env_diff.append(
-                    {"field": key, "a": was.get(key), "b": now.get(key), "matters": True}
-                )
-        data_fp = {"recorded": record["data"]["fingerprint"], "now": new["data"]["fingerprint"]}
-        matters = [d for d in env_diff if d["matters"]]
-        fp = first_divergence(
-            fingerprints(run.read_metrics()), fingerprints(side.metrics()), up_to=steps
-        )
-        tensors: list[dict[str, Any]] = []
-        tolerance: list[dict[str, Any]] = []
-        weights_compared = steps is None or steps == total
-        if weights_compared:
-            from safetensors.torch import load_file
+    emit("regenerating the recorded run in a fresh process")
+    opts = {
+        "stop_at_step": steps,
+        "threads": threads,
+        "force_deterministic": True,
+        "fingerprint_every": record.get("fingerprint_every"),
+        "expect_data_fingerprint": record.get("data", {}).get("fingerprint"),
+        "dump_steps": [0],
+        "nproc_per_node": world,
+    }
+    if world > 1:
+        emit(f"with {world} processes (torchrun, DDP)")
+    return run_worker(config, label="regen", workspace=ws.path, options=opts)
 
-            recorded = load_file(str(run.weights))
-            regenerated = load_file(str(side.run_dir / "model.safetensors"))
-            tensors = diff_states(recorded, regenerated)
-            tolerance = tolerance_table(recorded, regenerated, atol=atol)
-        if matters:
-            identical = False
-            within = weights_compared and all(t["within"] for t in tolerance)
-            verdict = "within tolerance" if within else "outside tolerance"
-        else:
-            identical = fp["step"] is None and not tensors
-            within = identical
-            verdict = "IDENTICAL" if identical else "MISMATCH"
-        report = {
-            "mode": "against",
-            "target": str(run_dir),
-            "verdict": verdict,
-            "identical": identical,
-            "ok": within,
-            "bitwise_expected": not matters,
-            "atol": atol if matters else None,
-            "env_diff": env_diff,
-            "data_fingerprint": data_fp,
-            "steps": steps or total,
-            "fingerprints_compared": fp["compared"],
-            "first_divergent_step": fp["step"],
-            "weights_compared": weights_compared,
-            "tensors": tensors,
-            "tolerance": tolerance if matters else None,
-            "weights_sha256": {
-                "recorded": record.get("weights_sha256"),
-                "regenerated": new.get("weights_sha256"),
-            },
-            "timings": {"total_s": round(time.perf_counter() - t0, 3)},
-            "work_dir": str(ws.path) if ws.keep else None,
-        }
-        return report
-    finally:
-        ws.close()
+
+def _against_report(
+    run: Any, record: dict[str, Any], side: Side, *, steps: int | None, total: int, atol: float
+) -> dict[str, Any]:
+    """Compare a regenerated run with the recorded one (env diff first)."""
+    from modelkit.env import diff_environments
+    from modelkit.repro.compare import diff_states
+    from modelkit.repro.records import fingerprints, first_divergence
+
+    new = side.record()
+    env_diff = diff_environments(record.get("env", {}), new.get("env", {}))
+    was = record.get("distributed") or {"world_size": 1, "backend": None}
+    now = new.get("distributed") or {"world_size": 1, "backend": None}
+    for key in ("world_size", "backend"):
+        if was.get(key) != now.get(key):  # another reduction order: no bitwise claim
+            env_diff.append({"field": key, "a": was.get(key), "b": now.get(key), "matters": True})
+    data_fp = {
+        "recorded": (record.get("data") or {}).get("fingerprint"),
+        "now": (new.get("data") or {}).get("fingerprint"),
+    }
+    matters = [d for d in env_diff if d["matters"]]
+    fp = first_divergence(
+        fingerprints(run.read_metrics()), fingerprints(side.metrics()), up_to=steps
+    )
+    tensors: list[dict[str, Any]] = []
+    tolerance: list[dict[str, Any]] = []
+    weights_compared = steps is None or steps == total
+    if weights_compared:
+        from safetensors.torch import load_file
+
+        recorded = load_file(str(run.weights))
+        regenerated = load_file(str(side.run_dir / "model.safetensors"))
+        tensors = diff_states(recorded, regenerated)
+        tolerance = tolerance_table(recorded, regenerated, atol=atol)
+    if matters:
+        identical = False
+        within = weights_compared and all(t["within"] for t in tolerance)
+        verdict = "within tolerance" if within else "outside tolerance"
+    else:
+        identical = fp["step"] is None and not tensors
+        within = identical
+        verdict = "IDENTICAL" if identical else "MISMATCH"
+    return {
+        "mode": "against",
+        "target": str(run.path),
+        "trainer": record.get("trainer", "modelkit"),
+        "command": (new.get("command") or {}).get("repro"),
+        "verdict": verdict,
+        "identical": identical,
+        "ok": within,
+        "bitwise_expected": not matters,
+        "atol": atol if matters else None,
+        "env_diff": env_diff,
+        "data_fingerprint": data_fp,
+        "steps": steps or total,
+        "fingerprints_compared": fp["compared"],
+        "first_divergent_step": fp["step"],
+        "weights_compared": weights_compared,
+        "tensors": tensors,
+        "tolerance": tolerance if matters else None,
+        "weights_sha256": {
+            "recorded": record.get("weights_sha256"),
+            "regenerated": new.get("weights_sha256"),
+        },
+    }
+
+
+def _own_loop_run(run_dir: Path) -> bool:
+    """Whether a run directory was written by the user's own loop (no modelkit.train config)."""
+    path = run_dir / "config.json"
+    if not path.is_file():
+        return False
+    try:
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return False
+    return isinstance(cfg, dict) and not isinstance((cfg.get("modelkit") or {}).get("train"), dict)
+
+
+def _twice_from_record(
+    run_dir: Path,
+    *,
+    steps: int | None,
+    control: bool,
+    work_dir: Path | None,
+    emit: Event,
+    world: int | None,
+) -> dict[str, Any]:
+    """``repro RUN_DIR`` for a user-loop run: its recorded command, twice, deterministic."""
+    from modelkit.repro.command import recorded_command, repro_command
+    from modelkit.runs import open_run
+
+    record = open_run(run_dir, require=("run.json", "config.json")).read_record()
+    if steps is not None or world is not None:
+        raise BadInputError(
+            f"{run_dir} was trained by its own loop: --steps/--nproc-per-node cannot be applied "
+            "to its command",
+            hint=f"modelkit repro {run_dir}",
+        )
+    found = recorded_command(record)
+    if found is None:
+        raise BadInputError(
+            f"{run_dir} was trained by its own loop and records no command that can be run again",
+            hint="run the command through `modelkit repro -- CMD [ARGS...]`",
+        )
+    argv, cwd = found
+    if not cwd.is_dir():
+        raise BadInputError(
+            f"{run_dir} was made in {cwd}, which does not exist here",
+            hint="modelkit repro -- CMD [ARGS...] from a checkout of that repository",
+        )
+    report = repro_command(
+        argv, cwd=cwd, control=control, deterministic=True, work_dir=work_dir, on_event=emit
+    )
+    report["target"] = str(run_dir)
+    report["target_kind"] = "run"
+    return report
 
 
 def _recorded_world(run_dir: Path) -> int:

@@ -75,6 +75,7 @@ class InitResult:
     created: list[str] = field(default_factory=list)  # relative paths written
     kept: list[str] = field(default_factory=list)  # existing files left untouched (--force)
     git: dict[str, Any] = field(default_factory=dict)  # {"initialised", "committed", "note"}
+    adopted: dict[str, Any] | None = None  # init --force: the repository's own model/script
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready summary."""
@@ -85,6 +86,7 @@ class InitResult:
             "created": list(self.created),
             "kept": list(self.kept),
             "git": dict(self.git),
+            "adopted": self.adopted,
         }
 
 
@@ -319,8 +321,15 @@ def init_project(
     force: bool = False,
     git: bool = True,
     requirement: str | None = None,
+    model: str | None = None,
+    script: str | None = None,
 ) -> InitResult:
-    """Scaffold a model repository at ``path``; returns what was created and kept."""
+    """Scaffold a model repository at ``path``; returns what was created and kept.
+
+    With ``force`` on an existing repository that defines a model (or given ``model``,
+    "module:attr"), that model and its training script are registered instead of the
+    template model (see :mod:`modelkit.scaffold.adopt`).
+    """
     root = Path(path).expanduser().absolute()
     name = name or root.name
     package = validate_name(name)
@@ -328,6 +337,7 @@ def init_project(
         validate_requirement(requirement)
     _check_target(root, force=force)
     files = render_templates(template_values(name, package=package, requirement=requirement))
+    adoption, files = _adopt(root, files, name=name, package=package, model=model, script=script)
 
     existed = root.exists()
     kept = sorted(rel for rel in files if (root / rel).exists() or (root / rel).is_symlink())
@@ -387,6 +397,8 @@ def init_project(
                 d.rmdir()  # only if still empty
         raise
 
+    if adoption is not None and "pyproject.toml" in kept:
+        _register_in_existing_pyproject(root / "pyproject.toml", adoption)
     git_state = (
         _git_init(root, files=sorted(to_write))
         if git
@@ -399,7 +411,40 @@ def init_project(
         created=sorted(to_write),
         kept=kept,
         git=git_state,
+        adopted=adoption.to_dict() if adoption is not None else None,
     )
+
+
+def _adopt(
+    root: Path,
+    files: dict[str, str],
+    *,
+    name: str,
+    package: str,
+    model: str | None,
+    script: str | None,
+) -> tuple[Any, dict[str, str]]:
+    """``init --force`` on an existing repository: its model instead of the template's."""
+    from modelkit.scaffold.adopt import adopt_files, find_adoption
+
+    if model is None and script is None and not (root.is_dir() and any(root.iterdir())):
+        return None, files
+    adoption = find_adoption(root, name=name, model=model, script=script)
+    if adoption is None:
+        return None, files
+    return adoption, adopt_files(files, adoption, package=package)
+
+
+def _register_in_existing_pyproject(path: Path, adoption: Any) -> None:
+    """Append the [tool.modelkit] registration to the user's pyproject.toml (if it has none)."""
+    from modelkit.io import write_bytes_atomic
+    from modelkit.scaffold.adopt import pyproject_addition
+
+    text = path.read_text(encoding="utf-8")
+    if "[tool.modelkit" in text:
+        return  # the user's own table: left alone (init reports what it found)
+    body = text + ("" if text.endswith("\n") else "\n") + pyproject_addition(adoption)
+    write_bytes_atomic(path, body.encode("utf-8"))
 
 
 def _umask() -> int:
