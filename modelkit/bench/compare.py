@@ -405,7 +405,10 @@ class _Plan:
             nodeids=nodeids,
             bench_min_rounds=self.cfg.bench_min_rounds,
             bench_max_time=self.cfg.bench_max_time,
-            timeout=max(120.0, self.cfg.max_time),
+            # callgrind runs the suite ~5x slower uninstrumented, ~50x where it counts
+            timeout=max(900.0, 3 * self.cfg.max_time)
+            if lane == "instructions"
+            else max(120.0, self.cfg.max_time),
             lane=lane,
         )
 
