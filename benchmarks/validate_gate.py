@@ -53,6 +53,38 @@ MLP_INJECTED = (
     "        sum(range(int(os.environ.get('MODELKIT_VALIDATE_EXTRA', '0'))))\n"
     "        return out\n"
 )
+# the injection aims 0.05% above the asked regression: A/A counts moved by up to 0.03%
+MARGIN = 0.0005
+UNIT_PROBE = """
+import os, sys
+from modelkit.bench.plugin import Callgrind
+cg, out = Callgrind(), os.environ["OUT"]
+def work(n):
+    return lambda: sum(range(n))
+for n in (1000, 21000):
+    work(n)()
+a = min(cg.count(work(1000), repeats=2, out_file=out))
+b = min(cg.count(work(21000), repeats=2, out_file=out))
+print((b - a) / 20000)
+"""
+
+
+def unit_cost() -> float:
+    """Instructions of one unit of the injected work (``sum(range(n))`` per n), under callgrind."""
+    from modelkit.bench.runner import valgrind_command
+
+    with tempfile.TemporaryDirectory() as d:
+        out = Path(d) / "cg.out"
+        proc = subprocess.run(
+            [*valgrind_command(out), sys.executable, "-c", UNIT_PROBE],
+            env={**os.environ, "OUT": str(out), "PYTHONPATH": str(ROOT)},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    return float(proc.stdout.strip().splitlines()[-1])
+
+
 TARGET_BENCH = {"reference": "test_train_step[mnist-mlp]", "demo": "test_forward"}
 
 
@@ -95,6 +127,7 @@ def one(repo: Path, ref: str, *, lane: str, keyword: str | None, bench_name: str
         "lane": outcome.lane,
         "verdict": m.verdict if m else "missing",
         "ratio": m.ratio if m else None,
+        "base": m.base if m else None,
         "ci": [m.ci_low, m.ci_high] if m else None,
         "mde": m.mde if m else None,
         "rounds": outcome.rounds,
@@ -175,18 +208,9 @@ def main() -> None:
         extra = None
     else:
         repo, base, slow = reference_repo(tmp)
-        os.environ.pop(ENV_EXTRA, None)
         # interleave A/A and regression compares, so load drift hits both cases alike
         git(repo, "checkout", "-q", slow)
         extra = args.extra
-        if extra is None:
-            probe = 20000
-            os.environ[ENV_EXTRA] = str(probe)
-            cal = one(repo, base, lane="instructions", keyword=args.keyword, bench_name=bench_name)
-            per_unit = (cal["ratio"] - 1) / probe
-            extra = math.ceil(regression / per_unit)
-            calibration = {"probe_units": probe, "probe_ratio": cal["ratio"], "units": extra}
-            print(f"calibration: {probe} units -> ratio {cal['ratio']:.5f}; using {extra}")
         for i in range(args.runs):
             if _past(deadline):
                 break
@@ -195,6 +219,22 @@ def main() -> None:
                 r := one(repo, "HEAD", lane=args.lane, keyword=args.keyword, bench_name=bench_name)
             )
             report("A/A", i + 1, r)
+            if extra is None:
+                # size the injection from the step's count (A/A) and one unit's instructions
+                base_count = r["base"] if args.lane == "instructions" else None
+                if base_count is None:
+                    cal = one(repo, "HEAD", lane="instructions", keyword=args.keyword,
+                              bench_name=bench_name)  # fmt: skip
+                    base_count = cal["base"]
+                per_unit = unit_cost()
+                extra = math.ceil((regression + MARGIN) * base_count / per_unit)
+                calibration = {
+                    "step_instructions": base_count,
+                    "instructions_per_unit": per_unit,
+                    "units": extra,
+                    "target": regression + MARGIN,
+                }
+                print(f"calibration: {calibration}", flush=True)
             if _past(deadline):
                 break
             os.environ[ENV_EXTRA] = str(extra)
@@ -220,6 +260,7 @@ def main() -> None:
         "regression_injected": regression,
         "extra_work_units": extra,
         "calibration": calibration,
+        "regression_ratio_max": max((r["ratio"] for r in reg if r["ratio"]), default=None),
         "aa_false_alarms": sum(r["any_regression"] for r in aa),
         "aa_max_abs_change": max(aa_ratios) if aa_ratios else None,
         "detected": sum(r["verdict"] == "regression" for r in reg),
