@@ -176,6 +176,11 @@ def main() -> None:
     started = time.monotonic()
 
     def report(case: str, i: int, r: dict) -> None:
+        if args.out:  # every compare kept at once: a run cut short still has its figures
+            partial = args.out.with_suffix(".partial.json")
+            partial.write_text(
+                json.dumps({"calibration": calibration, "runs": results}, default=str)
+            )
         ratio = f"{r['ratio']:.5f}" if r["ratio"] is not None else "-"
         print(
             f"{case} {i}: {r['verdict']} ratio {ratio} regressions {r['regressions']} "
