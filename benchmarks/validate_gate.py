@@ -167,7 +167,7 @@ def main() -> None:
     if args.target == "demo":
         if args.lane != "time":
             raise SystemExit("--target demo validates the time lane only")
-        knobs = dict(min_rounds=5, max_rounds=8, max_time=60, bench_max_time=0.03)
+        knobs = dict(min_rounds=5, max_rounds=10, max_time=60, bench_max_time=0.03)
         repo = demo.make_repo(tmp / "repo", work=100, **knobs)
         base = git(repo, "rev-parse", "HEAD")
         for i in range(args.runs):
