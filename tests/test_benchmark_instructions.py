@@ -184,3 +184,19 @@ def test_instruction_lane_aa_counts_match_across_trees(tiny: Path, cli, tmp_path
     assert ins["base"] > 1e5  # 40 x (64x64 matmul + tanh): a real count, not a stub
     t = next(m for m in report["metrics"] if m["metric"] == "time")
     assert t["verdict"] == "info" and t["lane"] == "info"  # wall time, reported only
+
+
+def test_instruction_lane_pads_both_sides_to_one_environment_size(tmp_path):
+    """Instruction counts must not follow the trees' path lengths: the environment a side's
+    process starts with has the same size whatever the tree (random size in the time lane)."""
+    from modelkit.bench.runner import _env_bytes, side_env
+
+    short, long = tmp_path / "a", tmp_path / ("b" * 200)
+    short.mkdir()
+    long.mkdir()
+    sizes = {
+        _env_bytes(side_env(t, tmp_path, "cpu", None, lane="instructions")) for t in (short, long)
+    }
+    assert len(sizes) == 1 and sizes.pop() % 65536 == 0
+    env = side_env(short, tmp_path, "cpu", None, lane="instructions")
+    assert env["MODELKIT_BENCH_LANE"] == "instructions" and env["PYTHONHASHSEED"] == "0"
