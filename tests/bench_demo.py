@@ -1,7 +1,8 @@
 """A throwaway git repo for gate tests: a tiny numpy 'model' package and a small benchmarks/ suite.
 
 Used by tests/test_benchmark_compare.py and benchmarks/validate_gate.py. Knobs make a commit
-slower (``work``), less accurate (``acc_drop``), add a HEAD-only benchmark (``new_feature``) or
+slower (``work``; the suite counts its instructions in the instruction lane), less accurate
+(``acc_drop``), bigger (``extra_params``), add a HEAD-only benchmark (``new_feature``) or
 break the package's import (``broken_import``).
 """
 
@@ -40,7 +41,7 @@ def forward(x=X):
 
 
 def num_params():
-    return W.size
+    return W.size + {extra_params}
 
 
 def train_eval(seed):
@@ -55,7 +56,10 @@ from tinypkg import model
 
 def test_forward(bench, benchmark):
     bench.record("params", model.num_params(), kind="exact")
-    benchmark(model.forward)
+    if bench.lane == "instructions":
+        bench.instructions(model.forward)  # instructions per call, under callgrind
+    else:
+        benchmark(model.forward)
 
 
 def test_accuracy(bench):
@@ -86,6 +90,7 @@ def write_tree(
     *,
     work: int = 40,
     acc_drop: float = 0.0,
+    extra_params: int = 0,
     new_feature: bool = False,
     broken_import: bool = False,
     min_rounds: int = 2,
@@ -111,6 +116,7 @@ def write_tree(
         MODEL.format(
             work=work,
             acc_drop=acc_drop,
+            extra_params=extra_params,
             new_feature="\n\ndef new_feature():\n    return forward()\n" if new_feature else "",
         )
     )

@@ -33,7 +33,15 @@ def test_injected_slowdown_accuracy_drop_and_one_sided_error(tiny: Path, cli, tm
     os.environ["GITHUB_STEP_SUMMARY"] = str(summary)
     try:
         code, out, err = cli(
-            "benchmark", "--compare", "main", "--report-md", md, "--report-json", js
+            "benchmark",
+            "--compare",
+            "main",
+            "--mode",
+            "time",
+            "--report-md",
+            md,
+            "--report-json",
+            js,
         )
     finally:
         del os.environ["GITHUB_STEP_SUMMARY"]
@@ -57,7 +65,7 @@ def test_injected_slowdown_accuracy_drop_and_one_sided_error(tiny: Path, cli, tm
 def test_aa_uncommitted_docs_change_is_quiet(tiny: Path, cli, tmp_path: Path):
     (tiny / "README.md").write_text("# tinypkg\n\nDocs only.\n")  # uncommitted, docs only
     js = tmp_path / "r.json"
-    code, out, err = cli("benchmark", "--compare", "HEAD", "--report-json", js)
+    code, out, err = cli("benchmark", "--compare", "HEAD", "--mode", "time", "--report-json", js)
     assert code == 0, out + err
     report = json.loads(js.read_text())
     assert report["status"] == "ok" and report["errors"] == []
@@ -68,7 +76,7 @@ def test_aa_uncommitted_docs_change_is_quiet(tiny: Path, cli, tmp_path: Path):
 
 def test_run_baseline_cache_and_fingerprint(tiny: Path, cli, tmp_path: Path):
     base = tmp_path / "base.json"
-    code, out, err = cli("benchmark", "--processes", "2", "--out", base)
+    code, out, err = cli("benchmark", "--processes", "2", "--mode", "time", "--out", base)
     assert code == 0, out + err
     doc = json.loads(base.read_text())
     assert doc["modelkit"]["fingerprint"]["cpu_count"] and len(doc["modelkit"]["processes"]) == 2
@@ -79,20 +87,24 @@ def test_run_baseline_cache_and_fingerprint(tiny: Path, cli, tmp_path: Path):
     res = subprocess.run([str(pb), "compare", str(base)], capture_output=True, text=True)
     assert res.returncode == 0 and "test_forward" in res.stdout, res.stderr
     # the same clean commit again: cached results reused
-    code, out, err = cli("benchmark", "--processes", "2", "--out", tmp_path / "again.json")
+    code, out, err = cli(
+        "benchmark", "--processes", "2", "--mode", "time", "--out", tmp_path / "again.json"
+    )
     assert code == 0 and "reused cached results" in err
     # against the saved baseline (same machine): no regression
     js = tmp_path / "r.json"
-    code, out, err = cli("benchmark", "--baseline", base, "--report-json", js)
+    code, out, err = cli("benchmark", "--baseline", base, "--mode", "time", "--report-json", js)
     assert code == 0, out + err
     assert json.loads(js.read_text())["mode"] == "baseline"
     # another machine's baseline: refused unless --force
     doc["modelkit"]["fingerprint"]["cpu_model"] = "Some Other CPU"
     other = tmp_path / "other.json"
     other.write_text(json.dumps(doc))
-    code, out, err = cli("benchmark", "--baseline", other)
+    code, out, err = cli("benchmark", "--baseline", other, "--mode", "time")
     assert code == 2 and "another machine" in err and "--force" in err
-    code, out, err = cli("benchmark", "--baseline", other, "--force", "--max-rounds", "3")
+    code, out, err = cli(
+        "benchmark", "--baseline", other, "--force", "--max-rounds", "3", "--mode", "time"
+    )
     assert code in (0, 3) and "another machine" in err
 
 
@@ -124,9 +136,9 @@ def test_ref_that_fails_to_import(tiny: Path, cli):
 
 def test_empty_suite(tiny: Path, cli):
     (tiny / "benchmarks" / "test_tiny.py").write_text("# nothing yet\n")
-    code, out, err = cli("benchmark")
+    code, out, err = cli("benchmark", "--mode", "time")
     assert code == 2 and "empty suite" in err
-    code, out, err = cli("benchmark", "--suite", "nope")
+    code, out, err = cli("benchmark", "--suite", "nope", "--mode", "time")
     assert code == 2 and "empty suite" in err
 
 

@@ -1,8 +1,19 @@
 """``modelkit benchmark [--compare REF | --baseline FILE]``: run the suite, interleave both sides,
 decide per metric, stop early when decided, within a time budget.
 
-Interleaving: round r runs REF, HEAD, HEAD, REF (ABBA; odd rounds BAAB), each in a fresh process
-running the suite with a few pytest-benchmark rounds; each process's minimum is one sample.
+Two lanes (``--mode``):
+
+* ``time``: round r runs REF, HEAD, HEAD, REF (ABBA; odd rounds BAAB), each in a fresh process
+  running the suite with a few pytest-benchmark rounds; each process's minimum is one sample.
+* ``instructions`` (``auto`` picks it on CPU when valgrind is installed): each side runs its whole
+  suite once under callgrind; the benchmarks that count instructions are decided on their
+  instructions per call (deterministic: a relative threshold). Then one time-lane process per
+  side measures what callgrind cannot (accuracy, memory; wall time as information), and
+  benchmarks without an instruction count fall back to timed rounds.
+
+Accepted changes: ``Benchmark-Accept: <benchmark> <metric> [reason]`` trailers in the commits
+between REF and HEAD, or ``--accept BENCH:METRIC``; an accepted regression is listed apart and
+does not fail the gate (exit 0); any other regression exits 3.
 """
 
 from __future__ import annotations
@@ -23,6 +34,7 @@ from modelkit.bench.stats import (
     MetricResult,
     decide_accuracy,
     decide_exact,
+    decide_instructions,
     decide_memory,
     decide_timings,
     paired_log_ratios,
@@ -34,6 +46,47 @@ from modelkit.io import write_json_atomic
 Event = Callable[[str], None]
 TIMING_KINDS = ("timing", "rate")
 ORDERS = (("base", "head", "head", "base"), ("head", "base", "base", "head"))
+ORDERS_AB = (("base", "head"), ("head", "base"))  # instruction lane: timings are a fallback
+MODES = ("auto", "instructions", "time")
+ACCEPT_TRAILER = "Benchmark-Accept"
+
+
+def valgrind_usable() -> tuple[bool, str]:
+    """Whether the instruction lane can run here, and why not."""
+    import platform
+    import sys
+
+    if sys.platform != "linux" or platform.machine() not in ("x86_64", "AMD64"):
+        return False, f"the instruction lane needs x86-64 Linux (this is {platform.machine()})"
+    if shutil.which("valgrind") is None:
+        return False, "valgrind is not installed"
+    return True, ""
+
+
+def resolve_lane(mode: str, device: str) -> tuple[str, str | None]:
+    """``--mode`` -> the lane that runs, and a one-line note when ``auto`` fell back to time."""
+    if mode not in MODES:
+        raise BadInputError(f"unknown --mode '{mode}'", hint=f"use one of: {', '.join(MODES)}")
+    cuda = device.startswith("cuda")
+    if mode == "instructions":
+        if cuda:
+            raise BadInputError(
+                "--mode instructions counts CPU instructions: not for --device cuda",
+                hint="use --mode time (CUDA events) on a GPU",
+            )
+        ok, why = valgrind_usable()
+        if not ok:
+            raise BadInputError(
+                f"--mode instructions: {why}",
+                hint="install valgrind (apt-get install valgrind) or use --mode time",
+            )
+        return "instructions", None
+    if mode == "time" or cuda:
+        return "time", None
+    ok, why = valgrind_usable()
+    if ok:
+        return "instructions", None
+    return "time", f"{why}: timing lane (install valgrind for deterministic instruction counts)"
 
 
 @dataclass
@@ -52,15 +105,22 @@ class Outcome:
     errors: list[dict[str, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     results_file: str | None = None
+    lane: str = "time"
+    accepts: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def regressions(self) -> list[MetricResult]:
-        """Metrics judged a regression."""
-        return [m for m in self.metrics if m.verdict == "regression"]
+        """Metrics judged a regression and not accepted."""
+        return [m for m in self.metrics if m.verdict == "regression" and not m.accepted]
+
+    @property
+    def accepted(self) -> list[MetricResult]:
+        """Changed metrics an accept (trailer or --accept) covers."""
+        return [m for m in self.metrics if m.accepted]
 
     @property
     def exit_code(self) -> int:
-        """0 no regression, 3 regression, 1 a benchmark errored."""
+        """0 no regression (or only accepted ones), 3 regression, 1 a benchmark errored."""
         if self.regressions:
             return EXIT_CHECK_FAILED
         return EXIT_FAILURE if self.errors else EXIT_OK
@@ -77,6 +137,7 @@ class Outcome:
             "status": self.status,
             "exit_code": self.exit_code,
             "mode": self.mode,
+            "lane": self.lane,
             "head": self.head,
             "base": self.base,
             "fingerprint": self.fingerprint,
@@ -86,6 +147,7 @@ class Outcome:
             "stopped": self.stopped,
             "summary": {
                 "regressions": len(self.regressions),
+                "accepted": len(self.accepted),
                 "undecided": len(undecided),
                 "errors": len(self.errors),
                 "metrics": len(self.metrics),
@@ -93,6 +155,7 @@ class Outcome:
             "metrics": [m.to_dict() for m in self.metrics],
             "errors": self.errors,
             "warnings": self.warnings,
+            "accepts": self.accepts,
             "results_file": self.results_file,
         }
 
@@ -151,7 +214,11 @@ def evaluate(
     *,
     paired: bool,
 ) -> tuple[list[MetricResult], list[dict[str, str]]]:
-    """Decide every metric of every benchmark; errors on either side are reported, not judged."""
+    """Decide every metric of every benchmark; errors on either side are reported, not judged.
+
+    A benchmark with an instruction count on both sides is decided by it; its timings are then
+    information (``lane="info"``)."""
+    covered = covered_by_instructions(base) & covered_by_instructions(head)
     names: dict[str, str] = {}
     for p in [*head, *base]:
         for nodeid, b in p.benchmarks.items():
@@ -200,6 +267,7 @@ def evaluate(
                 bv = _accuracy_values(base, nodeid)
                 hv = _accuracy_values(head, nodeid)
                 decide_accuracy(r, bv, hv, margin_points=th.accuracy_margin, alpha=th.alpha)
+                r.lane = "accuracy"
                 continue
             a, b = _values(base, nodeid, metric), _values(head, nodeid, metric)
             fa, fb = _flat(a), _flat(b)
@@ -208,11 +276,21 @@ def evaluate(
                 r.verdict, r.note = "undecided", "missing on one side"
                 continue
             r.base, r.head = float(_median(fa)), float(_median(fb))
-            if kind == "exact":
+            r.lane = kind if kind in ("exact", "memory") else "info"
+            if kind == "instructions":
+                spread = max(_spreads(base, nodeid, metric) + _spreads(head, nodeid, metric))
+                decide_instructions(r, fa, fb, th.instr_threshold, spread=spread)
+            elif kind == "exact":
                 decide_exact(r, fa, fb, th.exact_tolerance)
             elif kind == "memory":
                 decide_memory(r, fa, fb, th.memory_tolerance)
+            elif kind in TIMING_KINDS and nodeid in covered:
+                ratio = r.head / r.base if r.base else None
+                r.ratio = ratio
+                r.verdict = "info"
+                r.note = "wall time, information only: instructions per call decide"
             elif kind in TIMING_KINDS:
+                r.lane = "time"
                 if m.get("derived_from") and m["derived_from"] in meta:
                     derived.append((r, m["derived_from"]))
                     continue
@@ -254,6 +332,24 @@ def evaluate(
     return results, errors
 
 
+def covered_by_instructions(procs: list[runner.ProcessResult]) -> set[str]:
+    """Benchmarks with an instruction count in these processes."""
+    return {
+        nodeid
+        for p in procs
+        for nodeid, b in p.benchmarks.items()
+        if any(m.get("kind") == "instructions" for m in b.get("metrics", {}).values())
+    }
+
+
+def _spreads(procs: list[runner.ProcessResult], nodeid: str, metric: str) -> list[float]:
+    out = [0.0]
+    for p in procs:
+        m = ((p.benchmarks.get(nodeid) or {}).get("metrics") or {}).get(metric) or {}
+        out.append(float(m.get("spread") or 0.0))
+    return out
+
+
 def _median(xs: list[float]) -> float:
     s = sorted(xs)
     n = len(s)
@@ -284,8 +380,17 @@ class _Plan:
     device: str
     harness_dir: Path
     on_event: Event
+    lane: str = "time"
 
-    def run(self, tree: Path, side: str, rnd: int, slot: int, nodeids: list[str] | None):
+    def run(
+        self,
+        tree: Path,
+        side: str,
+        rnd: int,
+        slot: int,
+        nodeids: list[str] | None,
+        lane: str = "time",
+    ) -> runner.ProcessResult:
         return runner.run_suite(
             tree,
             side=side,
@@ -300,8 +405,17 @@ class _Plan:
             nodeids=nodeids,
             bench_min_rounds=self.cfg.bench_min_rounds,
             bench_max_time=self.cfg.bench_max_time,
-            timeout=max(120.0, self.cfg.max_time),
+            # callgrind runs the suite ~5x slower uninstrumented, ~50x where it counts
+            timeout=max(900.0, 3 * self.cfg.max_time)
+            if lane == "instructions"
+            else max(120.0, self.cfg.max_time),
+            lane=lane,
         )
+
+    def count(self, tree: Path, side: str) -> runner.ProcessResult:
+        """The instruction lane's one callgrind process for a side (round 0)."""
+        self.on_event(f"instructions: {'REF' if side == 'base' else 'HEAD'} under callgrind")
+        return self.run(tree, side, 0, 0, None, lane="instructions")
 
 
 def _suite_path(root: Path, cfg: BenchConfig) -> Path:
@@ -321,12 +435,13 @@ def _undecided(results: list[MetricResult]) -> list[str]:
     )
 
 
-def _gated(procs: list[runner.ProcessResult]) -> list[str]:
-    """Benchmarks with a timing metric worth re-running (not errored, not accuracy-only)."""
+def _gated(procs: list[runner.ProcessResult], covered: set[str] = frozenset()) -> list[str]:  # type: ignore[assignment]
+    """Benchmarks with a timing metric worth re-running (not errored, not accuracy-only, not
+    decided by instruction counts)."""
     out = set()
     for p in procs:
         for nodeid, b in p.benchmarks.items():
-            if p.outcomes.get(nodeid) in ("failed", "error"):
+            if p.outcomes.get(nodeid) in ("failed", "error") or nodeid in covered:
                 continue
             kinds = {m.get("kind") for m in b.get("metrics", {}).values()}
             if b.get("gate_time", True) or kinds & set(TIMING_KINDS):
@@ -346,10 +461,17 @@ def run_benchmark(
     out: Path | None = None,
     use_cache: bool = True,
     on_event: Event | None = None,
+    mode: str | None = None,
+    accept: list[str] | None = None,
 ) -> Outcome:
-    """Run the suite; with ``compare`` or ``baseline``, decide regressions (see module doc)."""
+    """Run the suite; with ``compare`` or ``baseline``, decide regressions (see module doc).
+
+    ``mode``: instructions | time | auto (default: the config's ``mode``); ``accept``:
+    ``BENCH:METRIC`` changes accepted in addition to the ``Benchmark-Accept`` trailers."""
     if compare and baseline:
         raise BadInputError("--compare and --baseline exclude each other", hint="pick one")
+    flag_accepts = [parse_accept_flag(a) for a in accept or []]
+    lane, lane_note = resolve_lane(mode or cfg.mode, device)
     emit = on_event or (lambda _m: None)
     t_start = time.monotonic()
     suite = _suite_path(root, cfg)
@@ -365,7 +487,7 @@ def run_benchmark(
         if git_root
         else worktree.HeadState(root=root, commit=None, dirty=True, changed=[])
     )
-    warnings: list[str] = []
+    warnings: list[str] = [lane_note] if lane_note else []
     if head.dirty and git_root:
         warnings.append(
             f"uncommitted changes ({len(head.changed)} file(s)): HEAD's side is the working "
@@ -374,7 +496,7 @@ def run_benchmark(
     head_info = {"commit": head.commit, "dirty": head.dirty, "tree": str(root)}
     suite_sha = runner.suite_digest(suite, markers=cfg.markers, keyword=cfg.keyword)
     harness_dir = runner.make_harness_dir()
-    plan = _Plan(root, suite, cfg, device, harness_dir, emit)
+    plan = _Plan(root, suite, cfg, device, harness_dir, emit, lane)
     try:
         if compare:
             outcome = _compare(plan, compare, git_root or root, head, head_info, fp, warnings)
@@ -384,6 +506,11 @@ def run_benchmark(
             outcome = _run_only(plan, head_info, fp, warnings, processes, suite_sha, use_cache)
     finally:
         shutil.rmtree(harness_dir, ignore_errors=True)
+    outcome.lane = lane
+    accepts = list(flag_accepts)
+    if compare and git_root and outcome.base and outcome.base.get("commit"):
+        accepts += accepts_from_trailers(git_root, outcome.base["commit"])
+    apply_accepts(outcome, accepts)
     outcome.wall_s = time.monotonic() - t_start
     head_doc = getattr(outcome, "_head_doc", None)
     if head_doc is not None:
@@ -393,21 +520,28 @@ def run_benchmark(
             write_json_atomic(out, head_doc)
             outcome.results_file = str(out)
         if head.commit and not head.dirty:
-            _cache_store(head.commit, suite_sha, fp, device, head_doc)
+            _cache_store(head.commit, suite_sha, fp, device, head_doc, lane)
     return outcome
 
 
-def _cache_path(commit: str, suite_sha: str, fp: dict[str, Any], device: str) -> Path:
-    return runner.cache_dir() / f"{runner.cache_key(commit, suite_sha, fp, device)}.json"
+def _cache_path(
+    commit: str, suite_sha: str, fp: dict[str, Any], device: str, lane: str = "time"
+) -> Path:
+    key = runner.cache_key(commit, suite_sha, fp, device + ("" if lane == "time" else f"/{lane}"))
+    return runner.cache_dir() / f"{key}.json"
 
 
-def _cache_store(commit: str, suite_sha: str, fp: dict[str, Any], device: str, doc: dict) -> None:
-    path = _cache_path(commit, suite_sha, fp, device)
+def _cache_store(
+    commit: str, suite_sha: str, fp: dict[str, Any], device: str, doc: dict, lane: str = "time"
+) -> None:
+    path = _cache_path(commit, suite_sha, fp, device, lane)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(path, doc)
 
 
 def _doc(procs, info, fp, device) -> dict[str, Any]:
+    # a time-lane process first: the document's benchmark list and stats come from it
+    procs = sorted(procs, key=lambda p: p.lane != "time")
     return runner.results_document(
         procs,
         commit=info.get("commit"),
@@ -421,7 +555,7 @@ def _doc(procs, info, fp, device) -> dict[str, Any]:
 def _run_only(plan, head_info, fp, warnings, processes, suite_sha, use_cache) -> Outcome:
     cached = None
     if use_cache and head_info["commit"] and not head_info["dirty"]:
-        path = _cache_path(head_info["commit"], suite_sha, fp, plan.device)
+        path = _cache_path(head_info["commit"], suite_sha, fp, plan.device, plan.lane)
         if path.is_file():
             cached = json.loads(path.read_text(encoding="utf-8"))
             warnings.append(f"reused cached results for {head_info['commit'][:12]} ({path})")
@@ -429,7 +563,7 @@ def _run_only(plan, head_info, fp, warnings, processes, suite_sha, use_cache) ->
         procs = [runner.ProcessResult.from_dict(p) for p in cached["modelkit"]["processes"]]
         doc = cached
     else:
-        procs = []
+        procs = [plan.count(plan.root, "head")] if plan.lane == "instructions" else []
         for i in range(max(1, processes)):
             plan.on_event(f"run {i + 1}/{processes}: HEAD")
             procs.append(plan.run(plan.root, "head", i + 1, 0, None))
@@ -459,12 +593,22 @@ def _loop(
     trees: dict[str, Path],
     base_procs: list[runner.ProcessResult],
     paired: bool,
+    counted: dict[str, runner.ProcessResult] | None = None,
 ) -> tuple[list[runner.ProcessResult], list[runner.ProcessResult], int, str, list, list]:
-    """Adaptive rounds: ABBA/BAAB (or HEAD only against a baseline) until decided or out of time."""
+    """Adaptive rounds: ABBA/BAAB (or HEAD only against a baseline) until decided or out of time.
+
+    ``counted``: the instruction lane's callgrind process per side; the benchmarks they decide
+    are timed once per side (AB/BA rounds) for accuracy, memory and wall time as information."""
     cfg = plan.cfg
     t0 = time.monotonic()
-    head_procs: list[runner.ProcessResult] = []
-    live_base: list[runner.ProcessResult] = []
+    counted = counted or {}
+    extra_base = [counted["base"]] if "base" in counted else []
+    head_procs: list[runner.ProcessResult] = [counted["head"]] if "head" in counted else []
+    live_base: list[runner.ProcessResult] = list(extra_base)
+    covered = covered_by_instructions(head_procs) & covered_by_instructions(
+        extra_base or base_procs
+    )
+    orders = ORDERS_AB if counted else ORDERS
     selection: list[str] | None = None
     rnd, stopped = 0, ""
     results: list[MetricResult] = []
@@ -472,7 +616,7 @@ def _loop(
     while True:
         rnd += 1
         t_round = time.monotonic()
-        order = ORDERS[(rnd - 1) % 2] if paired else ("head",)
+        order = orders[(rnd - 1) % 2] if paired else ("head",)
         for slot, side in enumerate(order):
             plan.on_event(
                 f"round {rnd}: {'REF' if side == 'base' else 'HEAD'} ({slot + 1}/{len(order)})"
@@ -493,13 +637,13 @@ def _loop(
         if elapsed + last > cfg.max_time:
             stopped = f"time budget ({cfg.max_time:.0f}s) reached"
             break
-        gated = _gated(head_procs if selection is None else head_procs[-len(order) :])
+        gated = _gated(head_procs if selection is None else head_procs[-len(order) :], covered)
         if rnd == 1:
             selection = gated
         if rnd >= cfg.min_rounds:
             selection = undecided
         if not selection:
-            stopped = "nothing left to measure"
+            stopped = "decided by instruction counts" if covered else "nothing left to measure"
             break
     return live_base, head_procs, rnd, stopped, results, errors
 
@@ -522,7 +666,19 @@ def _compare(plan, ref, git_root, head, head_info, fp, warnings) -> Outcome:
             )
             runner.check_import(plan.root, package, harness_dir=plan.harness_dir, label="HEAD")
         trees = {"base": ref_tree, "head": plan.root}
-        base_procs, head_procs, rounds, stopped, results, errors = _loop(plan, trees, [], True)
+        counted = None
+        if plan.lane == "instructions":
+            # both sides at once: a count does not depend on the load (measured: A/A identical),
+            # and callgrind is ~50x slower than the native run, so this halves the gate's time
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max_workers=2) as pool:
+                fb = pool.submit(plan.count, ref_tree, "base")
+                fh = pool.submit(plan.count, plan.root, "head")
+                counted = {"base": fb.result(), "head": fh.result()}
+        base_procs, head_procs, rounds, stopped, results, errors = _loop(
+            plan, trees, [], True, counted
+        )
     outcome = Outcome(
         "compare", head_info, base_info, fp, plan.cfg.to_dict(), rounds=rounds, stopped=stopped,
         metrics=results, errors=errors, warnings=warnings,
@@ -534,7 +690,7 @@ def _compare(plan, ref, git_root, head, head_info, fp, warnings) -> Outcome:
             plan.suite, markers=plan.cfg.markers, keyword=plan.cfg.keyword
         )
         doc["modelkit"]["suite_sha256"] = suite_sha
-        _cache_store(resolved.commit, suite_sha, fp, plan.device, doc)
+        _cache_store(resolved.commit, suite_sha, fp, plan.device, doc, plan.lane)
     return outcome
 
 
@@ -560,7 +716,15 @@ def _against_baseline(plan, baseline, head_info, fp, warnings, force) -> Outcome
         )
     base_info = {"ref": str(baseline), "commit": meta.get("commit"), "how": "saved results"}
     trees = {"head": plan.root}
-    _, head_procs, rounds, stopped, results, errors = _loop(plan, trees, base_procs, False)
+    counted = None
+    if plan.lane == "instructions":
+        if not covered_by_instructions(base_procs):
+            warnings.append(
+                f"baseline {baseline} holds no instruction counts (record it with "
+                "`modelkit benchmark --mode instructions --out FILE`): timings decide"
+            )
+        counted = {"head": plan.count(plan.root, "head")}
+    _, head_procs, rounds, stopped, results, errors = _loop(plan, trees, base_procs, False, counted)
     outcome = Outcome(
         "baseline", head_info, base_info, fp, plan.cfg.to_dict(), rounds=rounds, stopped=stopped,
         metrics=results, errors=errors, warnings=warnings,
@@ -572,3 +736,87 @@ def _against_baseline(plan, baseline, head_info, fp, warnings, force) -> Outcome
 def isfinite(x: float | None) -> bool:
     """True for a finite float."""
     return x is not None and math.isfinite(x)
+
+
+# --------------------------------------------------------------------------- accepted changes
+
+
+def parse_accept_flag(text: str) -> dict[str, str]:
+    """``--accept BENCH:METRIC`` -> an accept (``BENCH`` may be a glob; METRIC ``*`` = any)."""
+    bench, sep, metric = text.rpartition(":")
+    if not sep or not bench.strip() or not metric.strip():
+        raise BadInputError(
+            f"--accept {text!r}: expected BENCH:METRIC",
+            hint="e.g. --accept 'test_train_step[mnist-mlp]:instructions' (BENCH may be a glob)",
+        )
+    return {
+        "benchmark": bench.strip(),
+        "metric": metric.strip(),
+        "reason": "",
+        "source": "--accept",
+    }
+
+
+def parse_trailer(value: str, *, commit: str) -> dict[str, str] | None:
+    """``<benchmark> <metric> [reason]`` -> an accept (None when malformed)."""
+    parts = value.strip().split(None, 2)
+    if len(parts) < 2:
+        return None
+    return {
+        "benchmark": parts[0],
+        "metric": parts[1],
+        "reason": parts[2] if len(parts) > 2 else "",
+        "source": f"{ACCEPT_TRAILER} in {commit[:12]}",
+    }
+
+
+def accepts_from_trailers(git_root: Path, base_commit: str) -> list[dict[str, str]]:
+    """``Benchmark-Accept`` trailers of the commits in ``base_commit..HEAD`` (git's own trailer
+    parser: ``git log --format=%(trailers:key=...,valueonly)``)."""
+    fmt = f"%H%x1f%(trailers:key={ACCEPT_TRAILER},valueonly,separator=%x1f)%x1e"
+    out = worktree.git_output(git_root, "log", f"--format={fmt}", f"{base_commit}..HEAD")
+    accepts: list[dict[str, str]] = []
+    for record in out.split("\x1e"):
+        fields_ = [f.strip() for f in record.strip().split("\x1f")]
+        if len(fields_) < 2:
+            continue
+        commit, values = fields_[0], [v for v in fields_[1:] if v]
+        for v in values:
+            a = parse_trailer(v, commit=commit)
+            if a is None:
+                a = {"benchmark": "", "metric": "", "reason": v, "source": commit[:12]}
+                a["malformed"] = "expected '<benchmark> <metric> [reason]'"
+            accepts.append(a)
+    return accepts
+
+
+def _matches(accept: dict[str, str], m: MetricResult) -> bool:
+    import fnmatch
+
+    short = m.benchmark.split("::", 1)[-1]
+    bench_ok = (
+        any(fnmatch.fnmatchcase(name, accept["benchmark"]) for name in (short, m.benchmark))
+        or short.split("[", 1)[0] == accept["benchmark"]
+    )
+    return bench_ok and fnmatch.fnmatchcase(m.metric, accept["metric"])
+
+
+def apply_accepts(outcome: Outcome, accepts: list[dict[str, str]]) -> None:
+    """Mark the changed metrics (regression or improvement) an accept covers; warn about
+    accepts that are malformed or cover nothing."""
+    outcome.accepts = accepts
+    for a in accepts:
+        if a.get("malformed"):
+            outcome.warnings.append(
+                f"ignored {ACCEPT_TRAILER} {a['reason']!r} ({a['source']}): {a['malformed']}"
+            )
+            continue
+        hit = False
+        for m in outcome.metrics:
+            if m.verdict in ("regression", "improvement") and _matches(a, m):
+                m.accepted = f"{a['source']}" + (f": {a['reason']}" if a.get("reason") else "")
+                hit = True
+        if not hit:
+            outcome.warnings.append(
+                f"accept {a['benchmark']} {a['metric']} ({a['source']}) matched no changed metric"
+            )

@@ -7,6 +7,8 @@ Example::
     markers = "not slow"          # pytest -m expression selecting the gate's benchmarks
     package = "my_pkg"            # checked to import on both sides before measuring
     threshold = 0.03              # a timing ratio beyond 1 +/- 3% matters
+    instr_threshold = 0.01        # instruction lane: a change of 1% or more in instructions/call
+    mode = "auto"                 # instructions | time | auto (instructions on CPU with valgrind)
     alpha = 0.05                  # family-wise false-alarm rate (Holm over all timing metrics)
     accuracy_margin = 0.5         # non-inferiority margin, accuracy points
     memory_tolerance = 0.10       # CPU peak RSS: relative growth tolerated
@@ -28,7 +30,15 @@ from typing import Any
 
 from modelkit.errors import ConfigError, did_you_mean
 
-METRIC_KEYS = ("threshold", "alpha", "accuracy_margin", "memory_tolerance", "exact_tolerance")
+METRIC_KEYS = (
+    "threshold",
+    "alpha",
+    "accuracy_margin",
+    "memory_tolerance",
+    "exact_tolerance",
+    "instr_threshold",
+)
+MODES = ("auto", "instructions", "time")
 
 
 @dataclass(frozen=True)
@@ -40,6 +50,7 @@ class Thresholds:
     accuracy_margin: float = 0.5
     memory_tolerance: float = 0.10
     exact_tolerance: float = 0.0
+    instr_threshold: float = 0.01
 
 
 @dataclass(frozen=True)
@@ -50,6 +61,7 @@ class BenchConfig:
     markers: str | None = None
     keyword: str | None = None
     package: str | None = None
+    mode: str = "auto"
     thresholds: Thresholds = field(default_factory=Thresholds)
     min_rounds: int = 5
     max_rounds: int = 30
@@ -111,7 +123,7 @@ def parse_bench_config(table: dict[str, Any] | None, **overrides: Any) -> BenchC
                 )
         per[str(pattern)] = {k: _number(k, v, w) for k, v in sub.items()}
     values: dict[str, Any] = {}
-    for key in ("suite", "markers", "keyword", "package"):
+    for key in ("suite", "markers", "keyword", "package", "mode"):
         if key in table:
             if not isinstance(table[key], str):
                 raise ConfigError(f"{where}: '{key}' must be a string", hint="quote it")
@@ -129,6 +141,19 @@ def parse_bench_config(table: dict[str, Any] | None, **overrides: Any) -> BenchC
             metric[key] = float(value)
         else:
             values[key] = value
+    for scope, d in [(where, metric), *[(f"{where} per_benchmark.{k}", v) for k, v in per.items()]]:
+        t = d.get("instr_threshold")
+        if t is not None and not 0 < t < 1:
+            raise ConfigError(
+                f"{scope}: 'instr_threshold' must be in (0, 1), got {t}",
+                hint="a fraction: 0.01 flags a change of 1% or more in instructions per call",
+            )
+    if values.get("mode", "auto") not in MODES:
+        raise ConfigError(
+            f"{where}: 'mode' must be one of {', '.join(MODES)}, got {values['mode']!r}"
+            f"{did_you_mean(str(values['mode']), MODES)}",
+            hint="auto = instructions on CPU when valgrind is installed, time otherwise",
+        )
     cfg = BenchConfig(thresholds=Thresholds(**metric), per_benchmark=per, **values)
     if cfg.min_rounds < 2:
         raise ConfigError("min_rounds must be at least 2", hint="a ratio's interval needs 2 rounds")

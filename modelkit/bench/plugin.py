@@ -11,6 +11,18 @@ Fixtures (for ordinary pytest-benchmark tests in ``benchmarks/``):
                  all recorded in ``extra_info["modelkit"]`` of the pytest-benchmark JSON.
 ``bench_device`` the device string: ``--modelkit-device`` or ``$MODELKIT_BENCH_DEVICE`` (cpu).
 
+Lanes (``$MODELKIT_BENCH_LANE``, set by the gate):
+
+``time``          pytest-benchmark timings (CPU: wall clock; CUDA: CUDA events after a warm-up,
+                  with a 256 MB L2 flush between repetitions, as ``triton.testing.do_bench``).
+``instructions``  the process runs under ``valgrind --tool=callgrind --instr-atstart=no
+                  --collect-atstart=no``; ``train_throughput``, ``inference`` and ``instructions``
+                  switch instrumentation on only around the measured calls (callgrind client
+                  requests issued from Python, see :class:`Callgrind`) and record the
+                  instructions per call (``kind="instructions"``); accuracy and CPU memory are
+                  left to the time lane's processes. Every test starts from the same seeds
+                  (``random``, numpy, torch), so inputs and initial weights are identical.
+
 This file is deliberately self-contained (stdlib + pytest; torch imported lazily, modelkit never
 imported): ``modelkit benchmark --compare`` loads one copy of it into both sides' processes, so
 the measuring code is identical while each side imports the code under test from its own tree.
@@ -32,13 +44,17 @@ from typing import Any
 
 import pytest
 
-HARNESS_VERSION = "1"
+HARNESS_VERSION = "2"
 ENV_DEVICE = "MODELKIT_BENCH_DEVICE"
 ENV_OUTCOMES = "MODELKIT_BENCH_OUTCOMES"
+ENV_LANE = "MODELKIT_BENCH_LANE"
+ENV_CALLGRIND_OUT = "MODELKIT_BENCH_CALLGRIND_OUT"  # the --callgrind-out-file the gate passed
 EXTRA_KEY = "modelkit"
+LANES = ("time", "instructions")
+SEED = 0
 
 # metric kinds understood by the gate (modelkit.bench.stats)
-KINDS = ("timing", "rate", "exact", "memory", "accuracy", "info")
+KINDS = ("timing", "rate", "exact", "memory", "accuracy", "instructions", "info")
 
 
 # --------------------------------------------------------------------------- fingerprint
@@ -62,27 +78,47 @@ def _dist_version(name: str) -> str | None:
         return None
 
 
+NVSMI_FIELDS = (
+    "name",
+    "driver_version",
+    "clocks.sm",
+    "clocks.mem",
+    "clocks.max.sm",
+    "clocks.max.mem",
+    "clocks.applications.graphics",
+    "persistence_mode",
+)
+
+
 def _nvidia_smi() -> dict[str, str | None]:
+    """GPU model, driver and clocks (current, maximum, application) from ``nvidia-smi``."""
+    empty: dict[str, str | None] = {"gpu": None, "driver": None, "gpu_clocks": None}
     exe = shutil.which("nvidia-smi")
     if not exe:
-        return {"gpu": None, "driver": None}
+        return empty
     try:
         out = subprocess.run(
-            [exe, "--query-gpu=name,driver_version", "--format=csv,noheader"],
+            [exe, f"--query-gpu={','.join(NVSMI_FIELDS)}", "--format=csv,noheader,nounits"],
             capture_output=True,
             text=True,
             timeout=20,
             check=True,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        return {"gpu": None, "driver": None}
-    first = (out.splitlines() or [""])[0]
-    name, _, driver = first.partition(",")
-    return {"gpu": name.strip() or None, "driver": driver.strip() or None}
+        return empty
+    first = [c.strip() for c in (out.splitlines() or [""])[0].split(",")]
+    first += [""] * (len(NVSMI_FIELDS) - len(first))
+    name, driver, sm, mem, max_sm, max_mem, app, persist = first[: len(NVSMI_FIELDS)]
+    clocks = (
+        f"sm {sm} MHz (max {max_sm}, application {app}), mem {mem} MHz (max {max_mem}), "
+        f"persistence {persist}"
+    )
+    return {"gpu": name or None, "driver": driver or None, "gpu_clocks": clocks if sm else None}
 
 
 def machine_fingerprint(device: str = "cpu") -> dict[str, Any]:
-    """CPU model and cores, GPU model, driver, CUDA, torch, python: what a timing depends on."""
+    """CPU model and cores, GPU model, driver and clocks, CUDA, torch, python, valgrind: what a
+    measurement depends on."""
     info: dict[str, Any] = {
         "cpu_model": _cpu_model(),
         "cpu_count": os.cpu_count(),
@@ -93,6 +129,7 @@ def machine_fingerprint(device: str = "cpu") -> dict[str, Any]:
         "device": device.split(":")[0],
         **_nvidia_smi(),
         "cuda": None,
+        "valgrind": _valgrind_version(),
     }
     if device.startswith("cuda") or "torch" in sys.modules:
         import torch
@@ -104,6 +141,154 @@ def machine_fingerprint(device: str = "cpu") -> dict[str, Any]:
 
 
 FINGERPRINT_KEYS = ("cpu_model", "cpu_count", "gpu", "driver", "cuda", "torch", "python", "device")
+
+
+def _valgrind_version() -> str | None:
+    exe = shutil.which("valgrind")
+    if not exe:
+        return None
+    try:
+        out = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+# --------------------------------------------------------------------------- callgrind
+
+
+class Callgrind:
+    """Callgrind's client requests (``CALLGRIND_START_INSTRUMENTATION`` & co.) from Python.
+
+    valgrind's client requests are C macros: a "special instruction preamble" (four ``rol``
+    of ``rdi`` that add up to a no-op) then ``xchg rbx, rbx``, with ``rax`` pointing at the
+    request's arguments and the answer in ``rdx``. Natively this is a no-op returning 0; under
+    valgrind the JIT recognises it. ``torch._C._valgrind_toggle`` only toggles *collection*,
+    which does not turn instrumentation on under ``--instr-atstart=no``, and
+    ``callgrind_control -i on`` is asynchronous; so the harness writes those 13 instructions
+    into an executable page and calls them through ctypes (x86-64 Linux only)."""
+
+    _BASE = (ord("C") << 24) | (ord("T") << 16)  # VG_USERREQ_TOOL_BASE('C', 'T')
+    DUMP_STATS = _BASE + 0
+    ZERO_STATS = _BASE + 1
+    TOGGLE_COLLECT = _BASE + 2
+    DUMP_STATS_AT = _BASE + 3
+    START_INSTRUMENTATION = _BASE + 4
+    STOP_INSTRUMENTATION = _BASE + 5
+    RUNNING_ON_VALGRIND = 0x1001
+    CODE = bytes.fromhex(
+        "4889f8"  # mov rax, rdi        (&args)
+        "31d2"  # xor edx, edx          (default answer 0)
+        "48c1c703" "48c1c70d" "48c1c73d" "48c1c733"  # rol rdi, 3 / 13 / 61 / 51
+        "4887db"  # xchg rbx, rbx       (the request)
+        "4889d0"  # mov rax, rdx        (return the answer)
+        "c3"  # ret
+    )  # fmt: skip
+
+    def __init__(self) -> None:
+        self._fn: Any = None
+        self._page: Any = None
+        self._dumps = 0
+        if sys.platform != "linux" or platform.machine() not in ("x86_64", "AMD64"):
+            return
+        import ctypes
+        import mmap
+
+        page = mmap.mmap(-1, mmap.PAGESIZE, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+        page.write(self.CODE)
+        self._page = page  # keep the mapping alive as long as the function
+        addr = ctypes.addressof(ctypes.c_char.from_buffer(page))
+        self._fn = ctypes.CFUNCTYPE(ctypes.c_ulong, ctypes.c_void_p)(addr)
+
+    def request(self, code: int, arg: int = 0) -> int:
+        """Issue one client request; returns valgrind's answer (0 outside valgrind)."""
+        if self._fn is None:
+            return 0
+        import ctypes
+
+        args = (ctypes.c_ulong * 6)(code, arg, 0, 0, 0, 0)
+        return int(self._fn(ctypes.addressof(args)))
+
+    @property
+    def running(self) -> bool:
+        """True when this process runs under valgrind."""
+        return self.request(self.RUNNING_ON_VALGRIND) > 0
+
+    def count(self, fn: Callable[[], Any], *, repeats: int, out_file: str) -> list[int]:
+        """Instructions of each of ``repeats`` calls of ``fn`` (instrumentation on around them,
+        collection on only inside each call). Needs ``--collect-atstart=no``; the caller warms
+        ``fn`` up first (uninstrumented: lazy initialisation is not what a call costs)."""
+        import ctypes
+
+        counts: list[int] = []
+        self.request(self.START_INSTRUMENTATION)  # flushes the translations: slow, not counted
+        try:
+            for _ in range(repeats):
+                self.request(self.ZERO_STATS)
+                self.request(self.TOGGLE_COLLECT)  # on
+                try:
+                    fn()
+                finally:
+                    self.request(self.TOGGLE_COLLECT)  # off
+                self._dumps += 1
+                label = f"modelkit-{os.getpid()}-{self._dumps}"
+                buf = ctypes.create_string_buffer(label.encode())
+                self.request(self.DUMP_STATS_AT, ctypes.addressof(buf))
+                counts.append(_read_dump(out_file, label))
+        finally:
+            self.request(self.STOP_INSTRUMENTATION)
+        return counts
+
+
+def _read_dump(out_file: str, label: str) -> int:
+    """The total instruction count of the callgrind dump triggered by ``label``."""
+    import glob
+
+    for path in sorted(glob.glob(glob.escape(out_file) + ".*"), key=os.path.getmtime, reverse=True):
+        total = None
+        with open(path, encoding="utf-8", errors="replace") as f:
+            head = f.read(1 << 16)
+        if f"Client Request: {label}\n" not in head:
+            continue
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith(("totals:", "summary:")):
+                    total = int(line.split()[1])
+                    break
+        if total is not None:
+            os.unlink(path)  # read once; keeps the folder small
+            return total
+    raise RuntimeError(f"callgrind dump {label!r} not found next to {out_file}")
+
+
+_CALLGRIND: Callgrind | None = None
+
+
+def callgrind() -> Callgrind:
+    """The process's :class:`Callgrind` (built on first use)."""
+    global _CALLGRIND
+    if _CALLGRIND is None:
+        _CALLGRIND = Callgrind()
+    return _CALLGRIND
+
+
+def lane() -> str:
+    """The measuring lane of this process: ``time`` or ``instructions``."""
+    value = os.environ.get(ENV_LANE) or "time"
+    return value if value in LANES else "time"
+
+
+def seed_everything(seed: int = SEED) -> None:
+    """Seed ``random``, numpy and torch (those already imported) so every side and process
+    builds identical inputs and initial weights."""
+    import random
+
+    random.seed(seed)
+    if "numpy" in sys.modules:
+        sys.modules["numpy"].random.seed(seed)
+    torch = sys.modules.get("torch")
+    if torch is not None and hasattr(torch, "manual_seed"):
+        torch.manual_seed(seed)
 
 
 # --------------------------------------------------------------------------- the Bench helper
@@ -152,8 +337,58 @@ class Bench:
         entry.update(extra)
         self.metrics[name] = entry
 
+    @property
+    def lane(self) -> str:
+        """``time`` or ``instructions`` (a suite may pick a smaller batch for the latter)."""
+        return lane()
+
+    # ----------------------------------------------------------------- instruction lane
+
+    def instructions(
+        self,
+        fn: Callable[[], Any],
+        *,
+        name: str = "instructions",
+        repeats: int = 2,
+        warmup: int = 3,
+    ) -> int | None:
+        """Count the instructions of one call of ``fn`` under callgrind (instruction lane only;
+        returns None in the time lane). Records the median of ``repeats`` counted calls
+        (``kind="instructions"``, gated with a relative threshold) and their spread."""
+        if self.lane != "instructions":
+            return None
+        cg = callgrind()
+        out_file = os.environ.get(ENV_CALLGRIND_OUT)
+        if not cg.running or not out_file:
+            pytest.fail(
+                "the instruction lane needs the process to run under "
+                "`valgrind --tool=callgrind --instr-atstart=no --collect-atstart=no` "
+                f"with ${ENV_CALLGRIND_OUT} naming its --callgrind-out-file",
+                pytrace=False,
+            )
+        for _ in range(max(0, warmup)):
+            fn()  # uninstrumented: cheap
+        counts: list[int] = []
+
+        def measure() -> None:
+            counts.extend(cg.count(fn, repeats=max(1, repeats), out_file=str(out_file)))
+
+        self.benchmark.pedantic(measure, rounds=1, iterations=1)
+        self.benchmark.extra_info["modelkit_gate_time"] = False  # wall time under valgrind
+        value = statistics.median(counts)
+        spread = (max(counts) - min(counts)) / value if value else 0.0
+        self.record(
+            name, value, kind="instructions", unit="instr/call", counts=counts, spread=spread
+        )
+        return int(value)
+
+    # ----------------------------------------------------------------- time lane
+
     def _timed(self, fn: Callable[[], Any], warmup: int) -> Any:
-        """Warm up, then run ``fn`` under pytest-benchmark with a CUDA sync inside the timer."""
+        """Warm up, then time ``fn``: pytest-benchmark with a CUDA sync inside the timer on CPU;
+        CUDA events with an L2 flush between repetitions on CUDA (:meth:`_cuda_timed`)."""
+        if self.device.startswith("cuda"):
+            return self._cuda_timed(fn, warmup)
         result = None
         for _ in range(max(0, warmup)):
             result = fn()
@@ -167,7 +402,47 @@ class Bench:
         out = self.benchmark(call)
         return out if out is not None else result
 
+    def _cuda_timed(
+        self, fn: Callable[[], Any], warmup: int, *, repetitions: int = 30, flush_mb: int = 256
+    ) -> Any:
+        """CUDA lane: ``warmup`` calls (at least 5), then ``repetitions`` calls each timed by a
+        pair of CUDA events, with a ``flush_mb`` MB buffer written before each one so no
+        repetition finds the previous one's data in L2 (as ``triton.testing.do_bench``).
+        The samples (seconds) replace pytest-benchmark's host timer for the gate."""
+        import torch
+
+        dev = torch.device(self.device)
+        cache = torch.empty(flush_mb * 2**20, dtype=torch.int8, device=dev)
+        result = None
+        for _ in range(max(5, warmup)):
+            result = fn()
+        torch.cuda.synchronize(dev)
+        samples: list[float] = []
+
+        def run_all() -> Any:
+            out = None
+            pairs = []
+            for _ in range(repetitions):
+                cache.zero_()  # flush L2
+                start = torch.cuda.Event(enable_timing=True)
+                end = torch.cuda.Event(enable_timing=True)
+                start.record()
+                out = fn()
+                end.record()
+                pairs.append((start, end))
+            torch.cuda.synchronize(dev)
+            samples.extend(s.elapsed_time(e) / 1e3 for s, e in pairs)
+            return out
+
+        out = self.benchmark.pedantic(run_all, rounds=1, iterations=1)
+        self._cuda_samples = sorted(samples)
+        self.benchmark.extra_info["modelkit_cuda_event_s"] = self._cuda_samples
+        return out if out is not None else result
+
     def _raw(self) -> list[float]:
+        cuda = getattr(self, "_cuda_samples", None)
+        if cuda:
+            return list(cuda)
         stats = getattr(self.benchmark, "stats", None)
         inner = getattr(stats, "stats", None)
         return list(getattr(inner, "data", []) or [])
@@ -175,7 +450,11 @@ class Bench:
     def train_throughput(
         self, step: Callable[[], Any], *, samples_per_step: int, warmup: int = 3
     ) -> float | None:
-        """Time one training step; records samples/s (higher is better). Returns samples/s."""
+        """Time one training step; records samples/s (higher is better). Returns samples/s.
+        In the instruction lane: records the instructions per step instead (returns None)."""
+        if self.lane == "instructions":
+            self.instructions(step, warmup=warmup)
+            return None
         self._timed(step, warmup)
         raw = self._raw()
         if not raw:
@@ -192,7 +471,8 @@ class Bench:
         return sps
 
     def inference(self, model: Any, x: Any, *, warmup: int = 3) -> Any:
-        """Time ``model(x)`` under no_grad; records latency p50/p95 (ms) and samples/s."""
+        """Time ``model(x)`` under no_grad; records latency p50/p95 (ms) and samples/s.
+        In the instruction lane: records the instructions per forward pass instead."""
         import torch
 
         model.eval()
@@ -201,6 +481,9 @@ class Bench:
             with torch.no_grad():
                 return model(x)
 
+        if self.lane == "instructions":
+            self.instructions(forward, warmup=warmup)
+            return forward()
         out = self._timed(forward, warmup)
         raw = sorted(self._raw())
         if raw:
@@ -237,6 +520,8 @@ class Bench:
         import resource
 
         fn()
+        if self.lane == "instructions":
+            return 0  # RSS under valgrind means nothing: the time lane's process records it
         scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is KiB on Linux
         rss = int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale)
         self.record("peak_rss_bytes", rss, kind="memory", unit="bytes")
@@ -253,6 +538,8 @@ class Bench:
     ) -> list[float]:
         """Call ``train_eval(seed)`` (train a fixed budget, return held-out accuracy in [0, 1])
         once per seed; record the values (gated by non-inferiority, not timed)."""
+        if self.lane == "instructions":
+            pytest.skip("accuracy is measured by the time lane's process, not under valgrind")
         seeds = list(seeds)
         values: list[float] = []
 
@@ -297,6 +584,15 @@ def bench_device(request: pytest.FixtureRequest) -> str:
         if not torch.cuda.is_available():
             raise pytest.UsageError(f"device {device!r} asked for, but no CUDA device is available")
     return device
+
+
+@pytest.fixture(autouse=True)
+def _modelkit_seed() -> None:
+    """Every test starts from the same seeds (identical inputs and weights on both sides)."""
+    seed_everything()
+    if lane() == "instructions" and "torch" in sys.modules:
+        # one thread: no OpenMP spin-waiting, whose length depends on the scheduler
+        sys.modules["torch"].set_num_threads(1)
 
 
 @pytest.fixture()

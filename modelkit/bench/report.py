@@ -11,7 +11,15 @@ from modelkit.bench.compare import Outcome
 from modelkit.bench.stats import MetricResult
 from modelkit.io import write_json_atomic
 
-COLUMNS = ["benchmark", "metric", "base", "head", "ratio [CI]", "MDE", "verdict"]
+COLUMNS = ["benchmark", "metric", "lane", "base", "head", "ratio [CI]", "MDE", "verdict"]
+LANES = {
+    "instructions": "instructions (callgrind)",
+    "time": "time",
+    "exact": "exact",
+    "memory": "memory",
+    "accuracy": "accuracy",
+    "info": "info",
+}
 MARKER = "<!-- modelkit-benchmark -->"
 ICONS = {
     "regression": "🔴 regression",
@@ -36,6 +44,8 @@ def _num(v: float | None, unit: str) -> str:
         return f"{v / 2**20:.2f} MiB"
     if unit == "fraction":
         return f"{v * 100:.2f}%"
+    if unit == "instr/call":
+        return f"{v:,.0f}"
     if abs(v) >= 1000:
         return f"{v:,.0f}{' ' + unit if unit else ''}"
     return f"{v:.4g}{' ' + unit if unit else ''}"
@@ -49,6 +59,8 @@ def _ratio(m: MetricResult) -> str:
         return f"{m.est:+.2f} pts{ci}"
     if m.ratio is None or not math.isfinite(m.ratio):
         return "-"
+    if m.kind == "instructions":
+        return f"{m.ratio:.4f} ({(m.ratio - 1) * 100:+.2f}%)"
     if m.ci_low is not None and m.ci_high is not None:
         return f"{m.ratio:.3f} [{m.ci_low:.3f}, {m.ci_high:.3f}]"
     return f"{m.ratio:.3f}"
@@ -59,6 +71,8 @@ def _mde(m: MetricResult) -> str:
         return "-"
     if m.kind == "accuracy":
         return f"±{m.mde:.2f} pts"
+    if m.kind == "instructions":
+        return f"≥{m.mde * 100:.2g}%"  # the threshold: counts are deterministic
     return f"{m.mde * 100:.1f}%"
 
 
@@ -66,23 +80,41 @@ def _short(name: str) -> str:
     return name.split("::", 1)[-1]
 
 
+def _verdict(m: MetricResult) -> str:
+    return f"{m.verdict} (accepted)" if m.accepted else m.verdict
+
+
 def rows(outcome: Outcome) -> list[list[str]]:
-    """One row per metric: benchmark, metric, base, head, ratio [CI], MDE, verdict."""
+    """One row per metric: benchmark, metric, lane (what decided it), base, head, ratio [CI],
+    MDE, verdict."""
     out = []
     for m in outcome.metrics:
         if m.kind in ("error", "skipped"):
-            out.append([_short(m.benchmark), "-", "-", "-", "-", "-", m.verdict + f" ({m.note})"])
+            out.append(
+                [_short(m.benchmark), "-", "-", "-", "-", "-", "-", m.verdict + f" ({m.note})"]
+            )
             continue
         out.append(
             [
                 _short(m.benchmark),
                 m.metric,
+                LANES.get(m.lane, m.lane or "-"),
                 _num(m.base, m.unit),
                 _num(m.head, m.unit),
                 _ratio(m),
                 _mde(m),
-                m.verdict,
+                _verdict(m),
             ]
+        )
+    return out
+
+
+def accepted_lines(outcome: Outcome) -> list[str]:
+    """One line per accepted change: what changed, by how much, and who accepted it."""
+    out = []
+    for m in outcome.accepted:
+        out.append(
+            f"accepted: {_short(m.benchmark)} {m.metric} {m.verdict} {_ratio(m)} ({m.accepted})"
         )
     return out
 
@@ -102,9 +134,12 @@ def headline(outcome: Outcome) -> str:
         "ok": "no regression",
     }[outcome.status]
     undecided = f", {n_und} undecided" if n_und else ""
+    n_acc = len(outcome.accepted)
+    accepted = f", {n_acc} accepted change(s)" if n_acc else ""
+    lane = {"instructions": "instruction lane", "time": "time lane"}.get(outcome.lane, outcome.lane)
     return (
-        f"HEAD {head}{against if outcome.base else ''}: {status}{undecided} "
-        f"({outcome.rounds} round(s), {outcome.wall_s:.0f}s; {outcome.stopped})"
+        f"HEAD {head}{against if outcome.base else ''}: {status}{accepted}{undecided} "
+        f"({lane}; {outcome.rounds} round(s), {outcome.wall_s:.0f}s; {outcome.stopped})"
     )
 
 
@@ -121,11 +156,15 @@ def markdown(outcome: Outcome) -> str:
         "|" + "---|" * len(COLUMNS),
     ]
     for r, m in zip(rows(outcome), outcome.metrics, strict=True):
-        r = [
-            *r[:-1],
-            ICONS.get(m.verdict, m.verdict) + (f" ({m.note})" if m.kind == "error" else ""),
-        ]
+        icon = "✅ accepted " + m.verdict if m.accepted else ICONS.get(m.verdict, m.verdict)
+        r = [*r[:-1], icon + (f" ({m.note})" if m.kind == "error" else "")]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in r) + " |")
+    if outcome.accepted:
+        lines += ["", "**Accepted changes** (not failing the gate):"]
+        lines += [
+            f"- `{_short(m.benchmark)}` {m.metric}: {m.verdict} {_ratio(m)} — {m.accepted}"
+            for m in outcome.accepted
+        ]
     if outcome.errors:
         lines += ["", "**Errors** (a benchmark failing on one side is an error, not a regression):"]
         lines += [f"- `{e['benchmark']}` on {e['side']}: {e['message']}" for e in outcome.errors]
@@ -134,11 +173,15 @@ def markdown(outcome: Outcome) -> str:
     cfg = outcome.config.get("thresholds", {})
     lines += [
         "",
-        f"<sub>ratio = HEAD/REF with its {'Holm-adjusted ' if outcome.base else ''}confidence "
+        f"<sub>lane = what decided the metric: instructions (callgrind instructions per call, "
+        f"deterministic, flagged at ≥ {cfg.get('instr_threshold')}), time (timing statistics), "
+        f"exact, memory, accuracy, info (reported, not gated). "
+        f"ratio = HEAD/REF with its {'Holm-adjusted ' if outcome.base else ''}confidence "
         f"interval; MDE = smallest slowdown detectable with 95% power at these samples. "
         f"threshold {cfg.get('threshold')}, alpha {cfg.get('alpha')}, accuracy margin "
         f"{cfg.get('accuracy_margin')} pts. Machine: {fp.get('cpu_model')} × {fp.get('cpu_count')}"
-        f", GPU {fp.get('gpu') or '-'}, torch {fp.get('torch')}, CUDA {fp.get('cuda') or '-'}, "
+        f", GPU {fp.get('gpu') or '-'} ({fp.get('gpu_clocks') or '-'}, driver "
+        f"{fp.get('driver') or '-'}), valgrind {fp.get('valgrind') or '-'}, torch {fp.get('torch')}, CUDA {fp.get('cuda') or '-'}, "
         f"device {fp.get('device')}.</sub>",
     ]
     return "\n".join(lines) + "\n"

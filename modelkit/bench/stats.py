@@ -12,6 +12,11 @@
   improvement = significantly faster and the estimate is below ``1 / (1 + threshold)``
   unchanged   = the whole interval lies inside ``[1/(1+threshold), 1+threshold]``
   undecided   = anything else (more rounds would help)
+* instruction counts (``instructions``, callgrind, the instruction lane): deterministic when
+  inputs and weights are seeded, so no statistics: HEAD/REF of the per-call counts, a regression
+  when it is ``>= 1 + instr_threshold`` (a 1% threshold flags a 1% change), an improvement at
+  ``<= 1 - instr_threshold``; undecided when the repeated counts of one process varied by as
+  much as the threshold (something in the measured call is not deterministic).
 * deterministic metrics (parameter count, CUDA peak memory): exact, or within ``exact_tolerance``.
 * CPU memory (peak RSS): median per side, within ``memory_tolerance``.
 * accuracy: non-inferiority over k seeds, paired by seed, with margin ``accuracy_margin`` points.
@@ -62,6 +67,9 @@ class MetricResult:
     df: float | None = None
     threshold: float = 0.03
     alpha: float = 0.05
+    # which lane decided the verdict: instructions | time | exact | memory | accuracy | info
+    lane: str = ""
+    accepted: str | None = None  # the accept (trailer or --accept) covering this change, if any
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (NaN becomes None)."""
@@ -192,6 +200,38 @@ def decide_exact(r: MetricResult, base: Sequence[float], head: Sequence[float], 
     else:
         r.verdict = "regression" if h > b else "improvement"
     r.mde = tol
+    r.note = "; ".join(notes)
+
+
+def decide_instructions(
+    r: MetricResult,
+    base: Sequence[float],
+    head: Sequence[float],
+    threshold: float,
+    *,
+    spread: float = 0.0,
+) -> None:
+    """Instruction counts per call: a relative threshold, no statistics (see module doc).
+    ``spread`` is the largest within-process relative spread of the repeated counts."""
+    b, h = float(np.median(base)), float(np.median(head))
+    r.base, r.head = b, h
+    r.threshold = threshold
+    r.ratio = h / b if b else (1.0 if h == b else math.inf)
+    r.mde = threshold
+    r.lane = "instructions"
+    change = round(r.ratio - 1, 9)
+    notes = [f"{change * 100:+.3f}% instructions"]
+    if spread > 0:
+        notes.append(f"repeated calls varied {spread * 100:.3f}%")
+    if spread >= threshold:
+        r.verdict = "undecided"
+        notes.append("counts not deterministic; seed the inputs or raise instr_threshold")
+    elif change >= threshold:
+        r.verdict = "regression"
+    elif change <= -threshold:
+        r.verdict = "improvement"
+    else:
+        r.verdict = "unchanged"
     r.note = "; ".join(notes)
 
 

@@ -33,6 +33,11 @@ def _git(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProc
         ) from None
 
 
+def git_output(root: Path, *args: str) -> str:
+    """stdout of a git command in ``root`` (a failure raises :class:`ModelkitError`)."""
+    return _git(root, *args).stdout
+
+
 def repo_root(start: Path) -> Path:
     """The top of the git repository containing ``start``."""
     try:

@@ -16,6 +16,11 @@ Examples:
   modelkit benchmark                              # run benchmarks/ once, write results JSON
 
   modelkit benchmark --compare main               # PR gate: HEAD vs merge-base with main
+                                                  # (instruction counts when valgrind is here)
+
+  modelkit benchmark --compare main --mode time   # the timing lane (ABBA rounds, statistics)
+
+  modelkit benchmark --compare main --accept 'test_train_step[mnist-mlp]:instructions'
 
   modelkit benchmark --compare v0.3.0 --max-time 600 --report-md bench.md
 
@@ -23,7 +28,12 @@ Examples:
 
   modelkit benchmark --compare main -m "not slow" --device cuda
 
-Exit codes: 0 no regression · 3 regression · 1 a benchmark errored · 2 bad input.
+Accept an intended change in a commit message between REF and HEAD (a trailer):
+
+  Benchmark-Accept: test_train_step[mnist-mlp] instructions wider hidden layer
+
+Exit codes: 0 no regression (or only accepted ones) · 3 regression · 1 a benchmark errored ·
+2 bad input.
 """
 
 
@@ -61,6 +71,30 @@ def command(
     threshold: Annotated[
         float | None, NumberOpt(help="Timing change that matters (0.03 = 3%).", ge=0)
     ] = None,
+    mode: Annotated[
+        str | None,
+        typer.Option(
+            "--mode",
+            help="instructions (callgrind counts, CPU) | time | auto (default: instructions on "
+            "CPU when valgrind is installed, else time; always time on CUDA).",
+        ),
+    ] = None,
+    instr_threshold: Annotated[
+        float | None,
+        typer.Option(
+            "--instr-threshold",
+            help="Instruction lane: a change of this fraction or more in instructions per call "
+            "is flagged (default 0.01 = 1%; in (0, 1)).",
+        ),
+    ] = None,
+    accept: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--accept",
+            help="Accept an intended change: BENCH:METRIC (BENCH may be a glob; repeatable). "
+            "Commit trailers 'Benchmark-Accept: BENCH METRIC [reason]' do the same.",
+        ),
+    ] = None,
     processes: Annotated[
         int, NumberOpt(help="Without --compare: processes to run (samples per benchmark).", ge=1)
     ] = 1,
@@ -77,7 +111,7 @@ def command(
     """Run the benchmark suite; with --compare/--baseline, gate timings, memory and accuracy."""
     from modelkit.bench.compare import run_benchmark
     from modelkit.bench.config import parse_bench_config
-    from modelkit.bench.report import headline, rows, write_reports
+    from modelkit.bench.report import COLUMNS, accepted_lines, headline, rows, write_reports
     from modelkit.errors import BadInputError
     from modelkit.project import load_project
 
@@ -87,6 +121,13 @@ def command(
         raise BadInputError(f"unknown device '{device}'", hint="use cpu, cuda or cuda:N")
     if processes < 1:
         raise BadInputError("--processes must be at least 1", hint="e.g. --processes 3")
+    if mode is not None and mode not in ("auto", "instructions", "time"):
+        raise BadInputError(f"unknown --mode '{mode}'", hint="use one of: instructions, time, auto")
+    if instr_threshold is not None and not 0 < instr_threshold < 1:
+        raise BadInputError(
+            f"--instr-threshold must be in (0, 1), got {instr_threshold}",
+            hint="a fraction: 0.01 flags a change of 1% or more in instructions per call",
+        )
     cfg = parse_bench_config(
         project.benchmark,
         suite=suite,
@@ -96,6 +137,7 @@ def command(
         min_rounds=min_rounds,
         max_rounds=max_rounds,
         threshold=threshold,
+        instr_threshold=instr_threshold,
     )
     show = not quiet and fmt is OutputFormat.text
     outcome = run_benchmark(
@@ -108,6 +150,8 @@ def command(
         processes=processes,
         out=out or (None if (compare or baseline) else root / ".benchmarks" / "modelkit.json"),
         use_cache=not no_cache,
+        mode=mode,
+        accept=accept,
         on_event=(lambda m: o.info(f"[dim]{o.escape(m)}[/]")) if show else None,
     )
     written = write_reports(outcome, md=report_md, json_path=report_json)
@@ -118,9 +162,11 @@ def command(
             o.info(f"[yellow]warning:[/] {o.escape(w)}")
         o.table(
             None,
-            ["benchmark", "metric", "base", "head", "ratio [CI]", "MDE", "verdict"],
+            COLUMNS,
             rows(outcome),
         )
+        for line in accepted_lines(outcome):
+            o.info(o.escape(line))
         if outcome.base is not None:
             o.info(headline(outcome))
         if outcome.results_file:
