@@ -96,6 +96,6 @@ def test_card_bad_inputs(cli, in_tmp: Path, trained_run: Path) -> None:
     run = copy_run(trained_run, in_tmp)
     (run / "eval.json").unlink()
     code, _, err = cli("card", run)
-    assert code == 2 and "missing eval.json" in err
+    assert code == 2 and "no evaluation in" in err and "modelkit eval" in err
     code, _, err = cli("card", run, "--version", "1.2")
     assert code == 2

@@ -142,24 +142,27 @@ def test_every_verb_accepts_the_scripts_run(project: Path, cli, tmp_path: Path) 
     assert r["verdict"] == "IDENTICAL" and r["weights_compared"] and r["tensors"] == []
     assert r["weights_sha256"]["recorded"] == r["weights_sha256"]["regenerated"]
 
-    # card, release and verify: helper `release`'s work (issue 11) makes these pass. The card
-    # needs eval.json, i.e. an evaluation on the training data; `eval --data digits` above went
-    # to evals/digits.json (other data) with release's eval.json separation, so an own-loop run
-    # that trained on its own tensors needs the card to accept that (or run.json's metrics).
+    # card, release and verify. The script trained on its own tensors, so `eval --data digits`
+    # is other data (evals/digits.json): the card shows it under its own name, and the script's
+    # own final accuracy as reported by the script, never as modelkit's held-out result
     code, _, err = cli("card", "runs/mnist")
     assert code == 0, err
     card = (run / "README.md").read_text()
     assert "None" not in card and "mnist_adopted:Net" in card
-    code, _, err = cli(
-        "release", "v1.0", "--run", "runs/mnist", "--to", "registry", "--repo", "me/mnist-example"
+    assert "Reported by the training script" in card and "On other data: `digits`" in card
+    assert f"| accuracy | {record['metrics']['accuracy']:.4f} |" in card
+    # no --repo: the default repo id is made from the model reference (mnist_adopted:Net)
+    code, out, err = cli(
+        "release", "v1.0", "--run", "runs/mnist", "--to", "registry", "--allow-incomplete-card"
     )
     assert code == 0, err
+    assert "local/mnist_adopted-net" in out + err
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     env = _env()  # where the model's module is importable: the script's directory
     env["PYTHONPATH"] = os.pathsep.join([str(project), env["PYTHONPATH"]])
     verify = [sys.executable, "-m", "modelkit", "verify", f"{project / 'registry'}@v1.0"]
-    verify += ["--repo", "me/mnist-example"]
+    verify += ["--repo", "local/mnist_adopted-net"]
     proc = subprocess.run(verify, cwd=elsewhere, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
 

@@ -53,13 +53,14 @@ def known(value: object, *, unknown: str = UNKNOWN) -> str:
 
 # ------------------------------------------------------------------------------------ facts
 def gather_facts(run_dir: Path, *, project: Any) -> dict[str, Any]:
-    from modelkit.release.package import EVALS, safetensors_header
+    from modelkit.release.package import EVALS, require_evaluation, safetensors_header
     from modelkit.runs import open_run
 
-    run = open_run(run_dir, require=("run.json", "config.json", "model.safetensors", "eval.json"))
+    run = open_run(run_dir, require=("run.json", "config.json", "model.safetensors"))
+    require_evaluation(run.path)  # eval.json, or (own loops, other data) evals/*.json
     record = run.read_record()
     cfg = run.read_config()
-    evaluation = read_eval(run.eval)
+    evaluation = read_eval(run.eval) if run.eval.is_file() else None
     header = safetensors_header(run.weights)
     arch = architecture(run.path, cfg, project=project)
     train = cfg.get("modelkit", {}).get("train", {}) or {}
@@ -68,8 +69,10 @@ def gather_facts(run_dir: Path, *, project: Any) -> dict[str, Any]:
     # results on other data: evals/*.json, and an eval.json that is not the training data's
     # (written by an older modelkit's `eval --data`): each shown under its own dataset name
     others = [read_eval(p) for p in sorted((run.path / EVALS).glob("*.json"))]
-    same = (evaluation.get("data") or {}).get("fingerprint") == data.get("fingerprint")
-    if not same:
+    same = evaluation is not None and (
+        (evaluation.get("data") or {}).get("fingerprint") == data.get("fingerprint")
+    )
+    if evaluation is not None and not same:
         others.insert(0, evaluation)
         evaluation = None
     training_spec = data.get("spec") or train.get("data")
@@ -89,6 +92,8 @@ def gather_facts(run_dir: Path, *, project: Any) -> dict[str, Any]:
         "header": header,
         "arch": arch,
         "metrics": run.read_metrics(),
+        # an own loop's final metrics, as its script reported them (run.finish(metrics=...))
+        "reported": (record.get("metrics") or {}) if record.get("trainer") == "user" else {},
     }
 
 

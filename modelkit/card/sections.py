@@ -207,7 +207,18 @@ def generated_sections(f: dict[str, Any], *, target: UsageTarget, curves: bool) 
             *[f"| {c} | {'n/a' if a is None else f'{a:.4f}'} |" for c, a in per_class.items()],
         ]
     else:
-        ev_lines.append("Not evaluated on the held-out split of the training data.")
+        ev_lines.append("Not evaluated by modelkit on the held-out split of the training data.")
+    reported = {k: v for k, v in (f.get("reported") or {}).items() if isinstance(v, (int, float))}
+    if reported:
+        ev_lines += [
+            "",
+            "Reported by the training script at the end of training (`run.finish(metrics=...)`; "
+            "its own data and split, not re-computed by modelkit):",
+            "",
+            "| metric | value |",
+            "|---|---|",
+            *[f"| {k} | {v:.4f} |" for k, v in sorted(reported.items())],
+        ]
     for other in f["other_evals"]:
         d = other["data"]
         ev_lines += [

@@ -27,9 +27,26 @@ LFS_PATTERNS = (
     "*.npy", "*.npz", "*.pkl", "*.pickle", "*.tar", "*.tar.*", "*.gz", "*.zip", "*.zst",
     "*.png", "*.jpg", "*.jpeg", "*.gif", "*.webp",
 )  # fmt: skip
-REQUIRED = ("model.safetensors", "config.json", "run.json", "eval.json", "README.md")
-OPTIONAL = ("training_curves.png",)
+REQUIRED = ("model.safetensors", "config.json", "run.json", "README.md")
+OPTIONAL = ("eval.json", "training_curves.png")
 EVALS = "evals"  # evals/<dataset>.json: evaluations on data other than the training data's
+
+
+def evaluation_files(run_dir: Path) -> list[Path]:
+    """A run's evaluations: ``eval.json`` (the training data's held-out split) then ``evals/*``."""
+    own = [run_dir / "eval.json"] if (run_dir / "eval.json").is_file() else []
+    return own + sorted((run_dir / EVALS).glob("*.json"))
+
+
+def require_evaluation(run_dir: Path) -> list[Path]:
+    """At least one evaluation, or a RunDirError saying how to make one."""
+    found = evaluation_files(run_dir)
+    if not found:
+        raise RunDirError(
+            f"no evaluation in {run_dir} (eval.json or evals/*.json)",
+            hint=f"evaluate first: modelkit eval {run_dir} (a run from your own loop: add --data SPEC)",
+        )
+    return found
 
 
 @dataclass(frozen=True)
@@ -221,12 +238,19 @@ def build_package(
             f"({str(expected)[:12]}…)",
             hint="the weights changed after training; restore them or re-train",
         )
-    evaluation = json.loads((run.path / "eval.json").read_text(encoding="utf-8"))
-    if evaluation.get("weights_sha256") not in (None, weights.sha256):
-        raise RunDirError(
-            f"{run.eval} was computed for other weights",
-            hint=f"re-run: modelkit eval {run.path}",
-        )
+    for path in require_evaluation(run.path):
+        try:
+            evaluated = json.loads(path.read_text(encoding="utf-8")).get("weights_sha256")
+        except (ValueError, AttributeError):
+            raise RunDirError(
+                f"{path} is not an evaluation result", hint=f"re-run: modelkit eval {run.path}"
+            ) from None
+        if evaluated not in (None, weights.sha256):
+            raise RunDirError(
+                f"{path} was computed for other weights",
+                hint=f"re-run: modelkit eval {run.path}"
+                + ("" if path.name == "eval.json" else " --data SPEC"),
+            )
     manifest = {
         "manifest_version": MANIFEST_VERSION,
         "repo_id": repo_id,

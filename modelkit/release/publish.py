@@ -57,8 +57,9 @@ def _card(
     path = run / "README.md"
     if not path.is_file():
         raise RunDirError(f"no model card in {run}", hint=f"write one: modelkit card {run}")
-    if not (run / "eval.json").is_file():
-        raise RunDirError(f"no eval.json in {run}", hint=f"evaluate first: modelkit eval {run}")
+    from modelkit.release.package import require_evaluation
+
+    require_evaluation(run)
     text = path.read_text(encoding="utf-8")
     errors = validate_card(text)
     if errors:

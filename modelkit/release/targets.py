@@ -32,6 +32,13 @@ def check_repo_id(repo_id: str) -> str:
     return repo_id
 
 
+def repo_name(model: str) -> str:
+    """A repo name for a model name or reference: ``mnist_adopted:Net`` -> ``mnist_adopted-net``."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", model.replace(":", "-")).lower()
+    name = re.sub(r"([-.])[-.]+", r"\1", name).strip("-._")
+    return name[:96].rstrip("-.") or "model"
+
+
 @dataclass
 class RemoteState:
     """What a target holds for one repo: whether it exists, the main head, the tags."""
@@ -98,7 +105,7 @@ def parse_target(
     if repo_id is None and hub_default and hub_default.startswith("hf://"):
         repo_id = hub_default[len("hf://") :].strip("/")
     if repo_id is None:
-        repo_id = LocalRegistry.only_repo(root) or (f"local/{model}" if model else None)
+        repo_id = LocalRegistry.only_repo(root) or (f"local/{repo_name(model)}" if model else None)
     if repo_id is None:
         raise BadInputError(
             f"which repo in {root}? it holds none or several", hint="pass --repo ORG/NAME"

@@ -219,7 +219,7 @@ def verify_release(
         report["num_parameters"] = sum(p.numel() for p in model.parameters())
         if evaluate:
             report["eval"] = _re_evaluate(snapshot, model, project=project)
-            checks.append("re-evaluated accuracy == eval.json")
+            checks.append(f"re-evaluated accuracy == {report['eval']['file']}")
     report["checks"] = checks
     report["ok"] = True
     return report
@@ -228,9 +228,15 @@ def verify_release(
 def _re_evaluate(snapshot: Path, model: Any, *, project: Any) -> dict[str, Any]:
     """Evaluate the downloaded weights on the run's data; must reproduce eval.json's accuracy."""
     from modelkit.data import load_dataset
+    from modelkit.release.package import evaluation_files
     from modelkit.training.evaluate import evaluate
 
-    recorded = json.loads((snapshot / "eval.json").read_text(encoding="utf-8"))
+    files = evaluation_files(snapshot)  # eval.json first; else the first evals/*.json
+    if not files:
+        raise CheckFailed(
+            "cannot re-evaluate: the release holds no evaluation", hint="verify without --eval"
+        )
+    recorded = json.loads(files[0].read_text(encoding="utf-8"))
     cfg = json.loads((snapshot / "config.json").read_text(encoding="utf-8"))
     train = (cfg.get("modelkit") or {}).get("train") or {}
     spec = (recorded.get("data") or {}).get("spec") or train.get("data")
@@ -258,4 +264,9 @@ def _re_evaluate(snapshot: Path, model: Any, *, project: Any) -> dict[str, Any]:
             f"re-evaluated accuracy {result['accuracy']:.6f} != released {recorded['accuracy']:.6f}",
             hint="the weights or the evaluation code changed",
         )
-    return {"accuracy": result["accuracy"], "recorded": recorded["accuracy"], "spec": spec}
+    return {
+        "accuracy": result["accuracy"],
+        "recorded": recorded["accuracy"],
+        "spec": spec,
+        "file": files[0].relative_to(snapshot).as_posix(),
+    }

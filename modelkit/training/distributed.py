@@ -260,23 +260,3 @@ def write_error_file(exc: BaseException, world: World) -> None:
             json.dump(data, f)
     except OSError:
         pass
-
-
-# the launcher's names, importable from here as before (modelkit.repro uses them)
-from modelkit.training.launch import (  # noqa: E402
-    LaunchConfig,
-    available_cores,
-    launch,
-    launch_device_type,
-    launch_failure,
-    validate_launch,
-)
-
-__all__ = [
-    "LaunchConfig",
-    "available_cores",
-    "launch",
-    "launch_device_type",
-    "launch_failure",
-    "validate_launch",
-]
