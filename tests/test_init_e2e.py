@@ -96,8 +96,10 @@ def test_scaffold_end_to_end(scaffold: tuple[Path, dict[str, str]]) -> None:
     readme.write_text(readme.read_text() + "\nTrained on the bundled digits.\n")
     git("commit", "-qam", "docs: say what it is trained on", cwd=root, env=env)
 
+    # the time lane: the instruction lane (the default where valgrind is installed) has its own
+    # end-to-end tests (tests/test_benchmark_instructions.py); a conv net under callgrind is slow
     r = modelkit(
-        "benchmark", "--compare", "HEAD~1", "--device", "cpu", "--max-time", "45",
+        "benchmark", "--compare", "HEAD~1", "--device", "cpu", "--max-time", "45", "--mode", "time",
         "--report-md", "bench.md", "--report-json", "bench.json",
         cwd=root, env=env,
     )  # fmt: skip

@@ -172,7 +172,11 @@ def generated_sections(f: dict[str, Any], *, target: UsageTarget, curves: bool) 
         ]
         + ([f"- **Skipped files:** {data['skipped_files']}"] if data.get("skipped_files") else [])
     )
-    keys = ("epochs", "batch_size", "lr", "optimizer", "weight_decay", "momentum", "seed")
+    opt = train.get("optimizer")
+    opt_name = str(opt.get("name") if isinstance(opt, dict) else opt or "").lower()
+    # `momentum` is the flag for SGD only: an Adam card would show a value that was never used
+    momentum = ("momentum",) if opt_name in ("sgd", "") else ()
+    keys = ("epochs", "batch_size", "lr", "optimizer", "weight_decay", *momentum, "seed")
     recipe = ("lr_schedule", "loss", "grad_clip", "max_steps", "normalize", "augment")
     keys += tuple(k for k in recipe if train.get(k) not in (None, "", 0, {}, "none"))
     hp = "\n".join(f"| {k} | `{known(train.get(k))}` |" for k in keys if k in train)
