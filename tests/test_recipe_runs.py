@@ -131,6 +131,17 @@ def _kill_and_resume(project: Path, config: str, *, kill_after: int) -> tuple[Pa
     return ref, run
 
 
+def _repro_identical(project: Path, config: str) -> dict:
+    """`modelkit repro CONFIG`: two fresh-process runs of the recipe, compared bitwise."""
+    done = subprocess.run(
+        _cmd("repro", config, "-f", "json"), cwd=project, env=_env(), capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["identical"], report
+    return report
+
+
 def test_adadelta_steplr_nll_recipe_from_a_config_file_resumes_bitwise(tmp_path: Path) -> None:
     (tmp_path / "main.py").write_text(MNIST_NET)
     (tmp_path / "recipe.toml").write_text(MNIST_RECIPE)
@@ -166,6 +177,7 @@ def test_adadelta_steplr_nll_recipe_from_a_config_file_resumes_bitwise(tmp_path:
     assert sha256_file(run / "best.safetensors") == best["weights_sha256"]
     assert sha256_file(ref / "best.safetensors") == best["weights_sha256"]
     assert record["metrics"]["test_accuracy"] > 0.5
+    _repro_identical(tmp_path, "recipe.toml")
 
 
 def test_32px_image_folder_with_crop_and_flip_resumes_bitwise(
@@ -187,6 +199,7 @@ def test_32px_image_folder_with_crop_and_flip_resumes_bitwise(
     assert record["recipe"]["optimizer"]["name"] == "AdamW"
     assert sha256_file(run / "model.safetensors") == sha256_file(ref / "model.safetensors")
     assert _comparable_metrics(run) == _comparable_metrics(ref)
+    _repro_identical(tmp_path, "recipe.toml")
 
 
 def test_recipe_errors_are_one_line_exit_2(cli, in_tmp: Path) -> None:
