@@ -32,7 +32,8 @@ from modelkit.errors import ConfigError
 
 @dataclass(frozen=True)
 class Project:
-    """What ``[tool.modelkit]`` declares; an empty project when there is none."""
+    """What ``[tool.modelkit]`` declares; only the root when the table is absent, and an empty
+    project (no root) when there is no pyproject.toml."""
 
     root: Path | None = None
     models: dict[str, str] = field(default_factory=dict)
@@ -92,8 +93,10 @@ def load_project(start: Path | None = None) -> Project:
     except Exception as exc:
         raise ConfigError(f"cannot parse {path}: {exc}", hint="fix the TOML syntax") from None
     table = data.get("tool", {}).get("modelkit")
-    if table is None:
-        return Project()
+    if table is None:  # a repository that has not configured modelkit: still its root
+        project = Project(root=path.parent)  # (license, MODEL_CARD.md, registry/, imports)
+        project.activate()
+        return project
     if not isinstance(table, dict):
         raise ConfigError(f"{path}: [tool.modelkit] must be a table", hint="see the README")
     validate_project_table(table, source=f"{path} [tool.modelkit]")

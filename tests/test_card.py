@@ -99,3 +99,16 @@ def test_card_bad_inputs(cli, in_tmp: Path, trained_run: Path) -> None:
     assert code == 2 and "no evaluation in" in err and "modelkit eval" in err
     code, _, err = cli("card", run, "--version", "1.2")
     assert code == 2
+
+
+def test_a_repository_without_a_modelkit_table_is_still_the_project(tmp_path: Path) -> None:
+    """An adopting repository has [project] but no [tool.modelkit]: its root (license, card
+    prose, imports) is still found."""
+    from modelkit.card.facts import project_license
+    from modelkit.project import load_project
+
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "x"\nlicense = "MIT"\n')
+    (tmp_path / "pkg").mkdir()
+    project = load_project(tmp_path / "pkg")
+    assert project.root == tmp_path.resolve()
+    assert project_license(project) == "mit"
