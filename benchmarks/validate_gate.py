@@ -53,11 +53,11 @@ MLP_INJECTED = (
     "        sum(range(int(os.environ.get('MODELKIT_VALIDATE_EXTRA', '0'))))\n"
     "        return out\n"
 )
-# The injection aims 0.1% above the asked regression: A/A counts moved by up to 0.07%, and the
-# gate flags a change of at least the threshold (1%). A probe compare measures what one unit of
-# extra work costs inside the real train step (a unit's cost measured alone, 178 instructions,
+# The injection aims at the asked regression itself (1%: the gate's default 0.5% threshold leaves
+# a margin on both sides; A/A counts moved by up to 0.1%). A probe compare measures what one unit
+# of extra work costs inside the real train step (a unit's cost measured alone, 178 instructions,
 # overestimated it: 129 in the step).
-MARGIN = 0.001
+MARGIN = 0.0
 PROBE_UNITS = 400
 
 

@@ -51,7 +51,7 @@ def test_instruction_threshold_is_inclusive_and_symmetric():
 
 
 def test_config_validates_mode_and_instr_threshold():
-    assert parse_bench_config({}).thresholds.instr_threshold == 0.01
+    assert parse_bench_config({}).thresholds.instr_threshold == 0.005
     assert parse_bench_config({"mode": "time"}).mode == "time"
     with pytest.raises(ConfigError, match="'mode' must be one of"):
         parse_bench_config({"mode": "instruction"})

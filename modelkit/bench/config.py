@@ -7,7 +7,7 @@ Example::
     markers = "not slow"          # pytest -m expression selecting the gate's benchmarks
     package = "my_pkg"            # checked to import on both sides before measuring
     threshold = 0.03              # a timing ratio beyond 1 +/- 3% matters
-    instr_threshold = 0.01        # instruction lane: a change of 1% or more in instructions/call
+    instr_threshold = 0.005       # instruction lane: a change of 0.5% or more in instructions/call
     mode = "auto"                 # instructions | time | auto (instructions on CPU with valgrind)
     alpha = 0.05                  # family-wise false-alarm rate (Holm over all timing metrics)
     accuracy_margin = 0.5         # non-inferiority margin, accuracy points
@@ -50,7 +50,7 @@ class Thresholds:
     accuracy_margin: float = 0.5
     memory_tolerance: float = 0.10
     exact_tolerance: float = 0.0
-    instr_threshold: float = 0.01
+    instr_threshold: float = 0.005
 
 
 @dataclass(frozen=True)
@@ -146,7 +146,7 @@ def parse_bench_config(table: dict[str, Any] | None, **overrides: Any) -> BenchC
         if t is not None and not 0 < t < 1:
             raise ConfigError(
                 f"{scope}: 'instr_threshold' must be in (0, 1), got {t}",
-                hint="a fraction: 0.01 flags a change of 1% or more in instructions per call",
+                hint="a fraction: 0.005 flags a change of 0.5% or more in instructions per call",
             )
     if values.get("mode", "auto") not in MODES:
         raise ConfigError(

@@ -14,7 +14,7 @@
   undecided   = anything else (more rounds would help)
 * instruction counts (``instructions``, callgrind, the instruction lane): deterministic when
   inputs and weights are seeded, so no statistics: HEAD/REF of the per-call counts, a regression
-  when it is ``>= 1 + instr_threshold`` (a 1% threshold flags a 1% change), an improvement at
+  when it is ``>= 1 + instr_threshold`` (the default 0.5% threshold flags a 0.5% change), an improvement at
   ``<= 1 - instr_threshold``; undecided when the repeated counts of one process varied by as
   much as the threshold (something in the measured call is not deterministic).
 * deterministic metrics (parameter count, CUDA peak memory): exact, or within ``exact_tolerance``.

@@ -84,7 +84,7 @@ def command(
         typer.Option(
             "--instr-threshold",
             help="Instruction lane: a change of this fraction or more in instructions per call "
-            "is flagged (default 0.01 = 1%; in (0, 1)).",
+            "is flagged (default 0.005 = 0.5%; in (0, 1)).",
         ),
     ] = None,
     accept: Annotated[
@@ -126,7 +126,7 @@ def command(
     if instr_threshold is not None and not 0 < instr_threshold < 1:
         raise BadInputError(
             f"--instr-threshold must be in (0, 1), got {instr_threshold}",
-            hint="a fraction: 0.01 flags a change of 1% or more in instructions per call",
+            hint="a fraction: 0.005 flags a change of 0.5% or more in instructions per call",
         )
     cfg = parse_bench_config(
         project.benchmark,
