@@ -69,6 +69,9 @@ def check_weights_agree(snapshot: Path, manifest: dict[str, Any]) -> list[str]:
     ]
 
 
+UNSIGNED = "the release is not signed (no manifest.sig / signer.pub)"
+
+
 def check_signature(
     snapshot: Path,
     *,
@@ -82,7 +85,7 @@ def check_signature(
     sig, pub = snapshot / SIGNATURE, snapshot / PUBLIC_KEY
     if not sig.is_file() or not pub.is_file():
         if require or trusted_key is not None:
-            return None, ["the release is not signed (no manifest.sig / signer.pub)"]
+            return None, [UNSIGNED]
         if record and record.get("signer"):
             return None, [
                 f"the release record says it was signed by {record['signer']}, "
@@ -186,9 +189,13 @@ def verify_release(
             )
         report["files"] = {k: v["size"] for k, v in manifest["files"].items()}
         if problems:
+            unsigned = problems == [UNSIGNED]  # nothing wrong but the signature you asked for
             raise CheckFailed(
                 f"{target.describe()}@{version} failed verification: " + "; ".join(problems),
-                hint="the release was modified or is incomplete; do not use it",
+                hint="it was released without --sign-key: do not trust it as signed "
+                "(release a signed version, or verify without --require-signature/--public-key)"
+                if unsigned
+                else "the release was modified or is incomplete; do not use it",
             )
         try:
             check_weights(snapshot)
