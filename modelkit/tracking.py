@@ -106,6 +106,7 @@ def seed_everything(
     global _seeding
     from modelkit.training.determinism import configure_determinism
 
+    _install_error_hook()  # the first modelkit call of a training script: errors end it as a verb
     seed = _checked_seed(_env_seed(seed))
     deterministic = deterministic or _env_deterministic()
     block = configure_determinism(seed=seed, threads=threads or 0, deterministic=deterministic)
@@ -629,7 +630,13 @@ class Run:
         row = {"kind": "step", "step": step, **_jsonable_metrics(metrics)}
         loss = metrics.get("loss")
         if loss is not None:
-            loss_f = float(loss)
+            try:
+                loss_f = float(loss)
+            except (TypeError, ValueError):
+                raise BadInputError(
+                    f"loss must be a number, got {loss!r} at step {step}",
+                    hint="log loss=loss.item()",
+                ) from None
             if not math.isfinite(loss_f):
                 self._pending.append(row)
                 raise TrainingError(
@@ -1059,12 +1066,14 @@ def _exit_now(code: int) -> None:
     import atexit
     import gc
     import io
+    import warnings
 
     atexit._run_exitfuncs()
-    for obj in gc.get_objects():
-        if isinstance(obj, io.IOBase):
+    with warnings.catch_warnings():  # isinstance on every object wakes deprecated-class warnings
+        warnings.simplefilter("ignore")
+        for obj in gc.get_objects():
             with contextlib.suppress(Exception):
-                if not obj.closed:
+                if isinstance(obj, io.IOBase) and not obj.closed:
                     obj.flush()
     os._exit(code)
 

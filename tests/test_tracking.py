@@ -592,3 +592,35 @@ def test_deterministic_env_turns_on_deterministic_algorithms(
     finally:
         torch.use_deterministic_algorithms(False)
         monkeypatch.setattr("modelkit.tracking._seeding", None)
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "message"),
+    [
+        # the first modelkit call of a script installs the hook: seed_everything too
+        ("modelkit.seed_everything(-5)", 2, "error: seed must be an integer in [0, 2**63), got -5"),
+        (
+            "with modelkit.start_run(OUT, config={}, model=m) as r:\n    r.log(0, loss='abc')",
+            2,
+            "error: loss must be a number, got 'abc' at step 0",
+        ),
+        (
+            "with modelkit.start_run(OUT, config={}, model=m) as r:\n"
+            "    r.finish(m)\n    r.finish(m)",
+            2,
+            "error: the run OUT is already finished or failed",
+        ),
+    ],
+)
+def test_api_misuse_ends_a_script_with_one_error_line(
+    tmp_path: Path, body: str, code: int, message: str
+) -> None:
+    out = str(tmp_path / "run")
+    script = f"import modelkit, torch\nOUT = {out!r}\nm = torch.nn.Linear(2, 2)\n" + body
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=_env(), capture_output=True, text=True, timeout=120
+    )
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == code, done.stderr
+    assert lines[0] == message.replace("OUT", out) and lines[1].startswith("hint: ")
+    assert len(lines) == 2, done.stderr  # no traceback, no warning
