@@ -173,7 +173,7 @@ def _side_status(procs: list[runner.ProcessResult], nodeid: str) -> tuple[str, s
         if s in ("failed", "error"):
             return "error", p.messages.get(nodeid, "")
     if statuses and all(s == "skipped" for s in statuses if s is not None) and any(statuses):
-        return "skipped", ""
+        return "skipped", next((p.messages.get(nodeid, "") for p in procs), "")
     return "ok", ""
 
 
@@ -246,7 +246,10 @@ def evaluate(
             )
             continue
         if "skipped" in (sb, sh):
-            results.append(MetricResult(nodeid, "-", "skipped", "", None, None, verdict="skipped"))
+            why = mh if sh == "skipped" else mb
+            results.append(
+                MetricResult(nodeid, "-", "skipped", "", None, None, verdict="skipped", note=why)
+            )
             continue
         meta = {**_meta(base, nodeid), **_meta(head, nodeid)}
         for metric, m in meta.items():

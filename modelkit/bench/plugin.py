@@ -641,6 +641,9 @@ class _Outcomes:
             ]
         elif report.skipped and nodeid not in self.outcomes:
             self.outcomes[nodeid] = "skipped"
+            # pytest's skip longrepr is (file, line, "Skipped: reason")
+            reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else ""
+            self.messages[nodeid] = str(reason).removeprefix("Skipped: ")[:300]
         elif report.when == "call" and report.passed:
             self.outcomes.setdefault(nodeid, "passed")
 

@@ -91,7 +91,11 @@ def rows(outcome: Outcome) -> list[list[str]]:
     for m in outcome.metrics:
         if m.kind in ("error", "skipped"):
             out.append(
-                [_short(m.benchmark), "-", "-", "-", "-", "-", "-", m.verdict + f" ({m.note})"]
+                [
+                    _short(m.benchmark),
+                    *["-"] * 6,
+                    m.verdict + (f" ({m.note})" if m.note else ""),
+                ]
             )
             continue
         out.append(
