@@ -128,3 +128,38 @@ def test_config_validation_and_per_benchmark():
         parse_bench_config({"alpha": "x"})
     with pytest.raises(ConfigError, match="min_rounds"):
         parse_bench_config({"min_rounds": 1})
+
+
+def test_a_skipped_benchmark_keeps_its_reason() -> None:
+    """A benchmark skipped on both sides (e.g. CUDA on a CPU runner) is listed with pytest's
+    reason in the terminal rows and the Markdown report, not judged."""
+    from modelkit.bench import runner
+    from modelkit.bench.compare import evaluate
+    from modelkit.bench.config import parse_bench_config
+    from modelkit.bench.report import markdown, rows
+
+    node = "benchmarks/test_x.py::test_cuda"
+    sides = [
+        runner.ProcessResult(
+            side=side,
+            round=0,
+            slot=0,
+            seconds=1.0,
+            returncode=0,
+            outcomes={node: "skipped"},
+            messages={node: "needs a CUDA device"},
+        )  # fmt: skip
+        for side in ("base", "head")
+    ]
+    metrics, errors = evaluate(sides[:1], sides[1:], parse_bench_config({}), paired=False)
+    assert errors == [] and [(m.verdict, m.note) for m in metrics] == [
+        ("skipped", "needs a CUDA device")
+    ]
+    from modelkit.bench.compare import Outcome
+
+    outcome = Outcome(
+        mode="compare", head={"sha": "b" * 40}, base={"sha": "a" * 40, "ref": "main"},
+        fingerprint={}, config={}, rounds=1, metrics=metrics,
+    )  # fmt: skip
+    assert rows(outcome)[0][-1] == "skipped (needs a CUDA device)"
+    assert "⏭ skipped (needs a CUDA device)" in markdown(outcome)

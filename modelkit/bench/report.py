@@ -161,7 +161,8 @@ def markdown(outcome: Outcome) -> str:
     ]
     for r, m in zip(rows(outcome), outcome.metrics, strict=True):
         icon = "✅ accepted " + m.verdict if m.accepted else ICONS.get(m.verdict, m.verdict)
-        r = [*r[:-1], icon + (f" ({m.note})" if m.kind == "error" else "")]
+        why = m.note if m.kind in ("error", "skipped") and m.note else ""
+        r = [*r[:-1], icon + (f" ({why})" if why else "")]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in r) + " |")
     if outcome.accepted:
         lines += ["", "**Accepted changes** (not failing the gate):"]
