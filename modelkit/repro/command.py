@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from modelkit.errors import BadInputError, ModelkitError, RunDirError
-from modelkit.repro.core import Event, Side, _compare_sides, _Workspace
+from modelkit.repro.core import Event, Side, _compare_sides, _Workspace, control_report
 from modelkit.repro.hooks import (
     COMMAND_ENV,
     DETERMINISTIC_ENV,
@@ -210,12 +210,7 @@ def repro_command(
                 workspace=ws.path,
             )
             ctrl = _compare_sides(a, c, up_to=None, rerun=None, emit=emit)
-            report["control"] = {
-                "seed": seed,
-                "differs": not ctrl["identical"],
-                "first_divergent_step": (ctrl.get("divergence") or {}).get("step"),
-                "tensors": (ctrl.get("divergence") or {}).get("tensors", []),
-            }
+            report["control"] = control_report(seed, ctrl)
         report["timings"]["total_s"] = round(time.perf_counter() - t0, 3)
         report["work_dir"] = str(ws.path) if ws.keep else None
         return report

@@ -410,17 +410,23 @@ def repro_twice(
                 rerun=_worker_rerun(config, perturb_b=None, workspace=ws.path, tag="lc"),
                 emit=emit,
             )
-            report["control"] = {
-                "seed": seed,
-                "differs": not ctrl["identical"],
-                "first_divergent_step": (ctrl.get("divergence") or {}).get("step"),
-                "tensors": (ctrl.get("divergence") or {}).get("tensors", []),
-            }
+            report["control"] = control_report(seed, ctrl)
         report["timings"]["total_s"] = round(time.perf_counter() - t0, 3)
         report["work_dir"] = str(ws.path) if ws.keep else None
         return report
     finally:
         ws.close()
+
+
+def control_report(seed: int, ctrl: dict[str, Any]) -> dict[str, Any]:
+    """The ``control`` block of a report: does another seed change the run, and where first."""
+    div = ctrl.get("divergence") or {}
+    return {
+        "seed": seed,
+        "differs": not ctrl["identical"],
+        "first_divergent_step": div.get("step"),
+        "tensors": div.get("tensors", []),
+    }
 
 
 def repro_against(
