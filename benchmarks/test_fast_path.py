@@ -22,7 +22,6 @@ Goals on a 2-core CPU: >= 15x the article, >= 70% of the roofline.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -31,31 +30,13 @@ import torch
 pytestmark = [pytest.mark.fast_path, pytest.mark.slow]
 
 EPOCHS = 3
-SHARED = Path(
-    os.environ.get("MODELKIT_SHARED_DATA")
-    or Path(__file__).resolve().parents[2] / "shared" / "data"
-)
 MLP_MACS = 784 * 128 + 128 * 64 + 64 * 10  # 109,184 multiply-accumulates per sample
 TRAIN_FLOPS_PER_SAMPLE = 6 * MLP_MACS
 RESULTS: dict[str, float] = {}
 
 
-@pytest.fixture(scope="module")
-def mnist_spec() -> str:
-    path = SHARED / "mnist"
-    if not (path / "t10k-images-idx3-ubyte.gz").is_file():
-        pytest.skip(f"real MNIST not found at {path} (set MODELKIT_SHARED_DATA)")
-    return f"mnist:{path}"
-
-
-def test_roofline_probe(benchmark) -> None:
-    n = 1024
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    for _ in range(3):
-        a @ b
-    benchmark.group = "fast-path"
-    benchmark.pedantic(lambda: a @ b, rounds=30, iterations=1, warmup_rounds=2)
-    gflops = 2 * n**3 / benchmark.stats.stats.median / 1e9
+def test_roofline_probe(benchmark, matmul_probe) -> None:
+    gflops = matmul_probe(benchmark, group="fast-path")
     RESULTS["probe_gflops"] = gflops
     RESULTS["roofline_samples_per_s"] = gflops * 1e9 / TRAIN_FLOPS_PER_SAMPLE
     benchmark.extra_info.update(

@@ -40,10 +40,6 @@ pytestmark = [pytest.mark.slow]
 
 TARGET = 0.94
 ARTICLE_MAX_EPOCHS = 10
-SHARED = Path(
-    os.environ.get("MODELKIT_SHARED_DATA")
-    or Path(__file__).resolve().parents[2] / "shared" / "data"
-)
 MLP_MACS = 784 * 128 + 128 * 64 + 64 * 10
 TRAIN_FLOPS_PER_SAMPLE = 6 * MLP_MACS
 RESULTS: dict[str, float] = {}
@@ -60,22 +56,8 @@ def _threads():
     torch.set_num_threads(before)
 
 
-@pytest.fixture(scope="module")
-def mnist_spec() -> str:
-    path = SHARED / "mnist"
-    if not (path / "t10k-images-idx3-ubyte.gz").is_file():
-        pytest.skip(f"real MNIST not found at {path} (set MODELKIT_SHARED_DATA)")
-    return f"mnist:{path}"
-
-
-def test_roofline_probe(benchmark) -> None:
-    n = 1024
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    for _ in range(3):
-        a @ b
-    benchmark.group = "time-to-accuracy"
-    benchmark.pedantic(lambda: a @ b, rounds=30, iterations=1, warmup_rounds=2)
-    gflops = 2 * n**3 / benchmark.stats.stats.median / 1e9
+def test_roofline_probe(benchmark, matmul_probe) -> None:
+    gflops = matmul_probe(benchmark, group="time-to-accuracy")
     RESULTS["roofline_samples_per_s"] = gflops * 1e9 / TRAIN_FLOPS_PER_SAMPLE
 
 

@@ -145,15 +145,11 @@ def _current_determinism(seed: int | None) -> dict[str, Any]:
     """What is true now when nothing was seeded through modelkit (the script seeded, or not)."""
     import torch
 
+    from modelkit.training.determinism import determinism_state
+
+    enabled = torch.are_deterministic_algorithms_enabled()
     return {
-        "enabled": torch.are_deterministic_algorithms_enabled(),
-        "seed": seed,
-        "threads": torch.get_num_threads(),
-        "interop_threads": torch.get_num_interop_threads(),
-        "use_deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
-        "cudnn_benchmark": torch.backends.cudnn.benchmark,
-        "cudnn_deterministic": torch.backends.cudnn.deterministic,
-        "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
+        **determinism_state(enabled=enabled, seed=seed),
         "seeded": "by the training script (not through modelkit)",
     }
 

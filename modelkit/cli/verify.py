@@ -50,23 +50,15 @@ def command(
     fmt: FormatOpt = OutputFormat.text,
 ) -> None:
     """Check a release: the tag vs the release record, manifest hashes and sizes (remote and downloaded), weights vs run.json, the signature, the weights load; optional re-eval (exit 3 on mismatch)."""
-    from modelkit.errors import BadInputError
     from modelkit.project import load_project
+    from modelkit.release.signing import read_public_key
     from modelkit.release.targets import parse_target, split_ref
     from modelkit.release.verify import verify_release
 
     project = load_project()
     spec, version = split_ref(ref)
     target = parse_target(spec, project=project, repo_id=repo, token_required=False)
-    trusted = None
-    if public_key is not None:
-        try:
-            trusted = public_key.read_bytes()
-        except OSError as exc:
-            raise BadInputError(
-                f"cannot read the public key {public_key}: {exc.strerror}",
-                hint="pass the signer's public key file (PEM)",
-            ) from None
+    trusted = None if public_key is None else read_public_key(public_key)
     report = verify_release(
         target,
         version,

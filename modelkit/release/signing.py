@@ -42,6 +42,17 @@ def fingerprint(public_key_pem: bytes) -> str:
     return "sha256:" + hashlib.sha256(public_key_pem).hexdigest()
 
 
+def read_public_key(path: Path) -> bytes:
+    """The PEM bytes of a signer's public key the user trusts (``verify --public-key``)."""
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise BadInputError(
+            f"cannot read the public key {path}: {exc.strerror}",
+            hint="pass the signer's public key file (PEM)",
+        ) from None
+
+
 def _public_pem(private_key_path: Path, password: bytes | None) -> bytes:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec

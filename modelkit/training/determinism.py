@@ -29,6 +29,20 @@ def seed_everything(seed: int) -> None:
         torch.cuda.manual_seed_all(seed)
 
 
+def determinism_state(*, enabled: bool, seed: int | None) -> dict[str, Any]:
+    """The threads, algorithm and cuDNN/cuBLAS settings in force now (run.json's block)."""
+    return {
+        "enabled": enabled,
+        "seed": seed,
+        "threads": torch.get_num_threads(),
+        "interop_threads": torch.get_num_interop_threads(),
+        "use_deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+        "cudnn_benchmark": torch.backends.cudnn.benchmark,
+        "cudnn_deterministic": torch.backends.cudnn.deterministic,
+        "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
+    }
+
+
 def configure_determinism(*, seed: int | None, threads: int, deterministic: bool) -> dict[str, Any]:
     """Seed everything, fix threads and (if ``deterministic``) the algorithms; returns the record.
 
@@ -46,14 +60,7 @@ def configure_determinism(*, seed: int | None, threads: int, deterministic: bool
     if seed is not None:
         seed_everything(seed)
     return {
-        "enabled": deterministic,
-        "seed": seed,
-        "threads": torch.get_num_threads(),
-        "interop_threads": torch.get_num_interop_threads(),
-        "use_deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
-        "cudnn_benchmark": torch.backends.cudnn.benchmark,
-        "cudnn_deterministic": torch.backends.cudnn.deterministic,
-        "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
+        **determinism_state(enabled=deterministic, seed=seed),
         "data_order": DATA_ORDER,
         "seeded": []
         if seed is None
