@@ -36,10 +36,32 @@ def mnist_spec() -> str:
     return f"mnist:{path}"
 
 
+def probe_gflops(*, n: int = 1024, repeats: int = 15) -> float:
+    """GFLOP/s of an ``n x n`` fp32 matmul, the median of ``repeats`` timings, taken now.
+
+    The loop benchmarks call it right before and after each measured round and divide by the
+    mean of the two: on a shared machine the matmul rate drifts by 10-30% within a minute, so
+    one probe at the start of the file is not the machine the loop later ran on."""
+    import statistics
+    import time
+
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - start)
+    return 2 * n**3 / statistics.median(times) / 1e9
+
+
 @pytest.fixture
 def matmul_probe() -> Callable[..., float]:
-    """``probe(benchmark, group=...)``: time a 1024x1024 fp32 matmul; returns its GFLOP/s,
-    the machine's practical roofline that the loop benchmarks divide by."""
+    """``probe(benchmark, group=...)``: time a 1024x1024 fp32 matmul as a benchmark of its own
+    (the table's row); returns its GFLOP/s. The loop benchmarks divide each round by
+    :func:`probe_gflops` taken around that round instead."""
     import torch
 
     def probe(benchmark, *, group: str) -> float:
@@ -52,3 +74,43 @@ def matmul_probe() -> Callable[..., float]:
         return 2 * n**3 / benchmark.stats.stats.median / 1e9
 
     return probe
+
+
+@pytest.fixture
+def probe_now() -> Callable[..., float]:
+    """:func:`probe_gflops`, for benchmarks that interleave the probe with their rounds."""
+    return probe_gflops
+
+
+@pytest.fixture
+def eager_mlp_loop() -> Callable[..., float]:
+    """``loop(x, y, batch_size=..., lr=..., betas=..., label_smoothing=..., epochs=1)``: the
+    samples/s of the plainest PyTorch loop that trains the MNIST MLP the way modelkit's
+    defaults do (tensors in memory, ``index_select`` batches of a fresh permutation, fused
+    Adam, cross-entropy): the eager-mode ceiling a loop with no run record could reach.
+    Measured beside modelkit's loop, it separates modelkit's own overhead from PyTorch's."""
+    import time
+
+    import torch
+
+    from modelkit.models.mlp import MnistMLP
+
+    def loop(x, y, *, batch_size, lr, betas, label_smoothing, epochs: int = 1) -> float:
+        x = x.flatten(1).contiguous()
+        model = MnistMLP()
+        optimizer = torch.optim.Adam(model.parameters(), lr=lr, betas=betas, fused=True)
+        criterion = torch.nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        n, elapsed = len(x), 0.0
+        for _ in range(epochs):
+            perm = torch.randperm(n)
+            start = time.perf_counter()
+            for b in range(0, n, batch_size):
+                idx = perm[b : b + batch_size]
+                xb, yb = x.index_select(0, idx), y.index_select(0, idx)
+                optimizer.zero_grad(set_to_none=True)
+                criterion(model(xb), yb).backward()
+                optimizer.step()
+            elapsed += time.perf_counter() - start
+        return epochs * n / elapsed
+
+    return loop
