@@ -58,7 +58,23 @@ RESULTS: dict[str, float] = {}
 WARMUP = 1  # rounds run before the measured ones
 THREADS = int(os.environ.get("MODELKIT_BENCH_THREADS") or 0)  # 0: torch's default
 # a candidate recipe over the defaults, e.g. '{"batch_size": 768, "lr": 0.008}'
-RECIPE = json.loads(os.environ.get("MODELKIT_BENCH_RECIPE") or "{}")
+
+
+def _recipe() -> dict:
+    raw = os.environ.get("MODELKIT_BENCH_RECIPE") or "{}"
+    try:
+        recipe = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        recipe = exc
+    if not isinstance(recipe, dict):
+        raise pytest.UsageError(
+            f"MODELKIT_BENCH_RECIPE must be a JSON object of config keys, got {raw!r} "
+            """(hint: MODELKIT_BENCH_RECIPE='{"batch_size": 768, "lr": 0.008}')"""
+        )
+    return recipe
+
+
+RECIPE = _recipe()
 
 
 @pytest.fixture(scope="module", autouse=True)
