@@ -84,22 +84,26 @@ def probe_now() -> Callable[..., float]:
 
 @pytest.fixture
 def eager_mlp_loop() -> Callable[..., float]:
-    """``loop(x, y, batch_size=..., lr=..., betas=..., label_smoothing=..., epochs=1)``: the
-    samples/s of the plainest PyTorch loop that trains the MNIST MLP the way modelkit's
-    defaults do (tensors in memory, ``index_select`` batches of a fresh permutation, fused
-    Adam, cross-entropy): the eager-mode ceiling a loop with no run record could reach.
-    Measured beside modelkit's loop, it separates modelkit's own overhead from PyTorch's."""
+    """``loop(config, x, y, epochs=1)``: the samples/s of the plainest PyTorch loop that trains
+    the MNIST MLP with ``config``'s batch size, optimizer and loss (built by modelkit's own
+    ``build_optimizer``/``build_loss`` from the config's recipe tables): tensors in memory,
+    ``index_select`` batches of a fresh permutation, no run directory, fingerprints, logging or
+    checkpoints. Measured beside modelkit's loop, it separates modelkit's own overhead from
+    PyTorch's."""
     import time
 
     import torch
 
+    from modelkit.config import recipe
     from modelkit.models.mlp import MnistMLP
+    from modelkit.training.losses import build_loss
+    from modelkit.training.optim import build_optimizer
 
-    def loop(x, y, *, batch_size, lr, betas, label_smoothing, epochs: int = 1) -> float:
-        x = x.flatten(1).contiguous()
+    def loop(config, x, y, *, epochs: int = 1) -> float:
+        x, batch_size = x.flatten(1).contiguous(), config.batch_size
         model = MnistMLP()
-        optimizer = torch.optim.Adam(model.parameters(), lr=lr, betas=betas, fused=True)
-        criterion = torch.nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        optimizer = build_optimizer(recipe(config)["optimizer"], model.parameters())
+        criterion = build_loss(config.loss)
         n, elapsed = len(x), 0.0
         for _ in range(epochs):
             perm = torch.randperm(n)
