@@ -1,4 +1,5 @@
-"""Atomic file writes: temp file in the same directory + fsync + rename."""
+"""Atomic file writes (temp file in the same directory + fsync + rename), and a process exit
+that flushes what it wrote without the interpreter's finalisation."""
 
 from __future__ import annotations
 
@@ -63,3 +64,22 @@ def sha256_file(path: Path, *, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def exit_now(code: int) -> None:
+    """Exit with ``code`` without the interpreter's finalisation, after what a normal shutdown
+    does that matters: atexit handlers and flushing open files. Used where SystemExit is not
+    honoured (an excepthook) or where finalisation itself can crash (a torchrun worker)."""
+    import atexit
+    import gc
+    import io
+    import warnings
+
+    atexit._run_exitfuncs()
+    with warnings.catch_warnings():  # isinstance on every object wakes deprecated-class warnings
+        warnings.simplefilter("ignore")
+        for obj in gc.get_objects():
+            with contextlib.suppress(Exception):
+                if isinstance(obj, io.IOBase) and not obj.closed:
+                    obj.flush()
+    os._exit(code)

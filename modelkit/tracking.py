@@ -50,7 +50,7 @@ from typing import Any
 
 from modelkit.data.fingerprint import DATA_SAMPLE_ITEMS, UNKNOWN, data_summary
 from modelkit.errors import BadInputError, ModelkitError, RunDirError, TrainingError
-from modelkit.io import sha256_file, write_bytes_atomic, write_json_atomic
+from modelkit.io import exit_now, sha256_file, write_bytes_atomic, write_json_atomic
 from modelkit.runs import (
     RUN_RECORD_VERSION,
     RunDir,
@@ -1051,27 +1051,9 @@ def _install_error_hook() -> None:
             sys.stderr.write(f"hint: {exc.hint}\n")
         if exc.exit_code == 1:
             return  # Python exits with 1 after an uncaught exception: a normal shutdown
-        _exit_now(exc.exit_code)
+        exit_now(exc.exit_code)
 
     sys.excepthook = hook
-
-
-def _exit_now(code: int) -> None:
-    """Exit with ``code`` from an excepthook (where SystemExit is not honoured), after what a
-    normal shutdown does that matters: atexit handlers and flushing open files."""
-    import atexit
-    import gc
-    import io
-    import warnings
-
-    atexit._run_exitfuncs()
-    with warnings.catch_warnings():  # isinstance on every object wakes deprecated-class warnings
-        warnings.simplefilter("ignore")
-        for obj in gc.get_objects():
-            with contextlib.suppress(Exception):
-                if isinstance(obj, io.IOBase) and not obj.closed:
-                    obj.flush()
-    os._exit(code)
 
 
 # ---- modelkit repro's hooks (modelkit/repro/hooks.py) -----------------------------------------

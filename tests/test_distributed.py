@@ -212,6 +212,23 @@ def test_launch_failure_prefers_the_root_cause(tmp_path: Path, monkeypatch) -> N
     assert bad.hint == "fix --data"
 
 
+def test_launch_failure_names_a_crashed_rank_not_the_one_torchrun_stopped(tmp_path: Path) -> None:
+    """A rank that aborts (SIGABRT, no error file) is the root cause; the rank torchrun then
+    stopped with SIGTERM is not, even when it has the lower rank."""
+    import signal
+
+    from torch.distributed.elastic.multiprocessing.errors import ProcessFailure
+
+    from modelkit.training.launch import launch_failure
+
+    def killed(rank: int, sig: int) -> ProcessFailure:
+        missing = str(tmp_path / f"no-error-file-{rank}.json")
+        return ProcessFailure(local_rank=rank, pid=100 + rank, exitcode=-sig, error_file=missing)
+
+    err = launch_failure({0: killed(0, signal.SIGTERM), 1: killed(1, signal.SIGABRT)})
+    assert err.message == "rank 1 failed: Signal 6 (SIGABRT) received by PID 101 (rank 0 stopped)"
+
+
 def test_bf16_on_cpu_trains_and_is_recorded(project: Path) -> None:
     p = modelkit("train", *ARGS, "--epochs", "1", "--precision", "bf16", "--out", "bf", cwd=project)
     assert p.returncode == 0, p.stderr

@@ -11,6 +11,7 @@ train ...`` works too. The worker side is :mod:`modelkit.training.distributed`.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 from dataclasses import dataclass
 from typing import Any
@@ -222,7 +223,9 @@ def launch_failure(failures: dict[int, Any]) -> ModelkitError:
             info = {
                 "message": failure.message or f"exited with code {failure.exitcode}",
                 "exit_code": 1,
-                "secondary": failure.exitcode < 0,  # killed by a signal: stopped by torchrun
+                # torchrun stops the other ranks with SIGTERM (SIGKILL after a grace period);
+                # any other signal (SIGABRT, SIGSEGV, ...) is the rank's own crash
+                "secondary": failure.exitcode in (-signal.SIGTERM, -signal.SIGKILL),
                 "time": float(failure.timestamp),
             }
         infos.append((bool(info.get("secondary")), float(info.get("time", 0)), rank, info))
