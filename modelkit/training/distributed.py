@@ -115,8 +115,10 @@ def mark_failing() -> None:
 
 def leave(world: World) -> None:
     """Leave the process group (end of a successful run): every rank waits at a barrier first,
-    so none tears gloo down while rank 0 is still writing the run (that raced into
-    'terminate called without an active exception' at exit)."""
+    so none tears gloo down while rank 0 is still writing the run. The worker process then ends
+    without interpreter finalisation (``modelkit.cli.app.main``): a gloo thread still releasing a
+    finished collective during finalisation aborts ('terminate called without an active
+    exception')."""
     if world.distributed:
         import torch.distributed as dist
 
