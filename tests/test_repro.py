@@ -139,3 +139,25 @@ def test_first_divergence_and_metrics_comparison() -> None:
     assert compare_metrics(rows, [{**rows[0], "elapsed_s": 9.0}])["identical"]  # timing ignored
     diff = compare_metrics(rows, [{**rows[0], "test_loss": 1.0000001}])
     assert not diff["identical"] and diff["first_difference"]["row"] == 0
+
+
+def test_a_worker_without_an_error_file_is_named_by_what_its_output_says(tmp_path: Path) -> None:
+    """torchrun's failure report ends in a rule of '='; the message quotes the line before it."""
+    from modelkit.repro.core import _worker_error
+
+    stderr = (
+        "terminate called without an active exception\n"
+        "torch.distributed.elastic.multiprocessing.errors.ChildFailedError: \n"
+        "============================================================\n"
+        "Root Cause (first observed failure):\n"
+        "  exitcode  : -6 (pid: 123)\n"
+        "  traceback : Signal 6 (SIGABRT) received by PID 123\n"
+        "============================================================\n"
+    )
+    err = _worker_error("b", tmp_path / "b", 1, stderr)
+    assert (
+        err.message == "run b failed (exit 1): traceback : Signal 6 (SIGABRT) received by PID 123"
+    )
+    assert (
+        _worker_error("b", tmp_path / "b", 1, "\n").message == "run b failed (exit 1): (no output)"
+    )

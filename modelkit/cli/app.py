@@ -6,13 +6,11 @@ Imports nothing heavy: torch loads only inside a verb that needs it, so `--help`
 from __future__ import annotations
 
 import importlib
-import sys
 
 import typer
 
 from modelkit import __version__
 from modelkit.cli._output import Group
-from modelkit.io import exit_now
 
 # verb name -> module in modelkit.cli (each defines `command`)
 VERBS: dict[str, str] = {
@@ -62,23 +60,12 @@ def _root(
 
 def main() -> None:
     """Console-script entry point."""
-    from modelkit.training.distributed import in_worker
+    from modelkit.training.distributed import exit_process
 
-    if not in_worker():
-        app(prog_name="modelkit")
-        return
-    # A torchrun worker ends without the interpreter's finalisation. gloo's threads may still be
-    # releasing finished collectives whose tensors belong to Python; one that needs the GIL
-    # while the interpreter finalises calls std::terminate (SIGABRT), and torchrun then reports
-    # a complete, fully written run as failed (2 in 12 two-process CPU runs before this).
     try:
         app(prog_name="modelkit")
     except SystemExit as exc:
-        code = exc.code
-        if code is not None and not isinstance(code, int):
-            sys.stderr.write(f"{code}\n")
-            code = 1
-        exit_now(code or 0)
+        exit_process(exc.code)  # a torchrun worker skips finalisation (see there)
 
 
 if __name__ == "__main__":

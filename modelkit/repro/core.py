@@ -212,7 +212,9 @@ def _worker_error(label: str, out: Path, code: int, stderr: str) -> ModelkitErro
         err = errors[0]
         cls = BadInputError if err["exit_code"] == 2 else ModelkitError
         return cls(f"run {label}: {err['message']}", hint=err.get("hint"))
-    tail = (stderr.strip().splitlines() or ["(no output)"])[-1]
+    # the last line that says something (torchrun's report ends in a '=====' rule)
+    said = [line.strip() for line in stderr.splitlines() if any(c.isalnum() for c in line)]
+    tail = said[-1] if said else "(no output)"
     return ModelkitError(
         f"run {label} failed (exit {code}): {tail}",
         hint="re-run with MODELKIT_DEBUG=1, or train the config with `modelkit train`",

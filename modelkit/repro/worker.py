@@ -50,4 +50,6 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    from modelkit.training.distributed import exit_process
+
+    exit_process(main(sys.argv))  # a torchrun worker skips finalisation (see there)

@@ -15,9 +15,10 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from modelkit.errors import BadInputError, ModelkitError, TrainingError
 
@@ -27,6 +28,26 @@ ERROR_FILE_ENV = "TORCHELASTIC_ERROR_FILE"
 def in_worker() -> bool:
     """True inside a torchrun worker (RANK and WORLD_SIZE set by the launcher)."""
     return "WORLD_SIZE" in os.environ and "RANK" in os.environ
+
+
+def exit_process(code: int | str | None) -> NoReturn:
+    """End this process as ``sys.exit(code)`` does; a torchrun worker skips the interpreter's
+    finalisation (atexit handlers still run and open files are flushed).
+
+    gloo's threads may still be releasing finished collectives whose tensors belong to Python;
+    one that needs the GIL while the interpreter finalises calls std::terminate (SIGABRT), and
+    torchrun then reports a complete, fully written run as failed (2 in 12 two-process CPU
+    runs before this). Every worker entry point (``modelkit``, ``modelkit.repro.worker``) ends
+    through here.
+    """
+    if not in_worker():
+        raise SystemExit(code)
+    from modelkit.io import exit_now
+
+    if code is not None and not isinstance(code, int):
+        sys.stderr.write(f"{code}\n")
+        code = 1
+    exit_now(code or 0)
 
 
 @dataclass(frozen=True)
@@ -116,9 +137,8 @@ def mark_failing() -> None:
 def leave(world: World) -> None:
     """Leave the process group (end of a successful run): every rank waits at a barrier first,
     so none tears gloo down while rank 0 is still writing the run. The worker process then ends
-    without interpreter finalisation (``modelkit.cli.app.main``): a gloo thread still releasing a
-    finished collective during finalisation aborts ('terminate called without an active
-    exception')."""
+    through :func:`exit_process`, without interpreter finalisation, where a gloo thread still
+    releasing a finished collective aborts ('terminate called without an active exception')."""
     if world.distributed:
         import torch.distributed as dist
 
