@@ -130,10 +130,7 @@ class TrainConfig:
         try:
             return cls(**data)
         except ConfigError as exc:  # a range check in __post_init__: name the file
-            if not exc.message.startswith(f"{source}: "):
-                exc.message = f"{source}: {exc.message}"
-                exc.args = (exc.message,)
-            raise
+            raise exc.with_context(f"{source}: ") from None
 
 
 def validate_train_mapping(data: dict[str, Any], *, source: str) -> None:

@@ -1,13 +1,19 @@
-"""Typed errors. The CLI maps each to one line + a hint + an exit code.
+"""Typed errors with fields. The library says what is wrong, in API terms; the CLI adds which
+flag to use (``modelkit/cli/_errors.py``) and prints one line + a hint + the exit code.
 
 Exit codes (documented in the README):
     0 ok · 1 failure · 2 bad input/usage · 3 a check said no.
+
+Every error carries its facts as attributes (``UnknownName.kind/.name/.choices``,
+``WorldSizeMismatch.saved/.now``, ...), so code that handles an error branches on its type and
+fields, never on its wording. ``ModelkitError(message, hint=...)`` stays valid for a one-off.
 """
 
 from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
+from typing import Any
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -16,19 +22,44 @@ EXIT_CHECK_FAILED = 3
 
 
 class ModelkitError(Exception):
-    """Base class: a message, an optional hint, and the exit code the CLI uses."""
+    """Base class: a message, an optional hint, the exit code, and the error's fields.
+
+    Subclasses with fields build their message and hint from them (:meth:`describe`); any
+    keyword argument a subclass does not declare is kept in :attr:`fields` too.
+    """
 
     exit_code = EXIT_FAILURE
 
-    def __init__(self, message: str, *, hint: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
+    def __init__(self, message: str | None = None, *, hint: str | None = None, **fields: Any):
+        self.fields = fields
+        for key, value in fields.items():
+            setattr(self, key, value)
+        described, default_hint = self.describe() if message is None else (message, None)
+        super().__init__(described)
+        self.message = described
+        self.hint = hint if hint is not None else default_hint
+
+    def describe(self) -> tuple[str, str | None]:
+        """``(message, hint)`` from the fields (subclasses with fields override it)."""
+        return type(self).__name__, None
 
     def __str__(self) -> str:
         return self.message
 
+    def with_context(self, prefix: str) -> ModelkitError:
+        """Prefix the message with where it happened (a file, a rank), once; returns self."""
+        if not self.message.startswith(prefix):
+            self.message = f"{prefix}{self.message}"
+            self.args = (self.message,)
+        return self
 
+    def add_hint(self, note: str) -> ModelkitError:
+        """Append ``note`` to the hint; returns self."""
+        self.hint = f"{self.hint}; {note}" if self.hint else note
+        return self
+
+
+# ---- the five outcomes (exit codes) -----------------------------------------------------------
 class BadInputError(ModelkitError):
     """The user asked for something that cannot work as given (exit 2)."""
 
@@ -61,16 +92,158 @@ class CheckFailed(ModelkitError):
     exit_code = EXIT_CHECK_FAILED
 
 
+# ---- typed errors with fields ------------------------------------------------------------------
+class UnknownName(UnknownNameError):
+    """``kind`` named ``name`` is not one of ``choices`` (a model, a data spec, a task, ...)."""
+
+    kind: str
+    name: str
+    choices: list[str]
+
+    def __init__(
+        self, kind: str, name: str, choices: Iterable[str], *, hint: str | None = None
+    ) -> None:
+        super().__init__(hint=hint, kind=kind, name=name, choices=sorted(choices))
+
+    def describe(self) -> tuple[str, str | None]:
+        listed = ", ".join(self.choices) if self.choices else "(none)"
+        return (
+            f"unknown {self.kind} '{self.name}'{did_you_mean(self.name, self.choices)} "
+            f"(valid: {listed})",
+            None,
+        )
+
+
+class NotImportable(BadInputError):
+    """The reference ``reference`` (``module:attr``) of a ``what`` (a model, a data loader, a
+    loss...) cannot be imported: ``cause``; ``package`` is the distribution that provides it."""
+
+    reference: str
+    what: str
+    cause: str
+    package: str | None
+
+    def __init__(
+        self,
+        reference: str,
+        cause: str,
+        *,
+        what: str = "object",
+        package: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(hint=hint, reference=reference, cause=cause, what=what, package=package)
+
+    def describe(self) -> tuple[str, str | None]:
+        module = self.reference.partition(":")[0]
+        provider = f" (provided by {self.package})" if self.package else ""
+        return (
+            f"cannot import {self.what} '{self.reference}'{provider}: {self.cause}",
+            f"make {module} importable (run from its folder or project root, or pip install it)",
+        )
+
+
+class ModelNotImportable(NotImportable):
+    """A model's reference cannot be imported (see :class:`NotImportable`)."""
+
+    def __init__(
+        self, reference: str, cause: str, *, package: str | None = None, hint: str | None = None
+    ) -> None:
+        super().__init__(reference, cause, what="model", package=package, hint=hint)
+
+
+class WorldSizeMismatch(BadInputError):
+    """A checkpoint or run written by ``saved`` processes is resumed with ``now``."""
+
+    saved: int
+    now: int
+
+    def __init__(self, saved: int, now: int, *, what: str = "the run") -> None:
+        super().__init__(saved=saved, now=now, what=what)
+
+    def describe(self) -> tuple[str, str | None]:
+        return (
+            f"{self.fields['what']} was written by {self.saved} process(es); "
+            f"this one has {self.now}",
+            f"resume with {self.saved} process(es), the same world size",
+        )
+
+
+class FileMissing(RunDirError):
+    """``path`` (a ``what``: a run file, a shard, a weights file) does not exist."""
+
+    path: str
+    what: str
+
+    def __init__(self, path: Any, *, what: str = "file", hint: str | None = None) -> None:
+        super().__init__(hint=hint, path=str(path), what=what)
+
+    def describe(self) -> tuple[str, str | None]:
+        return f"{self.what} not found: {self.path}", None
+
+
+class IntegrityError(CheckFailed):
+    """``path``'s content does not match its record: ``expected`` vs ``actual`` sha256."""
+
+    path: str
+    expected: str
+    actual: str
+
+    def __init__(self, path: Any, *, expected: str, actual: str, hint: str | None = None) -> None:
+        super().__init__(hint=hint, path=str(path), expected=expected, actual=actual)
+
+    def describe(self) -> tuple[str, str | None]:
+        return (
+            f"{self.path} sha256 {self.actual[:12]}… does not match its record "
+            f"({self.expected[:12]}…)",
+            "the file was modified after it was written; restore it or make it again",
+        )
+
+
+class UserCodeError(ModelkitError):
+    """A user callable (``what`` ``name``: a loader, loss, factory, metric...) raised ``cause``.
+
+    Exit 1 (the user's code failed, not modelkit); the traceback with ``MODELKIT_DEBUG=1``.
+    """
+
+    what: str
+    name: str
+    cause: str
+
+    def __init__(self, what: str, name: str, cause: BaseException | str) -> None:
+        text = (
+            f"{type(cause).__name__}: {cause}" if isinstance(cause, BaseException) else str(cause)
+        )
+        super().__init__(what=what, name=name, cause=(text.splitlines() or [""])[0])
+
+    def describe(self) -> tuple[str, str | None]:
+        return (
+            f"{self.what} {self.name} raised {self.cause}",
+            "fix that function; set MODELKIT_DEBUG=1 for its traceback",
+        )
+
+
+class InvalidArgument(BadInputError):
+    """An API argument ``name`` got ``value``; it ``expected`` something else (exit 2)."""
+
+    name: str
+    expected: str
+
+    def __init__(self, name: str, value: Any, expected: str, *, hint: str | None = None) -> None:
+        shown = repr(value)
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        super().__init__(hint=hint, name=name, value=shown, expected=expected)
+
+    def describe(self) -> tuple[str, str | None]:
+        return f"{self.name} must be {self.expected}, got {self.fields['value']}", None
+
+
 def did_you_mean(name: str, choices: Iterable[str]) -> str:
     """Return ``"; did you mean 'x'?"`` for a close match, else an empty string."""
     close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.5)
     return f"; did you mean '{close[0]}'?" if close else ""
 
 
-def unknown(kind: str, name: str, choices: Iterable[str], *, hint: str) -> UnknownNameError:
-    """Build the standard 'unknown X' error that lists choices and suggests a close match."""
-    choices = sorted(choices)
-    listed = ", ".join(choices) if choices else "(none)"
-    return UnknownNameError(
-        f"unknown {kind} '{name}'{did_you_mean(name, choices)} (valid: {listed})", hint=hint
-    )
+def unknown(kind: str, name: str, choices: Iterable[str], *, hint: str) -> UnknownName:
+    """The standard 'unknown X' error that lists choices and suggests a close match."""
+    return UnknownName(kind, name, choices, hint=hint)

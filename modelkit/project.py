@@ -144,10 +144,11 @@ def import_object(spec: str, *, what: str) -> Any:
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        raise BadInputError(
-            f"cannot import module '{module_name}' for {what} '{spec}': {exc}",
-            hint="check the name, and run from the project root (or pip install -e it)",
-        ) from None
+        from modelkit.errors import ModelNotImportable, NotImportable
+
+        cls = ModelNotImportable if what == "model" else NotImportable
+        kind = {} if what == "model" else {"what": what}
+        raise cls(spec, f"no module named '{exc.name or module_name}'", **kind) from None
     except Exception as exc:
         raise BadInputError(
             f"importing '{module_name}' for {what} '{spec}' failed: {type(exc).__name__}: {exc}",

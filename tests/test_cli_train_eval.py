@@ -79,7 +79,7 @@ def test_models_lists_registry(cli, in_tmp: Path) -> None:
         (("--model", "mnist-mlpp"), "did you mean 'mnist-mlp'"),
         (("--data", "digitz"), "did you mean 'digits'"),
         (("--data", "mnist:/no/such/dir"), "not found"),
-        (("--model", "no_such_pkg.mod:factory"), "cannot import module 'no_such_pkg.mod'"),
+        (("--model", "no_such_pkg.mod:factory"), "cannot import model 'no_such_pkg.mod:factory'"),
         (("--model", "json:no_such_factory"), "has no attribute 'no_such_factory'"),
         (("--optimizer", "adagrd"), "unknown optimizer 'adagrd'; did you mean 'Adagrad'"),
         (("--epochs", "0"), "epochs must be >= 1"),

@@ -218,7 +218,7 @@ def test_user_model_loads_anywhere_through_load_and_the_cards_snippet(
     assert any("run.json weights_sha256 == manifest" in c for c in checks)
     # without the model's package, loading says which package to install (exit 2)
     r = _fresh_python(snippet, cwd=elsewhere, pythonpath=[REPO])
-    assert r.returncode == 1 and "cannot import module 'tinyproj.models'" in r.stderr
+    assert r.returncode == 1 and "cannot import model 'tinyproj.models:tiny_net'" in r.stderr
 
 
 def test_card_prose_lives_in_the_repo_and_survives_retraining(cli, project: Path) -> None:

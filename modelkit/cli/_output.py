@@ -56,7 +56,10 @@ def handle_errors(fn: F) -> F:
         except ModelkitError as exc:
             if debug():
                 traceback.print_exc()
-            raise fail(exc.message, hint=exc.hint, code=exc.exit_code) from None
+            from modelkit.cli._errors import cli_wording
+
+            message, hint = cli_wording(exc)
+            raise fail(message, hint=hint, code=exc.exit_code) from None
         except KeyboardInterrupt:
             raise fail("interrupted", code=130) from None
         except Exception as exc:

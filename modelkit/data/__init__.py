@@ -184,10 +184,15 @@ def _call_loader(
         return _builtin(kind, arg, has_arg=bool(sep), kwargs=dict(kwargs), options=options)
     try:
         loader: Callable[..., Any] = import_object(ref, what="dataset loader")
-    except BadInputError as exc:
+    except BadInputError:
         close = did_you_mean(guess, DATA_SOURCES) if guess else ""
-        if close:
-            exc.message += f"{close} (built-in data: {', '.join(DATA_SOURCES)})"
+        if close:  # 'mnsit:PATH' was meant as a built-in kind, not a module
+            raise unknown(
+                "data spec",
+                guess or ref,
+                DATA_SOURCES,
+                hint=f"e.g. {DATA_SOURCES['mnist'].example}",
+            ) from None
         raise
     try:
         inspect.signature(loader).bind(**kwargs)

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from modelkit.errors import BadInputError, RunDirError
+from modelkit.errors import BadInputError, ModelNotImportable, NotImportable, RunDirError
 
 
 @dataclass(frozen=True)
@@ -85,12 +85,13 @@ class ModelReference:
 
         try:
             factory = import_object(self.ref, what="model")
-        except BadInputError as exc:
-            provider = f" (provided by {self.package} {self.version or ''})" if self.package else ""
-            raise BadInputError(
-                f"{exc.message}{provider}",
-                hint=f"install the package that defines {self.ref.partition(':')[0]}"
-                + (f": pip install '{self.package}=={self.version}'" if self.package else ""),
+        except NotImportable as exc:
+            provider = f"{self.package} {self.version or ''}".strip() if self.package else None
+            raise ModelNotImportable(
+                self.ref,
+                exc.cause,
+                package=provider,
+                hint=f"pip install '{self.package}=={self.version}'" if self.package else None,
             ) from None
         try:
             module = factory(**self.kwargs)

@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from modelkit.errors import BadInputError, CheckFailed
+from modelkit.errors import BadInputError, CheckFailed, NotImportable
 from modelkit.release.package import MANIFEST, hash_file, read_manifest
 
 
@@ -201,7 +201,7 @@ def verify_release(
             check_weights(snapshot)
             model, cfg = load_model_from_dir(snapshot, project=project)
         except BadInputError as exc:
-            if "cannot import module" not in exc.message:
+            if not isinstance(exc, NotImportable):
                 raise CheckFailed(
                     f"{target.describe()}@{version}: the weights do not load: {exc.message}",
                     hint=exc.hint or "the release's config.json and model.safetensors disagree",

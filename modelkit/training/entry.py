@@ -72,8 +72,8 @@ def run_training(
         return _run_training(request, on_event)
     except ModelkitError as exc:
         rank = worker_rank()
-        if rank is not None and not exc.message.startswith("rank "):
-            exc.message = f"[rank {rank}] {exc.message}"
+        if rank is not None:
+            exc.with_context(f"[rank {rank}] ")
         raise
     except Exception as exc:
         rank = worker_rank()
