@@ -29,8 +29,8 @@ def test_every_table_row_has_a_test_row():
 
 
 def test_typed_errors_carry_their_fields():
-    exc = E.UnknownName("model", "mlpp", ["mnist-mlp", "small-cnn"])
-    assert (exc.kind, exc.name, exc.choices) == ("model", "mlpp", ["mnist-mlp", "small-cnn"])
+    exc = E.UnknownName("model", "mnist-mpl", ["mnist-mlp", "small-cnn"])
+    assert (exc.kind, exc.name, exc.choices) == ("model", "mnist-mpl", ["mnist-mlp", "small-cnn"])
     assert "did you mean 'mnist-mlp'" in exc.message and exc.exit_code == 2
     assert E.WorldSizeMismatch(4, 2).saved == 4
     assert E.IntegrityError("w.safetensors", expected="a" * 64, actual="b" * 64).exit_code == 3
