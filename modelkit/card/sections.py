@@ -122,7 +122,7 @@ def generated_sections(f: dict[str, Any], *, target: UsageTarget, curves: bool) 
     timings = rec.get("timings") or {}
     name = f["data_name"]
     dtypes = ", ".join(f"{k}: {fmt(v)}" for k, v in sorted(hdr["dtypes"].items()))
-    weights_size = f["run"].weights.stat().st_size
+    weights_size = hdr["file_bytes"]
     s: dict[str, str] = {}
     held_out = (
         f"Held-out accuracy **{ev['accuracy']:.4f}** on {fmt(ev['samples'])} samples."
@@ -143,7 +143,7 @@ def generated_sections(f: dict[str, Any], *, target: UsageTarget, curves: bool) 
             f"- **Model kwargs:** `{json.dumps(arch['kwargs'], sort_keys=True)}`",
             f"- **Parameters:** {fmt(hdr['num_parameters'])} in {hdr['num_tensors']} tensors "
             f"({dtypes}), read from the safetensors header",
-            f"- **Weights:** `model.safetensors`, {fmt(weights_size)} bytes, sha256 "
+            f"- **Weights:** {hdr['label']}, {fmt(weights_size)} bytes, sha256 "
             f"`{known(rec.get('weights_sha256'))}`",
             f"- **Model type:** image classification, {len(classes) or 'unknown'} classes"
             + (f" ({', '.join(map(str, classes))})" if classes else ""),
