@@ -21,8 +21,8 @@ import torch
 import modelkit
 from modelkit.errors import BadInputError, CheckFailed, DataError, RunDirError, TrainingError
 from modelkit.runs import RunRecord, read_run_record
-from modelkit.weights import verified_weights, weights_sha256
 from modelkit.tracking import data_summary, lock_path, staging_path, start_run
+from modelkit.weights import verified_weights, weights_sha256
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT_DIR = Path(__file__).resolve().parent / "own_loop"

@@ -58,11 +58,11 @@ def gather_facts(run_dir: Path, *, project: Any) -> dict[str, Any]:
     from modelkit.runs import open_run
 
     run = open_run(run_dir, require=("run.json", "config.json"))
+    header = weights_facts(run.path)  # either layout, checked; a bad shard is named
     require_evaluation(run.path)  # eval.json, or (own loops, other data) evals/*.json
     record = run.read_record()
     cfg = run.read_config()
     evaluation = read_eval(run.eval) if run.eval.is_file() else None
-    header = weights_facts(run.path)
     arch = architecture(run.path, cfg, project=project)
     train = cfg.get("modelkit", {}).get("train", {}) or {}
     data = record.get("data") or {}
@@ -171,7 +171,15 @@ def architecture(run_dir: Path, cfg: dict[str, Any], *, project: Any) -> dict[st
         "library": library or "pytorch",
         "kwargs": kwargs,
         "reference": reference,
+        "weights": plain_load_facts(run_dir),
     }
+
+
+def plain_load_facts(run_dir: Path) -> dict[str, Any]:
+    """What a plain ``load_state_dict`` snippet needs to know (from the headers): whether the
+    weights are sharded, and which shared tensors are stored under another name."""
+    summary = summarize(run_dir)
+    return {"sharded": summary.layout == "sharded", "shared": dict(summary.shared)}
 
 
 def modelkit_link() -> str:

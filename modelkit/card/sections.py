@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from modelkit.card.facts import known, modelkit_link
+from modelkit.weights.snippet import release_snippet
 
 CURVES = "training_curves.png"
 PLACEHOLDER_REPO = "YOUR-ORG/YOUR-MODEL"
@@ -80,8 +81,18 @@ def usage_section(arch: dict[str, Any], target: UsageTarget) -> str:
         "",
         "`modelkit.load` rebuilds the model from the reference in `config.json` "
         f"(`{known(ref.get('ref'))}`), checks the weights' sha256 against `run.json` and "
-        "`manifest.json`, and loads `model.safetensors` (no pickle).",
+        "`manifest.json`, and loads the safetensors weights (no pickle).",
     ]
+    if ref.get("ref") and arch.get("weights") is not None:  # no modelkit needed to load it
+        plain = release_snippet(
+            ref["ref"],
+            arch["kwargs"],
+            weights=arch["weights"],
+            repo_id=target.repo_id,
+            revision=target.version,
+            registry=target.registry if target.kind == "local" else None,
+        )
+        lines += ["", "Or with plain PyTorch:", "", "```python", plain.rstrip(), "```"]
     if arch["mixin"]:
         lines += [
             "",

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from modelkit.errors import BadInputError, ModelkitError, RunDirError
-from modelkit.weights import read_layout, verified_weights
+from modelkit.errors import BadInputError, ModelkitError, NoWeights, RunDirError
+from modelkit.weights import has_weights, read_layout, verified_weights
 from modelkit.weights.load import read_state_dict
 
 PERTURB_ENV = "MODELKIT_PERTURB"
@@ -463,7 +463,8 @@ def repro_against(
             f"{run_dir} is not a complete run (status {record.get('status')!r})",
             hint=f"finish it first: modelkit train --resume {run_dir}",
         )
-    read_layout(run.path)  # either layout; a missing or damaged shard is named
+    if not has_weights(run.path):  # either layout (checked when the weights are compared)
+        raise NoWeights(run.path)
     total = int(record.get("steps") or 0)
     own_loop = not isinstance(run.read_config().get("modelkit", {}).get("train"), dict)
     if own_loop and (steps is not None or nproc_per_node is not None):

@@ -27,12 +27,14 @@ def loading_snippet(
     folder: str,
     sharded: bool | None = None,
     shared: dict[str, str] | None = None,
+    imports: tuple[str, ...] = (),
 ) -> str:
     """Python code that rebuilds the model and loads the weights found in ``folder`` (a Python
     expression, e.g. ``snapshot_download(...)``) with a plain ``load_state_dict``.
 
     ``reference`` is ``module:attr`` (a class or factory) called with ``kwargs``; the layout
-    and the shared tensors come from ``layout`` (or ``sharded``/``shared`` without one).
+    and the shared tensors come from ``layout`` (or ``sharded``/``shared`` without one);
+    ``imports`` are the lines ``folder`` needs.
     """
     module, _, attr = reference.partition(":")
     top = attr.split(".")[0]
@@ -41,6 +43,7 @@ def loading_snippet(
     lines = [
         "import json, os" if sharded else "import os",
         "",
+        *imports,
         "from safetensors.torch import load_file",
         f"from {module} import {top}",
         "",
@@ -62,3 +65,26 @@ def loading_snippet(
         lines += [f'state["{d}"] = state["{k}"]' for d, k in sorted(shared.items())]
     lines += ["model.load_state_dict(state)  # strict: every key must match", "model.eval()"]
     return "\n".join(lines) + "\n"
+
+
+def release_snippet(
+    reference: str,
+    kwargs: dict[str, Any],
+    *,
+    weights: dict[str, Any],
+    repo_id: str,
+    revision: str,
+    registry: str | None = None,
+) -> str:
+    """:func:`loading_snippet` for a release on the Hub, or in a local registry (``registry``);
+    ``weights`` holds ``sharded`` and ``shared`` (as the card's facts give them)."""
+    where = f", cache_dir={registry!r}, local_files_only=True" if registry else ""
+    return loading_snippet(
+        None,
+        reference=reference,
+        kwargs=kwargs,
+        folder=f"snapshot_download({repo_id!r}, revision={revision!r}{where})",
+        sharded=bool(weights.get("sharded")),
+        shared=dict(weights.get("shared") or {}),
+        imports=("from huggingface_hub import snapshot_download",),
+    )
