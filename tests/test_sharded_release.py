@@ -192,3 +192,17 @@ def test_repro_against_a_sharded_run(cli, project: Path) -> None:
     r = json.loads(out)
     assert r["verdict"] == "IDENTICAL" and r["weights_compared"] and r["tensors"] == []
     assert r["weights_sha256"]["recorded"] == r["weights_sha256"]["regenerated"]
+
+
+def test_train_shards_its_final_weights(cli, in_tmp: Path) -> None:
+    args = ("train", "--model", "mnist-mlp", "--epochs", "1", "--max-steps", "2", "--quiet")
+    code, _, err = cli(*args, "--max-shard-size", "150KB", "--out", "runs/s")
+    assert code == 0, err
+    layout = read_layout(in_tmp / "runs/s")
+    assert layout.kind == "sharded" and len(layout.headers) >= 3
+    code, out, err = cli("eval", "runs/s", "-f", "json")
+    assert code == 0, err
+    assert (
+        json.loads(out)["weights_sha256"]
+        == json.loads((in_tmp / "runs/s/run.json").read_text())["weights_sha256"]
+    )

@@ -61,8 +61,8 @@ def _state_dict(obj: Any) -> dict[str, Any]:
 
 
 def parse_shard_size(value: int | str | None) -> int:
-    """``max_shard_size`` in bytes: an int > 0 or a size like ``"5GB"``/``"200MB"`` (powers of
-    ten, as huggingface_hub reads them); None is the Hub's default."""
+    """``max_shard_size`` in bytes: an int > 0 (or its digits) or a size like ``"5GB"`` /
+    ``"200MB"`` (powers of ten, as huggingface_hub reads them); None is the Hub's default."""
     from huggingface_hub.serialization._base import parse_size_to_int
 
     expected = "a positive number of bytes or a size like '5GB', '200MB', '10KB'"
@@ -71,6 +71,8 @@ def parse_shard_size(value: int | str | None) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, str)):
         raise InvalidArgument("max_shard_size", value, expected)
     try:
+        if isinstance(value, str) and value.strip().isdigit():
+            value = int(value)
         size = value if isinstance(value, int) else parse_size_to_int(value)
     except ValueError:
         raise InvalidArgument("max_shard_size", value, expected) from None
