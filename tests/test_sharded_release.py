@@ -196,7 +196,7 @@ def test_repro_against_a_sharded_run(cli, project: Path) -> None:
 
 def test_train_shards_its_final_weights(cli, in_tmp: Path) -> None:
     args = ("train", "--model", "mnist-mlp", "--epochs", "1", "--max-steps", "2", "--quiet")
-    code, _, err = cli(*args, "--max-shard-size", "150KB", "--out", "runs/s")
+    code, _, err = cli(*args, "--max-shard-size", "20KB", "--out", "runs/s")
     assert code == 0, err
     layout = read_layout(in_tmp / "runs/s")
     assert layout.kind == "sharded" and len(layout.headers) >= 3
