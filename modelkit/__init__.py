@@ -15,7 +15,7 @@ _LAZY = {
     "Run": "modelkit.tracking",
     "RUN_DIR_ENV": "modelkit.tracking",
     "RunRecord": "modelkit.runs",
-    "verified_weights": "modelkit.runs",
+    "verified_weights": "modelkit.weights",
     "load": "modelkit.loading",
 }
 __all__ = [
@@ -31,8 +31,9 @@ __all__ = [
 
 if TYPE_CHECKING:  # pragma: no cover
     from modelkit.loading import load
-    from modelkit.runs import RunRecord, verified_weights
+    from modelkit.runs import RunRecord
     from modelkit.tracking import RUN_DIR_ENV, Run, seed_everything, start_run
+    from modelkit.weights import verified_weights
 
 
 def __getattr__(name: str) -> Any:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
-from modelkit.errors import ConfigError, did_you_mean
+from modelkit.errors import ConfigError, InvalidArgument, did_you_mean
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -30,6 +30,7 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 SEED_MAX = 2**32 - 1
 
 from modelkit.validation import Ge, Le, validate_fields  # noqa: E402 (types and ranges)
+from modelkit.weights.save import parse_shard_size  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,8 @@ class TrainConfig:
     channels: int = 0  # image folders: 1 (grayscale) or 3 (RGB); 0 = the data's default (3)
     normalize: dict[str, float | list[float]] = field(default_factory=dict)  # {mean, std}
     augment: dict[str, Any] = field(default_factory=dict)  # {random_crop, horizontal_flip, ...}
+    # the final weights: shards above this size ("5GB": the Hub's default; or bytes, "200MB")
+    max_shard_size: str = "5GB"
 
     def __post_init__(self) -> None:
         # types and Annotated ranges of every field (a value built in Python, not read)
@@ -106,6 +109,11 @@ class TrainConfig:
         )
         _check(self.image_size >= 0, "image-size must be >= 0", "0 = the data's default, e.g. 32")
         _check(self.channels in (0, 1, 3), "channels must be 1 or 3", "0 = the data's default")
+        _check(
+            _is_size(self.max_shard_size),
+            f"max-shard-size must be a size like '5GB' or '200MB', got '{self.max_shard_size}'",
+            "pass --max-shard-size 5GB (the Hub's default)",
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of every field."""
@@ -147,6 +155,15 @@ def validate_train_mapping(data: dict[str, Any], *, source: str) -> None:
             hint=f"valid keys: {', '.join(sorted(names))}",
         )
     validate_fields(TrainConfig, data, source=source)
+
+
+def _is_size(value: str) -> bool:
+    """A shard size huggingface_hub reads (``"5GB"``, ``"200MB"``, ``"10KB"``, a byte count)."""
+    try:
+        parse_shard_size(value)
+    except InvalidArgument:
+        return False
+    return True
 
 
 def _check(ok: bool, message: str, hint: str) -> None:

@@ -183,18 +183,28 @@ class FileMissing(RunDirError):
 
 
 class IntegrityError(CheckFailed):
-    """``path``'s content does not match its record: ``expected`` vs ``actual`` sha256."""
+    """``path``'s content does not match its record (``record``: run.json, a manifest...):
+    ``expected`` vs ``actual`` sha256."""
 
     path: str
     expected: str
     actual: str
+    record: str
 
-    def __init__(self, path: Any, *, expected: str, actual: str, hint: str | None = None) -> None:
-        super().__init__(hint=hint, path=str(path), expected=expected, actual=actual)
+    def __init__(
+        self,
+        path: Any,
+        *,
+        expected: str,
+        actual: str,
+        record: str = "its record",
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(hint=hint, path=str(path), expected=expected, actual=actual, record=record)
 
     def describe(self) -> tuple[str, str | None]:
         return (
-            f"{self.path} sha256 {self.actual[:12]}… does not match its record "
+            f"{self.path} sha256 {self.actual[:12]}… does not match {self.record} "
             f"({self.expected[:12]}…)",
             "the file was modified after it was written; restore it or make it again",
         )
@@ -236,6 +246,124 @@ class InvalidArgument(BadInputError):
 
     def describe(self) -> tuple[str, str | None]:
         return f"{self.name} must be {self.expected}, got {self.fields['value']}", None
+
+
+class NoWeights(RunDirError):
+    """``directory`` holds no weights: neither ``model.safetensors`` nor a sharded layout."""
+
+    directory: str
+
+    def __init__(self, directory: Any, *, hint: str | None = None) -> None:
+        super().__init__(hint=hint, directory=str(directory))
+
+    def describe(self) -> tuple[str, str | None]:
+        return (
+            f"{self.directory} holds no weights (model.safetensors, or "
+            "model.safetensors.index.json + model-0000k-of-0000n.safetensors shards)",
+            "pass a finished run or release directory; run.finish(model) writes the weights",
+        )
+
+
+class WeightsLayoutError(RunDirError):
+    """The weights in ``directory`` are malformed: ``file`` (a shard, the index, or None for
+    the layout as a whole) has ``problem``. Exit 2."""
+
+    directory: str
+    file: str | None
+    problem: str
+
+    def __init__(
+        self, directory: Any, *, problem: str, file: str | None = None, hint: str | None = None
+    ) -> None:
+        super().__init__(hint=hint, directory=str(directory), file=file, problem=problem)
+
+    def describe(self) -> tuple[str, str | None]:
+        where = f"{self.directory}/{self.file}" if self.file else str(self.directory)
+        return (
+            f"{where}: {self.problem}",
+            "the weights are damaged or incomplete; restore the directory or save the weights "
+            "again",
+        )
+
+
+class ShardMissing(WeightsLayoutError):
+    """The index of ``directory`` maps tensors to ``file``, which is not there."""
+
+    def __init__(self, directory: Any, *, file: str) -> None:
+        super().__init__(directory, file=file, problem="shard named by the index is missing")
+
+
+class UnexpectedShard(WeightsLayoutError):
+    """``file`` in ``directory`` looks like a weights file but the layout does not name it."""
+
+    def __init__(self, directory: Any, *, file: str, layout: str) -> None:
+        super().__init__(directory, file=file, problem=f"is not part of the weights ({layout})")
+        self.fields["layout"] = layout
+
+    def describe(self) -> tuple[str, str | None]:
+        message, _ = super().describe()
+        return message, "remove the stray file, or restore the layout it belongs to"
+
+
+class UnrecordedWeights(RunDirError):
+    """``directory``'s run.json records no sha256 for its weights, so they cannot be checked."""
+
+    directory: str
+
+    def __init__(self, directory: Any) -> None:
+        super().__init__(directory=str(directory))
+
+    def describe(self) -> tuple[str, str | None]:
+        return (
+            f"{self.directory} records no weights_sha256 for its weights, so they cannot be "
+            "checked",
+            "pass trust_unrecorded=True only if you trust these weights",
+        )
+
+
+class WeightsMismatch(BadInputError):
+    """The weights do not fit ``model`` (a reference): ``missing``/``unexpected`` keys and
+    ``shapes`` (``name: stored vs model``) that differ. Exit 2."""
+
+    model: str
+    missing: list[str]
+    unexpected: list[str]
+    shapes: list[str]
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        missing: Iterable[str] = (),
+        unexpected: Iterable[str] = (),
+        shapes: Iterable[str] = (),
+    ) -> None:
+        super().__init__(
+            model=model,
+            missing=sorted(missing),
+            unexpected=sorted(unexpected),
+            shapes=list(shapes),
+        )
+
+    def describe(self) -> tuple[str, str | None]:
+        parts = [
+            f"{label} {_few(names)}"
+            for label, names in (
+                ("missing keys", self.missing),
+                ("unexpected keys", self.unexpected),
+                ("shape mismatches", self.shapes),
+            )
+            if names
+        ]
+        return (
+            f"the weights do not fit model '{self.model}': " + "; ".join(parts),
+            "the config.json and the weights disagree (was the model changed after training?)",
+        )
+
+
+def _few(names: list[str], limit: int = 5) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" (+{len(names) - limit} more)" if len(names) > limit else "")
 
 
 def did_you_mean(name: str, choices: Iterable[str]) -> str:

@@ -12,17 +12,17 @@ The model is rebuilt through the importable reference in ``config.json``
 (``modelkit.reference``: ``module:attr`` + kwargs), so it loads wherever the package that
 defines the model is installed, not only inside the repository that trained it. Plain
 ``nn.Module`` models work; ``PyTorchModelHubMixin`` models also keep their own
-``from_pretrained``. The weights' sha256 is checked against the run record (and the release
-manifest) that came with them before they are loaded.
+``from_pretrained``. Either weights layout loads (``model.safetensors``, or shards + index):
+every file's sha256 is checked against the run record (and the release manifest) that came
+with it, then the model is built on ``meta`` and loaded shard by shard.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from modelkit.errors import BadInputError, CheckFailed, RunDirError
+from modelkit.errors import BadInputError
 
 __all__ = ["load", "resolve_directory"]
 
@@ -44,7 +44,6 @@ def load(
     from modelkit.models.weights import load_model_from_dir
 
     directory = resolve_directory(target, revision, repo=repo)
-    check_weights(directory)
     model, _ = load_model_from_dir(directory, project=project, device=device)
     return model
 
@@ -52,7 +51,7 @@ def load(
 def resolve_directory(
     target: str | Path, revision: str | None = None, *, repo: str | None = None
 ) -> Path:
-    """The local directory holding ``config.json`` + ``model.safetensors`` for ``target``."""
+    """The local directory holding ``config.json`` + the weights for ``target``."""
     spec = str(target)
     if spec.startswith("hf://"):
         return _from_hub(spec[len("hf://") :].strip("/"), revision)
@@ -122,40 +121,3 @@ def _from_hub(repo_id: str, revision: str | None) -> Path:
             f"cannot download hf://{repo_id}@{revision or 'main'}: {type(exc).__name__}",
             hint="check the repo id and the revision (and `hf auth login` for a private repo)",
         ) from None
-
-
-def check_weights(directory: Path) -> dict[str, str]:
-    """Compare ``model.safetensors``'s sha256 with run.json and manifest.json when present.
-
-    Returns the sha256 values checked (``{"file": ..., "run.json": ..., "manifest": ...}``);
-    raises :class:`CheckFailed` on a mismatch.
-    """
-    from modelkit.release.package import hash_file
-
-    weights = directory / "model.safetensors"
-    if not weights.is_file():
-        raise RunDirError(f"{weights} not found", hint="is this a run or release directory?")
-    actual = hash_file(weights)[0]
-    checked = {"file": actual}
-    for name, keys in (
-        ("run.json", ("weights_sha256",)),
-        ("manifest.json", ("files", "model.safetensors", "sha256")),
-    ):
-        p = directory / name
-        if not p.is_file():
-            continue
-        try:
-            value: Any = json.loads(p.read_text(encoding="utf-8"))
-            for key in keys:
-                value = value[key]
-        except (ValueError, KeyError, TypeError):
-            value = None
-        if value is None:
-            continue
-        checked[name] = str(value)
-        if value != actual:
-            raise CheckFailed(
-                f"{weights} sha256 {actual[:12]}… does not match {name} ({str(value)[:12]}…)",
-                hint="the weights were swapped or corrupted; do not use them",
-            )
-    return checked

@@ -50,7 +50,7 @@ from typing import Any
 
 from modelkit.data.fingerprint import DATA_SAMPLE_ITEMS, UNKNOWN, data_summary
 from modelkit.errors import BadInputError, ModelkitError, RunDirError, TrainingError
-from modelkit.io import exit_now, sha256_file, write_bytes_atomic, write_json_atomic
+from modelkit.io import exit_now, write_bytes_atomic, write_json_atomic
 from modelkit.runs import (
     RUN_RECORD_VERSION,
     RunDir,
@@ -65,6 +65,7 @@ from modelkit.runs import (
     record_status,
     staging_path,
 )
+from modelkit.weights import save_model_weights
 
 __all__ = [
     "DATA_SAMPLE_ITEMS",
@@ -839,16 +840,18 @@ class Run:
         metrics: dict[str, Any] | None = None,
         timings: dict[str, Any] | None = None,
         extra: dict[str, Any] | None = None,
+        max_shard_size: int | str | None = None,
     ) -> dict[str, Any]:
-        """Write model.safetensors and run.json (status complete), then publish the run.
+        """Write the weights and run.json (status complete), then publish the run.
+
+        The weights are ``model.safetensors``, or shards + index above ``max_shard_size``
+        (default the Hub's ``"5GB"``; :func:`modelkit.weights.save_model_weights`).
 
         The staging directory is renamed to ``path`` (replacing the old run if
         ``overwrite``); returns the record. ``timings`` / ``extra`` add or override record
         fields (``modelkit train`` uses them).
         """
         self._open_check()
-        from modelkit.models.weights import save_weights
-
         model = _unwrap(model)
         if self._ref is None:
             self._ref = _resolve_reference(None, model, None)
@@ -863,15 +866,7 @@ class Run:
         ):
             self.fingerprint(self._last_step, model, self._last_loss)
         self._flush()
-        save_weights(
-            model,
-            self.dir.weights,
-            metadata={
-                "format": "pt",
-                "modelkit.model": str(self._name),
-                "modelkit.config_sha256": str(self.record.get("config_sha256")),
-            },
-        )
+        saved = save_model_weights(model, self.dir.path, max_shard_size=max_shard_size)
         final = _jsonable_metrics(metrics or {})
         if self._last_loss is not None:
             final.setdefault("train_loss", self._last_loss)
@@ -885,7 +880,7 @@ class Run:
                 **(timings or {}),
             },
             metrics=final,
-            weights_sha256=sha256_file(self.dir.weights),
+            **saved.record(),
             num_parameters=_num_parameters(model),
             **(extra or {}),
         )

@@ -178,6 +178,7 @@ CASES: list[Case] = [
     cfg("epochs-bool", "epochs = true\n", needle="key 'epochs' must be an integer (got true)"),
     cfg("epochs-string", 'epochs = "3"\n', needle="key 'epochs'"),
     cfg("epochs-zero", "epochs = 0\n", needle="epochs must be >= 1"),
+    cfg("max-shard-size-unit", 'max_shard_size = "5XB"\n', needle="max-shard-size must be a size"),
     cfg("device-int", "device = 1\n", needle="key 'device' must be a string"),
     cfg("device-tpu", 'device = "tpu"\n', needle="unknown device 'tpu'"),
     cfg("seed-beyond-64-bits", "seed = 18446744073709551617\n", needle="key 'seed'"),

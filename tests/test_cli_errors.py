@@ -13,6 +13,7 @@ ROWS = [
     (E.NotImportable("nope.mod:f", "no module named 'nope'", what="loss"), "loss", "importable"),
     (E.ModelNotImportable("nope.mod:Net", "no module named 'nope'"), "model", "importable"),
     (E.UserCodeError("data loader", "pkg.data:load", ValueError("bad")), "ValueError", "DEBUG"),
+    (E.UnrecordedWeights("runs/a"), "records no weights_sha256", "--trust-unrecorded"),
 ]
 
 

@@ -142,7 +142,7 @@ def test_refusals_on_run_and_tree(cli, proj: Path, monkeypatch: pytest.MonkeyPat
     weights[-1] ^= 0xFF
     (run / "model.safetensors").write_bytes(bytes(weights))
     code, _, err = cli(*args)
-    assert code == 2 and "does not match run.json" in err
+    assert code == 3 and "does not match run.json" in err  # a hash mismatch: exit 3
     assert not (proj / "registry").exists()
     code, _, err = cli("verify", "registry@v1.0", "--repo", "org/d")
     assert code == 3 and "no release v1.0" in err

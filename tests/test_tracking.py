@@ -20,8 +20,9 @@ import torch
 
 import modelkit
 from modelkit.errors import BadInputError, CheckFailed, DataError, RunDirError, TrainingError
-from modelkit.runs import RunRecord, read_run_record, verified_weights
+from modelkit.runs import RunRecord, read_run_record
 from modelkit.tracking import data_summary, lock_path, staging_path, start_run
+from modelkit.weights import verified_weights, weights_sha256
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT_DIR = Path(__file__).resolve().parent / "own_loop"
@@ -82,10 +83,8 @@ def test_own_loop_writes_a_complete_record(own_run: Path) -> None:
     cfg = json.loads((own_run / "config.json").read_text())
     assert cfg["hidden"] == 32 and cfg["modelkit"]["reference"] == rec.reference
     assert cfg["modelkit"]["config"]["lr"] == 1.0 and rec.config_sha256
-    assert verified_weights(own_run) == own_run / "model.safetensors"
-    from modelkit.io import sha256_file
-
-    assert sha256_file(own_run / "model.safetensors") == rec.weights_sha256
+    assert verified_weights(own_run).files == ["model.safetensors"]
+    assert weights_sha256(own_run) == rec.weights_sha256  # the tensors' identity
     assert set(rec.metrics) == {"accuracy", "train_loss"} and rec.metrics["accuracy"] > 0.5
     assert rec.num_parameters == 28 * 28 * 32 + 32 + 32 * 10 + 10
     rows = [json.loads(line) for line in (own_run / "metrics.jsonl").read_text().splitlines()]
@@ -336,7 +335,7 @@ def test_unrecorded_weights_need_trust_unrecorded(tmp_path: Path, cli) -> None:
     (run / "run.json").write_text(json.dumps(rec))
     with pytest.raises(RunDirError, match="records no weights_sha256") as err:
         verified_weights(run)
-    assert err.value.exit_code == 2 and "--trust-unrecorded" in (err.value.hint or "")
+    assert err.value.exit_code == 2 and "trust_unrecorded=True" in (err.value.hint or "")
     code, _, err_text = cli("eval", run, "--data", "digits")
     assert code == 2 and "--trust-unrecorded" in err_text
     code, out, err_text = cli("eval", run, "--data", "digits", "--trust-unrecorded", "-f", "json")

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from modelkit.errors import RunDirError
+from modelkit.weights import INDEX, summarize
 
 UNKNOWN = "unknown"
 
@@ -53,15 +54,15 @@ def known(value: object, *, unknown: str = UNKNOWN) -> str:
 
 # ------------------------------------------------------------------------------------ facts
 def gather_facts(run_dir: Path, *, project: Any) -> dict[str, Any]:
-    from modelkit.release.package import EVALS, require_evaluation, safetensors_header
+    from modelkit.release.package import EVALS, require_evaluation
     from modelkit.runs import open_run
 
-    run = open_run(run_dir, require=("run.json", "config.json", "model.safetensors"))
+    run = open_run(run_dir, require=("run.json", "config.json"))
+    header = weights_facts(run.path)  # either layout, checked; a bad shard is named
     require_evaluation(run.path)  # eval.json, or (own loops, other data) evals/*.json
     record = run.read_record()
     cfg = run.read_config()
     evaluation = read_eval(run.eval) if run.eval.is_file() else None
-    header = safetensors_header(run.weights)
     arch = architecture(run.path, cfg, project=project)
     train = cfg.get("modelkit", {}).get("train", {}) or {}
     data = record.get("data") or {}
@@ -109,16 +110,31 @@ def read_eval(path: Path) -> dict[str, Any]:
     return ev
 
 
+def weights_facts(run_dir: Path) -> dict[str, Any]:
+    """Parameter count, dtypes, shapes, files and bytes of a run's weights (either layout),
+    from the safetensors headers alone: no tensor is read, no model is built; ``label``
+    names the files in a line (`model.safetensors`, or N shards + the index)."""
+    summary = summarize(run_dir)
+    shards = sorted(name for name in summary.files if name != INDEX)
+    label = (
+        f"{len(shards)} shards (`{shards[0]}` …) + `{INDEX}`"
+        if summary.layout == "sharded"
+        else f"`{shards[0]}`"
+    )
+    return summary.to_dict() | {"label": label}
+
+
 def architecture(run_dir: Path, cfg: dict[str, Any], *, project: Any) -> dict[str, Any]:
-    """Model class, source and module tree, rebuilt from config.json (weights not needed)."""
-    from modelkit.models.weights import build_from_config
+    """Model class, source and module tree, rebuilt from config.json with its parameters on
+    ``meta`` (no memory, no random init; the weights are not needed)."""
+    from modelkit.models.weights import build_empty
 
     meta = cfg.get("modelkit", {}) or {}
     ref_name = str((meta.get("reference") or {}).get("ref") or "").rpartition(":")[2]
     name = meta.get("model") or ref_name  # an own-loop run may name only its reference
     if not name:
         raise RunDirError(f"{run_dir}/config.json does not name its model", hint="re-train")
-    model, _ = build_from_config(cfg, source=f"{run_dir}/config.json", project=project)
+    model, _ = build_empty(cfg, source=f"{run_dir}/config.json", project=project)
     reference = meta.get("reference") or {}
     kwargs = reference.get("kwargs", (meta.get("train") or {}).get("model_kwargs", {}))
     cls = type(model)
@@ -155,7 +171,15 @@ def architecture(run_dir: Path, cfg: dict[str, Any], *, project: Any) -> dict[st
         "library": library or "pytorch",
         "kwargs": kwargs,
         "reference": reference,
+        "weights": plain_load_facts(run_dir),
     }
+
+
+def plain_load_facts(run_dir: Path) -> dict[str, Any]:
+    """What a plain ``load_state_dict`` snippet needs to know (from the headers): whether the
+    weights are sharded, and which shared tensors are stored under another name."""
+    summary = summarize(run_dir)
+    return {"sharded": summary.layout == "sharded", "shared": dict(summary.shared)}
 
 
 def modelkit_link() -> str:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from modelkit.card.facts import known, modelkit_link
+from modelkit.weights.snippet import release_snippet
 
 CURVES = "training_curves.png"
 PLACEHOLDER_REPO = "YOUR-ORG/YOUR-MODEL"
@@ -80,8 +81,18 @@ def usage_section(arch: dict[str, Any], target: UsageTarget) -> str:
         "",
         "`modelkit.load` rebuilds the model from the reference in `config.json` "
         f"(`{known(ref.get('ref'))}`), checks the weights' sha256 against `run.json` and "
-        "`manifest.json`, and loads `model.safetensors` (no pickle).",
+        "`manifest.json`, and loads the safetensors weights (no pickle).",
     ]
+    if ref.get("ref") and arch.get("weights") is not None:  # no modelkit needed to load it
+        plain = release_snippet(
+            ref["ref"],
+            arch["kwargs"],
+            weights=arch["weights"],
+            repo_id=target.repo_id,
+            revision=target.version,
+            registry=target.registry if target.kind == "local" else None,
+        )
+        lines += ["", "Or with plain PyTorch:", "", "```python", plain.rstrip(), "```"]
     if arch["mixin"]:
         lines += [
             "",
@@ -122,7 +133,7 @@ def generated_sections(f: dict[str, Any], *, target: UsageTarget, curves: bool) 
     timings = rec.get("timings") or {}
     name = f["data_name"]
     dtypes = ", ".join(f"{k}: {fmt(v)}" for k, v in sorted(hdr["dtypes"].items()))
-    weights_size = f["run"].weights.stat().st_size
+    weights_size = hdr["file_bytes"]
     s: dict[str, str] = {}
     held_out = (
         f"Held-out accuracy **{ev['accuracy']:.4f}** on {fmt(ev['samples'])} samples."
@@ -143,7 +154,7 @@ def generated_sections(f: dict[str, Any], *, target: UsageTarget, curves: bool) 
             f"- **Model kwargs:** `{json.dumps(arch['kwargs'], sort_keys=True)}`",
             f"- **Parameters:** {fmt(hdr['num_parameters'])} in {hdr['num_tensors']} tensors "
             f"({dtypes}), read from the safetensors header",
-            f"- **Weights:** `model.safetensors`, {fmt(weights_size)} bytes, sha256 "
+            f"- **Weights:** {hdr['label']}, {fmt(weights_size)} bytes, sha256 "
             f"`{known(rec.get('weights_sha256'))}`",
             f"- **Model type:** image classification, {len(classes) or 'unknown'} classes"
             + (f" ({', '.join(map(str, classes))})" if classes else ""),

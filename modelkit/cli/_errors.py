@@ -32,10 +32,18 @@ def _user_code(exc: E.ModelkitError) -> tuple[str, str | None]:
     return exc.message, "fix that function; re-run with MODELKIT_DEBUG=1 for its traceback"
 
 
+def _unrecorded(exc: E.ModelkitError) -> tuple[str, str | None]:
+    return exc.message, (
+        "pass --trust-unrecorded (modelkit eval) only if you trust these weights, or record "
+        "them again by finishing a run"
+    )
+
+
 CLI_ERROR_MAPPINGS: dict[type[E.ModelkitError], Wording] = {
     E.WorldSizeMismatch: _world_size,
     E.NotImportable: _not_importable,
     E.UserCodeError: _user_code,
+    E.UnrecordedWeights: _unrecorded,
 }
 
 

@@ -220,6 +220,13 @@ KeepBestOpt = Annotated[
         help="test_accuracy | test_loss: keep the best epoch's weights (best.safetensors)."
     ),
 ]
+MaxShardSizeOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Save the final weights in shards above this size (5GB: the Hub's default; "
+        "200MB, 10KB or a byte count)."
+    ),
+]
 ImageSizeOpt = Annotated[
     int | None, NumberOpt(help="Image folders: resize to this side (default 28).", ge=1)
 ]

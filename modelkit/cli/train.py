@@ -30,6 +30,7 @@ CONFIG_FLAGS = {
     for k in ("model", "data", "epochs", "batch_size", "lr", "optimizer", "lr_schedule", "loss")
     + ("grad_clip", "max_steps", "keep_best", "image_size", "channels", "seed", "device")
     + ("threads", "deterministic", "fingerprint_every", "precision", "tf32", "channels_last")
+    + ("max_shard_size",)
 } | {"compile_model": "compile"}
 REQUEST_FLAGS = ("out", "resume", "fallback_checkpoint", "overwrite", "download", "data_placement")
 
@@ -48,6 +49,7 @@ def command(
     grad_clip: opt.GradClipOpt = None,
     max_steps: opt.MaxStepsOpt = None,
     keep_best: opt.KeepBestOpt = None,
+    max_shard_size: opt.MaxShardSizeOpt = None,
     image_size: opt.ImageSizeOpt = None,
     channels: opt.ChannelsOpt = None,
     seed: opt.SeedOpt = None,

@@ -1,4 +1,4 @@
-"""Weights I/O for run directories: safetensors with metadata, rebuilt from config.json."""
+"""Models rebuilt from a run's config.json and loaded from its weights (either layout)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from modelkit.errors import RunDirError
+from modelkit.weights import WeightsLayout, verified_weights
 
 
 def save_weights(model: torch.nn.Module, path: Path, *, metadata: dict[str, str]) -> None:
@@ -16,26 +17,11 @@ def save_weights(model: torch.nn.Module, path: Path, *, metadata: dict[str, str]
     from safetensors.torch import save_model
 
     from modelkit.io import atomic_path
+    from modelkit.weights.save import canonicalise_header
 
     with atomic_path(path) as tmp:
         save_model(model, str(tmp), metadata=metadata)
         canonicalise_header(tmp)
-
-
-def canonicalise_header(path: Path) -> None:
-    """Rewrite a safetensors header with sorted keys, in place (same length).
-
-    safetensors serialises ``__metadata__`` from a hash map, so its key order (and the file's
-    sha256) changes from process to process; sorted keys make equal weights equal files.
-    """
-    with open(path, "r+b") as f:
-        size = int.from_bytes(f.read(8), "little")
-        header = json.loads(f.read(size))
-        body = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
-        if len(body) > size:  # cannot happen for the same content; keep the original then
-            return
-        f.seek(8)
-        f.write(body + b" " * (size - len(body)))
 
 
 def build_from_config(
@@ -67,37 +53,60 @@ def build_from_config(
     return model, str(name)
 
 
+def build_empty(cfg: dict[str, Any], *, source: str, project: Any = None) -> tuple[Any, str]:
+    """:func:`build_from_config` with the parameters on ``meta``: no memory, no random init."""
+    from modelkit.weights.load import empty_parameters
+
+    with empty_parameters():
+        return build_from_config(cfg, source=source, project=project)
+
+
+def read_config(directory: Path) -> dict[str, Any]:
+    """The ``config.json`` of a run or release directory (exit 2 when missing or not JSON)."""
+    cfg_path = directory / "config.json"
+    if not cfg_path.is_file():
+        raise RunDirError(f"{cfg_path} not found", hint="pass a run directory made by modelkit")
+    try:
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise RunDirError(f"{cfg_path} is not JSON: {exc}", hint="the file is corrupt") from None
+    return cfg
+
+
 def load_model_from_dir(
     directory: Path,
     *,
     project: Any = None,
     device: str | torch.device = "cpu",
     trust_unrecorded: bool = False,
+    layout: WeightsLayout | None = None,
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Rebuild the model a run (or a release) describes and load its weights (strict).
 
-    The weights are checked against run.json's ``weights_sha256`` first
-    (:func:`modelkit.runs.verified_weights`); the model is built from ``modelkit.reference``
-    when config.json has one, else from the model name (runs made before references).
+    The weights' files are checked against run.json's record (and a release's manifest)
+    first (:func:`modelkit.weights.verified_weights`), unless ``layout`` was verified
+    already; the model is built on ``meta`` from ``modelkit.reference`` (else from the model
+    name, runs made before references) and loaded shard by shard with ``assign=True``.
     """
-    from safetensors.torch import load_model
+    from modelkit.weights.load import load_weights
 
-    from modelkit.runs import verified_weights
+    directory = Path(directory)
+    cfg = read_config(directory)
+    if layout is None:
+        layout = verified_weights(directory, trust_unrecorded=trust_unrecorded)
+    model, name = build_empty(cfg, source=str(directory / "config.json"), project=project)
+    load_weights(model, layout, name=name, device=device)
+    return model.eval(), cfg
 
-    cfg_path = directory / "config.json"
-    if not cfg_path.is_file():
-        raise RunDirError(f"{cfg_path} not found", hint="pass a run directory made by modelkit")
-    weights = verified_weights(directory, trust_unrecorded=trust_unrecorded)
-    try:
-        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise RunDirError(f"{cfg_path} is not JSON: {exc}", hint="the file is corrupt") from None
-    model, name = build_from_config(cfg, source=str(cfg_path), project=project)
-    try:
-        load_model(model, str(weights), strict=True, device=str(device))
-    except Exception as exc:
-        raise RunDirError(
-            f"weights in {weights} do not fit model '{name}': {str(exc).splitlines()[0]}",
-            hint="the run's config.json and model.safetensors disagree",
-        ) from None
-    return model.to(device).eval(), cfg
+
+def check_model_loads(
+    directory: Path, layout: WeightsLayout, *, project: Any = None
+) -> tuple[torch.nn.Module, dict[str, Any], str]:
+    """Check that the weights load into the model config.json describes (strict, shard by
+    shard, each shard dropped after it loaded); returns the empty model, the config, its name."""
+    from modelkit.weights.load import load_weights
+
+    cfg = read_config(Path(directory))
+    model, name = build_empty(cfg, source=str(Path(directory) / "config.json"), project=project)
+    load_weights(model, layout, name=name, keep=False)
+    return model, cfg, name

@@ -2,6 +2,7 @@
 
 A package is a plan, not a copy: files stay where they are (in the run directory) and are read
 in fixed-size chunks, so packaging 1 GiB of weights needs no more than a few MiB of memory.
+The weights go whole, in either layout: ``model.safetensors``, or every shard + the index.
 Only the card (its loading snippet pinned to the release tag) and the manifest live in memory.
 """
 
@@ -10,16 +11,19 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import json
-import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from modelkit.errors import RunDirError
+from modelkit.errors import RunDirError, WeightsLayoutError
+from modelkit.runs import RunRecord, open_run, read_run_record
+from modelkit.weights import WeightsLayout, read_layout, summarize
+from modelkit.weights.hashing import hash_file
+from modelkit.weights.layout import read_header
+from modelkit.weights.verify import compare_hashes, recorded_hashes
 
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
-CHUNK = 4 << 20  # 4 MiB reads: as fast as sha256sum, a fixed few MiB of memory
 LFS_THRESHOLD = 10 * 1024 * 1024  # the Hub stores files >= 10 MB in LFS
 # the Hub's default .gitattributes (the patterns that matter for model repos) + images
 LFS_PATTERNS = (
@@ -27,7 +31,7 @@ LFS_PATTERNS = (
     "*.npy", "*.npz", "*.pkl", "*.pickle", "*.tar", "*.tar.*", "*.gz", "*.zip", "*.zst",
     "*.png", "*.jpg", "*.jpeg", "*.gif", "*.webp",
 )  # fmt: skip
-REQUIRED = ("model.safetensors", "config.json", "run.json", "README.md")
+REQUIRED_RUN_FILES = ("config.json", "run.json")  # + the weights (either layout) + the card
 OPTIONAL = ("eval.json", "training_curves.png")
 EVALS = "evals"  # evals/<dataset>.json: evaluations on data other than the training data's
 
@@ -95,19 +99,6 @@ class Package:
         return sum(f.size for f in self.files)
 
 
-def hash_file(path: Path, *, chunk: int = CHUNK) -> tuple[str, int]:
-    """Streaming ``(sha256 hex, size)`` of a file with one reusable buffer."""
-    h = hashlib.sha256()
-    buf = bytearray(chunk)
-    view = memoryview(buf)
-    size = 0
-    with open(path, "rb", buffering=0) as f:
-        while n := f.readinto(buf):
-            h.update(view[:n])
-            size += n
-    return h.hexdigest(), size
-
-
 def git_blob_oid(data: bytes) -> str:
     """The git blob id (sha1 of ``blob <size>\\0`` + content), what the Hub reports for regular files."""
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
@@ -124,46 +115,19 @@ def is_lfs(path: str, *, size: int, sample: bytes) -> bool:
 
 
 def safetensors_header(path: Path) -> dict[str, Any]:
-    """Parse and check a safetensors header; returns metadata, tensors, dtypes, parameter count."""
-    from modelkit.validation import check_safetensors_header
-
-    try:
-        total = path.stat().st_size
-        with open(path, "rb") as f:
-            raw = f.read(8)
-            if len(raw) < 8:
-                raise ValueError("file shorter than 8 bytes")
-            (n,) = struct.unpack("<Q", raw)
-            if n > min(total - 8, 100 << 20):
-                raise ValueError(f"header length {n} is larger than the file")
-            header = json.loads(f.read(n))
-    except (OSError, ValueError) as exc:
-        raise RunDirError(
-            f"{path} is not a valid safetensors file: {exc}",
-            hint="re-train, or restore the weights from a checkpoint",
-        ) from None
-    check_safetensors_header(header, path=path, error=RunDirError)  # every entry well-typed
-    meta = header.pop("__metadata__", {}) or {}
+    """Parse and check one safetensors header; returns metadata, tensors, dtypes, parameter
+    count (a damaged file is a :class:`~modelkit.errors.WeightsLayoutError` naming it)."""
+    header = read_header(Path(path))
     dtypes: dict[str, int] = {}
-    params = 0
-    end = 0
-    for _name, t in header.items():
-        count = 1
-        for d in t["shape"]:
-            count *= d
-        params += count
-        dtypes[t["dtype"]] = dtypes.get(t["dtype"], 0) + count
-        end = max(end, t["data_offsets"][1])
-    if 8 + n + end != total:
-        raise RunDirError(
-            f"{path} is truncated or padded: header says {8 + n + end} bytes, file has {total}",
-            hint="the weights file is corrupt; re-train or restore it",
-        )
+    for t in header.tensors.values():
+        dtypes[t.dtype] = dtypes.get(t.dtype, 0) + t.numel
     return {
-        "metadata": dict(meta),
-        "tensors": {k: {"dtype": v["dtype"], "shape": v["shape"]} for k, v in header.items()},
-        "num_tensors": len(header),
-        "num_parameters": params,
+        "metadata": dict(header.metadata),
+        "tensors": {
+            k: {"dtype": t.dtype, "shape": list(t.shape)} for k, t in header.tensors.items()
+        },
+        "num_tensors": len(header.tensors),
+        "num_parameters": sum(t.numel for t in header.tensors.values()),
         "dtypes": dtypes,
     }
 
@@ -200,74 +164,122 @@ def build_package(
 ) -> Package:
     """Check a run directory and hash its release files (streaming) into a :class:`Package`.
 
-    ``card`` is the final README.md (its loading snippet pinned to ``version``); with
-    ``sign_key`` (an EC private key PEM) the manifest is signed (``manifest.sig`` +
-    ``signer.pub``).
+    Either weights layout is released whole (``model.safetensors``, or every shard + the
+    index), each file checked against run.json's record. ``card`` is the final README.md
+    (its loading snippet pinned to ``version``); with ``sign_key`` (an EC private key PEM)
+    the manifest is signed (``manifest.sig`` + ``signer.pub``).
     """
-    from modelkit import __version__
-    from modelkit.runs import open_run
+    run, record = _complete_run(run_dir)
+    layout, weights = _weights_files(run.path)
+    files = [*weights, *_run_files(run.path, card)]
+    _check_evaluations(run.path, identity=record.weights_sha256)
+    manifest = _manifest(run, record, layout, files, repo_id=repo_id, version=version)
+    blob = (json.dumps(manifest, sort_keys=True, indent=2) + "\n").encode()
+    files.append(memory_file(MANIFEST, blob))
+    signer = None
+    if sign_key is not None:
+        from modelkit.release.signing import PUBLIC_KEY, SIGNATURE, sign_manifest
 
-    run = open_run(run_dir, require=REQUIRED)
-    record = run.read_record()
-    if record.get("status") != "complete":
+        signature = sign_manifest(blob, key=sign_key)
+        files.append(memory_file(SIGNATURE, signature.bundle))
+        files.append(memory_file(PUBLIC_KEY, signature.public_key))
+        signer = signature.fingerprint
+    header = summarize(layout).to_dict()
+    return Package(version, repo_id, run.path, files, manifest, weights=header, signer=signer)
+
+
+def _complete_run(run_dir: Path | str) -> tuple[Any, RunRecord]:
+    """The run (its files present) and its typed record, which must say ``complete``."""
+    run = open_run(run_dir, require=REQUIRED_RUN_FILES)
+    record = read_run_record(run)
+    if not record.complete:
         raise RunDirError(
-            f"run {run.path} is not complete (status: {record.get('status')})",
+            f"run {run.path} is not complete (status: {record.status})",
             hint="release a finished run",
         )
-    header = safetensors_header(run.weights)
-    if not header["metadata"].get("format"):
-        raise RunDirError(
-            f"{run.weights} has no 'format' in its safetensors metadata",
-            hint="save weights with metadata={'format': 'pt'} (modelkit train does)",
-        )
-    files: list[PackageFile] = []
-    for name in (*REQUIRED, *OPTIONAL):
-        if name == "README.md":
-            files.append(memory_file(name, card))
-        elif (run.path / name).is_file():
-            files.append(_disk_file(run.path / name, name))
-    evals = run.path / EVALS
+    return run, record
+
+
+def _weights_files(run_dir: Path) -> tuple[WeightsLayout, list[PackageFile]]:
+    """Every file of the weights' layout, hashed once and checked against run.json's record
+    (a file that differs is named: exit 3)."""
+    layout = read_layout(run_dir)
+    for header in layout.headers:
+        if not header.metadata.get("format"):
+            raise WeightsLayoutError(
+                run_dir,
+                file=header.name,
+                problem="has no 'format' in its safetensors metadata",
+                hint="save weights with metadata={'format': 'pt'} (modelkit does)",
+            )
+    files = [_disk_file(layout.path(name), name) for name in layout.files]
+    expected = recorded_hashes(run_dir, trust_unrecorded=False)
+    compare_hashes(layout, {f.path: f.sha256 for f in files}, expected or {}, against="run.json")
+    return layout, files
+
+
+def _run_files(run_dir: Path, card: bytes) -> list[PackageFile]:
+    """config.json, run.json, the card, and the optional files and evaluations that exist."""
+    files = [_disk_file(run_dir / name, name) for name in REQUIRED_RUN_FILES]
+    files.append(memory_file("README.md", card))
+    files += [_disk_file(run_dir / n, n) for n in OPTIONAL if (run_dir / n).is_file()]
+    evals = run_dir / EVALS
     if evals.is_dir():  # results on other data, each under its own dataset name
-        for p in sorted(evals.glob("*.json")):
-            files.append(_disk_file(p, f"{EVALS}/{p.name}"))
-    weights = next(f for f in files if f.path == "model.safetensors")
-    expected = record.get("weights_sha256")
-    if expected != weights.sha256:
-        raise RunDirError(
-            f"{run.weights} sha256 {weights.sha256[:12]}… does not match run.json "
-            f"({str(expected)[:12]}…)",
-            hint="the weights changed after training; restore them or re-train",
-        )
-    for path in require_evaluation(run.path):
+        files += [_disk_file(p, f"{EVALS}/{p.name}") for p in sorted(evals.glob("*.json"))]
+    return files
+
+
+def _check_evaluations(run_dir: Path, *, identity: str | None) -> None:
+    """At least one evaluation, each computed for these weights (by their identity)."""
+    for path in require_evaluation(run_dir):
         try:
             evaluated = json.loads(path.read_text(encoding="utf-8")).get("weights_sha256")
         except (ValueError, AttributeError):
             raise RunDirError(
-                f"{path} is not an evaluation result", hint=f"re-run: modelkit eval {run.path}"
+                f"{path} is not an evaluation result", hint=f"re-run: modelkit eval {run_dir}"
             ) from None
-        if evaluated not in (None, weights.sha256):
+        if evaluated not in (None, identity):
             raise RunDirError(
                 f"{path} was computed for other weights",
-                hint=f"re-run: modelkit eval {run.path}"
+                hint=f"re-run: modelkit eval {run_dir}"
                 + ("" if path.name == "eval.json" else " --data SPEC"),
             )
-    manifest = {
+
+
+def _manifest(
+    run: Any,
+    record: RunRecord,
+    layout: WeightsLayout,
+    files: list[PackageFile],
+    *,
+    repo_id: str,
+    version: str,
+) -> dict[str, Any]:
+    """The manifest: what was released (every file's size and hashes), from which run."""
+    from modelkit import __version__
+
+    summary = summarize(layout)
+    return {
         "manifest_version": MANIFEST_VERSION,
         "repo_id": repo_id,
         "version": version,
         "created_by": f"modelkit {__version__}",
         "run": {
-            "model": record.get("model"),
-            "config_sha256": record.get("config_sha256"),
-            "git_commit": (record.get("git") or {}).get("commit"),
-            "data_fingerprint": (record.get("data") or {}).get("fingerprint"),
-            "weights_sha256": expected,
+            "model": record.model,
+            "config_sha256": record.config_sha256,
+            "git_commit": record.git.get("commit"),
+            "data_fingerprint": record.data.get("fingerprint"),
+            "weights_sha256": record.weights_sha256,
             "reference": (run.read_config().get("modelkit") or {}).get("reference"),
         },
         "weights": {
-            "metadata": header["metadata"],
-            "num_parameters": header["num_parameters"],
-            "dtypes": header["dtypes"],
+            "metadata": summary.metadata,
+            "num_parameters": summary.num_parameters,
+            "dtypes": summary.dtypes,
+            "layout": layout.kind,
+            "files": layout.files,
+            "total_size": layout.total_size,
+            "shared_tensors": dict(layout.shared),
         },
         "files": {
             f.path: {"sha256": f.sha256, "size": f.size, "lfs": f.lfs}
@@ -275,23 +287,6 @@ def build_package(
             for f in files
         },
     }
-    blob = (json.dumps(manifest, sort_keys=True, indent=2) + "\n").encode()
-    files.append(memory_file(MANIFEST, blob))
-    if sign_key is not None:
-        from modelkit.release.signing import PUBLIC_KEY, SIGNATURE, sign_manifest
-
-        signature = sign_manifest(blob, key=sign_key)
-        files.append(memory_file(SIGNATURE, signature.bundle))
-        files.append(memory_file(PUBLIC_KEY, signature.public_key))
-    return Package(
-        version,
-        repo_id,
-        run.path,
-        files,
-        manifest,
-        weights=header,
-        signer=signature.fingerprint if sign_key is not None else None,
-    )
 
 
 def read_manifest(data: bytes, *, source: str) -> dict[str, Any]:

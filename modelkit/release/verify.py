@@ -1,15 +1,20 @@
-"""Verify a release: remote metadata vs manifest, a clean-cache download, hashes, weights load."""
+"""Verify a release: remote metadata vs manifest, a clean-cache download, hashes, weights load
+(either layout; the load check holds one shard in memory at a time)."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from modelkit.errors import BadInputError, CheckFailed, NotImportable
+from modelkit.errors import BadInputError, CheckFailed, ModelkitError, NotImportable, RunDirError
 from modelkit.release.package import MANIFEST, hash_file, read_manifest
+from modelkit.weights import read_layout, read_weights_record
+from modelkit.weights.layout import WEIGHTS_FILE_RE
 
 
 def check_snapshot(snapshot: Path, manifest: dict[str, Any]) -> list[str]:
@@ -49,24 +54,32 @@ def check_tag(target: Any, version: str, commit: str) -> tuple[dict[str, Any] | 
 
 
 def check_weights_agree(snapshot: Path, manifest: dict[str, Any]) -> list[str]:
-    """The weights' sha256 vs run.json's ``weights_sha256`` and the manifest's (file + run)."""
-    actual = hash_file(snapshot / "model.safetensors")[0]
+    """run.json's record of the weights vs the manifest: every weights file's sha256 (the
+    files themselves were hashed against the manifest) and the weights' identity."""
     try:
-        run = json.loads((snapshot / "run.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        run = {}
-    claims = {
-        "run.json weights_sha256": run.get("weights_sha256"),
-        "manifest files.model.safetensors": manifest["files"]
-        .get("model.safetensors", {})
-        .get("sha256"),
-        "manifest run.weights_sha256": (manifest.get("run") or {}).get("weights_sha256"),
+        record = read_weights_record(snapshot)
+    except RunDirError as exc:  # a malformed run.json in a release: a failed check
+        return [f"run.json: {exc.message}"]
+    if record is None or not record.files:
+        return ["run.json records no weights_sha256 for the weights"]
+    listed = {
+        name: entry["sha256"]
+        for name, entry in manifest["files"].items()
+        if WEIGHTS_FILE_RE.match(name)
     }
-    return [
-        f"model.safetensors sha256 {actual[:12]}… != {where} ({str(value)[:12]}…)"
-        for where, value in claims.items()
-        if value != actual
+    problems = [
+        f"{name} sha256 {str(listed.get(name))[:12]}… (manifest) != run.json weights.files "
+        f"({str(record.files.get(name))[:12]}…)"
+        for name in sorted(set(listed) | set(record.files))
+        if listed.get(name) != record.files.get(name)
     ]
+    claim = (manifest.get("run") or {}).get("weights_sha256")
+    if claim != record.weights_sha256:
+        problems.append(
+            f"manifest run.weights_sha256 {str(claim)[:12]}… != run.json weights_sha256 "
+            f"({str(record.weights_sha256)[:12]}…)"
+        )
+    return problems
 
 
 UNSIGNED = "the release is not signed (no manifest.sig / signer.pub)"
@@ -115,121 +128,192 @@ def verify_release(
 ) -> dict[str, Any]:
     """Re-download ``version`` into a clean cache and check it; CheckFailed when anything is off.
 
-    Checks, in order: the tag still points at the commit recorded at release time; every
-    file's size and sha256 against the manifest (remote metadata and the download); the
-    weights' sha256 against run.json and the manifest; the signature (when present, or
-    required); the model rebuilds from its importable reference and the weights load.
-    ``report["checks"]`` lists what was checked.
+    In order: the tag vs the release record; every file's size and sha256 vs the manifest
+    (remote and downloaded); run.json's record of the weights vs the manifest; the signature;
+    the model rebuilds on ``meta`` and every shard loads into it (strict, one shard in memory
+    at a time); ``evaluate`` re-evaluates the whole model. ``report["checks"]`` lists them.
     """
-    from modelkit.loading import check_weights
-    from modelkit.models.weights import load_model_from_dir
     from modelkit.release.version import parse_version
 
     parse_version(version)
-    state = target.state()
-    if version not in state.tags:
-        raise CheckFailed(
-            f"{target.describe()} has no release {version}",
-            hint="released versions: " + (", ".join(sorted(state.tags)) or "none"),
-        )
-    commit = state.tags[version]
+    commit = _tagged_commit(target, version)
     report: dict[str, Any] = {
         "target": target.describe(),
         "repo_id": target.repo_id,
         "version": version,
         "commit": commit,
     }
-    checks: list[str] = []
     record, problems = check_tag(target, version, commit)
-    if record is None:
-        checks.append(
-            f"tag {version} -> {commit[:12]} (no release record: cannot tell if it moved)"
-        )
-    elif not problems:
-        checks.append(f"tag {version} -> {commit[:12]}, the commit recorded at release time")
+    checks = _tag_checked(version, commit, record=record, problems=problems)
     report["release_record"] = record
     with tempfile.TemporaryDirectory(prefix="modelkit-verify-") as cache:
         snapshot = target.download(version, Path(cache))
-        manifest_bytes = (snapshot / MANIFEST).read_bytes()
-        manifest = read_manifest(manifest_bytes, source=target.describe())
-        if expected_manifest is not None and manifest != expected_manifest:
-            problems.append("the remote manifest differs from the one just released")
-        if manifest.get("version") != version:
-            problems.append(f"manifest names version {manifest.get('version')}, not {version}")
-        if record and record.get("manifest_sha256") not in (
-            None,
-            hashlib.sha256(manifest_bytes).hexdigest(),
-        ):
-            problems.append("manifest.json differs from the one recorded at release time")
-        elif record and record.get("manifest_sha256"):
-            checks.append("manifest.json sha256 == the release record's")
-        if hasattr(target, "check_metadata"):
-            problems += target.check_metadata(version, manifest)
-            checks.append("remote sizes and sha256 / blob ids == manifest")
-        problems += check_snapshot(snapshot, manifest)
-        checks.append(f"{len(manifest['files'])} downloaded files: size and sha256 == manifest")
-        if (snapshot / "model.safetensors").is_file():
-            weight_problems = check_weights_agree(snapshot, manifest)
-            problems += weight_problems
-            if not weight_problems:
-                checks.append("model.safetensors sha256 == run.json weights_sha256 == manifest's")
-        signer, sig_problems = (
-            check_signature(
-                snapshot, record=record, require=require_signature, trusted_key=public_key
-            )
-            if not problems
-            else (None, [])
+        manifest = _check_files(
+            target,
+            version,
+            snapshot,
+            record=record,
+            expected=expected_manifest,
+            log=checks,
+            problems=problems,
         )
-        problems += sig_problems
+        signer = _check_signed(
+            snapshot,
+            record=record,
+            problems=problems,
+            log=checks,
+            require=require_signature,
+            trusted_key=public_key,
+        )
         report["signer"] = signer
-        if signer and not sig_problems:
-            checks.append(
-                f"signature (model-signing, manifest.sig) by {signer}"
-                + (" == the trusted key" if public_key is not None else "")
-            )
         report["files"] = {k: v["size"] for k, v in manifest["files"].items()}
-        if problems:
-            unsigned = problems == [UNSIGNED]  # nothing wrong but the signature you asked for
-            raise CheckFailed(
-                f"{target.describe()}@{version} failed verification: " + "; ".join(problems),
-                hint="it was released without --sign-key: do not trust it as signed "
-                "(release a signed version, or verify without --require-signature/--public-key)"
-                if unsigned
-                else "the release was modified or is incomplete; do not use it",
-            )
-        try:
-            check_weights(snapshot)
-            model, cfg = load_model_from_dir(snapshot, project=project)
-        except BadInputError as exc:
-            if not isinstance(exc, NotImportable):
-                raise CheckFailed(
-                    f"{target.describe()}@{version}: the weights do not load: {exc.message}",
-                    hint=exc.hint or "the release's config.json and model.safetensors disagree",
-                ) from None
-            raise BadInputError(  # the release may be fine: this environment lacks the model
-                f"{target.describe()}@{version}: every hash matches, but the model cannot be "
-                f"rebuilt here: {exc.message}",
-                hint=exc.hint,
-            ) from None
-        except Exception as exc:
-            message = getattr(exc, "message", None) or str(exc)
-            raise CheckFailed(
-                f"{target.describe()}@{version}: the weights do not load: {message}",
-                hint=getattr(exc, "hint", None)
-                or "the release's config.json and model.safetensors disagree",
-            ) from None
-        ref = (cfg.get("modelkit") or {}).get("reference") or {}
-        checks.append(
-            f"the model rebuilds from {ref.get('ref') or (cfg.get('modelkit') or {}).get('model')}"
-            " and the weights load (strict)"
-        )
-        report["num_parameters"] = sum(p.numel() for p in model.parameters())
+        _raise_problems(target, version, problems)
+        report.update(_check_loads(target, version, snapshot, project=project, log=checks))
         if evaluate:
+            model = _load_whole(target, version, snapshot, project=project)
             report["eval"] = _re_evaluate(snapshot, model, project=project)
             checks.append(f"re-evaluated accuracy == {report['eval']['file']}")
     report["checks"] = checks
     report["ok"] = True
     return report
+
+
+def _tag_checked(
+    version: str, commit: str, *, record: dict[str, Any] | None, problems: list[str]
+) -> list[str]:
+    """What the tag check established (nothing when it found a problem)."""
+    if record is None:
+        return [f"tag {version} -> {commit[:12]} (no release record: cannot tell if it moved)"]
+    if problems:
+        return []
+    return [f"tag {version} -> {commit[:12]}, the commit recorded at release time"]
+
+
+def _tagged_commit(target: Any, version: str) -> str:
+    state = target.state()
+    if version not in state.tags:
+        raise CheckFailed(
+            f"{target.describe()} has no release {version}",
+            hint="released versions: " + (", ".join(sorted(state.tags)) or "none"),
+        )
+    return str(state.tags[version])
+
+
+def _check_files(
+    target: Any,
+    version: str,
+    snapshot: Path,
+    *,
+    record: dict[str, Any] | None,
+    expected: dict[str, Any] | None,
+    problems: list[str],
+    log: list[str],
+) -> dict[str, Any]:
+    """The manifest (vs the release record and ``expected``), every file vs the manifest, and
+    run.json's record of the weights vs the manifest; appends problems and what was checked."""
+    manifest_bytes = (snapshot / MANIFEST).read_bytes()
+    manifest = read_manifest(manifest_bytes, source=target.describe())
+    if expected is not None and manifest != expected:
+        problems.append("the remote manifest differs from the one just released")
+    if manifest.get("version") != version:
+        problems.append(f"manifest names version {manifest.get('version')}, not {version}")
+    recorded = (record or {}).get("manifest_sha256")
+    if recorded not in (None, hashlib.sha256(manifest_bytes).hexdigest()):
+        problems.append("manifest.json differs from the one recorded at release time")
+    elif recorded:
+        log.append("manifest.json sha256 == the release record's")
+    if hasattr(target, "check_metadata"):
+        problems += target.check_metadata(version, manifest)
+        log.append("remote sizes and sha256 / blob ids == manifest")
+    problems += check_snapshot(snapshot, manifest)
+    log.append(f"{len(manifest['files'])} downloaded files: size and sha256 == manifest")
+    weight_problems = check_weights_agree(snapshot, manifest)
+    problems += weight_problems
+    if not weight_problems:
+        log.append(
+            "weights files sha256 == run.json weights.files == manifest's; "
+            "run.json weights_sha256 == manifest's"
+        )
+    return manifest
+
+
+def _check_signed(
+    snapshot: Path,
+    *,
+    record: dict[str, Any] | None,
+    problems: list[str],
+    log: list[str],
+    require: bool,
+    trusted_key: bytes | None,
+) -> str | None:
+    """The signature step (skipped when something else is wrong already)."""
+    if problems:
+        return None
+    signer, sig_problems = check_signature(
+        snapshot, record=record, require=require, trusted_key=trusted_key
+    )
+    problems += sig_problems
+    if signer and not sig_problems:
+        log.append(
+            f"signature (model-signing, manifest.sig) by {signer}"
+            + (" == the trusted key" if trusted_key is not None else "")
+        )
+    return signer
+
+
+def _raise_problems(target: Any, version: str, problems: list[str]) -> None:
+    if not problems:
+        return
+    unsigned = problems == [UNSIGNED]  # nothing wrong but the signature you asked for
+    raise CheckFailed(
+        f"{target.describe()}@{version} failed verification: " + "; ".join(problems),
+        hint="it was released without --sign-key: do not trust it as signed "
+        "(release a signed version, or verify without --require-signature/--public-key)"
+        if unsigned
+        else "the release was modified or is incomplete; do not use it",
+    )
+
+
+@contextlib.contextmanager
+def _as_load_failure(target: Any, version: str) -> Iterator[None]:
+    """A model that cannot be rebuilt here is exit 2 (the release may be fine); weights that
+    do not load into it are a failed check (exit 3)."""
+    where = f"{target.describe()}@{version}"
+    default = "the release's config.json and its weights disagree"
+    try:
+        yield
+    except NotImportable as exc:
+        raise BadInputError(
+            f"{where}: every hash matches, but the model cannot be rebuilt here: {exc.message}",
+            hint=exc.hint,
+        ) from None
+    except ModelkitError as exc:
+        raise CheckFailed(
+            f"{where}: the weights do not load: {exc.message}", hint=exc.hint or default
+        ) from None
+    except Exception as exc:
+        raise CheckFailed(f"{where}: the weights do not load: {exc}", hint=default) from None
+
+
+def _check_loads(
+    target: Any, version: str, snapshot: Path, *, project: Any, log: list[str]
+) -> dict[str, Any]:
+    """Build the model on ``meta`` and load every shard into it, one at a time."""
+    from modelkit.models.weights import check_model_loads
+
+    with _as_load_failure(target, version):
+        layout = read_layout(snapshot)
+        model, _, name = check_model_loads(snapshot, layout, project=project)
+    shards = f"{len(layout.headers)} shards" if layout.index else layout.files[0]
+    log.append(f"the model rebuilds from {name} and the weights load (strict, {shards})")
+    return {"num_parameters": sum(p.numel() for p in model.parameters())}
+
+
+def _load_whole(target: Any, version: str, snapshot: Path, *, project: Any) -> Any:
+    from modelkit.models.weights import load_model_from_dir
+
+    with _as_load_failure(target, version):
+        return load_model_from_dir(snapshot, project=project, layout=read_layout(snapshot))[0]
 
 
 def _re_evaluate(snapshot: Path, model: Any, *, project: Any) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from modelkit.repro.hooks import (
     REPRO_ENVS,
     format_steps,
 )
+from modelkit.weights import has_weights
 
 TAIL_LINES = 15
 # processes whose command line is no training command (a notebook kernel, an IPython shell)
@@ -119,7 +120,7 @@ def _check_side(
             hint="the end of its stderr is above; run the command alone to debug it",
             tail=tail,
         )
-    if (out / "run.json").is_file() and (out / "model.safetensors").is_file():
+    if (out / "run.json").is_file() and has_weights(out):
         return None
     staging = out.parent / f".{out.name}.partial"
     if staging.is_dir():

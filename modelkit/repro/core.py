@@ -28,7 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from modelkit.errors import BadInputError, ModelkitError, RunDirError
+from modelkit.errors import BadInputError, ModelkitError, NoWeights, RunDirError
+from modelkit.weights import has_weights, read_layout, verified_weights
+from modelkit.weights.load import read_state_dict
 
 PERTURB_ENV = "MODELKIT_PERTURB"
 CONFIG_SUFFIXES = (".toml", ".yaml", ".yml", ".json")
@@ -454,13 +456,15 @@ def repro_against(
     from modelkit.runs import open_run
 
     emit = on_event or (lambda _m: None)
-    run = open_run(run_dir, require=("run.json", "config.json", "model.safetensors"))
+    run = open_run(run_dir, require=("run.json", "config.json"))
     record = run.read_record()
     if record.get("status") != "complete":
         raise RunDirError(
             f"{run_dir} is not a complete run (status {record.get('status')!r})",
             hint=f"finish it first: modelkit train --resume {run_dir}",
         )
+    if not has_weights(run.path):  # either layout (checked when the weights are compared)
+        raise NoWeights(run.path)
     total = int(record.get("steps") or 0)
     own_loop = not isinstance(run.read_config().get("modelkit", {}).get("train"), dict)
     if own_loop and (steps is not None or nproc_per_node is not None):
@@ -587,14 +591,10 @@ def _against_report(
     tolerance: list[dict[str, Any]] = []
     weights_compared = steps is None or steps == total
     if weights_compared:
-        from safetensors.torch import load_file
-
-        from modelkit.runs import verified_weights
-
         # a modified weights file is a failed check (exit 3), not a "divergence"; an unrecorded
-        # sha256 is fine here: the weights are only compared, tensor by tensor
-        recorded = load_file(str(verified_weights(run, trust_unrecorded=True)))
-        regenerated = load_file(str(side.run_dir / "model.safetensors"))
+        # sha256 is fine here: the weights are only compared, tensor by tensor (either layout)
+        recorded = read_state_dict(verified_weights(run.path, trust_unrecorded=True))
+        regenerated = read_state_dict(read_layout(side.run_dir))
         tensors = diff_states(recorded, regenerated)
         tolerance = tolerance_table(recorded, regenerated, atol=atol)
     if matters:

@@ -8,6 +8,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from modelkit.weights import identity_of, verified_weights
+
 
 @torch.no_grad()
 def evaluate_counts(
@@ -107,18 +109,19 @@ def evaluate_run(
 
     The training data's result goes to ``eval.json``; a result on other data goes to
     ``evals/<dataset name>.json`` and never replaces it. ``result["path"]`` says which.
-    The weights are checked against run.json's ``weights_sha256`` (``trust_unrecorded``
-    accepts a run that records none).
+    The weights (either layout) are checked against run.json's record (``trust_unrecorded``
+    accepts a run that records none); the result names their identity (``weights_sha256``).
     """
     from modelkit.card.facts import dataset_name, other_data_name, slug
     from modelkit.data import load_dataset
     from modelkit.errors import DataError, RunDirError
-    from modelkit.io import sha256_file, write_json_atomic
+    from modelkit.io import write_json_atomic
     from modelkit.models.weights import load_model_from_dir
     from modelkit.runs import now_iso, open_run, read_run_record
     from modelkit.training.setup import resolve_device
 
-    run = open_run(run_dir, require=("run.json", "config.json", "model.safetensors"))
+    run = open_run(run_dir, require=("run.json", "config.json"))
+    layout = verified_weights(run.path, trust_unrecorded=trust_unrecorded)  # either layout
     record = read_run_record(run).raw
     dev = resolve_device(device)
     own_loop = record.get("trainer") == "user"
@@ -141,10 +144,8 @@ def evaluate_run(
         }
     )
     ds = load_dataset(spec, project=project, skip_bad_files=skip, **shape)
-    model, _ = load_model_from_dir(
-        run.path, project=project, device=dev, trust_unrecorded=trust_unrecorded
-    )
-    actual = sha256_file(run.weights)
+    model, _ = load_model_from_dir(run.path, project=project, device=dev, layout=layout)
+    actual = identity_of(run.path, layout)
     if ds.num_classes > ds.model_outputs(model, spec=spec, record=record, device=dev):
         raise DataError(
             f"data '{spec}' has {ds.num_classes} classes, more than the model outputs",

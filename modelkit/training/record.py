@@ -172,7 +172,13 @@ class RunWriter:
                 "weights_sha256": sha256_file(run.dir.path / BEST_WEIGHTS),
             }
         timings = {"data_load_s": round(load_s, 4), "train_s": round(st.train_time, 4)}
-        record = run.finish(trainer.model, metrics=metrics, timings=timings, extra=extra)
+        record = run.finish(
+            trainer.model,
+            metrics=metrics,
+            timings=timings,
+            extra=extra,
+            max_shard_size=cfg.max_shard_size,
+        )
         if stopped:  # a repro prefix: published like a run, recorded as what it is
             record.update(status="stopped", stopped_at_step=st.step, steps=st.step)
             RunDir(run.path).write_record(record)

@@ -1,0 +1,90 @@
+"""The plain-PyTorch loading snippet for a model card: ``model.load_state_dict(...)`` that works
+for either layout and for shared (tied) tensors stored once.
+
+A shared tensor is stored under one name; a plain ``load_state_dict`` then reports the other
+name missing. The snippet puts it back (``state["lm_head.weight"] = state["wte.weight"]``)
+before loading, so it needs nothing but torch, safetensors and the model's own package.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from modelkit.weights.layout import INDEX, SINGLE, WeightsLayout
+
+
+def _kwargs_literal(kwargs: dict[str, Any]) -> str:
+    """``kwargs`` as Python source (JSON values: true/false/null become True/False/None)."""
+    return repr(json.loads(json.dumps(kwargs, sort_keys=True)))
+
+
+def loading_snippet(
+    layout: WeightsLayout | None,
+    *,
+    reference: str,
+    kwargs: dict[str, Any],
+    folder: str,
+    sharded: bool | None = None,
+    shared: dict[str, str] | None = None,
+    imports: tuple[str, ...] = (),
+) -> str:
+    """Python code that rebuilds the model and loads the weights found in ``folder`` (a Python
+    expression, e.g. ``snapshot_download(...)``) with a plain ``load_state_dict``.
+
+    ``reference`` is ``module:attr`` (a class or factory) called with ``kwargs``; the layout
+    and the shared tensors come from ``layout`` (or ``sharded``/``shared`` without one);
+    ``imports`` are the lines ``folder`` needs.
+    """
+    module, _, attr = reference.partition(":")
+    top = attr.split(".")[0]
+    if layout is not None:
+        sharded, shared = layout.kind == "sharded", layout.shared
+    lines = [
+        "import json, os" if sharded else "import os",
+        "",
+        *imports,
+        "from safetensors.torch import load_file",
+        f"from {module} import {top}",
+        "",
+        f"folder = {folder}",
+        f"model = {attr}(**{_kwargs_literal(kwargs)})",
+    ]
+    if sharded:
+        lines += [
+            f'with open(os.path.join(folder, "{INDEX}")) as f:',
+            '    shards = sorted(set(json.load(f)["weight_map"].values()))',
+            "state = {}",
+            "for shard in shards:  # one shard at a time",
+            "    state.update(load_file(os.path.join(folder, shard)))",
+        ]
+    else:
+        lines.append(f'state = load_file(os.path.join(folder, "{SINGLE}"))')
+    if shared:
+        lines.append("# shared (tied) tensors are stored once: point each other name at it")
+        lines += [f'state["{d}"] = state["{k}"]' for d, k in sorted(shared.items())]
+    lines += ["model.load_state_dict(state)  # strict: every key must match", "model.eval()"]
+    return "\n".join(lines) + "\n"
+
+
+def release_snippet(
+    reference: str,
+    kwargs: dict[str, Any],
+    *,
+    weights: dict[str, Any],
+    repo_id: str,
+    revision: str,
+    registry: str | None = None,
+) -> str:
+    """:func:`loading_snippet` for a release on the Hub, or in a local registry (``registry``);
+    ``weights`` holds ``sharded`` and ``shared`` (as the card's facts give them)."""
+    where = f", cache_dir={registry!r}, local_files_only=True" if registry else ""
+    return loading_snippet(
+        None,
+        reference=reference,
+        kwargs=kwargs,
+        folder=f"snapshot_download({repo_id!r}, revision={revision!r}{where})",
+        sharded=bool(weights.get("sharded")),
+        shared=dict(weights.get("shared") or {}),
+        imports=("from huggingface_hub import snapshot_download",),
+    )
