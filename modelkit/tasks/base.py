@@ -183,3 +183,16 @@ class Task:
         """``(epoch-row key, axis label)`` of the card's per-epoch held-out panel."""
         m = self.primary
         return f"test_{m.key}", f"held-out {m.label.lower()}"
+
+    def data_lines(self, data: dict[str, Any], ev: dict[str, Any] | None) -> list[str]:
+        """The card's lines about the split and the shape of a sample."""
+        return []
+
+    def scope_line(self, name: str, data: dict[str, Any], *, others: bool) -> str:
+        """The card's first limitation: what the model was trained on, what was not measured."""
+        return f"- Trained on `{name}` only."
+
+
+def count(value: Any) -> str:
+    """``1,234`` for a number, ``unknown`` otherwise (a card never says None)."""
+    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else "unknown"

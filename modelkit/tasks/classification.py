@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from modelkit.tasks.base import Accumulator, Metric, Task, model_logits
+from modelkit.tasks.base import Accumulator, Metric, Task, count, model_logits
 
 
 class ConfusionAccumulator(Accumulator):
@@ -103,6 +103,23 @@ class Classification(Task):
         count = len(classes) if classes else "unknown"
         return [f"- **Model type:** {self.title}, {count} classes{shown}"]
 
+    def data_lines(self, data: dict[str, Any], ev: dict[str, Any] | None) -> list[str]:
+        shape = "×".join(map(str, data.get("input_shape") or [])) or "unknown"
+        held_out = data.get("test_size", (ev or {}).get("samples"))
+        return [
+            f"- **Split:** {data.get('split') or 'unknown'}; train {count(data.get('train_size'))}"
+            f" samples, held-out {count(held_out)} samples",
+            f"- **Input shape:** {shape}",
+        ]
+
+    def scope_line(self, name: str, data: dict[str, Any], *, others: bool) -> str:
+        return f"- Trained on {count(data.get('train_size'))} samples of `{name}` only; " + (
+            "accuracy on other sources (other scanners, handwriting styles, resolutions, "
+            "domains) was not measured."
+            if not others
+            else "other data was measured only where listed under Evaluation."
+        )
+
     def eval_details(self, ev: dict[str, Any]) -> list[str]:
         per_class = ev.get("per_class_accuracy") or {}
         if not per_class:
@@ -120,7 +137,7 @@ class Classification(Task):
         if ev is None:
             return []
         lines = [
-            f"- The reported accuracy comes from one held-out split of {ev['samples']:,} "
+            f"- The reported accuracy comes from one held-out split of {count(ev['samples'])} "
             "samples, one seed, no confidence interval."
         ]
         per_class = ev.get("per_class_accuracy") or {}

@@ -12,7 +12,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from modelkit.tasks.base import Accumulator, Metric, Task, model_logits
+from modelkit.tasks.base import Accumulator, Metric, Task, count, model_logits
 
 IGNORE_INDEX = -100
 # tokenizer kind -> the bits metric it allows (one token is one byte / one character)
@@ -132,6 +132,20 @@ class LanguageModeling(Task):
             f"tokenizer: {data.get('tokenizer') or 'not recorded'}",
         ]
 
+    def data_lines(self, data: dict[str, Any], ev: dict[str, Any] | None) -> list[str]:
+        held_out = data.get("test_tokens", (ev or {}).get("tokens"))
+        return [
+            f"- **Split:** {data.get('split') or 'not recorded'}; train "
+            f"{count(data.get('train_tokens'))} tokens, held-out {count(held_out)} tokens",
+        ]
+
+    def scope_line(self, name: str, data: dict[str, Any], *, others: bool) -> str:
+        return f"- Trained on {count(data.get('train_tokens'))} tokens of `{name}` only; " + (
+            "text of other kinds (other languages, domains, styles) was not measured."
+            if not others
+            else "other text was measured only where listed under Evaluation."
+        )
+
     def limitations(self, ev: dict[str, Any] | None) -> list[str]:
         lines = [
             "- A language model repeats patterns of its training text; its output is not checked "
@@ -140,7 +154,7 @@ class LanguageModeling(Task):
         if ev is not None:
             lines.insert(
                 0,
-                f"- The reported perplexity comes from one held-out split of {ev['tokens']:,} "
+                f"- The reported perplexity comes from one held-out split of {count(ev['tokens'])} "
                 "tokens, one seed, no confidence interval.",
             )
         return lines
