@@ -154,7 +154,7 @@ def generated_sections(f: dict[str, Any], *, target: UsageTarget, curves: bool) 
             f"({dtypes}), read from the safetensors header",
             f"- **Weights:** {hdr['label']}, {fmt(weights_size)} bytes, sha256 "
             f"`{known(rec.get('weights_sha256'))}`",
-            *task.model_type(data, ev),
+            *task.model_type({**data, "model_kwargs": arch["kwargs"]}, ev),
             f"- **Framework:** PyTorch {known(env.get('torch'))}, modelkit {known(env.get('modelkit'))}",
             f"- **Trained:** {known(rec.get('started'))} → {known(rec.get('finished'))}",
             "",

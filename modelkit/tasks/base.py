@@ -193,6 +193,6 @@ class Task:
         return f"- Trained on `{name}` only."
 
 
-def count(value: Any) -> str:
-    """``1,234`` for a number, ``unknown`` otherwise (a card never says None)."""
-    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else "unknown"
+def count(value: Any, *, missing: str = "unknown") -> str:
+    """``1,234`` for a number, ``missing`` otherwise (a card never says None)."""
+    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else missing

@@ -15,6 +15,8 @@ from typing import Any
 from modelkit.tasks.base import Accumulator, Metric, Task, count, model_logits
 
 IGNORE_INDEX = -100
+# model kwargs that state a context length (gpt-tiny, nanoGPT, GPT-2 in transformers, others)
+CONTEXT_KEYS = ("context_length", "block_size", "n_positions", "max_position_embeddings")
 # tokenizer kind -> the bits metric it allows (one token is one byte / one character)
 BITS_METRIC = {"byte": "bits_per_byte", "char": "bits_per_char"}
 
@@ -121,14 +123,18 @@ class LanguageModeling(Task):
         return None
 
     def model_type(self, data: dict[str, Any], ev: dict[str, Any] | None) -> list[str]:
-        def said(key: str) -> str:
-            value = data.get(key)
-            return f"{value:,}" if isinstance(value, int) else "not recorded"
-
+        """What the model is; context and vocabulary from the data, else the model's kwargs
+        (``data["model_kwargs"]``: nanoGPT's ``block_size``, transformers' ``n_positions``)."""
+        kwargs = data.get("model_kwargs") or {}
+        context = next(
+            (kwargs.get(k) for k in CONTEXT_KEYS if isinstance(kwargs.get(k), int)), None
+        )
+        context = data.get("context_length", context)
+        vocab = data.get("vocab_size", kwargs.get("vocab_size"))
         return [
             f"- **Model type:** {self.title}",
-            f"- **Context length:** {said('context_length')} tokens",
-            f"- **Vocabulary:** {said('vocab_size')} tokens, "
+            f"- **Context length:** {count(context, missing='not recorded')} tokens",
+            f"- **Vocabulary:** {count(vocab, missing='not recorded')} tokens, "
             f"tokenizer: {data.get('tokenizer') or 'not recorded'}",
         ]
 
@@ -136,11 +142,14 @@ class LanguageModeling(Task):
         held_out = data.get("test_tokens", (ev or {}).get("tokens"))
         return [
             f"- **Split:** {data.get('split') or 'not recorded'}; train "
-            f"{count(data.get('train_tokens'))} tokens, held-out {count(held_out)} tokens",
+            f"{count(data.get('train_tokens'), missing='not recorded')} tokens, held-out "
+            f"{count(held_out, missing='not recorded')} tokens",
         ]
 
     def scope_line(self, name: str, data: dict[str, Any], *, others: bool) -> str:
-        return f"- Trained on {count(data.get('train_tokens'))} tokens of `{name}` only; " + (
+        seen = data.get("train_tokens")
+        amount = f"{count(seen)} tokens of " if seen is not None else ""
+        return f"- Trained on {amount}`{name}` only; " + (
             "text of other kinds (other languages, domains, styles) was not measured."
             if not others
             else "other text was measured only where listed under Evaluation."
