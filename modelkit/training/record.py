@@ -139,13 +139,25 @@ class RunWriter:
         if self.run is not None:
             self.run.fail(error)
 
-    def finish(self, trainer: Any, *, load_s: float, stopped: bool = False) -> dict[str, Any]:
-        """Final weights and the complete (or ``stopped``: a repro prefix) record; publish."""
+    def finish(
+        self,
+        trainer: Any,
+        *,
+        load_s: float,
+        stopped: bool = False,
+        weights: Any = None,
+        extra: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Final weights and the complete (or ``stopped``: a repro prefix) record; publish.
+
+        ``weights``: what to save instead of ``trainer.model`` (a sharded model's gathered
+        state); ``extra``: more run.json fields."""
         from modelkit.io import sha256_file
 
         run, cfg, st = self.run, trainer.config, trainer.state
         run.fingerprint_every = 0  # the loop fingerprints its last step itself
-        extra: dict[str, Any] = {
+        extra = {
+            **(extra or {}),
             "samples_seen": st.samples,
             "samples_per_second": st.samples / st.train_time if st.train_time else 0.0,
         }
@@ -173,7 +185,7 @@ class RunWriter:
             }
         timings = {"data_load_s": round(load_s, 4), "train_s": round(st.train_time, 4)}
         record = run.finish(
-            trainer.model,
+            trainer.model if weights is None else weights,
             metrics=metrics,
             timings=timings,
             extra=extra,
