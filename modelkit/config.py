@@ -78,6 +78,9 @@ class TrainConfig:
     augment: dict[str, Any] = field(default_factory=dict)  # {random_crop, horizontal_flip, ...}
     # the final weights: shards above this size ("5GB": the Hub's default; or bytes, "200MB")
     max_shard_size: str = "5GB"
+    # shard parameters, gradients and optimizer state across the torchrun processes (FSDP2,
+    # torch.distributed.fsdp.fully_shard) instead of replicating them (DDP); see docs/distributed.md
+    shard: bool = False
 
     def __post_init__(self) -> None:
         # types and Annotated ranges of every field (a value built in Python, not read)

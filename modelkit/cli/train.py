@@ -21,6 +21,7 @@ Examples:
   modelkit train --resume runs/a --fallback-checkpoint   # newest checkpoint is corrupt
   modelkit train --nproc-per-node 2 --device cpu  # 2 processes, DDP over gloo (torchrun)
   modelkit train --nproc-per-node 8 --precision bf16 --compile   # 8 GPUs, DDP over nccl
+  modelkit train --nproc-per-node 2 --shard --device cpu   # FSDP2: each rank holds half the state
   modelkit train --nnodes 2 --node-rank 0 --nproc-per-node 8 --master-addr node0 --master-port 29500
   torchrun --nproc-per-node 2 -m modelkit train --device cpu   # plain torchrun works too
 """
@@ -30,7 +31,7 @@ CONFIG_FLAGS = {
     for k in ("model", "data", "epochs", "batch_size", "lr", "optimizer", "lr_schedule", "loss")
     + ("grad_clip", "max_steps", "keep_best", "image_size", "channels", "seed", "device")
     + ("threads", "deterministic", "fingerprint_every", "precision", "tf32", "channels_last")
-    + ("max_shard_size",)
+    + ("max_shard_size", "shard")
 } | {"compile_model": "compile"}
 REQUEST_FLAGS = ("out", "resume", "fallback_checkpoint", "overwrite", "download", "data_placement")
 
@@ -69,6 +70,7 @@ def command(
     compile_model: opt.CompileOpt = None,
     data_placement: opt.DataPlacementOpt = "auto",
     nproc_per_node: opt.NprocOpt = None,
+    shard: opt.ShardOpt = None,
     nnodes: opt.NnodesOpt = None,
     node_rank: opt.NodeRankOpt = 0,
     master_addr: opt.MasterAddrOpt = "127.0.0.1",

@@ -140,13 +140,27 @@ class RunWriter:
         if self.run is not None:
             self.run.fail(error)
 
-    def finish(self, trainer: Any, *, load_s: float, stopped: bool = False) -> dict[str, Any]:
-        """Final weights and the complete (or ``stopped``: a repro prefix) record; publish."""
+    def finish(
+        self,
+        trainer: Any,
+        *,
+        load_s: float,
+        stopped: bool = False,
+        weights: Any = None,
+        extra: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Final weights and the complete (or ``stopped``: a repro prefix) record; publish.
+
+        ``weights``: what to save instead of ``trainer.model`` (a sharded model's gathered
+        state); ``extra``: more run.json fields."""
         from modelkit.io import sha256_file
 
         run, cfg, st, task = self.run, trainer.config, trainer.state, trainer.task
         run.fingerprint_every = 0  # the loop fingerprints its last step itself
-        extra = throughput(task, trainer.data, samples=st.samples, seconds=st.train_time)
+        extra = {
+            **(extra or {}),
+            **throughput(task, trainer.data, samples=st.samples, seconds=st.train_time),
+        }
         metrics: dict[str, Any] = {}
         if not stopped:
             # the last step always ends an epoch and is checkpointed: its rows are on disk
@@ -171,7 +185,7 @@ class RunWriter:
             }
         timings = {"data_load_s": round(load_s, 4), "train_s": round(st.train_time, 4)}
         record = run.finish(
-            trainer.model,
+            trainer.model if weights is None else weights,
             metrics=metrics,
             timings=timings,
             extra=extra,

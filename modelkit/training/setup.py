@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 
 from modelkit.config import TrainConfig, recipe
 from modelkit.errors import BadInputError, DataError
-from modelkit.training import accel
+from modelkit.training import accel, sharding
 from modelkit.training import distributed as D
 from modelkit.training.determinism import configure_determinism, seed_everything
 from modelkit.training.options import RunOptions, parse_perturb
@@ -84,11 +84,15 @@ def setup(config: TrainConfig, *, project: Any, download: bool, options: RunOpti
     world = D.join(device.type)
     error: BaseException | None = None
     try:
+        sharding.check_config(config, world_size=world.size, options=options)
         s = _setup_data_and_model(config, project, download, options, device)
         s.world = world
         if world.rank > 0:  # different dropout masks per rank; rank 0 stays a single run's
             seed_everything(rank_seed(config.seed, world.rank))
             s.determinism["rank_seed"] = rank_seed(config.seed, world.rank)
+        if config.shard:  # every rank built the same model (same seed); each keeps its part
+            s.world = replace(world, sharded=True)
+            s.accel["fsdp_units"] = sharding.shard_model(s.model, world, device)
         _setup_optimizer(s)
     except Exception as exc:
         error = exc

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from modelkit.errors import TrainingError
-from modelkit.training import accel
+from modelkit.training import accel, sharding
 from modelkit.training import distributed as D
 from modelkit.training.determinism import epoch_permutation
 from modelkit.training.evaluate import evaluate_task
@@ -68,7 +68,12 @@ class Trainer:
         self.last_eval: dict[str, Any] = {}
         self.autocast = lambda: accel.autocast(cfg.precision, s.device)  # no-op for fp32
         forward: torch.nn.Module = s.model
-        if world.distributed:
+        self.sharded = world.sharded  # FSDP2: s.model is already sharded in place (setup)
+        self.buffers = self.sharded and any(True for _ in s.model.buffers())
+        if self.sharded:  # where every rank writes its shards (rank 0's staging directory)
+            where = str(writer.run.dir.checkpoints) if writer.run is not None else None
+            self.checkpoint_dir = Path(D.all_gather_json(where, world)[0])
+        elif world.distributed:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             ids = [s.device.index] if s.device.type == "cuda" else None
@@ -124,7 +129,7 @@ class Trainer:
                 if end_of_epoch:
                     self._evaluate()
                 if end_of_epoch or ckpt_due:
-                    self.writer.checkpoint(checkpoint_payload(self), keep=cfg.keep_checkpoints)
+                    self.checkpoint()
                 if stop:
                     return self._stop()
                 if dump_due:
@@ -149,6 +154,8 @@ class Trainer:
                 xb, seed=cfg.seed, epoch=self.state.epoch, batch=b, positions=rows, total=n
             )
         xb = xb.contiguous(memory_format=self.mf)
+        if self.buffers:
+            sharding.sync_buffers(self.model, world)  # rank 0's buffers, as DDP does
         with self.autocast():
             output = self.forward(xb)
         loss, share = self._batch_loss(output, yb, n)
@@ -216,7 +223,12 @@ class Trainer:
             return
         if loss is not None and self.world.distributed:
             loss = D.all_reduce_sum(loss.clone(), self.world)  # the global batch's loss
-        self.writer.fingerprint(st.step, self.model, loss, epoch=st.epoch + 1)
+        model: Any = self.model
+        if self.sharded:  # whole tensors gathered one at a time, hashed on rank 0
+            if not self.world.main:
+                return sharding.drain(self.model)
+            model = sharding.GatheredView(self.model)
+        self.writer.fingerprint(st.step, model, loss, epoch=st.epoch + 1)
 
     def _evaluate(self) -> None:
         """End of an epoch: held-out metrics, the epoch's LR step, keep-best; next epoch."""
@@ -232,6 +244,14 @@ class Trainer:
             autocast=self.autocast,
             memory_format=self.mf,
         )
+        if self.sharded:  # as many forwards (parameter all-gathers) on every rank
+            bs = self.config.eval_batch_size
+            lengths = [len(part) for part in self.data.x_test.tensor_split(world.size)]
+            counts = sharding.eval_batches(lengths, bs)
+            probe = self.data.x_test[:1].to(self.device).contiguous(memory_format=self.mf)
+            sharding.pad_eval(
+                self.model, probe, mine=counts[world.rank], most=max(counts), autocast=self.autocast
+            )
         if world.distributed:  # the accumulator holds sums: add up every rank's shard
             comm = self.device if world.backend == "nccl" else torch.device("cpu")
             acc.load([D.all_reduce_sum(t.to(comm), world) for t in acc.tensors()])
@@ -264,7 +284,17 @@ class Trainer:
         self.writer.best_weights(self.model, model_name=self.config.model)
         return True
 
-    # ---- dumps, stop ----------------------------------------------------------------------
+    # ---- checkpoints, dumps, stop ----------------------------------------------------------
+    def checkpoint(self) -> None:
+        """The run's checkpoint (collective under DDP/FSDP2; see modelkit.training.state)."""
+        payload, keep = checkpoint_payload(self), self.config.keep_checkpoints
+        if self.sharded:
+            from modelkit.training.sharded_checkpoint import save_sharded
+
+            save_sharded(self, payload, keep=keep)
+        else:
+            self.writer.checkpoint(payload, keep=keep)
+
     def dump(self, directory: Path) -> None:
         """A full state checkpoint into ``directory`` (collective under DDP; rank 0 writes)."""
         self.writer.dump(directory, checkpoint_payload(self))
