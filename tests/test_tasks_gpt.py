@@ -103,6 +103,13 @@ def test_eval_card_release_verify(gpt_run: Path, cli, in_tmp: Path) -> None:
 
     assert ModelCard(card, ignore_metadata_errors=False).data.pipeline_tag == "text-generation"
 
+    import subprocess
+
+    (in_tmp / ".gitignore").write_text("registry/\n")  # a release records the code's commit
+    ident = ["-c", "user.email=t@example.com", "-c", "user.name=t"]
+    subprocess.run(["git", "init", "-q", str(in_tmp)], check=True)
+    subprocess.run(["git", "-C", str(in_tmp), "add", "-A"], check=True)
+    subprocess.run(["git", "-C", str(in_tmp), *ident, "commit", "-qm", "x"], check=True)
     code, out, err = cli(
         "release", "v1.0", "--run", gpt_run, "--to", in_tmp / "registry",
         "--repo", "local/gpt-tiny", "--allow-incomplete-card",
