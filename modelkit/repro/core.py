@@ -29,10 +29,10 @@ from pathlib import Path
 from typing import Any
 
 from modelkit.errors import BadInputError, ModelkitError, NoWeights, RunDirError
+from modelkit.runs.perturb import PERTURB_ENV
 from modelkit.weights import has_weights, read_layout, verified_weights
 from modelkit.weights.load import read_state_dict
 
-PERTURB_ENV = "MODELKIT_PERTURB"
 CONFIG_SUFFIXES = (".toml", ".yaml", ".yml", ".json")
 Event = Callable[[str], None]
 
@@ -58,7 +58,7 @@ class Side:
 
     def dump(self, step: int) -> tuple[dict[str, Any], dict[str, Any]]:
         """``(tensors, meta)`` of the state dumped at ``step``."""
-        from modelkit.training.checkpoint import PREFIX, SUFFIX, load_checkpoint
+        from modelkit.runs.checkpoint import PREFIX, SUFFIX, load_checkpoint
 
         return load_checkpoint(self.dump_dir / f"{PREFIX}{step:08d}{SUFFIX}")
 
@@ -73,7 +73,7 @@ class Side:
 
     def has_dump(self, step: int) -> bool:
         """Whether a state dump exists for ``step``."""
-        from modelkit.training.checkpoint import PREFIX, SUFFIX
+        from modelkit.runs.checkpoint import PREFIX, SUFFIX
 
         return (self.dump_dir / f"{PREFIX}{step:08d}{SUFFIX}").is_file()
 
@@ -104,7 +104,7 @@ def _recorded_threads(run_dir: Path) -> int | None:
 
 def state_sha256(tensors: dict[str, Any], meta: dict[str, Any]) -> str:
     """sha256 of params, buffers and optimizer state (+ scheduler) of a dumped state."""
-    from modelkit.training.fingerprint import state_digest
+    from modelkit.runs.fingerprint import state_digest
 
     keep = {k: v for k, v in tensors.items() if k.startswith(("model.", "optim."))}
     objects = meta.get("objects", {})

@@ -41,7 +41,7 @@ def main(argv: list[str]) -> int:
         return 0
     if opts.get("dump_dir"):  # the final state's sha256, so the parent need not load torch
         from modelkit.repro.core import state_sha256
-        from modelkit.training.checkpoint import list_checkpoints, load_checkpoint
+        from modelkit.runs.checkpoint import list_checkpoints, load_checkpoint
 
         tensors, meta = load_checkpoint(list_checkpoints(opts["dump_dir"])[-1])
         result = {"state_sha256": state_sha256(tensors, meta), "final_step": meta["step"]}

@@ -202,12 +202,10 @@ def launch_resume(
     run_dir: Path, launch_cfg: LaunchConfig, *, fallback: bool, worker_flags: list[str]
 ) -> None:
     """Resume a multi-process run at its recorded world size, under torchrun."""
-    from modelkit.runs import open_run
-    from modelkit.training.record import live_dir
+    from modelkit.runs import live_dir, open_run
 
     run = open_run(live_dir(run_dir).path, require=("config.json",))
-    record = run.read_record() if run.record.is_file() else {}
-    recorded = int((record.get("distributed") or {}).get("world_size") or 1)
+    recorded = run.run_record().world_size if run.record.is_file() else 1
     if recorded != launch_cfg.world_size:
         raise BadInputError(
             f"{run_dir} was trained by {recorded} process(es); --nproc-per-node x --nnodes "
@@ -228,8 +226,8 @@ def launch_resume(
 
 def _resume_hint(exc: ModelkitError, out: Path, launch_cfg: LaunchConfig) -> None:
     """After a failed rank: name the intact checkpoint and the command that continues."""
-    from modelkit.training.checkpoint import list_checkpoints
-    from modelkit.training.record import live_dir
+    from modelkit.runs import live_dir
+    from modelkit.runs.checkpoint import list_checkpoints
 
     ckpts = list_checkpoints(live_dir(out).checkpoints)
     if exc.exit_code == 1 and ckpts:

@@ -19,8 +19,9 @@ from modelkit.config import TrainConfig, recipe
 from modelkit.errors import BadInputError, DataError
 from modelkit.training import accel
 from modelkit.training import distributed as D
-from modelkit.training.determinism import configure_determinism, seed_everything
-from modelkit.training.options import RunOptions, parse_perturb
+from modelkit.runs.perturb import parse_perturb
+from modelkit.runs.rng import configure_determinism, seed_all
+from modelkit.training.options import RunOptions
 
 
 @dataclass
@@ -86,7 +87,7 @@ def setup(config: TrainConfig, *, project: Any, download: bool, options: RunOpti
         s = _setup_data_and_model(config, project, download, options, device)
         s.world = world
         if world.rank > 0:  # different dropout masks per rank; rank 0 stays a single run's
-            seed_everything(rank_seed(config.seed, world.rank))
+            seed_all(rank_seed(config.seed, world.rank))
             s.determinism["rank_seed"] = rank_seed(config.seed, world.rank)
         _setup_optimizer(s)
     except Exception as exc:

@@ -25,13 +25,14 @@ import torch
 from modelkit.errors import TrainingError
 from modelkit.training import accel
 from modelkit.training import distributed as D
-from modelkit.training.determinism import epoch_permutation
+from modelkit.runs.perturb import parse_perturb
+from modelkit.runs.rng import epoch_permutation
 from modelkit.training.evaluate import evaluate_counts, summarize
 from modelkit.training.optim import clip_gradients
-from modelkit.training.options import RunOptions, parse_perturb
+from modelkit.training.options import RunOptions
 from modelkit.training.record import RunWriter
 from modelkit.training.setup import Setup
-from modelkit.training.state import TrainState, checkpoint_payload
+from modelkit.training.state import TrainState, capture
 
 Event = dict[str, Any]
 # keep_best metric -> (key in the evaluation, "is better than")
@@ -67,7 +68,7 @@ class Trainer:
         self.state = TrainState(loss_sum=torch.zeros((), device=s.device))
         every = options.fingerprint_every
         self.fingerprint_every = cfg.fingerprint_every if every is None else every
-        self.perturb = parse_perturb(options.perturb, s.model) if options.perturb else None
+        self.perturb = parse_perturb(options.perturb, s.model)
         self.last_eval: dict[str, Any] = {}
         self.autocast = lambda: accel.autocast(cfg.precision, s.device)  # no-op for fp32
         forward: torch.nn.Module = s.model
@@ -127,7 +128,7 @@ class Trainer:
                 if end_of_epoch:
                     self._evaluate()
                 if end_of_epoch or ckpt_due:
-                    self.writer.checkpoint(checkpoint_payload(self), keep=cfg.keep_checkpoints)
+                    self.writer.checkpoint(capture(self), keep=cfg.keep_checkpoints)
                 if stop:
                     return self._stop()
                 if dump_due:
@@ -205,10 +206,8 @@ class Trainer:
     def _after_step(self, loss: torch.Tensor | None) -> None:
         """Perturbation hook, then the step fingerprint when one is due."""
         st = self.state
-        if self.perturb is not None and self.perturb[0] == st.step:
-            with torch.no_grad():
-                p = self.perturb[1].view(-1)
-                p[0] = torch.nextafter(p[0], torch.tensor(math.inf, dtype=p.dtype))
+        if self.perturb is not None:
+            self.perturb.apply(st.step)
         every = self.fingerprint_every
         due = st.step == 0 or st.step == self.total_steps or st.step == self.options.stop_at_step
         if not every or not (due or st.step % every == 0):
@@ -267,7 +266,7 @@ class Trainer:
     # ---- dumps, stop ----------------------------------------------------------------------
     def dump(self, directory: Path) -> None:
         """A full state checkpoint into ``directory`` (collective under DDP; rank 0 writes)."""
-        self.writer.dump(directory, checkpoint_payload(self))
+        self.writer.dump(directory, capture(self))
 
     def _stop(self) -> str:
         if self.options.dump_dir is not None:
