@@ -37,8 +37,13 @@ from pathlib import Path
 from typing import Any
 
 from modelkit.data.fingerprint import DATA_SAMPLE_ITEMS, data_summary
-from modelkit.errors import BadInputError, InvalidArgument, ModelkitError, RunDirError
-from modelkit.errors import TrainingError
+from modelkit.errors import (
+    BadInputError,
+    InvalidArgument,
+    ModelkitError,
+    RunDirError,
+    TrainingError,
+)
 from modelkit.runs import values as V
 from modelkit.runs.opening import RunSpec, config_digest, open_session
 from modelkit.runs.perturb import PERTURB_ENV, env_perturb, parse_perturb, unwrap
@@ -94,8 +99,8 @@ def start_run(
     from modelkit.repro.hooks import RunHooks
     from modelkit.runs.exits import install_error_hook, watch
 
+    install_error_hook()  # the first modelkit call of a script: its errors end it as a verb
     _check_start_args(path, model, seed, fingerprint_every, name, overwrite, resume)
-    install_error_hook()
     hooks = RunHooks.from_env()  # modelkit repro's env hooks
     if hooks is not None and hooks.fingerprint_every is not None:
         fingerprint_every = hooks.fingerprint_every
@@ -135,7 +140,7 @@ def _check_start_args(
         raise InvalidArgument("name", name, "a non-empty string", hint="name='my-model'")
     for key, value in (("overwrite", overwrite), ("resume", resume)):
         if not isinstance(value, bool):
-            raise InvalidArgument(key, value, "True or False")
+            raise InvalidArgument(key, value, "True or False", hint=f"pass {key}=True")
 
 
 class Run:
@@ -333,7 +338,9 @@ class Run:
         self._session.check_open()
         model = V.checked_module(model, hint="pass the trained model: run.finish(model)")
         if metrics is not None and not isinstance(metrics, dict):
-            raise InvalidArgument("metrics", metrics, "a dict of name -> number")
+            raise InvalidArgument(
+                "metrics", metrics, "a dict of name -> number", hint="metrics={'accuracy': acc}"
+            )
         values = V.checked_metrics(metrics or {})
         return self._session.finish(model, metrics=values, max_shard_size=max_shard_size)
 

@@ -9,4 +9,11 @@ from modelkit.runs.checkpoint import (
     load_checkpoint,
 )
 
-__all__ = ["PREFIX", "SUFFIX", "Checkpoint", "checkpoint_file", "list_checkpoints", "load_checkpoint"]
+__all__ = [
+    "PREFIX",
+    "SUFFIX",
+    "Checkpoint",
+    "checkpoint_file",
+    "list_checkpoints",
+    "load_checkpoint",
+]

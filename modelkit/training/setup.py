@@ -17,10 +17,10 @@ import torch
 
 from modelkit.config import TrainConfig, recipe
 from modelkit.errors import BadInputError, DataError
-from modelkit.training import accel
-from modelkit.training import distributed as D
 from modelkit.runs.perturb import parse_perturb
 from modelkit.runs.rng import configure_determinism, seed_all
+from modelkit.training import accel
+from modelkit.training import distributed as D
 from modelkit.training.options import RunOptions
 
 

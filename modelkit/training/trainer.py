@@ -23,10 +23,10 @@ from typing import Any
 import torch
 
 from modelkit.errors import TrainingError
-from modelkit.training import accel
-from modelkit.training import distributed as D
 from modelkit.runs.perturb import parse_perturb
 from modelkit.runs.rng import epoch_permutation
+from modelkit.training import accel
+from modelkit.training import distributed as D
 from modelkit.training.evaluate import evaluate_counts, summarize
 from modelkit.training.optim import clip_gradients
 from modelkit.training.options import RunOptions
