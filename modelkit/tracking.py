@@ -599,6 +599,8 @@ class Run:
     def _write_config(self) -> None:
         ref = self._ref
         kwargs = dict(ref.kwargs) if ref is not None else {}
+        if ref is not None and ref.transformers_config() is not None:
+            kwargs = ref.transformers_config()  # config.json as save_pretrained writes it
         section: dict[str, Any] = {"model": self._name}
         if ref is not None:
             section["reference"] = ref.to_dict()
