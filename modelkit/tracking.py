@@ -834,6 +834,25 @@ class Run:
             "checkpoint": str(path),
         }
 
+    def flush(self) -> None:
+        """Append the buffered metrics rows now (a framework's checkpoint was just written)."""
+        self._open_check()
+        self._flush()
+
+    def resume_at(self, step: int, *, checkpoint: str | None = None) -> None:
+        """Continue after ``step``, restored by a framework's own checkpoint (``checkpoint``):
+        the rows a killed attempt logged after it are dropped, the earlier ones kept."""
+        step = _checked_step(step)
+        self._needs_reset = False
+        self._flush()
+        self._truncate(step)
+        rows = self.dir.read_metrics()
+        self._fingerprinted = {int(r["step"]) for r in rows if r.get("kind") == "fingerprint"}
+        self._last_step = step if rows else None
+        resumes = self.record.setdefault("resumes", [{}])
+        resumes[-1].update(from_step=step, checkpoint=checkpoint, rejected_checkpoints=[])
+        self.dir.write_record(self.record)
+
     # ---- the end -----------------------------------------------------------------------
     def finish(
         self,
