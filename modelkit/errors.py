@@ -152,6 +152,23 @@ class ModelNotImportable(NotImportable):
         super().__init__(reference, cause, what="model", package=package, hint=hint)
 
 
+class NotRecordable(BadInputError):
+    """Argument ``argument`` (a ``type_name``) of model ``reference`` cannot be stored as JSON
+    nor rebuilt as a config object (transformers config, dataclass, pydantic model, Namespace)."""
+
+    def __init__(self, reference: str, argument: str, type_name: str, *, cause: str = "") -> None:
+        super().__init__(reference=reference, argument=argument, type_name=type_name, cause=cause)
+
+    def describe(self) -> tuple[str, str | None]:
+        why = f": {self.cause}" if self.cause else ""
+        return (
+            f"argument '{self.argument}' of {self.reference} ({self.type_name}) cannot be "
+            f"recorded{why}",
+            "pass numbers, strings, lists, dicts or a config object (a transformers config, "
+            "a dataclass, a pydantic model); or a reference= to a factory taking such values",
+        )
+
+
 class WorldSizeMismatch(BadInputError):
     """A checkpoint or run written by ``saved`` processes is resumed with ``now``."""
 

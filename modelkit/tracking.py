@@ -636,6 +636,8 @@ class Run:
     def _write_config(self) -> None:
         ref = self._ref
         kwargs = dict(ref.kwargs) if ref is not None else {}
+        if ref is not None and ref.transformers_config() is not None:
+            kwargs = ref.transformers_config()  # config.json as save_pretrained writes it
         section: dict[str, Any] = {"model": self._name}
         if ref is not None:
             section["reference"] = ref.to_dict()
@@ -868,6 +870,25 @@ class Run:
             "objects": objects.get("user", {}),
             "checkpoint": str(path),
         }
+
+    def flush(self) -> None:
+        """Append the buffered metrics rows now (a framework's checkpoint was just written)."""
+        self._open_check()
+        self._flush()
+
+    def resume_at(self, step: int, *, checkpoint: str | None = None) -> None:
+        """Continue after ``step``, restored by a framework's own checkpoint (``checkpoint``):
+        the rows a killed attempt logged after it are dropped, the earlier ones kept."""
+        step = _checked_step(step)
+        self._needs_reset = False
+        self._flush()
+        self._truncate(step)
+        rows = self.dir.read_metrics()
+        self._fingerprinted = {int(r["step"]) for r in rows if r.get("kind") == "fingerprint"}
+        self._last_step = step if rows else None
+        resumes = self.record.setdefault("resumes", [{}])
+        resumes[-1].update(from_step=step, checkpoint=checkpoint, rejected_checkpoints=[])
+        self.dir.write_record(self.record)
 
     # ---- the end -----------------------------------------------------------------------
     def finish(
