@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from modelkit.errors import BadInputError, ModelkitError, RunDirError
+from modelkit.redact import REDACTED, redact
 from modelkit.repro.core import Event, Side, _compare_sides, _Workspace, control_report
 from modelkit.repro.hooks import (
     COMMAND_ENV,
@@ -52,8 +53,8 @@ class CommandFailed(ModelkitError):
 
 
 def describe(argv: list[str]) -> str:
-    """The command as a shell would show it."""
-    return shlex.join(argv)
+    """The command as a shell would show it, its secrets redacted (it is shown and recorded)."""
+    return shlex.join(redact(list(argv)))
 
 
 def run_commands(
@@ -193,7 +194,7 @@ def repro_command(
             mode="command",
             target=describe(argv),
             target_kind="command",
-            command={"argv": list(argv), "cwd": str(cwd)},
+            command=redact({"argv": list(argv), "cwd": str(cwd)}),
             perturbed=perturb,
             seed=rec.get("seed"),
             env=rec.get("env"),
@@ -227,6 +228,18 @@ def recorded_command(record: dict[str, Any]) -> tuple[list[str], Path] | None:
     cmd = record.get("command")
     if not isinstance(cmd, dict):
         return None
+    found = _found_command(cmd)
+    if found is not None and any(REDACTED in a for a in found[0]):
+        raise BadInputError(
+            f"the recorded command `{describe(found[0])}` had a secret removed before it was "
+            "recorded, so it cannot be run again as recorded",
+            hint="pass secrets through the environment (e.g. HF_TOKEN), not the command line; "
+            "or run `modelkit repro -- CMD` with the secret yourself",
+        )
+    return found
+
+
+def _found_command(cmd: dict[str, Any]) -> tuple[list[str], Path] | None:
     repro = cmd.get("repro")
     if isinstance(repro, dict) and repro.get("argv"):
         return [str(a) for a in repro["argv"]], Path(str(repro.get("cwd") or "."))
