@@ -159,7 +159,7 @@ class RunHooks:
         """The final state's dump and sha256 (``result.json``), so the parent need not load it."""
         if self.dump_dir is None:
             return
-        from modelkit.repro.core import state_sha256
+        from modelkit.repro.sides import state_sha256
         from modelkit.training.checkpoint import PREFIX, SUFFIX, load_checkpoint
 
         final = step if step is not None else 0
