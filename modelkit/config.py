@@ -24,7 +24,7 @@ else:  # pragma: no cover
 
 OPTIMIZERS = ("adam", "adamw", "sgd")  # the short names; any torch.optim class works
 LR_SCHEDULES = ("none", "cosine", "step")
-KEEP_BEST = ("", "test_accuracy", "test_loss")
+KEEP_BEST_PREFIX = "test_"  # keep_best names a held-out metric of the run's task (modelkit.tasks)
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16", "fp16")
 # the data order seeds torch.Generator with seed * 1_000_003 + epoch, which must fit 64 bits
@@ -69,15 +69,19 @@ class TrainConfig:
     loss: str | dict[str, Any] = "cross_entropy"
     grad_clip: float = 0.0  # max global L2 norm of the gradients (0 = no clipping)
     max_steps: int = 0  # stop after this many optimizer steps (0 = run every epoch)
-    keep_best: str = (
-        ""  # test_accuracy | test_loss: keep the best epoch's weights (best.safetensors)
-    )
+    # test_<metric> of the task (test_accuracy, test_loss, test_perplexity): keep the best
+    # epoch's weights (best.safetensors), judged in the metric's direction
+    keep_best: str = ""
     image_size: int = 0  # image folders: resize to this side (0 = the data's default, 28)
     channels: int = 0  # image folders: 1 (grayscale) or 3 (RGB); 0 = the data's default (3)
     normalize: dict[str, float | list[float]] = field(default_factory=dict)  # {mean, std}
+    context_length: Annotated[int, Ge(0)] = 0  # text: tokens per window (0 = the model's)
     augment: dict[str, Any] = field(default_factory=dict)  # {random_crop, horizontal_flip, ...}
     # the final weights: shards above this size ("5GB": the Hub's default; or bytes, "200MB")
     max_shard_size: str = "5GB"
+    # shard parameters, gradients and optimizer state across the torchrun processes (FSDP2,
+    # torch.distributed.fsdp.fully_shard) instead of replicating them (DDP); see docs/distributed.md
+    shard: bool = False
 
     def __post_init__(self) -> None:
         # types and Annotated ranges of every field (a value built in Python, not read)
@@ -103,9 +107,10 @@ class TrainConfig:
         _check(self.max_steps >= 0, "max-steps must be >= 0", "0 = every epoch, e.g. 500")
         _check(self.grad_clip >= 0, "grad-clip must be >= 0", "0 = off, e.g. 1.0")
         _check(
-            self.keep_best in KEEP_BEST,
+            not self.keep_best or self.keep_best.startswith(KEEP_BEST_PREFIX),
             f"unknown keep_best metric '{self.keep_best}'"
-            f"{did_you_mean(self.keep_best, KEEP_BEST[1:])} (valid: test_accuracy, test_loss)",
+            f"{did_you_mean(self.keep_best, ('test_accuracy', 'test_loss'))} "
+            "(valid: test_<metric> of the task, e.g. test_accuracy, test_loss, test_perplexity)",
             'keep_best = "test_accuracy" (or leave it out)',
         )
         _check(self.image_size >= 0, "image-size must be >= 0", "0 = the data's default, e.g. 32")
