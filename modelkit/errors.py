@@ -12,6 +12,7 @@ fields, never on its wording. ``ModelkitError(message, hint=...)`` stays valid f
 from __future__ import annotations
 
 import difflib
+import signal as _signal
 from collections.abc import Iterable
 from typing import Any
 
@@ -268,6 +269,24 @@ class UserCodeError(ModelkitError):
         return (
             f"{self.what} {self.name} raised {self.cause}",
             "fix that function; set MODELKIT_DEBUG=1 for its traceback",
+        )
+
+
+class Interrupted(ModelkitError):
+    """A signal (``SIGINT``/``SIGTERM``) stopped a verb; the processes it started were stopped
+    with it. Exit 128 + the signal's number (130, 143), like a shell."""
+
+    signal: str
+
+    def __init__(self, signal: str) -> None:
+        super().__init__(signal=signal)
+        self.exit_code = 128 + int(getattr(_signal.Signals, signal, _signal.SIGTERM))
+
+    def describe(self) -> tuple[str, str | None]:
+        return (
+            f"interrupted by {self.signal}: the processes it started were stopped and its "
+            "temporary files removed",
+            "run it again when you are ready",
         )
 
 

@@ -51,6 +51,7 @@ from typing import Any
 from modelkit.data.fingerprint import DATA_SAMPLE_ITEMS, UNKNOWN, data_summary
 from modelkit.errors import BadInputError, ModelkitError, RunDirError, TrainingError
 from modelkit.io import exit_now, write_bytes_atomic, write_json_atomic
+from modelkit.redact import redact
 from modelkit.runs import (
     RUN_RECORD_VERSION,
     RunDir,
@@ -272,7 +273,7 @@ def start_run(
     if hooks is not None and hooks.fingerprint_every is not None:
         fingerprint_every = hooks.fingerprint_every
     record_extra = {**(record_extra or {}), **_task_fields(task, eval_transform)}
-    cfg = _config_dict(train_config if train_config is not None else config)
+    cfg = redact(_config_dict(train_config if train_config is not None else config))
     ref = _resolve_reference(reference, model, model_kwargs)
     if name is None:
         name = ref.ref if ref is not None else None
@@ -557,12 +558,14 @@ class Run:
             "status": "running",
             "started": now_iso(),
             "trainer": trainer,
-            "command": {
-                "argv": list(sys.argv),
-                "cwd": os.getcwd(),
-                "executable": sys.executable,
-                "orig_argv": list(getattr(sys, "orig_argv", sys.argv)),
-            },
+            "command": redact(
+                {
+                    "argv": list(sys.argv),
+                    "cwd": os.getcwd(),
+                    "executable": sys.executable,
+                    "orig_argv": list(getattr(sys, "orig_argv", sys.argv)),
+                }
+            ),
             "model": self._name,
             "reference": self._ref.to_dict() if self._ref is not None else None,
             "seed": determinism.get("seed"),
@@ -642,7 +645,7 @@ class Run:
         if ref is not None:
             section["reference"] = ref.to_dict()
         section[self._cfg_key] = self._cfg
-        write_json_atomic(self.dir.config, {**kwargs, "modelkit": section})
+        write_json_atomic(self.dir.config, redact({**kwargs, "modelkit": section}))
 
     # ---- logging -----------------------------------------------------------------------
     def _open_check(self) -> None:
