@@ -252,8 +252,9 @@ def start_run(
     ``task``: what the model does, a :mod:`modelkit.tasks` name (``"language-modeling"``;
     default ``"classification"``), stated in run.json; ``eval`` and the card follow it.
     ``eval_transform``: the input preprocessing the script applies before ``model(x)`` at
-    evaluation (a ``package.module:function`` or an importable function), recorded so
-    ``modelkit eval`` evaluates the inputs the script did.
+    evaluation (an importable function, ``package.module:function``, or ``"model.ATTR"``: the
+    model's own, e.g. a Lightning module's ``normalize``), recorded so ``modelkit eval``
+    evaluates the inputs the script did.
 
     ``trainer``, ``train_config``, ``determinism``, ``device``, ``record_extra`` and
     ``project_root`` are for ``modelkit train``'s own loop (its TrainConfig goes to
@@ -336,10 +337,11 @@ def _task_fields(task: str | None, eval_transform: Any) -> dict[str, Any]:
                     "or pass 'package.module:function'",
                 )
             ref = f"{module}:{name}"
-        if not isinstance(ref, str) or ":" not in ref:
+        if not isinstance(ref, str) or not (":" in ref or ref.startswith("model.")):
             raise BadInputError(
-                f"eval_transform must be a function or 'package.module:function', got {ref!r}",
-                hint="e.g. eval_transform='my_pkg.data:normalize'",
+                f"eval_transform must be a function, 'package.module:function' or "
+                f"'model.ATTR' (the model's own), got {ref!r}",
+                hint="e.g. eval_transform='my_pkg.data:normalize' or 'model.normalize'",
             )
         out["eval_transform"] = ref
     return out

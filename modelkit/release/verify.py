@@ -348,7 +348,7 @@ def _re_evaluate(snapshot: Path, model: Any, *, project: Any) -> dict[str, Any]:
         ds.batches() if isinstance(ds, BatchSource) else _tensor_batches(ds.x_test, ds.y_test, 1024)
     )
     acc = accumulate(
-        model, batches, task=task, acc=task.accumulator(ds), transform=eval_transform(record)
+        model, batches, task=task, acc=task.accumulator(ds), transform=eval_transform(record, model)
     )
     if ds.fingerprint != recorded.get("data", {}).get("fingerprint"):
         raise CheckFailed(

@@ -142,11 +142,27 @@ def check_data_fits(
         raise refuse(problem)
 
 
-def eval_transform(record: dict[str, Any]) -> Callable[[torch.Tensor], torch.Tensor] | None:
-    """The input preprocessing an own loop recorded (``start_run(eval_transform=...)``)."""
+def eval_transform(
+    record: dict[str, Any], model: Any = None
+) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """The input preprocessing an own loop recorded (``start_run(eval_transform=...)``): a
+    ``package.module:function``, or ``model.ATTR``, the model's own (a Lightning module's
+    ``normalize``, say)."""
     ref = record.get("eval_transform")
     if not ref:
         return None
+    from modelkit.errors import BadInputError
+
+    if str(ref).startswith("model."):
+        target: Any = model
+        for part in str(ref).split(".")[1:]:
+            target = getattr(target, part, None)
+        if not callable(target):
+            raise BadInputError(
+                f"the run's eval_transform '{ref}' is not a callable of the model",
+                hint="record an importable function instead: 'package.module:function'",
+            )
+        return target
     from modelkit.project import import_object
 
     return import_object(str(ref), what="eval transform")
@@ -204,12 +220,10 @@ def evaluate_run(
     accepts a run that records none); the result names their identity (``weights_sha256``).
     The format of both files is in docs/tasks.md ("Evaluation files").
     """
-    from modelkit.card.facts import slug
     from modelkit.data.batches import BatchSource
     from modelkit.errors import RunDirError
-    from modelkit.io import write_json_atomic
     from modelkit.models.weights import load_model_from_dir
-    from modelkit.runs import now_iso, open_run, read_run_record
+    from modelkit.runs import open_run, read_run_record
     from modelkit.tasks import task_of
     from modelkit.training.setup import resolve_device
 
@@ -232,7 +246,7 @@ def evaluate_run(
     )  # fmt: skip
     model, _ = load_model_from_dir(run.path, project=project, device=dev, layout=layout)
     actual = identity_of(run.path, layout)
-    transform = eval_transform(record)
+    transform = eval_transform(record, model)
     if isinstance(ds, BatchSource):
         batches: Any = ds.batches()
     else:
@@ -245,18 +259,33 @@ def evaluate_run(
         model, batches, task=task, data=ds, spec=spec, device=dev, transform=transform
     )
     result = {"task": task.name, **acc.summary()}
-    name, same = _result_name(spec, ds.fingerprint, record=record, train_cfg=train_cfg)
+    return _finish_result(
+        result, run, spec=spec, fingerprint=ds.fingerprint, record=record, train_cfg=train_cfg,
+        weights=actual, device=dev, write=write,
+    )  # fmt: skip
+
+
+def _finish_result(
+    result: dict[str, Any], run: Any, *, spec: str, fingerprint: str, record: dict[str, Any],
+    train_cfg: Any, weights: str, device: Any, write: bool,
+) -> dict[str, Any]:  # fmt: skip
+    """Name the data, add provenance, and write eval.json or evals/NAME.json (``write``)."""
+    from modelkit.card.facts import slug
+    from modelkit.io import write_json_atomic
+    from modelkit.runs import now_iso
+
+    name, same = _result_name(spec, fingerprint, record=record, train_cfg=train_cfg)
     result.update(
         data={
             "name": name,
             "spec": spec,
-            "fingerprint": ds.fingerprint,
+            "fingerprint": fingerprint,
             "split": "held-out",
             "same_as_training": same,
         },
-        weights_sha256=actual,
+        weights_sha256=weights,
         evaluated=now_iso(),
-        device=str(dev),
+        device=str(device),
     )
     # the training data's held-out result is eval.json (what the card reports as the model's);
     # other data never replaces it: evals/<dataset name>.json, shown under its own name
