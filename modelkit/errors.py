@@ -188,24 +188,19 @@ class WorldSizeMismatch(BadInputError):
 
 
 class ShardingUnsupported(BadInputError):
-    """Sharded (FSDP2) training cannot run as asked. ``reason``: ``"processes"`` (not under
-    torchrun with >= 2 processes), ``"torch"`` (this torch lacks FSDP2 or DCP's safetensors
-    storage) or ``"option"`` (``option`` cannot be combined with sharding)."""
+    """Sharded (FSDP2) training cannot run as asked; ``reason``: processes | torch | option."""
 
     reason: str
-    detail: str
 
     def __init__(self, reason: str, detail: str, *, option: str | None = None) -> None:
         super().__init__(reason=reason, detail=detail, option=option)
 
     def describe(self) -> tuple[str, str | None]:
-        hints = {
+        hint = {
             "processes": "start it under torchrun with 2 or more processes (world size >= 2)",
-            "torch": "install torch >= 2.8 (torch.distributed.fsdp.fully_shard and "
-            "torch.distributed.checkpoint.HuggingFaceStorageWriter)",
-            "option": f"leave out {self.fields.get('option')} or shard=True",
+            "torch": "install torch >= 2.8 (fully_shard, DCP's HuggingFaceStorageWriter)",
         }
-        return f"sharded training: {self.detail}", hints.get(self.reason)
+        return f"sharded training: {self.fields['detail']}", hint.get(self.reason)
 
 
 class FileMissing(RunDirError):

@@ -172,17 +172,20 @@ def _restore(trainer: Any, writer: RunWriter, out: Path, *, fallback: bool) -> N
 
 def _final_weights(trainer: Any, s: Any) -> tuple[Any, dict[str, Any]]:
     """``(what the run saves as its weights, run.json extras)``: the model itself, or for a
-    sharded model its whole state gathered on rank 0 (None elsewhere) and each rank's peak
-    memory (``run.json["sharding"]``). Collective when sharded."""
-    if not trainer.sharded:
-        return trainer.model, {}
+    sharded model its whole state gathered on rank 0 (None elsewhere). A multi-process run
+    records every rank's peak memory (``peak_memory_per_rank``). Collective."""
     from modelkit.training import sharding
 
     world = trainer.world
-    weights = sharding.gather_full_state(trainer.model, world)
-    peaks = D.all_gather_json(sharding.peak_memory(trainer.device), world)
-    units = s.accel.get("fsdp_units")
-    return weights, {"sharding": {"strategy": "fsdp2", "units": units, "per_rank": peaks}}
+    if not world.distributed:
+        return trainer.model, {}
+    weights = trainer.model
+    extra: dict[str, Any] = {}
+    if trainer.sharded:
+        weights = sharding.gather_full_state(trainer.model, world)
+        extra["sharding"] = {"strategy": "fsdp2", "units": s.accel.get("fsdp_units")}
+    extra["peak_memory_per_rank"] = D.all_gather_json(sharding.peak_memory(trainer.device), world)
+    return weights, extra
 
 
 def _run(
