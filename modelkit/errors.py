@@ -413,6 +413,23 @@ class WeightsMismatch(BadInputError):
         )
 
 
+class UnsafeRunFile(RunDirError):
+    """Run ``directory``'s ``file`` may not be released: ``problem`` (a link, not regular)."""
+
+    def __init__(self, directory: Any, *, file: str, problem: str) -> None:
+        msg = f"{directory}/{file} {problem}: a release holds only regular files inside the run"
+        hint = "replace the link with a copy of the file, or declare it as a release artifact"
+        super().__init__(msg, hint=hint, directory=str(directory), file=file, problem=problem)
+
+
+class UnsafeManifestPath(CheckFailed):
+    """A ``path`` read from ``source`` (a manifest, an index, a ref) ``problem``. Exit 3."""
+
+    def __init__(self, source: str, *, path: str, problem: str) -> None:
+        msg, hint = f"{source}: the path {path} {problem}", "the release is damaged or tampered"
+        super().__init__(msg, hint=hint, source=source, path=path, problem=problem)
+
+
 def _few(names: list[str], limit: int = 5) -> str:
     shown = ", ".join(names[:limit])
     return shown + (f" (+{len(names) - limit} more)" if len(names) > limit else "")
