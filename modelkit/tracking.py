@@ -83,6 +83,8 @@ def start_run(
     resume: bool = False,
     fingerprint_every: int = 25,
     name: str | None = None,
+    task: str | None = None,
+    eval_transform: Any = None,
 ) -> Run:
     """Open a run directory for writing (a transaction, see the module docstring).
 
@@ -95,6 +97,13 @@ def start_run(
     to rebuild the model (default: from the instance); ``name``: the model's name (default:
     the reference, e.g. ``train:Net``). ``fingerprint_every``: K for the state fingerprint
     written by :meth:`Run.log` every K steps (0: never).
+
+    ``task``: what the model does, a :mod:`modelkit.tasks` name (``"language-modeling"``;
+    default ``"classification"``), stated in run.json; ``eval`` and the card follow it.
+    ``eval_transform``: the input preprocessing the script applies before ``model(x)`` at
+    evaluation (an importable function, ``package.module:function``, or ``"model.ATTR"``: the
+    model's own, e.g. a Lightning module's ``normalize``), recorded so ``modelkit eval``
+    evaluates the inputs the script did.
     """
     from modelkit.repro.hooks import RunHooks
     from modelkit.runs.exits import install_error_hook, watch
@@ -115,7 +124,10 @@ def start_run(
         reference=ref,
         name=name if name is not None else (ref.ref if ref is not None else None),
         fingerprint_every=fingerprint_every,
-        record_extra={"perturbed": perturb.spec} if perturb else {},
+        record_extra={
+            **V.task_fields(task, eval_transform),
+            **({"perturbed": perturb.spec} if perturb else {}),
+        },
         hooks=hooks,
     )
     target = os.environ.get(RUN_DIR_ENV) or path
@@ -310,6 +322,20 @@ class Run:
             "checkpoint": str(ckpt.path),
         }
 
+    # ---- a framework's own checkpoints ------------------------------------------------
+    def flush(self) -> None:
+        """Append the buffered metrics rows now (a framework's checkpoint was just written)."""
+        self._session.check_open()
+        self._session.flush()
+
+    def resume_at(self, step: int, *, checkpoint: str | None = None) -> None:
+        """Continue after ``step``, restored by a framework's own checkpoint (``checkpoint``):
+        the rows a killed attempt logged after it are dropped, the earlier ones kept."""
+        self._session.check_open()
+        step = V.checked_step(step)
+        self._session.resume_at(step, checkpoint=checkpoint)
+        self._last_logged = self._session.last_step
+
     # ---- artifacts and the end ---------------------------------------------------------
     def add_artifact(self, path: Path | str, *, name: str | None = None) -> Path:
         """Copy the regular file ``path`` into the run (``artifacts/<name>``, default its own
@@ -327,13 +353,16 @@ class Run:
         model: Any,
         *,
         metrics: dict[str, Any] | None = None,
+        timings: dict[str, Any] | None = None,
         max_shard_size: int | str | None = None,
     ) -> dict[str, Any]:
         """Write the weights and run.json (status complete), then publish the run.
 
-        The weights are ``model.safetensors``, or shards + index above ``max_shard_size``
-        (default the Hub's ``"5GB"``). The staging directory is renamed to ``path``
-        (replacing the old run if ``overwrite``); returns the record.
+        ``metrics``: the final metrics; ``timings``: your own measured seconds (added to the
+        recorded ``train_s``/``checkpoint_s``). The weights are ``model.safetensors``, or
+        shards + index above ``max_shard_size`` (default the Hub's ``"5GB"``). The staging
+        directory is renamed to ``path`` (replacing the old run if ``overwrite``); returns
+        the record.
         """
         self._session.check_open()
         model = V.checked_module(model, hint="pass the trained model: run.finish(model)")
@@ -341,8 +370,14 @@ class Run:
             raise InvalidArgument(
                 "metrics", metrics, "a dict of name -> number", hint="metrics={'accuracy': acc}"
             )
-        values = V.checked_metrics(metrics or {})
-        return self._session.finish(model, metrics=values, max_shard_size=max_shard_size)
+        if timings is not None and not isinstance(timings, dict):
+            raise InvalidArgument("timings", timings, "a dict of name -> seconds", hint="{}")
+        return self._session.finish(
+            model,
+            metrics=V.checked_metrics(metrics or {}),
+            timings=V.checked_metrics(timings or {}),
+            max_shard_size=max_shard_size,
+        )
 
     def failure_note(self) -> str:
         """What a failure leaves behind, for the error's hint."""

@@ -89,7 +89,9 @@ def live_dir(path: Any) -> RunDir:
     from pathlib import Path
 
     path = Path(path)
-    staging = staging_path(Path(os.path.realpath(path)))  # a linked run is written beside its target
+    staging = staging_path(
+        Path(os.path.realpath(path))
+    )  # a linked run is written beside its target
     return RunDir(staging if staging.is_dir() else path)
 
 

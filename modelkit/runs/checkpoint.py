@@ -165,7 +165,6 @@ class Checkpoint:
     def restore(self, model: Any, optimizer: Any = None, scheduler: Any = None) -> None:
         """Load into the live objects and restore every RNG, after checking that they fit."""
         from modelkit.runs.compat import check_model_fits, check_optimizer_fits
-        from modelkit.runs.rng import restore_rng
 
         where = str(self.path or f"checkpoint step {self.step}")
         check_model_fits(self.model, model, where=where)
@@ -179,7 +178,13 @@ class Checkpoint:
         model.load_state_dict(self.model, strict=True)
         if optimizer is not None and self.optimizer is not None:
             optimizer.load_state_dict(self.optimizer)
-        if scheduler is not None:
+        self.restore_progress(scheduler)
+
+    def restore_progress(self, scheduler: Any = None) -> None:
+        """The scheduler's state and every RNG (what :meth:`restore` loads after the weights)."""
+        from modelkit.runs.rng import restore_rng
+
+        if scheduler is not None and self.scheduler is not None:
             scheduler.load_state_dict(self.scheduler)
         if self.rng is not None:
             restore_rng(self.rng_tensors, self.rng)

@@ -93,8 +93,10 @@ class RunDir:
         return TrainConfig.from_dict(cfg, source=str(self.config))
 
     def write_record(self, record: dict[str, Any]) -> None:
-        """Atomically (re)write ``run.json``."""
-        write_json_atomic(self.record, record)
+        """Atomically (re)write ``run.json`` (secrets redacted: they never enter a record)."""
+        from modelkit.redact import redact
+
+        write_json_atomic(self.record, redact(record))
 
     def append_metrics(self, rows: list[dict[str, Any]]) -> None:
         """Append rows to ``metrics.jsonl`` (flushed and fsynced)."""

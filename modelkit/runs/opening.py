@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modelkit.errors import RunDirError
+from modelkit.redact import redact
 from modelkit.runs.layout import RUN_RECORD_VERSION, now_iso
 from modelkit.runs.transaction import (
     RunLock,
@@ -155,12 +156,14 @@ def base_record(
         "status": "running",
         "started": now_iso(),
         "trainer": spec.trainer,
-        "command": {
-            "argv": list(sys.argv),
-            "cwd": os.getcwd(),
-            "executable": sys.executable,
-            "orig_argv": list(getattr(sys, "orig_argv", sys.argv)),
-        },
+        "command": redact(
+            {
+                "argv": list(sys.argv),
+                "cwd": os.getcwd(),
+                "executable": sys.executable,
+                "orig_argv": list(getattr(sys, "orig_argv", sys.argv)),
+            }
+        ),
         "model": spec.name,
         "reference": ref.to_dict() if ref is not None else None,
         "seed": determinism.get("seed"),

@@ -54,6 +54,8 @@ _FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
     "accel": (_OBJ, True),
     "best": (_OBJ, True),
     "config": (_OBJ, True),
+    "task": (_STR, True),
+    "eval_transform": (_STR, True),
 }
 
 
@@ -110,6 +112,8 @@ class RunRecord:
     accel: dict[str, Any] | None = None
     best: dict[str, Any] | None = None
     config: dict[str, Any] | None = None
+    task: str | None = None
+    eval_transform: str | None = None
     artifacts: tuple[Artifact, ...] = ()
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
@@ -217,7 +221,13 @@ def _artifact(entry: Any, source: str) -> Artifact:
 
 
 def _names(types: tuple[type, ...]) -> str:
-    words = {int: "an integer", str: "a string", dict: "an object", float: "a number", list: "a list"}
+    words = {
+        int: "an integer",
+        str: "a string",
+        dict: "an object",
+        float: "a number",
+        list: "a list",
+    }
     return " or ".join(words.get(t, t.__name__) for t in types)
 
 

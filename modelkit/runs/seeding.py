@@ -8,7 +8,9 @@ deterministic algorithms whatever the script says. The torch side lives in
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from typing import Any
 
 from modelkit.errors import BadInputError
@@ -34,8 +36,9 @@ def seed_everything(
 
     install_error_hook()  # the first modelkit call of a training script: errors end it as a verb
     seed = checked_seed(env_seed(seed))
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
-                                or threads < 0):
+    if threads is not None and (
+        isinstance(threads, bool) or not isinstance(threads, int) or threads < 0
+    ):
         raise BadInputError(
             f"threads must be an integer >= 0, got {threads!r}", hint="pass threads=1 (or none)"
         )
@@ -46,6 +49,18 @@ def seed_everything(
         block["seed_from_env"] = SEED_ENV
     _seeding = block
     return dict(block)
+
+
+@contextlib.contextmanager
+def seeded_by(block: dict[str, Any]) -> Iterator[None]:
+    """Inside: runs record ``block`` as their determinism (a framework seeded itself, as if
+    through :func:`seed_everything`); nothing is re-seeded unless a run asks for a seed."""
+    global _seeding
+    before, _seeding = _seeding, dict(block)
+    try:
+        yield
+    finally:
+        _seeding = before
 
 
 def forget_seeding() -> None:

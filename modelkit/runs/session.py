@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modelkit.errors import ModelkitError, RunDirError, WriteFailed
+from modelkit.redact import redact
 from modelkit.runs import opening as O
 from modelkit.runs.layout import RunDir, now_iso
 from modelkit.runs.perturb import unwrap
@@ -34,6 +35,7 @@ class RunSession:
     def __init__(self, opened: O.Opened, spec: O.RunSpec) -> None:
         from modelkit.runs.seeding import env_seed, run_determinism
 
+        spec.config = redact(spec.config)  # secrets never enter a record (nor its digest)
         self.path, self.dir, self.spec = opened.target, RunDir(opened.staging), spec
         self.model = unwrap(spec.model) if spec.model is not None else None
         self.fingerprint_every = spec.fingerprint_every
@@ -106,12 +108,15 @@ class RunSession:
         """config.json: the model's init kwargs + ``modelkit: {model, reference, <key>}``."""
         from modelkit.io import write_json_atomic
 
-        kwargs = dict(self.ref.kwargs) if self.ref is not None else {}
+        ref = self.ref
+        kwargs = dict(ref.kwargs) if ref is not None else {}
+        if ref is not None and ref.transformers_config() is not None:
+            kwargs = ref.transformers_config()  # config.json as save_pretrained writes it
         section: dict[str, Any] = {"model": self.name}
-        if self.ref is not None:
-            section["reference"] = self.ref.to_dict()
+        if ref is not None:
+            section["reference"] = ref.to_dict()
         section[self.spec.config_key] = self.spec.config
-        write_json_atomic(self.dir.config, {**kwargs, "modelkit": section})
+        write_json_atomic(self.dir.config, redact({**kwargs, "modelkit": section}))
 
     def check_open(self, step: int | None = None) -> None:
         """Refuse a finished run; on the first write after a resume, cut the killed attempt's
@@ -211,6 +216,19 @@ class RunSession:
             resumes = self.record.setdefault("resumes", [{}])
             resumes[-1].update(from_step=step, checkpoint=name, rejected_checkpoints=rejected)
             self.dir.write_record(self.record)
+
+    def resume_at(self, step: int, *, checkpoint: str | None = None) -> None:
+        """Continue after ``step``, restored by a framework's own checkpoint (``checkpoint``):
+        the rows a killed attempt logged after it are dropped, the earlier ones kept."""
+        self.needs_cut = False
+        self.flush()
+        self.dir.keep_metrics_until(step)
+        rows = self.dir.metric_rows()
+        self.fingerprinted = {r.step for r in rows if r.kind == "fingerprint"}
+        self.last_step = step if rows else None
+        resumes = self.record.setdefault("resumes", [{}])
+        resumes[-1].update(from_step=step, checkpoint=checkpoint, rejected_checkpoints=[])
+        self.dir.write_record(self.record)
 
     # ---- artifacts -------------------------------------------------------------------------
     def add_artifact(self, source: Path, name: str) -> Any:

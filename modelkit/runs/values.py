@@ -19,9 +19,9 @@ RESERVED = ("kind", "sha256", "nonfinite")  # metrics.jsonl fields a metric may 
 def checked_step(step: Any, *, name: str = "step") -> int:
     """``step`` as an int >= 0 (numpy/torch integers too)."""
     if isinstance(step, bool) or not isinstance(step, numbers.Integral) or int(step) < 0:
-        if hasattr(step, "numel") and getattr(step, "is_floating_point", lambda: True)() is False:
-            if step.numel() == 1 and int(step.item()) >= 0:
-                return int(step.item())
+        integral_tensor = hasattr(step, "numel") and not step.is_floating_point()
+        if integral_tensor and step.numel() == 1 and int(step.item()) >= 0:
+            return int(step.item())
         raise InvalidArgument(name, step, "an integer >= 0", hint=f"pass the {name} number")
     return int(step)
 
@@ -73,7 +73,9 @@ def checked_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     for key, value in metrics.items():
         if key in RESERVED:
             raise InvalidArgument(
-                "metric name", key, f"not one of {', '.join(RESERVED)} (reserved)",
+                "metric name",
+                key,
+                f"not one of {', '.join(RESERVED)} (reserved)",
                 hint="log it under another name",
             )
         out[key] = scalar(key, value)
@@ -115,6 +117,35 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, os.PathLike):
         return os.fspath(value)
     raise TypeError(f"{type(value).__name__} value {value!r} is not JSON-able")
+
+
+def task_fields(task: str | None, eval_transform: Any) -> dict[str, Any]:
+    """run.json's ``task`` (checked against the registry) and ``eval_transform`` reference."""
+    from modelkit.tasks import get_task
+
+    out: dict[str, Any] = {}
+    if task is not None:
+        out["task"] = get_task(task).name
+    if eval_transform is not None:
+        ref = eval_transform
+        if callable(eval_transform):
+            module = getattr(eval_transform, "__module__", None)
+            name = getattr(eval_transform, "__qualname__", "")
+            if not module or module == "__main__" or "<" in name:
+                raise BadInputError(
+                    f"eval_transform {eval_transform!r} cannot be imported again",
+                    hint="define it at the top level of an importable module, "
+                    "or pass 'package.module:function'",
+                )
+            ref = f"{module}:{name}"
+        if not isinstance(ref, str) or not (":" in ref or ref.startswith("model.")):
+            raise BadInputError(
+                f"eval_transform must be a function, 'package.module:function' or "
+                f"'model.ATTR' (the model's own), got {ref!r}",
+                hint="e.g. eval_transform='my_pkg.data:normalize' or 'model.normalize'",
+            )
+        out["eval_transform"] = ref
+    return out
 
 
 def resolve_reference(reference: Any, model: Any, model_kwargs: dict[str, Any] | None) -> Any:

@@ -24,10 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from modelkit.config import TrainConfig
-from modelkit.errors import BadInputError, DataError, ModelkitError
+from modelkit.errors import DataError, ModelkitError, WorldSizeMismatch
+from modelkit.runs import live_dir
 from modelkit.training import distributed as D
 from modelkit.training.options import PERTURB_ENV, RunOptions
-from modelkit.training.record import RunWriter, live_dir
+from modelkit.training.record import RunWriter
 
 __all__ = ["PERTURB_ENV", "RunOptions", "resume", "train"]
 
@@ -113,11 +114,7 @@ def resume(
         return {**rec.raw, "already_complete": True}
     _, size, _ = D.env_world()
     if rec is not None and rec.world_size != size:
-        raise BadInputError(
-            f"{run_dir} was trained by {rec.world_size} process(es); this resume has {size}",
-            hint=f"modelkit train --resume {run_dir}"
-            + (f" --nproc-per-node {rec.world_size}" if rec.world_size > 1 else ""),
-        )
+        raise WorldSizeMismatch(rec.world_size, size, what=f"run {run_dir}")
     config = live.train_config()
     s = setup(config, project=project, download=False, options=_recorded(options, rec))
     recorded = rec.data_fingerprint if rec is not None else None
@@ -156,7 +153,8 @@ def _recorded(options: RunOptions, rec: Any) -> RunOptions:
 
 
 def _restore(trainer: Any, writer: RunWriter, out: Path, *, fallback: bool) -> None:
-    """Rank 0's run cuts the metrics and records the resume; every rank loads the checkpoint."""
+    """Every rank loads the newest verified checkpoint (checked to fit first); rank 0's run
+    then cuts the metrics after it and records the resume."""
     from modelkit.runs import Checkpoint
     from modelkit.training.state import restore
 
@@ -164,9 +162,27 @@ def _restore(trainer: Any, writer: RunWriter, out: Path, *, fallback: bool) -> N
     directory = session.dir.checkpoints if session is not None else live_dir(out).checkpoints
     ckpt, rejected = Checkpoint.latest(directory, fallback=fallback)
     if ckpt is not None:
-        restore(trainer, ckpt)  # checks the checkpoint fits before loading anything
+        restore(trainer, ckpt)
     if session is not None:
         session.resumed_from(ckpt, rejected)
+
+
+def _final_weights(trainer: Any, s: Any) -> tuple[Any, dict[str, Any]]:
+    """``(what the run saves as its weights, run.json extras)``: the model itself, or for a
+    sharded model its whole state gathered on rank 0 (None elsewhere). A multi-process run
+    records every rank's peak memory (``peak_memory_per_rank``). Collective."""
+    from modelkit.training import sharding
+
+    world = trainer.world
+    if not world.distributed:
+        return trainer.model, {}
+    weights = trainer.model
+    extra: dict[str, Any] = {}
+    if trainer.sharded:
+        weights = sharding.gather_full_state(trainer.model, world)
+        extra["sharding"] = {"strategy": "fsdp2", "units": s.accel.get("fsdp_units")}
+    extra["peak_memory_per_rank"] = D.all_gather_json(sharding.peak_memory(trainer.device), world)
+    return weights, extra
 
 
 def _run(
@@ -189,6 +205,7 @@ def _run(
         trainer.emit(
             {
                 "kind": "start",
+                "task": trainer.task.name,
                 "total_steps": trainer.total_steps,
                 "device": str(trainer.device),
                 "run_dir": str(out),
@@ -207,10 +224,13 @@ def _run(
         if isinstance(exc, D.PeerFailure):
             raise exc from None
         raise
+    weights, extra = _final_weights(trainer, s)  # collective for a sharded model
     if not world.main:
         D.leave(world)
         return {"distributed": world.record(), "rank": world.rank, "status": status}
-    record = writer.finish(trainer, load_s=s.load_s, stopped=status == "stopped")
+    record = writer.finish(
+        trainer, load_s=s.load_s, stopped=status == "stopped", weights=weights, extra=extra
+    )
     D.leave(world)
     if status == "complete":
         trainer.emit({"kind": "end", "record": record})

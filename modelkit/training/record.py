@@ -15,7 +15,7 @@ from typing import Any
 
 from modelkit.runs import RunDir, RunSpec, live_dir, open_session
 
-__all__ = ["BEST_WEIGHTS", "RunWriter", "live_dir"]
+__all__ = ["BEST_WEIGHTS", "RunWriter", "live_dir", "throughput"]
 
 BEST_WEIGHTS = "best.safetensors"
 
@@ -56,6 +56,7 @@ class RunWriter:
             fingerprint_every=fingerprint_every,
             project_root=getattr(project, "root", None),
             record_extra={
+                "task": s.task.name,
                 "distributed": s.world.record(),
                 "accel": s.accel,
                 "recipe": recipe(cfg),
@@ -107,20 +108,31 @@ class RunWriter:
         if self.run is not None:
             self.run.fail(error)
 
-    def finish(self, trainer: Any, *, load_s: float, stopped: bool = False) -> dict[str, Any]:
-        """Final weights and the complete (or ``stopped``: a repro prefix) record; publish."""
-        run, cfg, st = self.run, trainer.config, trainer.state
+    def finish(
+        self,
+        trainer: Any,
+        *,
+        load_s: float,
+        stopped: bool = False,
+        weights: Any = None,
+        extra: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Final weights and the complete (or ``stopped``: a repro prefix) record; publish.
+
+        ``weights``: what to save instead of ``trainer.model`` (a sharded model's gathered
+        state); ``extra``: more run.json fields."""
+        run, cfg, st, task = self.run, trainer.config, trainer.state, trainer.task
         run.fingerprint_every = 0  # the loop fingerprints its last step itself
-        extra: dict[str, Any] = {
-            "samples_seen": st.samples,
-            "samples_per_second": st.samples / st.train_time if st.train_time else 0.0,
+        extra = {
+            **(extra or {}),
+            **throughput(task, trainer.data, samples=st.samples, seconds=st.train_time),
         }
         metrics = {} if stopped else _final_metrics(run, trainer)
         if cfg.keep_best and st.best_value is not None:
             extra["best"] = _best(run, cfg, st)
         timings = {"data_load_s": round(load_s, 4), "train_s": round(st.train_time, 4)}
         record = run.finish(
-            trainer.model,
+            trainer.model if weights is None else weights,
             metrics=metrics,
             timings=timings,
             extra=extra,
@@ -133,18 +145,16 @@ class RunWriter:
 
 
 def _final_metrics(run: Any, trainer: Any) -> dict[str, Any]:
-    """test accuracy/loss of the last evaluation and the last epoch's train loss."""
+    """The task's held-out metrics of the last evaluation and the last epoch's train loss."""
     # the last step always ends an epoch and is checkpointed: its rows are on disk
     epochs = [r for r in run.dir.metric_rows() if r.kind == "epoch"]
-    last = trainer.last_eval or {
-        "accuracy": epochs[-1].value("test_accuracy"),
-        "loss": epochs[-1].value("test_loss"),
-    }
-    return {
-        "test_accuracy": last["accuracy"],
-        "test_loss": last["loss"],
-        "train_loss": epochs[-1].value("train_loss") if epochs else trainer.state.last_train_loss,
-    }
+    held_out = (
+        trainer.task.epoch_row(trainer.last_eval)
+        if trainer.last_eval
+        else {k: epochs[-1].value(k) for k in epochs[-1].values if k.startswith("test_")}
+    )
+    train_loss = epochs[-1].value("train_loss") if epochs else trainer.state.last_train_loss
+    return {**held_out, "train_loss": train_loss}
 
 
 def _best(run: Any, cfg: Any, st: Any) -> dict[str, Any]:
@@ -158,3 +168,16 @@ def _best(run: Any, cfg: Any, st: Any) -> dict[str, Any]:
         "weights": BEST_WEIGHTS,
         "weights_sha256": sha256_file(run.dir.path / BEST_WEIGHTS),
     }
+
+
+def throughput(task: Any, data: Any, *, samples: int, seconds: float) -> dict[str, Any]:
+    """What a run saw and how fast, in samples and (a task counting tokens) in its unit."""
+    out: dict[str, Any] = {
+        "samples_seen": samples,
+        "samples_per_second": samples / seconds if seconds else 0.0,
+    }
+    if task.unit != "samples":  # e.g. tokens: every window holds context_length of them
+        per_sample = task.units(data.y_train[:1])
+        out[f"{task.unit}_seen"] = samples * per_sample
+        out[f"{task.unit}_per_second"] = samples * per_sample / seconds if seconds else 0.0
+    return out
