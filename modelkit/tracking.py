@@ -32,6 +32,7 @@ Importing this module does not import torch.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -88,28 +89,22 @@ def start_run(
 ) -> Run:
     """Open a run directory for writing (a transaction, see the module docstring).
 
-    ``path`` (replaced by ``$MODELKIT_RUN_DIR`` when set): the finished run's directory.
-    ``config``: the user's hyperparameters (dict, argparse Namespace or dataclass) stored in
-    config.json (``modelkit.config``); its digest is ``config_sha256``. ``model``: the model
-    (its reference, parameter count, state fingerprints). ``data``: what it trains on (see
-    :func:`data_summary`). ``seed`` / ``deterministic``: seed everything now, unless
-    :func:`seed_everything` already did with that seed. ``model_kwargs`` / ``reference``: how
-    to rebuild the model (default: from the instance); ``name``: the model's name (default:
-    the reference, e.g. ``train:Net``). ``fingerprint_every``: K for the state fingerprint
-    written by :meth:`Run.log` every K steps (0: never).
-
-    ``task``: what the model does, a :mod:`modelkit.tasks` name (``"language-modeling"``;
-    default ``"classification"``), stated in run.json; ``eval`` and the card follow it.
-    ``eval_transform``: the input preprocessing the script applies before ``model(x)`` at
-    evaluation (an importable function, ``package.module:function``, or ``"model.ATTR"``: the
-    model's own, e.g. a Lightning module's ``normalize``), recorded so ``modelkit eval``
-    evaluates the inputs the script did.
+    ``path`` (``$MODELKIT_RUN_DIR`` wins): the finished run's directory. ``config``: your
+    hyperparameters (dict, argparse Namespace or dataclass; config.json, ``config_sha256``).
+    ``model``: the model (reference, parameter count, fingerprints). ``data``: what it trains
+    on (:func:`data_summary`). ``seed``/``deterministic``: seed now, unless
+    :func:`seed_everything` already did. ``model_kwargs``/``reference``: how to rebuild the
+    model (default: from the instance); ``name``: its name (default: the reference).
+    ``fingerprint_every``: K for the state fingerprint of :meth:`Run.log` (0: never).
+    ``task``: a :mod:`modelkit.tasks` name (default classification). ``eval_transform``: the
+    input preprocessing before ``model(x)`` at evaluation (``package.module:function`` or
+    ``"model.ATTR"``), so ``modelkit eval`` evaluates what the script did.
     """
     from modelkit.repro.hooks import RunHooks
     from modelkit.runs.exits import install_error_hook, watch
 
     install_error_hook()  # the first modelkit call of a script: its errors end it as a verb
-    _check_start_args(path, model, seed, fingerprint_every, name, overwrite, resume)
+    V.check_start_args(path, model, seed, fingerprint_every, name, overwrite, resume)
     hooks = RunHooks.from_env()  # modelkit repro's env hooks
     if hooks is not None and hooks.fingerprint_every is not None:
         fingerprint_every = hooks.fingerprint_every
@@ -134,25 +129,6 @@ def start_run(
     session = open_session(target, spec, overwrite=overwrite, resume=resume)
     watch(session)
     return Run(session, perturb=perturb)
-
-
-def _check_start_args(
-    path: Any, model: Any, seed: Any, every: Any, name: Any, overwrite: Any, resume: Any
-) -> None:
-    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
-        raise InvalidArgument("path", path, "a directory path", hint="start_run('runs/exp', ...)")
-    if model is not None:
-        V.checked_module(model)
-    if seed is not None:
-        from modelkit.runs.seeding import checked_seed
-
-        checked_seed(seed)
-    V.checked_int(every, name="fingerprint_every", hint="25 (the default) or 0 for none")
-    if name is not None and (not isinstance(name, str) or not name.strip()):
-        raise InvalidArgument("name", name, "a non-empty string", hint="name='my-model'")
-    for key, value in (("overwrite", overwrite), ("resume", resume)):
-        if not isinstance(value, bool):
-            raise InvalidArgument(key, value, "True or False", hint=f"pass {key}=True")
 
 
 class Run:
@@ -201,10 +177,10 @@ class Run:
         step = V.checked_step(step)
         self._forward_only(step, self._last_logged, "run.log")
         values = V.checked_metrics(metrics)
-        loss = _loss_value(values.get("loss"), step)
+        loss = V.loss_value(values.get("loss"), step)
         self._session.add_row({"kind": "step", "step": step, **values}, loss=loss)
         self._last_logged = step
-        if loss is not None and not _finite(loss):
+        if loss is not None and not math.isfinite(loss):
             raise TrainingError(
                 f"loss became {loss} at step {step}",
                 hint="lower the learning rate or check the data",
@@ -410,20 +386,3 @@ class Run:
             else:
                 exc.add_note(f"modelkit: {note}")
         return False
-
-
-def _loss_value(loss: Any, step: int) -> float | None:
-    if loss is None:
-        return None
-    try:
-        return float(loss)
-    except (TypeError, ValueError):
-        raise BadInputError(
-            f"loss must be a number, got {loss!r} at step {step}", hint="log loss=loss.item()"
-        ) from None
-
-
-def _finite(value: float) -> bool:
-    import math
-
-    return math.isfinite(value)

@@ -77,6 +77,16 @@ class Artifact:
 
 
 @dataclass(frozen=True)
+class ResumeNote:
+    """One entry of ``resumes``: where the run continued from, and the checkpoints it skipped
+    (``(file, reason)``) because they failed their checksums."""
+
+    from_step: int
+    checkpoint: str | None
+    rejected: list[tuple[str, str]]
+
+
+@dataclass(frozen=True)
 class RunRecord:
     """``run.json`` as typed fields; ``raw`` keeps the whole record.
 
@@ -129,14 +139,56 @@ class RunRecord:
         return value if isinstance(value, str) else None
 
     @property
+    def data_spec(self) -> str | None:
+        """The modelkit data spec the run trained on (``digits``), when it names one."""
+        value = self.data.get("spec")
+        return value if isinstance(value, str) and value else None
+
+    @property
+    def data_name(self) -> str | None:
+        """The training data's name (an own loop's dataset class, say)."""
+        value = self.data.get("name")
+        return value if isinstance(value, str) else None
+
+    @property
+    def input_shape(self) -> list[int] | None:
+        """One training sample's shape, when recorded."""
+        value = self.data.get("input_shape")
+        return list(value) if isinstance(value, list) else None
+
+    @property
+    def context_length(self) -> int:
+        """The text context length the run trained with (0: not a text run)."""
+        value = self.data.get("context_length")
+        return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+    @property
+    def own_loop(self) -> bool:
+        """Written by a user's own loop (``start_run``), not by ``modelkit train``."""
+        return self.trainer == "user"
+
+    @property
+    def last_resume(self) -> ResumeNote | None:
+        """The newest resume of the run (None when it never resumed)."""
+        if not self.resumes or not isinstance(self.resumes[-1], dict):
+            return None
+        entry = self.resumes[-1]
+        rejected = entry.get("rejected_checkpoints") or []
+        return ResumeNote(
+            from_step=int(entry.get("from_step") or 0),
+            checkpoint=entry.get("checkpoint"),
+            rejected=[(str(r.get("checkpoint")), str(r.get("reason"))) for r in rejected],
+        )
+
+    @property
     def world_size(self) -> int:
         """How many processes trained the run (1 unless distributed)."""
         return int((self.distributed or {}).get("world_size") or 1)
 
     @property
     def threads(self) -> int | None:
-        """The torch thread count the run used (determinism block, else environment)."""
-        value = self.determinism.get("threads") or self.env.get("threads")
+        """The torch thread count the run fixed (its determinism block), when recorded."""
+        value = self.determinism.get("threads")
         return value if isinstance(value, int) else None
 
     @property

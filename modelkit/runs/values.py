@@ -170,3 +170,35 @@ def resolve_reference(reference: Any, model: Any, model_kwargs: dict[str, Any] |
         f"reference must be 'module:attr', a dict or a ModelReference, got {type(reference).__name__}",
         hint="pass reference='my_pkg.models:Net' with model_kwargs={...}",
     )
+
+
+def check_start_args(
+    path: Any, model: Any, seed: Any, every: Any, name: Any, overwrite: Any, resume: Any
+) -> None:
+    """``start_run``'s arguments, each of the right type and range."""
+    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
+        raise InvalidArgument("path", path, "a directory path", hint="start_run('runs/exp', ...)")
+    if model is not None:
+        checked_module(model)
+    if seed is not None:
+        from modelkit.runs.seeding import checked_seed
+
+        checked_seed(seed)
+    checked_int(every, name="fingerprint_every", hint="25 (the default) or 0 for none")
+    if name is not None and (not isinstance(name, str) or not name.strip()):
+        raise InvalidArgument("name", name, "a non-empty string", hint="name='my-model'")
+    for key, value in (("overwrite", overwrite), ("resume", resume)):
+        if not isinstance(value, bool):
+            raise InvalidArgument(key, value, "True or False", hint=f"pass {key}=True")
+
+
+def loss_value(loss: Any, step: int) -> float | None:
+    """A logged loss as a float (None when not logged)."""
+    if loss is None:
+        return None
+    try:
+        return float(loss)
+    except (TypeError, ValueError):
+        raise BadInputError(
+            f"loss must be a number, got {loss!r} at step {step}", hint="log loss=loss.item()"
+        ) from None

@@ -50,18 +50,18 @@ class TrainResult:
 
     def notes(self) -> list[str]:
         """What a resume did, in words (nothing for a new run)."""
-        record = self.record or {}
-        if not self.resumed or not record:
+        from modelkit.runs import RunRecord
+
+        if not self.resumed or not self.record:
             return []
-        if record.get("already_complete"):
+        if self.record.get("already_complete"):  # resume()'s answer, not a run.json field
             return [f"{self.out} is already complete; nothing to resume"]
-        last = record["resumes"][-1]
-        notes = [
-            f"skipped corrupt checkpoint {bad['checkpoint']}: {bad['reason']}"
-            for bad in last["rejected_checkpoints"]
-        ]
-        where = last["checkpoint"] or "no checkpoint yet"
-        return [*notes, f"resumed from step {last['from_step']} ({where})"]
+        last = RunRecord.from_dict(self.record, source=str(self.out)).last_resume
+        if last is None:
+            return []
+        notes = [f"skipped corrupt checkpoint {name}: {why}" for name, why in last.rejected]
+        where = last.checkpoint or "no checkpoint yet"
+        return [*notes, f"resumed from step {last.from_step} ({where})"]
 
 
 def run_training(

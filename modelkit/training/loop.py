@@ -144,7 +144,7 @@ def _recorded(options: RunOptions, rec: Any) -> RunOptions:
     placement = rec.data_placement
     return replace(
         options,
-        threads=options.threads or rec.determinism.get("threads"),
+        threads=options.threads or rec.threads,
         perturb=options.perturb or rec.perturbed,
         data_placement=placement
         if placement and options.data_placement == "auto"
