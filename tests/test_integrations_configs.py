@@ -206,7 +206,7 @@ def test_the_card_prose_is_found_without_a_pyproject(gpt_project: Path) -> None:
     (gpt_project / "MODEL_CARD.md").write_text("## Uses\n\nToy text only.\n")
     prose = read_prose(Project(), gpt_project / "runs/gpt")
     assert prose is not None and prose.path == gpt_project / "MODEL_CARD.md"
-    assert "Toy text only." in prose.sections["## Uses"]
+    assert "Toy text only." in prose.sections["Uses"]
 
 
 def test_importing_modelkit_imports_no_framework() -> None:
