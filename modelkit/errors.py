@@ -12,6 +12,7 @@ fields, never on its wording. ``ModelkitError(message, hint=...)`` stays valid f
 from __future__ import annotations
 
 import difflib
+import signal as _signal
 from collections.abc import Iterable
 from typing import Any
 
@@ -186,6 +187,22 @@ class WorldSizeMismatch(BadInputError):
         )
 
 
+class ShardingUnsupported(BadInputError):
+    """Sharded (FSDP2) training cannot run as asked; ``reason``: processes | torch | option."""
+
+    reason: str
+
+    def __init__(self, reason: str, detail: str, *, option: str | None = None) -> None:
+        super().__init__(reason=reason, detail=detail, option=option)
+
+    def describe(self) -> tuple[str, str | None]:
+        hint = {
+            "processes": "start it under torchrun with 2 or more processes (world size >= 2)",
+            "torch": "install torch >= 2.8 (fully_shard, DCP's HuggingFaceStorageWriter)",
+        }
+        return f"sharded training: {self.fields['detail']}", hint.get(self.reason)
+
+
 class FileMissing(RunDirError):
     """``path`` (a ``what``: a run file, a shard, a weights file) does not exist."""
 
@@ -247,6 +264,24 @@ class UserCodeError(ModelkitError):
         return (
             f"{self.what} {self.name} raised {self.cause}",
             "fix that function; set MODELKIT_DEBUG=1 for its traceback",
+        )
+
+
+class Interrupted(ModelkitError):
+    """A signal (``SIGINT``/``SIGTERM``) stopped a verb; the processes it started were stopped
+    with it. Exit 128 + the signal's number (130, 143), like a shell."""
+
+    signal: str
+
+    def __init__(self, signal: str) -> None:
+        super().__init__(signal=signal)
+        self.exit_code = 128 + int(getattr(_signal.Signals, signal, _signal.SIGTERM))
+
+    def describe(self) -> tuple[str, str | None]:
+        return (
+            f"interrupted by {self.signal}: the processes it started were stopped and its "
+            "temporary files removed",
+            "run it again when you are ready",
         )
 
 
@@ -376,6 +411,23 @@ class WeightsMismatch(BadInputError):
             f"the weights do not fit model '{self.model}': " + "; ".join(parts),
             "the config.json and the weights disagree (was the model changed after training?)",
         )
+
+
+class UnsafeRunFile(RunDirError):
+    """Run ``directory``'s ``file`` may not be released: ``problem`` (a link, not regular)."""
+
+    def __init__(self, directory: Any, *, file: str, problem: str) -> None:
+        msg = f"{directory}/{file} {problem}: a release holds only regular files inside the run"
+        hint = "replace the link with a copy of the file, or declare it as a release artifact"
+        super().__init__(msg, hint=hint, directory=str(directory), file=file, problem=problem)
+
+
+class UnsafeManifestPath(CheckFailed):
+    """A ``path`` read from ``source`` (a manifest, an index, a ref) ``problem``. Exit 3."""
+
+    def __init__(self, source: str, *, path: str, problem: str) -> None:
+        msg, hint = f"{source}: the path {path} {problem}", "the release is damaged or tampered"
+        super().__init__(msg, hint=hint, source=source, path=path, problem=problem)
 
 
 def _few(names: list[str], limit: int = 5) -> str:
