@@ -59,7 +59,7 @@ class ModelkitCallback(Callback):
 
     ``data``: what to fingerprint (default: the training DataLoader's dataset); ``overwrite``:
     replace a finished run at ``path``; ``fingerprint_every``: K for the state fingerprint;
-    ``reference``/``model_kwargs``/``name``: as for :func:`modelkit.start_run`.
+    ``reference``/``model_kwargs``/``name``/``task``: as for :func:`modelkit.start_run`.
     """
 
     def __init__(
@@ -72,8 +72,10 @@ class ModelkitCallback(Callback):
         reference: Any = None,
         model_kwargs: dict[str, Any] | None = None,
         name: str | None = None,
+        task: str | None = None,
     ) -> None:
         self.path = Path(path)
+        self.task = task
         self.data = data
         self.overwrite = overwrite
         self.fingerprint_every = fingerprint_every
@@ -155,6 +157,7 @@ class ModelkitCallback(Callback):
             reference=self.reference,
             model_kwargs=self.model_kwargs,
             name=self.name,
+            task=self.task,
             overwrite=self.overwrite,
             resume=step > 0,
             fingerprint_every=self.fingerprint_every,
