@@ -243,13 +243,7 @@ class Trainer:
             memory_format=self.mf,
         )
         if self.sharded:  # as many forwards (parameter all-gathers) on every rank
-            bs = self.config.eval_batch_size
-            lengths = [len(part) for part in data.x_test.tensor_split(world.size)]
-            counts = sharding.eval_batches(lengths, bs)
-            probe = data.x_test[:1].to(self.device).contiguous(memory_format=self.mf)
-            sharding.pad_eval(
-                self.model, probe, mine=counts[world.rank], most=max(counts), autocast=self.autocast
-            )
+            sharding.even_out_eval(self)
         if world.distributed:
             comm = self.device if world.backend == "nccl" else torch.device("cpu")
             confusion = D.all_reduce_sum(confusion.to(comm), world).cpu()
