@@ -226,7 +226,7 @@ MaxStepsOpt = Annotated[
 KeepBestOpt = Annotated[
     str | None,
     typer.Option(
-        help="test_accuracy | test_loss: keep the best epoch's weights (best.safetensors)."
+        help="test_<metric> of the task (test_accuracy, test_loss, test_perplexity): keep the best epoch's weights."
     ),
 ]
 MaxShardSizeOpt = Annotated[

@@ -107,12 +107,16 @@ def _render(record: dict, out: str, notes: list[str], fmt: OutputFormat) -> None
     if fmt is OutputFormat.json:
         o.print_json({"run_dir": out, **record})
         return
-    m = record["metrics"]
+    from modelkit.tasks import task_of
+
+    m, task = record["metrics"], task_of(record)
     o.success(f"run written to {out}")
-    head = ["model", "data", "held-out accuracy", "loss", "samples/s", "train time"]
-    row = [record["model"], record["data"]["spec"], f"{m['test_accuracy']:.4f}"]
-    row += [f"{m['test_loss']:.4f}", f"{record['samples_per_second']:,.0f}"]
-    o.table(None, head, [[*row, f"{record['timings']['train_s']:.1f}s"]])
+    shown = [x for x in task.metrics[:2] if f"test_{x.key}" in m]  # the primary, then loss
+    unit = task.unit
+    speed = record.get(f"{unit}_per_second", record.get("samples_per_second", 0.0))
+    head = ["model", "data", *(f"held-out {x.key}" for x in shown), f"{unit}/s", "train time"]
+    row = [record["model"], record["data"]["spec"], *(f"{m[f'test_{x.key}']:.4f}" for x in shown)]
+    o.table(None, head, [[*row, f"{speed:,.0f}", f"{record['timings']['train_s']:.1f}s"]])
     if skipped := record["data"].get("skipped_files"):
         o.info(f"skipped {skipped} undecodable file(s) (listed in run.json)")
     o.info(f"next: modelkit eval {out}")

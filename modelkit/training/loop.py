@@ -208,6 +208,7 @@ def _run(
         trainer.emit(
             {
                 "kind": "start",
+                "task": trainer.task.name,
                 "total_steps": trainer.total_steps,
                 "device": str(trainer.device),
                 "run_dir": str(out),
