@@ -12,6 +12,7 @@ fields, never on its wording. ``ModelkitError(message, hint=...)`` stays valid f
 from __future__ import annotations
 
 import difflib
+import signal as _signal
 from collections.abc import Iterable
 from typing import Any
 
@@ -152,6 +153,23 @@ class ModelNotImportable(NotImportable):
         super().__init__(reference, cause, what="model", package=package, hint=hint)
 
 
+class NotRecordable(BadInputError):
+    """Argument ``argument`` (a ``type_name``) of model ``reference`` cannot be stored as JSON
+    nor rebuilt as a config object (transformers config, dataclass, pydantic model, Namespace)."""
+
+    def __init__(self, reference: str, argument: str, type_name: str, *, cause: str = "") -> None:
+        super().__init__(reference=reference, argument=argument, type_name=type_name, cause=cause)
+
+    def describe(self) -> tuple[str, str | None]:
+        why = f": {self.cause}" if self.cause else ""
+        return (
+            f"argument '{self.argument}' of {self.reference} ({self.type_name}) cannot be "
+            f"recorded{why}",
+            "pass numbers, strings, lists, dicts or a config object (a transformers config, "
+            "a dataclass, a pydantic model); or a reference= to a factory taking such values",
+        )
+
+
 class WorldSizeMismatch(BadInputError):
     """A checkpoint or run written by ``saved`` processes is resumed with ``now``."""
 
@@ -167,6 +185,22 @@ class WorldSizeMismatch(BadInputError):
             f"this one has {self.now}",
             f"resume with {self.saved} process(es), the same world size",
         )
+
+
+class ShardingUnsupported(BadInputError):
+    """Sharded (FSDP2) training cannot run as asked; ``reason``: processes | torch | option."""
+
+    reason: str
+
+    def __init__(self, reason: str, detail: str, *, option: str | None = None) -> None:
+        super().__init__(reason=reason, detail=detail, option=option)
+
+    def describe(self) -> tuple[str, str | None]:
+        hint = {
+            "processes": "start it under torchrun with 2 or more processes (world size >= 2)",
+            "torch": "install torch >= 2.8 (fully_shard, DCP's HuggingFaceStorageWriter)",
+        }
+        return f"sharded training: {self.fields['detail']}", hint.get(self.reason)
 
 
 class FileMissing(RunDirError):
@@ -230,6 +264,24 @@ class UserCodeError(ModelkitError):
         return (
             f"{self.what} {self.name} raised {self.cause}",
             "fix that function; set MODELKIT_DEBUG=1 for its traceback",
+        )
+
+
+class Interrupted(ModelkitError):
+    """A signal (``SIGINT``/``SIGTERM``) stopped a verb; the processes it started were stopped
+    with it. Exit 128 + the signal's number (130, 143), like a shell."""
+
+    signal: str
+
+    def __init__(self, signal: str) -> None:
+        super().__init__(signal=signal)
+        self.exit_code = 128 + int(getattr(_signal.Signals, signal, _signal.SIGTERM))
+
+    def describe(self) -> tuple[str, str | None]:
+        return (
+            f"interrupted by {self.signal}: the processes it started were stopped and its "
+            "temporary files removed",
+            "run it again when you are ready",
         )
 
 

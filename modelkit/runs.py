@@ -31,6 +31,7 @@ from typing import Any
 
 from modelkit.errors import RunDirError
 from modelkit.io import fsync_dir, write_json_atomic
+from modelkit.redact import redact
 
 RUN_FILES = ("config.json", "run.json", "metrics.jsonl", "model.safetensors")
 RUN_RECORD_VERSION = 1
@@ -88,7 +89,7 @@ class RunDir:
 
     def write_record(self, record: dict[str, Any]) -> None:
         """Atomically (re)write ``run.json``."""
-        write_json_atomic(self.record, record)
+        write_json_atomic(self.record, redact(record))  # secrets never enter a record
 
     def append_metrics(self, rows: list[dict[str, Any]]) -> None:
         """Append rows to ``metrics.jsonl`` (flushed and fsynced)."""

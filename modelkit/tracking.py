@@ -51,6 +51,7 @@ from typing import Any
 from modelkit.data.fingerprint import DATA_SAMPLE_ITEMS, UNKNOWN, data_summary
 from modelkit.errors import BadInputError, ModelkitError, RunDirError, TrainingError
 from modelkit.io import exit_now, write_bytes_atomic, write_json_atomic
+from modelkit.redact import redact
 from modelkit.runs import (
     RUN_RECORD_VERSION,
     RunDir,
@@ -233,6 +234,8 @@ def start_run(
     device: Any = None,
     record_extra: dict[str, Any] | None = None,
     project_root: Path | None = None,
+    task: str | None = None,
+    eval_transform: Any = None,
 ) -> Run:
     """Open a run directory for writing (a transaction, see the module docstring).
 
@@ -245,6 +248,13 @@ def start_run(
     to rebuild the model (default: from the instance, see ``reference_for_model``); ``name``:
     the model's name (default: the reference, e.g. ``train:Net``). ``fingerprint_every``: K for the state
     fingerprint written by :meth:`Run.log` every K steps (0: never).
+
+    ``task``: what the model does, a :mod:`modelkit.tasks` name (``"language-modeling"``;
+    default ``"classification"``), stated in run.json; ``eval`` and the card follow it.
+    ``eval_transform``: the input preprocessing the script applies before ``model(x)`` at
+    evaluation (an importable function, ``package.module:function``, or ``"model.ATTR"``: the
+    model's own, e.g. a Lightning module's ``normalize``), recorded so ``modelkit eval``
+    evaluates the inputs the script did.
 
     ``trainer``, ``train_config``, ``determinism``, ``device``, ``record_extra`` and
     ``project_root`` are for ``modelkit train``'s own loop (its TrainConfig goes to
@@ -263,7 +273,8 @@ def start_run(
     hooks = _repro_hooks(trainer)  # modelkit repro's env hooks (user loops only)
     if hooks is not None and hooks.fingerprint_every is not None:
         fingerprint_every = hooks.fingerprint_every
-    cfg = _config_dict(train_config if train_config is not None else config)
+    record_extra = {**(record_extra or {}), **_task_fields(task, eval_transform)}
+    cfg = redact(_config_dict(train_config if train_config is not None else config))
     ref = _resolve_reference(reference, model, model_kwargs)
     if name is None:
         name = ref.ref if ref is not None else None
@@ -305,6 +316,35 @@ def start_run(
         lock.release()
         raise
     return run
+
+
+def _task_fields(task: str | None, eval_transform: Any) -> dict[str, Any]:
+    """run.json's ``task`` (checked against the registry) and ``eval_transform`` reference."""
+    from modelkit.tasks import get_task
+
+    out: dict[str, Any] = {}
+    if task is not None:
+        out["task"] = get_task(task).name
+    if eval_transform is not None:
+        ref = eval_transform
+        if callable(eval_transform):
+            module = getattr(eval_transform, "__module__", None)
+            name = getattr(eval_transform, "__qualname__", "")
+            if not module or module == "__main__" or "<" in name:
+                raise BadInputError(
+                    f"eval_transform {eval_transform!r} cannot be imported again",
+                    hint="define it at the top level of an importable module, "
+                    "or pass 'package.module:function'",
+                )
+            ref = f"{module}:{name}"
+        if not isinstance(ref, str) or not (":" in ref or ref.startswith("model.")):
+            raise BadInputError(
+                f"eval_transform must be a function, 'package.module:function' or "
+                f"'model.ATTR' (the model's own), got {ref!r}",
+                hint="e.g. eval_transform='my_pkg.data:normalize' or 'model.normalize'",
+            )
+        out["eval_transform"] = ref
+    return out
 
 
 def _parse_perturb(spec: str | None, model: Any) -> tuple[str, int, Any] | None:
@@ -520,12 +560,14 @@ class Run:
             "status": "running",
             "started": now_iso(),
             "trainer": trainer,
-            "command": {
-                "argv": list(sys.argv),
-                "cwd": os.getcwd(),
-                "executable": sys.executable,
-                "orig_argv": list(getattr(sys, "orig_argv", sys.argv)),
-            },
+            "command": redact(
+                {
+                    "argv": list(sys.argv),
+                    "cwd": os.getcwd(),
+                    "executable": sys.executable,
+                    "orig_argv": list(getattr(sys, "orig_argv", sys.argv)),
+                }
+            ),
             "model": self._name,
             "reference": self._ref.to_dict() if self._ref is not None else None,
             "seed": determinism.get("seed"),
@@ -599,11 +641,13 @@ class Run:
     def _write_config(self) -> None:
         ref = self._ref
         kwargs = dict(ref.kwargs) if ref is not None else {}
+        if ref is not None and ref.transformers_config() is not None:
+            kwargs = ref.transformers_config()  # config.json as save_pretrained writes it
         section: dict[str, Any] = {"model": self._name}
         if ref is not None:
             section["reference"] = ref.to_dict()
         section[self._cfg_key] = self._cfg
-        write_json_atomic(self.dir.config, {**kwargs, "modelkit": section})
+        write_json_atomic(self.dir.config, redact({**kwargs, "modelkit": section}))
 
     # ---- logging -----------------------------------------------------------------------
     def _open_check(self) -> None:
@@ -831,6 +875,25 @@ class Run:
             "objects": objects.get("user", {}),
             "checkpoint": str(path),
         }
+
+    def flush(self) -> None:
+        """Append the buffered metrics rows now (a framework's checkpoint was just written)."""
+        self._open_check()
+        self._flush()
+
+    def resume_at(self, step: int, *, checkpoint: str | None = None) -> None:
+        """Continue after ``step``, restored by a framework's own checkpoint (``checkpoint``):
+        the rows a killed attempt logged after it are dropped, the earlier ones kept."""
+        step = _checked_step(step)
+        self._needs_reset = False
+        self._flush()
+        self._truncate(step)
+        rows = self.dir.read_metrics()
+        self._fingerprinted = {int(r["step"]) for r in rows if r.get("kind") == "fingerprint"}
+        self._last_step = step if rows else None
+        resumes = self.record.setdefault("resumes", [{}])
+        resumes[-1].update(from_step=step, checkpoint=checkpoint, rejected_checkpoints=[])
+        self.dir.write_record(self.record)
 
     # ---- the end -----------------------------------------------------------------------
     def finish(

@@ -44,13 +44,17 @@ def evaluation_files(run_dir: Path) -> list[Path]:
     return own + sorted((run_dir / EVALS).glob("*.json"))
 
 
-def require_evaluation(run_dir: Path) -> list[Path]:
-    """At least one evaluation, or a RunDirError saying how to make one."""
+def require_evaluation(run_dir: Path, *, task: Any = None) -> list[Path]:
+    """At least one evaluation (in ``task``'s format, docs/tasks.md), or a RunDirError saying
+    how to make one."""
     found = evaluation_files(run_dir)
     if not found:
+        what = f"a {task.name} evaluation" if task is not None else "an evaluation"
+        metrics = ", ".join(m.key for m in task.metrics[:2]) if task is not None else ""
         raise RunDirError(
             f"no evaluation in {run_dir} (eval.json or evals/*.json)",
-            hint=f"evaluate first: modelkit eval {run_dir} (a run from your own loop: add --data SPEC)",
+            hint=f"evaluate first: modelkit eval {run_dir} (a run from your own loop: add "
+            f"--data SPEC); it writes {what}" + (f" ({metrics})" if metrics else ""),
         )
     return found
 

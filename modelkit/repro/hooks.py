@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from modelkit.errors import BadInputError
+from modelkit.redact import redact
 
 PERTURB_ENV = "MODELKIT_PERTURB"
 DETERMINISTIC_ENV = "MODELKIT_DETERMINISTIC"
@@ -125,7 +126,7 @@ class RunHooks:
     def on_start(self, record: dict[str, Any]) -> None:
         """Record the command repro ran (``repro --against`` runs it again)."""
         if self.command is not None:
-            record.setdefault("command", {})["repro"] = self.command
+            record.setdefault("command", {})["repro"] = redact(self.command)
 
     def on_log(self, run: Any, step: int, loss: Any) -> None:
         """After ``run.log(step)`` (and its MODELKIT_PERTURB nudge): fingerprint when due, dump."""
@@ -158,7 +159,7 @@ class RunHooks:
         """The final state's dump and sha256 (``result.json``), so the parent need not load it."""
         if self.dump_dir is None:
             return
-        from modelkit.repro.core import state_sha256
+        from modelkit.repro.sides import state_sha256
         from modelkit.training.checkpoint import PREFIX, SUFFIX, load_checkpoint
 
         final = step if step is not None else 0

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from modelkit.errors import BadInputError, ModelkitError, RunDirError
+from modelkit.errors import BadInputError, ModelkitError, RunDirError, WorldSizeMismatch
 from modelkit.training import distributed as D
 from modelkit.training.launch import LaunchConfig, launch, launch_device_type, validate_launch
 
@@ -175,7 +175,10 @@ def launch_train(
 
     Every rank trains exactly the resolved ``cfg`` (passed as a JSON config file).
     """
+    from modelkit.training.sharding import check_config
+
     out = Path(out)
+    check_config(cfg, world_size=launch_cfg.world_size)  # before any worker starts
     device_type = launch_device_type(cfg.device)
     launch_cfg = validate_launch(launch_cfg, device_type=device_type)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
@@ -209,13 +212,7 @@ def launch_resume(
     record = run.read_record() if run.record.is_file() else {}
     recorded = int((record.get("distributed") or {}).get("world_size") or 1)
     if recorded != launch_cfg.world_size:
-        raise BadInputError(
-            f"{run_dir} was trained by {recorded} process(es); --nproc-per-node x --nnodes "
-            f"asks for {launch_cfg.world_size}",
-            hint=f"resume at the same world size: --nproc-per-node {recorded}"
-            if recorded > 1
-            else f"modelkit train --resume {run_dir}",
-        )
+        raise WorldSizeMismatch(recorded, launch_cfg.world_size, what=f"run {run_dir}")
     device_type = launch_device_type(run.train_config().device)
     launch_cfg = validate_launch(launch_cfg, device_type=device_type)
     args = ["train", "--resume", str(run_dir)] + (["--fallback-checkpoint"] if fallback else [])

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from modelkit.config import TrainConfig
-from modelkit.errors import BadInputError, DataError, ModelkitError
+from modelkit.errors import DataError, ModelkitError, WorldSizeMismatch
 from modelkit.training import distributed as D
 from modelkit.training.options import PERTURB_ENV, RunOptions
 from modelkit.training.record import RunWriter, live_dir
@@ -114,11 +114,7 @@ def resume(
     _, size, _ = D.env_world()
     recorded_world = int((record.get("distributed") or {}).get("world_size") or 1)
     if record and recorded_world != size:
-        raise BadInputError(
-            f"{run_dir} was trained by {recorded_world} process(es); this resume has {size}",
-            hint=f"modelkit train --resume {run_dir}"
-            + (f" --nproc-per-node {recorded_world}" if recorded_world > 1 else ""),
-        )
+        raise WorldSizeMismatch(recorded_world, size, what=f"run {run_dir}")
     config = live.train_config()
     # the recorded runtime choices win over the defaults, so the run continues as it started
     recorded_placement = (record.get("accel") or {}).get("data_placement")
@@ -152,12 +148,18 @@ def resume(
 
 def _restore(trainer: Any, writer: RunWriter, out: Path, *, fallback: bool) -> None:
     """Rank 0's run cuts the metrics and records the resume; every rank loads the checkpoint."""
+    import torch
+
     from modelkit.training.checkpoint import find_resume_checkpoint
     from modelkit.training.state import restore
 
     if writer.run is not None:
         run = writer.run
-        run.resume(trainer.model, trainer.optimizer, trainer.scheduler, fallback=fallback)
+        # a sharded run's head file holds no model/optimizer tensors (they are in its shards)
+        model, optimizer = (
+            (torch.nn.Module(), None) if trainer.sharded else (trainer.model, trainer.optimizer)
+        )
+        run.resume(model, optimizer, trainer.scheduler, fallback=fallback)
         entry = run.record["resumes"][-1]
         entry.setdefault("from_step", 0)
         entry.setdefault("checkpoint", None)
@@ -165,7 +167,25 @@ def _restore(trainer: Any, writer: RunWriter, out: Path, *, fallback: bool) -> N
         run.dir.write_record(run.record)
     path, tensors, meta, _ = find_resume_checkpoint(live_dir(out).checkpoints, fallback=fallback)
     if path is not None:
-        restore(trainer, tensors, meta)
+        restore(trainer, tensors, meta, path=path)
+
+
+def _final_weights(trainer: Any, s: Any) -> tuple[Any, dict[str, Any]]:
+    """``(what the run saves as its weights, run.json extras)``: the model itself, or for a
+    sharded model its whole state gathered on rank 0 (None elsewhere). A multi-process run
+    records every rank's peak memory (``peak_memory_per_rank``). Collective."""
+    from modelkit.training import sharding
+
+    world = trainer.world
+    if not world.distributed:
+        return trainer.model, {}
+    weights = trainer.model
+    extra: dict[str, Any] = {}
+    if trainer.sharded:
+        weights = sharding.gather_full_state(trainer.model, world)
+        extra["sharding"] = {"strategy": "fsdp2", "units": s.accel.get("fsdp_units")}
+    extra["peak_memory_per_rank"] = D.all_gather_json(sharding.peak_memory(trainer.device), world)
+    return weights, extra
 
 
 def _run(
@@ -188,6 +208,7 @@ def _run(
         trainer.emit(
             {
                 "kind": "start",
+                "task": trainer.task.name,
                 "total_steps": trainer.total_steps,
                 "device": str(trainer.device),
                 "run_dir": str(out),
@@ -206,10 +227,13 @@ def _run(
         if isinstance(exc, D.PeerFailure):
             raise exc from None
         raise
+    weights, extra = _final_weights(trainer, s)  # collective for a sharded model
     if not world.main:
         D.leave(world)
         return {"distributed": world.record(), "rank": world.rank, "status": status}
-    record = writer.finish(trainer, load_s=s.load_s, stopped=status == "stopped")
+    record = writer.finish(
+        trainer, load_s=s.load_s, stopped=status == "stopped", weights=weights, extra=extra
+    )
     D.leave(world)
     if status == "complete":
         trainer.emit({"kind": "end", "record": record})

@@ -68,6 +68,7 @@ class RunWriter:
             resume=resume,
             project_root=getattr(project, "root", None),
             record_extra={
+                "task": s.task.name,
                 "distributed": s.world.record(),
                 "accel": s.accel,
                 "recipe": recipe(cfg),
@@ -139,27 +140,38 @@ class RunWriter:
         if self.run is not None:
             self.run.fail(error)
 
-    def finish(self, trainer: Any, *, load_s: float, stopped: bool = False) -> dict[str, Any]:
-        """Final weights and the complete (or ``stopped``: a repro prefix) record; publish."""
+    def finish(
+        self,
+        trainer: Any,
+        *,
+        load_s: float,
+        stopped: bool = False,
+        weights: Any = None,
+        extra: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Final weights and the complete (or ``stopped``: a repro prefix) record; publish.
+
+        ``weights``: what to save instead of ``trainer.model`` (a sharded model's gathered
+        state); ``extra``: more run.json fields."""
         from modelkit.io import sha256_file
 
-        run, cfg, st = self.run, trainer.config, trainer.state
+        run, cfg, st, task = self.run, trainer.config, trainer.state, trainer.task
         run.fingerprint_every = 0  # the loop fingerprints its last step itself
-        extra: dict[str, Any] = {
-            "samples_seen": st.samples,
-            "samples_per_second": st.samples / st.train_time if st.train_time else 0.0,
+        extra = {
+            **(extra or {}),
+            **throughput(task, trainer.data, samples=st.samples, seconds=st.train_time),
         }
         metrics: dict[str, Any] = {}
         if not stopped:
             # the last step always ends an epoch and is checkpointed: its rows are on disk
             epochs = [r for r in run.dir.read_metrics() if r.get("kind") == "epoch"]
-            last = trainer.last_eval or {
-                "accuracy": epochs[-1]["test_accuracy"],
-                "loss": epochs[-1]["test_loss"],
-            }
+            held_out = (
+                task.epoch_row(trainer.last_eval)
+                if trainer.last_eval
+                else {k: v for k, v in epochs[-1].items() if k.startswith("test_")}
+            )
             metrics = {
-                "test_accuracy": last["accuracy"],
-                "test_loss": last["loss"],
+                **held_out,
                 "train_loss": epochs[-1]["train_loss"] if epochs else st.last_train_loss,
             }
         if cfg.keep_best and st.best_value is not None:
@@ -173,7 +185,7 @@ class RunWriter:
             }
         timings = {"data_load_s": round(load_s, 4), "train_s": round(st.train_time, 4)}
         record = run.finish(
-            trainer.model,
+            trainer.model if weights is None else weights,
             metrics=metrics,
             timings=timings,
             extra=extra,
@@ -183,3 +195,16 @@ class RunWriter:
             record.update(status="stopped", stopped_at_step=st.step, steps=st.step)
             RunDir(run.path).write_record(record)
         return record
+
+
+def throughput(task: Any, data: Any, *, samples: int, seconds: float) -> dict[str, Any]:
+    """What a run saw and how fast, in samples and (a task counting tokens) in its unit."""
+    out: dict[str, Any] = {
+        "samples_seen": samples,
+        "samples_per_second": samples / seconds if seconds else 0.0,
+    }
+    if task.unit != "samples":  # e.g. tokens: every window holds context_length of them
+        per_sample = task.units(data.y_train[:1])
+        out[f"{task.unit}_seen"] = samples * per_sample
+        out[f"{task.unit}_per_second"] = samples * per_sample / seconds if seconds else 0.0
+    return out

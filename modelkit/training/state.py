@@ -12,11 +12,12 @@ are gathered and rank 0 writes one file (``rank{r}.`` prefixes for r > 0).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from modelkit.errors import BadInputError
+from modelkit.errors import BadInputError, WorldSizeMismatch
 from modelkit.training import distributed as D
 from modelkit.training.checkpoint import split_tensors, unflatten_optimizer
 from modelkit.training.determinism import capture_rng, restore_rng
@@ -76,24 +77,36 @@ def checkpoint_payload(t: Any) -> dict[str, Any]:
     }
 
 
-def restore(t: Any, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+def restore(
+    t: Any, tensors: dict[str, torch.Tensor], meta: dict[str, Any], *, path: Path | None = None
+) -> None:
     """Load a verified checkpoint (see :func:`checkpoint_payload`) into trainer ``t``.
 
     A run's checkpoints (written by :meth:`modelkit.tracking.Run.checkpoint`) keep the loop's
-    own tensors and objects under ``user``; repro's dumps keep them at the top level.
+    own tensors and objects under ``user``; repro's dumps keep them at the top level. A
+    sharded run's checkpoint (``path``: its head file) holds the model and optimizer in the
+    shard folder it names (:mod:`modelkit.training.sharded_checkpoint`); collective then.
     """
     objects = meta.get("objects", {})
     own = objects.get("user", objects)
     saved_world = int((own.get("distributed") or {}).get("world_size") or 1)
     if saved_world != t.world.size:
+        raise WorldSizeMismatch(saved_world, t.world.size, what=f"checkpoint step {meta['step']}")
+    sharded = own.get("sharded")
+    if bool(sharded) != bool(getattr(t, "sharded", False)):
         raise BadInputError(
-            f"checkpoint step {meta['step']} was written by {saved_world} process(es); "
-            f"this run has {t.world.size}",
-            hint=f"resume with --nproc-per-node {saved_world} (the same world size)",
+            f"checkpoint step {meta['step']} was written by a "
+            f"{'sharded' if sharded else 'replicated (DDP)'} run; this one is not",
+            hint="resume with the run's own config (shard as it was)",
         )
     model_state, optim_tensors, extra = split_tensors(tensors)
-    t.model.load_state_dict(model_state, strict=True)
-    t.optimizer.load_state_dict(unflatten_optimizer(optim_tensors, meta["optimizer"]))
+    if sharded and path is not None:
+        from modelkit.training.sharded_checkpoint import load_sharded
+
+        load_sharded(t, path, sharded)
+    else:
+        t.model.load_state_dict(model_state, strict=True)
+        t.optimizer.load_state_dict(unflatten_optimizer(optim_tensors, meta["optimizer"]))
     if t.scheduler is not None:
         t.scheduler.load_state_dict(objects["scheduler"])
     if t.scaler.is_enabled() and "scaler" in own:
