@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from modelkit.errors import ConfigError, InvalidArgument, did_you_mean
+from modelkit.readers import loads_json, loads_toml, loads_yaml
 
 if sys.version_info >= (3, 11):
-    import tomllib
+    import tomllib  # noqa: F401 (re-exported: modelkit.config.tomllib)
 else:  # pragma: no cover
-    import tomli as tomllib
+    import tomli as tomllib  # noqa: F401
 
 OPTIMIZERS = ("adam", "adamw", "sgd")  # the short names; any torch.optim class works
 LR_SCHEDULES = ("none", "cosine", "step")
@@ -183,13 +184,11 @@ def read_config_file(path: Path) -> dict[str, Any]:
     text = read_text_file(path, what="config file")
     try:
         if path.suffix == ".toml":
-            data = tomllib.loads(text)
+            data = loads_toml(text, source=str(path), error=ConfigError)
         elif path.suffix in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(text) or {}
+            data = loads_yaml(text, source=str(path), error=ConfigError) or {}
         elif path.suffix == ".json":
-            data = json.loads(text)
+            data = loads_json(text, source=str(path), error=ConfigError)
         else:
             raise ConfigError(
                 f"unsupported config format '{path.suffix}': {path}",

@@ -73,7 +73,7 @@ def render_card(
     sections = generated_sections(f, target=target, curves=curves)
     title = repo_id.split("/")[-1] if repo_id else f["arch"]["name"]
     meta = card_metadata(f, repo_id=f"x/{title}", project=project)
-    prose = read_prose(project)
+    prose = read_prose(project, Path(run_dir))
     if prose is not None:
         merged = {**meta, **prose.meta}  # keys set by hand in MODEL_CARD.md win
         if "license" not in prose.meta and meta.get("license") is None:
@@ -210,7 +210,7 @@ def write_card(
         for m in BLOCK_RE.finditer(text)
         if m.group("name") not in {"summary", *(k for _, k in ORDER if k)}
     ]
-    prose = read_prose(project)
+    prose = read_prose(project, Path(run_dir))
     return CardResult(
         path,
         todos + (["license"] if errors else []),
