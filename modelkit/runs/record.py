@@ -14,14 +14,11 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from modelkit.errors import RunDirError
-from modelkit.runs.layout import RUN_RECORD_VERSION
 
-if TYPE_CHECKING:
-    from modelkit.runs.layout import RunDir
+RUN_RECORD_VERSION = 1
 
 _OBJ, _STR, _INT, _LIST = (dict,), (str,), (int,), (list,)
 # field -> (accepted types, nullable); the order is the order of the dataclass below
@@ -281,14 +278,6 @@ def _names(types: tuple[type, ...]) -> str:
         list: "a list",
     }
     return " or ".join(words.get(t, t.__name__) for t in types)
-
-
-def read_run_record(run: RunDir | Path | str) -> RunRecord:
-    """The typed :class:`RunRecord` of a run directory (exit 2 naming a bad field)."""
-    from modelkit.runs.layout import RunDir
-
-    run = run if isinstance(run, RunDir) else RunDir(Path(run))
-    return run.run_record()
 
 
 # ---- metrics.jsonl rows ---------------------------------------------------------------------
