@@ -59,7 +59,9 @@ class ModelkitCallback(TrainerCallback):
     ``data``: what to fingerprint (default: the Trainer's train dataset); ``overwrite``:
     replace a finished run at ``path``; ``fingerprint_every``: K for the state fingerprint;
     ``save_tokenizer``: write the Trainer's tokenizer/processor into the run (default True);
-    ``reference``/``model_kwargs``/``name``: as for :func:`modelkit.start_run`.
+    ``reference``/``model_kwargs``/``name``/``task``: as for :func:`modelkit.start_run` (the
+    task defaults to the model class's: ``…ForCausalLM`` -> ``"language-modeling"``,
+    ``…ForSequenceClassification``/``…ForImageClassification`` -> ``"classification"``).
     """
 
     def __init__(
@@ -73,8 +75,10 @@ class ModelkitCallback(TrainerCallback):
         reference: Any = None,
         model_kwargs: dict[str, Any] | None = None,
         name: str | None = None,
+        task: str | None = None,
     ) -> None:
         self.path = Path(path)
+        self.task = task
         self.data = data
         self.overwrite = overwrite
         self.fingerprint_every = fingerprint_every
@@ -128,6 +132,7 @@ class ModelkitCallback(TrainerCallback):
                 reference=self.reference,
                 model_kwargs=self.model_kwargs,
                 name=self.name,
+                task=self.task or _task_of(model),
                 overwrite=self.overwrite,
                 resume=step > 0,
                 fingerprint_every=self.fingerprint_every,
@@ -188,6 +193,16 @@ def _numbers(logs: dict[str, Any]) -> dict[str, Any]:
             continue
         out[key] = value
     return out
+
+
+def _task_of(model: Any) -> str | None:
+    """The modelkit task a transformers model class implies (None: not one modelkit knows)."""
+    name = type(model).__name__
+    if name.endswith(("ForCausalLM", "LMHeadModel")):
+        return "language-modeling"
+    if name.endswith(("ForSequenceClassification", "ForImageClassification")):
+        return "classification"
+    return None
 
 
 def _checkpoint_name(args: Any, step: int) -> str:

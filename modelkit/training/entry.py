@@ -201,7 +201,7 @@ def launch_train(
         args = ["train", "--config", str(config_file), "--out", str(out)]
         args += (["--overwrite"] if overwrite else []) + worker_flags
         try:
-            launch(launch_cfg, args, device_type=device_type)
+            launch(launch_cfg, args, device_type=device_type, sharded=cfg.shard)
         except ModelkitError as exc:
             _resume_hint(exc, out, launch_cfg)
             raise
@@ -219,11 +219,12 @@ def launch_resume(
     recorded = run.run_record().world_size if run.record.is_file() else 1
     if recorded != launch_cfg.world_size:
         raise WorldSizeMismatch(recorded, launch_cfg.world_size, what=f"run {run_dir}")
-    device_type = launch_device_type(run.train_config().device)
+    config = run.train_config()
+    device_type = launch_device_type(config.device)
     launch_cfg = validate_launch(launch_cfg, device_type=device_type)
     args = ["train", "--resume", str(run_dir)] + (["--fallback-checkpoint"] if fallback else [])
     try:
-        launch(launch_cfg, args + worker_flags, device_type=device_type)
+        launch(launch_cfg, args + worker_flags, device_type=device_type, sharded=config.shard)
     except ModelkitError as exc:
         _resume_hint(exc, run_dir, launch_cfg)
         raise

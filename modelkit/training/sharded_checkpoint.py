@@ -5,8 +5,9 @@ One checkpoint after step S is two things in the run's ``checkpoints/`` folder:
 - ``ckpt-0000000S.dcp/``: the model and optimizer tensors, written collectively by
   ``torch.distributed.checkpoint.save`` through DCP's own safetensors storage
   (``HuggingFaceStorageWriter(save_distributed=True)``): each rank writes the shards it holds
-  as one file, ``shard-0000{rank+1}-model-00001-of-00001.safetensors``, whose header carries
-  each shard's offsets in the whole tensor (``DCP_SHARDING_INFO``, JSON);
+  as ``shard-0000{rank+1}-model-0000k-of-0000n.safetensors`` (files of at most
+  :data:`FILE_BYTES`), whose headers carry each shard's offsets in the whole tensor
+  (``DCP_SHARDING_INFO``, JSON);
 - ``ckpt-0000000S.safetensors``: the ordinary checkpoint file of the run (the *head*, written by
   rank 0 through :meth:`modelkit.runs.session.RunSession.save_checkpoint`, atomic, checksummed):
   the loop
@@ -46,6 +47,10 @@ from modelkit.runs.checkpoint import PREFIX, SUFFIX, Checkpoint
 from modelkit.training import distributed as D
 
 DIR_SUFFIX = ".dcp"
+# DCP's safetensors writer serialises a whole file in memory before writing it: a rank's part
+# is cut into files of at most this many bytes, so a checkpoint adds at most ~one file to the
+# rank's memory (docs/distributed.md, peak memory per rank)
+FILE_BYTES = 1 << 30
 TMP_PREFIX = ".dcp-tmp-"
 FORMAT = "dcp-safetensors/1"
 
@@ -94,6 +99,23 @@ def apply_state(model: Any, optimizer: Any, tensors: dict[str, Any], meta: dict[
     set_optimizer_state_dict(model, optimizer, osd)
 
 
+def file_groups(
+    tensors: dict[str, Any], world_size: int, limit: int = FILE_BYTES
+) -> dict[str, int]:
+    """Tensor name -> file number (from 1): names in sorted order packed into files of at most
+    ``limit`` bytes of one rank's share (a tensor's bytes / world size); equal on every rank."""
+    mapping: dict[str, int] = {}
+    index, size = 1, 0
+    for name in sorted(tensors):
+        t = tensors[name]
+        share = t.numel() * t.element_size() // world_size  # a DTensor's numel is the whole's
+        if size and size + share > limit:
+            index, size = index + 1, 0
+        mapping[name] = index
+        size += share
+    return mapping
+
+
 def shard_prefix(rank: int) -> str:
     """The file name prefix of rank ``rank``'s shard file (DCP's naming)."""
     return f"shard-{rank + 1:05d}-"
@@ -128,7 +150,11 @@ def save_sharded(t: Any, ckpt: Checkpoint, *, keep: int) -> Path | None:
             error = exc
     D.agree(world, error)
     tensors, opt_meta = flat_state(t.model, t.optimizer)
-    dcp.save(tensors, storage_writer=dcp.HuggingFaceStorageWriter(str(tmp), save_distributed=True))
+    groups = file_groups(tensors, world.size)
+    writer = dcp.HuggingFaceStorageWriter(
+        str(tmp), fqn_to_index_mapping=groups, save_distributed=True
+    )
+    dcp.save(tensors, storage_writer=writer)
     digests = D.all_gather_json(_hash_own(tmp, world.rank, main=world.main), world)
     head: Path | None = None
     if world.main:

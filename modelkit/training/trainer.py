@@ -244,13 +244,7 @@ class Trainer:
             memory_format=self.mf,
         )
         if self.sharded:  # as many forwards (parameter all-gathers) on every rank
-            bs = self.config.eval_batch_size
-            lengths = [len(part) for part in self.data.x_test.tensor_split(world.size)]
-            counts = sharding.eval_batches(lengths, bs)
-            probe = self.data.x_test[:1].to(self.device).contiguous(memory_format=self.mf)
-            sharding.pad_eval(
-                self.model, probe, mine=counts[world.rank], most=max(counts), autocast=self.autocast
-            )
+            sharding.even_out_eval(self)
         if world.distributed:  # the accumulator holds sums: add up every rank's shard
             comm = self.device if world.backend == "nccl" else torch.device("cpu")
             acc.load([D.all_reduce_sum(t.to(comm), world) for t in acc.tensors()])
