@@ -52,6 +52,8 @@ def _recorded(run_dir: Path, record: dict[str, Any]) -> list[str]:
                 f"{run_dir}/run.json: 'artifacts' holds {item!r}, not a path",
                 hint="declare artifacts with run.add_artifact(path)",
             )
+        if path.startswith(f"{ARTIFACTS_DIR}/"):
+            continue  # copied there by run.add_artifact: released from the folder, by name
         p = Path(path)
         if p.is_absolute():
             root = Path(run_dir).resolve()

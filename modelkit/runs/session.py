@@ -234,7 +234,11 @@ class RunSession:
         """Copy the regular file ``source`` to ``artifacts/<name>`` atomically; recorded."""
         self.check_open()
         artifact = _disk_errors(lambda: copy_artifact(source, self.dir, name), self.path)
-        entries = [a for a in self.record.get("artifacts", []) if a.get("name") != name]
+        entries = [
+            a
+            for a in self.record.get("artifacts", [])
+            if a != artifact.path and (not isinstance(a, dict) or a.get("name") != name)
+        ]
         self.record["artifacts"] = [*entries, artifact.to_dict()]
         self.dir.write_record(self.record)
         return artifact
