@@ -45,6 +45,7 @@ from modelkit.errors import (
     RunDirError,
     TrainingError,
 )
+from modelkit.repro.hooks import RunHooks
 from modelkit.runs import values as V
 from modelkit.runs.artifacts import artifact_name
 from modelkit.runs.exits import install_error_hook, watch
@@ -102,8 +103,6 @@ def start_run(
     input preprocessing before ``model(x)`` at evaluation (``package.module:function`` or
     ``"model.ATTR"``), so ``modelkit eval`` evaluates what the script did.
     """
-    from modelkit.repro.hooks import RunHooks
-
     install_error_hook()  # the first modelkit call of a script: its errors end it as a verb
     V.check_start_args(path, model, seed, fingerprint_every, name, overwrite, resume)
     hooks = RunHooks.from_env()  # modelkit repro's env hooks
