@@ -145,24 +145,26 @@ class ModelkitCallback(Callback):
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
         """Open the run (continue it when ``fit`` resumed from a checkpoint)."""
         import modelkit
+        from modelkit.runs.seeding import seeded_by
 
         loader = trainer.train_dataloader
         data = self.data if self.data is not None else getattr(loader, "dataset", None)
         step = int(trainer.global_step)
-        self.run = modelkit.start_run(
-            self.path,
-            config=clean_config(dict(getattr(pl_module, "hparams", {}) or {})),
-            model=pl_module,
-            data=data,
-            reference=self.reference,
-            model_kwargs=self.model_kwargs,
-            name=self.name,
-            task=self.task,
-            overwrite=self.overwrite,
-            resume=step > 0,
-            fingerprint_every=self.fingerprint_every,
-            determinism=determinism_block(self._seed, seeded_by="lightning (seed_everything)"),
-        )
+        # the framework seeded itself: its determinism is recorded, nothing is re-seeded
+        with seeded_by(determinism_block(self._seed, seeded_by="lightning (seed_everything)")):
+            self.run = modelkit.start_run(
+                self.path,
+                config=clean_config(dict(getattr(pl_module, "hparams", {}) or {})),
+                model=pl_module,
+                data=data,
+                reference=self.reference,
+                model_kwargs=self.model_kwargs,
+                name=self.name,
+                task=self.task,
+                overwrite=self.overwrite,
+                resume=step > 0,
+                fingerprint_every=self.fingerprint_every,
+            )
         self._last_step = step
         if step > 0:
             self.run.resume_at(step, checkpoint=_name(trainer.ckpt_path))

@@ -116,25 +116,27 @@ class ModelkitCallback(TrainerCallback):
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         """Open the run (continue it when the Trainer resumed from a checkpoint)."""
         import modelkit
+        from modelkit.runs.seeding import seeded_by
 
         model = kwargs.get("model")
         loader = kwargs.get("train_dataloader")
         data = self.data if self.data is not None else getattr(loader, "dataset", None)
         step = int(state.global_step)
-        self.run = modelkit.start_run(
-            self.path,
-            config=clean_config(args.to_dict()),
-            model=model,
-            data=data,
-            reference=self.reference,
-            model_kwargs=self.model_kwargs,
-            name=self.name,
-            task=self.task or _task_of(model),
-            overwrite=self.overwrite,
-            resume=step > 0,
-            fingerprint_every=self.fingerprint_every,
-            determinism=determinism_block(args.seed, seeded_by="transformers.Trainer (args.seed)"),
-        )
+        # the framework seeded itself: its determinism is recorded, nothing is re-seeded
+        with seeded_by(determinism_block(args.seed, seeded_by="transformers.Trainer (args.seed)")):
+            self.run = modelkit.start_run(
+                self.path,
+                config=clean_config(args.to_dict()),
+                model=model,
+                data=data,
+                reference=self.reference,
+                model_kwargs=self.model_kwargs,
+                name=self.name,
+                task=self.task or _task_of(model),
+                overwrite=self.overwrite,
+                resume=step > 0,
+                fingerprint_every=self.fingerprint_every,
+            )
         if step > 0:
             self.run.resume_at(step, checkpoint=_checkpoint_name(args, step))
 
