@@ -153,6 +153,11 @@ def test_released_to_a_registry_it_loads_with_transformers_and_verifies_elsewher
     registry = root / "registry"
     code, _, err = cli("verify", f"{registry}@v0.1", "--repo", "org/clm")
     assert code == 0, err
+    from modelkit.loading import resolve_directory
+
+    card = (resolve_directory(registry, "v0.1", repo="org/clm") / "README.md").read_text()
+    assert "Or with transformers' own loader:" in card
+    assert "model = GPT2LMHeadModel.from_pretrained(folder)" in card
     where = {"revision": "v0.1", "cache_dir": str(registry), "local_files_only": True}
     hf = AutoModelForCausalLM.from_pretrained("org/clm", **where).eval()
     tokenizer = AutoTokenizer.from_pretrained("org/clm", **where)
