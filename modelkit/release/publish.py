@@ -277,36 +277,39 @@ def release(
     ``sign_key``: an elliptic-curve private key (PEM) to sign the manifest with
     (OpenSSF model-signing); ``allow_incomplete_card`` publishes a card with unfilled sections.
     """
-    from modelkit.release.verify import verify_release
-
     pkg, tgt, state, git = prepare(
-        version,
-        run_dir=run_dir,
-        target=target,
-        repo_id=repo_id,
-        project=project,
-        allow_dirty=allow_dirty,
-        dry_run=dry_run,
-        endpoint=endpoint,
-        retry=retry,
-        sign_key=sign_key,
-        allow_incomplete_card=allow_incomplete_card,
-    )
+        version, run_dir=run_dir, target=target, repo_id=repo_id, project=project,
+        allow_dirty=allow_dirty, dry_run=dry_run, endpoint=endpoint, retry=retry,
+        sign_key=sign_key, allow_incomplete_card=allow_incomplete_card,
+    )  # fmt: skip
     resumed = _already_released(tgt, state, pkg)
     if not resumed:
         check_greater(version, state.tags, target=tgt.describe())
     if dry_run:
-        result = plan(pkg, tgt, state, git)
-        result["already_released"] = resumed
-        return result
-    commit, resumed = _publish_in_order(tgt, pkg) if not resumed else (state.tags[version], True)
+        return plan(pkg, tgt, state, git) | {"already_released": resumed}
+    if resumed:
+        commit = state.tags[version]
+    else:
+        commit, resumed = _publish_in_order(tgt, pkg)
     _record(tgt, version, commit=commit, pkg=pkg, resumed=resumed)
+    return _verified(tgt, pkg, project=project, resumed=resumed, signed=sign_key is not None)
+
+
+def _verified(
+    tgt: Target, pkg: Package, *, project: Any, resumed: bool, signed: bool
+) -> dict[str, Any]:
+    """Verify what was just released; the files this release wrote (and hashed while writing)
+    are recognised by their identity instead of being hashed a second time."""
+    from modelkit.release.verify import verify_release
+
+    written = {} if resumed else dict(getattr(tgt, "written", {}))
     report = verify_release(
         tgt,
-        version,
+        pkg.version,
         project=project,
         expected_manifest=pkg.manifest,
-        require_signature=sign_key is not None and not resumed,
+        require_signature=signed and not resumed,
+        written=written,
     )
     report.update(
         already_released=resumed,

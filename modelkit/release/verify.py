@@ -13,21 +13,29 @@ from typing import Any
 
 from modelkit.errors import BadInputError, CheckFailed, ModelkitError, NotImportable, RunDirError
 from modelkit.release.package import MANIFEST, read_manifest
+from modelkit.release.files import FileId, file_id
 from modelkit.release.paths import check_relpath
 from modelkit.weights import read_layout, read_weights_record
 from modelkit.weights.hashing import hash_file
 from modelkit.weights.layout import WEIGHTS_FILE_RE
 
 
-def check_snapshot(snapshot: Path, manifest: dict[str, Any]) -> list[str]:
-    """Hash every downloaded file against the manifest; returns the problems."""
+def check_snapshot(
+    snapshot: Path, manifest: dict[str, Any], *, written: dict[str, FileId] | None = None
+) -> list[str]:
+    """Hash every downloaded file against the manifest; returns the problems. A file in
+    ``written`` that is still the very file written (and hashed) while releasing (same device,
+    inode, size and mtime) is taken at the manifest's hash instead of being read again."""
     problems = []
     for name, want in sorted(manifest["files"].items()):
         p = snapshot / check_relpath(name, source=MANIFEST)  # read only (HF caches link)
         if not p.is_file():
             problems.append(f"{name}: not downloaded")
             continue
-        sha, size = hash_file(p)
+        if written and written.get(name) == file_id(p):
+            sha, size = want["sha256"], p.stat().st_size
+        else:
+            sha, size = hash_file(p)
         if size != want["size"]:
             problems.append(f"{name}: size {size} != manifest {want['size']}")
         if sha != want["sha256"]:
@@ -127,6 +135,7 @@ def verify_release(
     evaluate: bool = False,
     require_signature: bool = False,
     public_key: bytes | None = None,
+    written: dict[str, FileId] | None = None,
 ) -> dict[str, Any]:
     """Re-download ``version`` into a clean cache and check it; CheckFailed when anything is off.
 
@@ -158,6 +167,7 @@ def verify_release(
             expected=expected_manifest,
             log=checks,
             problems=problems,
+            written=written,
         )
         signer = _check_signed(
             snapshot,
@@ -210,6 +220,7 @@ def _check_files(
     expected: dict[str, Any] | None,
     problems: list[str],
     log: list[str],
+    written: dict[str, FileId] | None = None,
 ) -> dict[str, Any]:
     """The manifest (vs the release record and ``expected``), every file vs the manifest, and
     run.json's record of the weights vs the manifest; appends problems and what was checked."""
@@ -227,8 +238,11 @@ def _check_files(
     if hasattr(target, "check_metadata"):
         problems += target.check_metadata(version, manifest)
         log.append("remote sizes and sha256 / blob ids == manifest")
-    problems += check_snapshot(snapshot, manifest)
-    log.append(f"{len(manifest['files'])} downloaded files: size and sha256 == manifest")
+    problems += check_snapshot(snapshot, manifest, written=written)
+    log.append(
+        f"{len(manifest['files'])} downloaded files: size and sha256 == manifest"
+        + (f" ({len(written)} hashed while they were written)" if written else "")
+    )
     weight_problems = check_weights_agree(snapshot, manifest)
     problems += weight_problems
     if not weight_problems:
