@@ -33,15 +33,19 @@ def tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     tok.train_from_iterator(TEXT, trainers.WordLevelTrainer(special_tokens=["[UNK]", "[PAD]"]))
     out = tmp_path_factory.mktemp("tokenizer")
-    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]").save_pretrained(out)
+    PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]"
+    ).save_pretrained(out)
     return out
 
 
 def _project(root: Path, include: list[str] | None) -> Project:
-    project = git_project(root)
+    git_project(root)
     if include is not None:
         text = (root / "pyproject.toml").read_text()
-        (root / "pyproject.toml").write_text(text + f"\n[tool.modelkit.release]\ninclude = {json.dumps(include)}\n")
+        (root / "pyproject.toml").write_text(
+            text + f"\n[tool.modelkit.release]\ninclude = {json.dumps(include)}\n"
+        )
         git = ["git", "-C", str(root), "-c", "user.email=t@example.com", "-c", "user.name=t"]
         subprocess.run([*git, "commit", "-qam", "include"], check=True)
     from modelkit.project import load_project

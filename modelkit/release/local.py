@@ -34,11 +34,9 @@ from typing import Any, TypeVar
 
 from modelkit.errors import BadInputError, CheckFailed, ModelkitError
 from modelkit.io import fsync_dir
-from modelkit.release.paths import inside
 from modelkit.release.files import FileId, file_id
 from modelkit.release.package import git_blob_oid, read_manifest
 from modelkit.release.remote import RemoteFile, RemoteState
-from modelkit.release.signing import PUBLIC_KEY, SIGNATURE
 from modelkit.release.version import parse_version
 from modelkit.weights.hashing import hash_file
 

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from modelkit.errors import BadInputError, CheckFailed, ModelkitError, NotImportable, RunDirError
-from modelkit.release.package import MANIFEST, read_manifest
 from modelkit.release.files import FileId, file_id
+from modelkit.release.package import MANIFEST, read_manifest
 from modelkit.release.paths import check_relpath
 from modelkit.weights import read_layout, read_weights_record
 from modelkit.weights.hashing import hash_file
