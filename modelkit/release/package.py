@@ -14,10 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from modelkit.errors import RunDirError, WeightsLayoutError
+from modelkit import __version__
+from modelkit.errors import CheckFailed, RunDirError, WeightsLayoutError
 from modelkit.release.artifacts import declared_artifacts
 from modelkit.release.files import PackageFile, disk_file, git_blob_oid, is_lfs, memory_file
 from modelkit.release.paths import check_relpath
+from modelkit.release.signing import PUBLIC_KEY, SIGNATURE, sign_manifest
 from modelkit.runs import RunRecord, open_run, read_run_record
 from modelkit.weights import WeightsLayout, read_layout, summarize
 from modelkit.weights.layout import read_header
@@ -126,8 +128,6 @@ def build_package(
     files.append(memory_file(MANIFEST, blob))
     signer = None
     if sign_key is not None:
-        from modelkit.release.signing import PUBLIC_KEY, SIGNATURE, sign_manifest
-
         signature = sign_manifest(blob, key=sign_key)
         files.append(memory_file(SIGNATURE, signature.bundle))
         files.append(memory_file(PUBLIC_KEY, signature.public_key))
@@ -204,8 +204,6 @@ def _manifest(
     version: str,
 ) -> dict[str, Any]:
     """The manifest: what was released (every file's size and hashes), from which run."""
-    from modelkit import __version__
-
     summary = summarize(layout)
     return {
         "manifest_version": MANIFEST_VERSION,
@@ -240,8 +238,6 @@ def _manifest(
 def read_manifest(data: bytes, *, source: str) -> dict[str, Any]:
     """Parse a manifest, with a clear error when it is not one; every file name in it is a
     plain relative path (:func:`check_relpath`) before any caller writes under it."""
-    from modelkit.errors import CheckFailed
-
     try:
         m = json.loads(data)
         files = m["files"]
