@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from modelkit import __version__
-from modelkit.errors import CheckFailed, RunDirError, WeightsLayoutError
+from modelkit.errors import CheckFailed, IntegrityError, RunDirError, WeightsLayoutError
 from modelkit.release.artifacts import declared_artifacts
 from modelkit.release.files import PackageFile, disk_file, git_blob_oid, is_lfs, memory_file
 from modelkit.release.paths import check_relpath
@@ -117,10 +117,16 @@ def build_package(
     layout, weights = _weights_files(run.path)
     files = [*weights, *_run_files(run.path, card)]
     artifacts = declared_artifacts(
-        run.path, record=record.raw, project=project, released={f.path for f in files}
+        run.path, record=record, project=project, released={f.path for f in files}
     )
     root = Path(run.path).resolve()
-    files += [disk_file(run.path, p.relative_to(root).as_posix(), n) for n, p in artifacts.items()]
+    for name, (path, recorded) in artifacts.items():
+        f = disk_file(run.path, path.relative_to(root).as_posix(), name)
+        if recorded is not None and recorded != f.sha256:
+            raise IntegrityError(
+                path, expected=recorded, actual=f.sha256, record="run.json's artifacts"
+            )
+        files.append(f)
     _check_evaluations(run.path, identity=record.weights_sha256)
     manifest = _manifest(run, record, layout, files, repo_id=repo_id, version=version)
     manifest["artifacts"] = sorted(artifacts)
