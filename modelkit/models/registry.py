@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from modelkit.errors import BadInputError, unknown
+from modelkit.errors import BadInputError, ModelkitError, UserCodeError, unknown
 
 _REGISTRY: dict[str, ModelEntry] = {}
 
@@ -162,6 +162,10 @@ def build_model(
             f"model '{name}' rejected its arguments {sorted(resolved)}: {exc}",
             hint="check model_kwargs against the factory's signature",
         ) from None
+    except ModelkitError:
+        raise
+    except Exception as exc:  # the factory's own code failed: name it
+        raise UserCodeError("model factory", name, exc) from exc
     if not isinstance(module, torch.nn.Module):
         raise BadInputError(
             f"model factory '{name}' returned {type(module).__name__}, not a torch.nn.Module",

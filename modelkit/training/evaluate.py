@@ -140,6 +140,10 @@ def check_data_fits(
     problem = task.check_fit(out, y, data)
     if problem is not None:
         raise refuse(problem)
+    classes = (record.get("data") or {}).get("classes")
+    have = getattr(data, "classes", None)
+    if isinstance(classes, list) and isinstance(have, list) and len(have) != len(classes):
+        raise refuse(f"it has {len(have)} classes, the run was trained on {len(classes)}")
 
 
 def eval_transform(record: dict[str, Any]) -> Callable[[torch.Tensor], torch.Tensor] | None:
@@ -147,9 +151,13 @@ def eval_transform(record: dict[str, Any]) -> Callable[[torch.Tensor], torch.Ten
     ref = record.get("eval_transform")
     if not ref:
         return None
-    from modelkit.project import import_object
+    import functools
 
-    return import_object(str(ref), what="eval transform")
+    from modelkit.project import import_object
+    from modelkit.usercode import call_user
+
+    fn = import_object(str(ref), what="eval transform")
+    return functools.partial(call_user, "eval transform", str(ref), fn)
 
 
 def load_eval_data(
