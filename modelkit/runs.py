@@ -106,11 +106,19 @@ class RunDir:
         if not self.metrics.is_file():
             return []
         rows = []
-        for line in self.metrics.read_text(encoding="utf-8").splitlines():
+        lines = self.metrics.read_text(encoding="utf-8", errors="replace").splitlines()
+        for number, line in enumerate(lines, 1):
             try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
+                row = json.loads(line)
+            except (json.JSONDecodeError, RecursionError):
                 continue
+            if not isinstance(row, dict):
+                raise RunDirError(
+                    f"{self.metrics} line {number} is not a JSON object: {line[:40]!r}",
+                    hint="each line of metrics.jsonl is one object ({\"step\": ..., ...}); "
+                    "remove or fix that line",
+                )
+            rows.append(row)
         return rows
 
 
