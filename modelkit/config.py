@@ -24,7 +24,7 @@ else:  # pragma: no cover
 
 OPTIMIZERS = ("adam", "adamw", "sgd")  # the short names; any torch.optim class works
 LR_SCHEDULES = ("none", "cosine", "step")
-KEEP_BEST_PREFIX = "test_"  # keep_best names a held-out metric of the run's task (modelkit.tasks)
+
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16", "fp16")
 # the data order seeds torch.Generator with seed * 1_000_003 + epoch, which must fit 64 bits
@@ -106,11 +106,11 @@ class TrainConfig:
         )
         _check(self.max_steps >= 0, "max-steps must be >= 0", "0 = every epoch, e.g. 500")
         _check(self.grad_clip >= 0, "grad-clip must be >= 0", "0 = off, e.g. 1.0")
+        valid = keep_best_metrics()
         _check(
-            not self.keep_best or self.keep_best.startswith(KEEP_BEST_PREFIX),
+            not self.keep_best or self.keep_best in valid,
             f"unknown keep_best metric '{self.keep_best}'"
-            f"{did_you_mean(self.keep_best, ('test_accuracy', 'test_loss'))} "
-            "(valid: test_<metric> of the task, e.g. test_accuracy, test_loss, test_perplexity)",
+            f"{did_you_mean(self.keep_best, valid)} (valid: {', '.join(valid)})",
             'keep_best = "test_accuracy" (or leave it out)',
         )
         _check(self.image_size >= 0, "image-size must be >= 0", "0 = the data's default, e.g. 32")
@@ -224,6 +224,14 @@ def read_text_file(path: Path, *, what: str) -> str:
             f"{path} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at line {line})",
             hint="save the file as UTF-8",
         ) from None
+
+
+def keep_best_metrics() -> list[str]:
+    """``test_<metric>`` of every task's metrics (the run's task checks its own at setup)."""
+    from modelkit.tasks import metric_directions
+
+    names = {f"test_{m}" for table in metric_directions().values() for m in table}
+    return sorted(names)
 
 
 def normalise_keys(data: dict[str, Any]) -> dict[str, Any]:

@@ -78,8 +78,8 @@ def test_sharded_run_checkpoints_with_dcp_and_resumes_bitwise(project: Path) -> 
     rec = a.read_record()
     assert rec["distributed"] == {"world_size": 2, "backend": "gloo", "strategy": "fsdp2"}
     assert rec["status"] == "complete" and rec["metrics"]["test_accuracy"] > 0.5
-    assert rec["sharding"]["units"] == 4  # three Linear layers + the root
-    assert [set(r) for r in rec["sharding"]["per_rank"]] == [{"peak_rss_bytes"}] * 2
+    assert rec["sharding"] == {"strategy": "fsdp2", "units": 4}  # three Linear + the root
+    assert [set(r) for r in rec["peak_memory_per_rank"]] == [{"peak_rss_bytes"}] * 2
     # the gathered final weights: the Hub's sharded layout, every parameter whole
     assert rec["weights"]["layout"] == "sharded" and rec["num_parameters"] == 109_386
     from modelkit.weights.layout import read_layout
@@ -160,22 +160,18 @@ def test_restore_refuses_a_checkpoint_of_another_world_size(tmp_path: Path) -> N
     import torch
 
     from modelkit.errors import WorldSizeMismatch
-    from modelkit.training.checkpoint import load_checkpoint, save_checkpoint
+    from modelkit.runs import Checkpoint
     from modelkit.training.distributed import World
     from modelkit.training.state import restore
 
-    head = save_checkpoint(
-        tmp_path,
+    head = Checkpoint.capture(
         step=12,
         model=torch.nn.Module(),
-        optimizer=None,
-        state={},
-        objects={"user": {"distributed": {"world_size": 2, "backend": "gloo"}}},
-    )
-    tensors, meta = load_checkpoint(head)
+        objects={"distributed": {"world_size": 2, "backend": "gloo"}},
+    ).save(tmp_path)
     trainer = types.SimpleNamespace(world=World(), sharded=True)
     with pytest.raises(WorldSizeMismatch) as info:
-        restore(trainer, tensors, meta, path=head)
+        restore(trainer, Checkpoint.load(head))
     assert (info.value.saved, info.value.now) == (2, 1)
     assert "checkpoint step 12 was written by 2 process(es)" in info.value.message
 
@@ -209,3 +205,16 @@ def test_a_torch_without_dcp_safetensors_storage_is_named(monkeypatch) -> None:
         check_support()
     assert info.value.reason == "torch" and "HuggingFaceStorageWriter" in info.value.message
     assert "torch >= 2.8" in info.value.hint
+
+
+def test_a_ranks_checkpoint_part_is_cut_into_files_by_size() -> None:
+    """DCP's safetensors writer builds a whole file in memory: files are capped by size."""
+    import torch
+
+    from modelkit.training.sharded_checkpoint import file_groups
+
+    tensors = {"d": torch.zeros(1), "a": torch.zeros(100), "b": torch.zeros(100)}
+    tensors["c"] = torch.zeros(300)
+    # one rank's share (of 2) in bytes: a 200, b 200, c 600, d 2
+    assert file_groups(tensors, 2, limit=400) == {"a": 1, "b": 1, "c": 2, "d": 3}
+    assert set(file_groups(tensors, 2).values()) == {1}

@@ -11,6 +11,7 @@ Example::
     mode = "auto"                 # instructions | time | auto (instructions on CPU with valgrind)
     alpha = 0.05                  # family-wise false-alarm rate (Holm over all timing metrics)
     accuracy_margin = 0.5         # non-inferiority margin, accuracy points
+    quality_margin = 0.01         # other quality metrics (bench.metric): relative to REF's value
     memory_tolerance = 0.10       # CPU peak RSS: relative growth tolerated
     exact_tolerance = 0.0         # parameter count / CUDA peak memory: relative tolerance
     min_rounds = 5                # ABBA rounds before any verdict can stop the run early
@@ -37,6 +38,7 @@ METRIC_KEYS = (
     "memory_tolerance",
     "exact_tolerance",
     "instr_threshold",
+    "quality_margin",
 )
 MODES = ("auto", "instructions", "time")
 
@@ -51,6 +53,7 @@ class Thresholds:
     memory_tolerance: float = 0.10
     exact_tolerance: float = 0.0
     instr_threshold: float = 0.005
+    quality_margin: float = 0.01
 
 
 @dataclass(frozen=True)

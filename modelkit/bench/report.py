@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from modelkit.bench.compare import Outcome
+from modelkit.bench.outcome import Outcome
 from modelkit.bench.stats import MetricResult
 from modelkit.io import write_json_atomic
 
@@ -18,6 +18,7 @@ LANES = {
     "exact": "exact",
     "memory": "memory",
     "accuracy": "accuracy",
+    "quality": "quality",
     "info": "info",
 }
 MARKER = "<!-- modelkit-benchmark -->"
@@ -29,6 +30,7 @@ ICONS = {
     "error": "❌ error",
     "skipped": "⏭ skipped",
     "info": "ℹ info (not gated)",
+    "unjudged": "❔ nothing to judge",
 }
 
 
@@ -57,6 +59,11 @@ def _ratio(m: MetricResult) -> str:
             return "-"
         ci = f" [{m.ci_low:+.2f}, …]" if m.ci_low is not None else ""
         return f"{m.est:+.2f} pts{ci}"
+    if m.kind == "quality":
+        if m.est is None:
+            return "-"
+        ci = f" [{m.ci_low:+.4g}, {m.ci_high:+.4g}]" if m.ci_low is not None else ""
+        return f"{m.est:+.4g}{ci}"
     if m.ratio is None or not math.isfinite(m.ratio):
         return "-"
     if m.kind == "instructions":
@@ -71,6 +78,8 @@ def _mde(m: MetricResult) -> str:
         return "-"
     if m.kind == "accuracy":
         return f"±{m.mde:.2f} pts"
+    if m.kind == "quality":
+        return f"±{m.mde:.3g}"
     if m.kind == "instructions":
         return f"≥{m.mde * 100:.2g}%"  # the threshold: counts are deterministic
     return f"{m.mde * 100:.1f}%"
@@ -81,7 +90,9 @@ def _short(name: str) -> str:
 
 
 def _verdict(m: MetricResult) -> str:
-    return f"{m.verdict} (accepted)" if m.accepted else m.verdict
+    if m.accepted:
+        return f"{m.verdict} (accepted)"
+    return f"{m.verdict} (blocks: beyond threshold)" if m.blocking else m.verdict
 
 
 def rows(outcome: Outcome) -> list[list[str]]:
@@ -89,7 +100,7 @@ def rows(outcome: Outcome) -> list[list[str]]:
     MDE, verdict."""
     out = []
     for m in outcome.metrics:
-        if m.kind in ("error", "skipped"):
+        if m.kind in ("error", "skipped", "unjudged"):
             out.append(
                 [
                     _short(m.benchmark),
@@ -129,11 +140,16 @@ def headline(outcome: Outcome) -> str:
     head = (outcome.head.get("commit") or "working tree")[:12] + (
         " (+uncommitted)" if outcome.head.get("dirty") else ""
     )
-    against = f" vs {base.get('ref')} ({(base.get('commit') or '?')[:12]}, {base.get('how')})"
+    cached = "; REF results reused from the cache" if base.get("from_cache") else ""
+    against = (
+        f" vs {base.get('ref')} ({(base.get('commit') or '?')[:12]}, {base.get('how')}{cached})"
+    )
     n_reg = len(outcome.regressions)
     n_und = sum(m.verdict == "undecided" for m in outcome.metrics)
     status = {
         "regression": f"{n_reg} regression(s)",
+        "undecided": f"{len(outcome.blocked)} change(s) beyond the threshold left undecided",
+        "unjudged": f"{len(outcome.unjudged)} benchmark(s) with nothing to judge (strict)",
         "error": f"{len(outcome.errors)} benchmark error(s)",
         "ok": "no regression",
     }[outcome.status]
@@ -143,7 +159,8 @@ def headline(outcome: Outcome) -> str:
     lane = {"instructions": "instruction lane", "time": "time lane"}.get(outcome.lane, outcome.lane)
     return (
         f"HEAD {head}{against if outcome.base else ''}: {status}{accepted}{undecided} "
-        f"({lane}; {outcome.rounds} round(s), {outcome.wall_s:.0f}s; {outcome.stopped})"
+        f"({lane}; {outcome.rounds} round(s), {outcome.wall_s:.0f}s; {outcome.stopped}; "
+        f"{outcome.gpu_lane})"
     )
 
 
@@ -161,7 +178,8 @@ def markdown(outcome: Outcome) -> str:
     ]
     for r, m in zip(rows(outcome), outcome.metrics, strict=True):
         icon = "✅ accepted " + m.verdict if m.accepted else ICONS.get(m.verdict, m.verdict)
-        why = m.note if m.kind in ("error", "skipped") and m.note else ""
+        why = m.note if m.kind in ("error", "skipped", "unjudged") and m.note else ""
+        why = why or (f"blocks: {m.blocking}" if m.blocking and not m.accepted else "")
         r = [*r[:-1], icon + (f" ({why})" if why else "")]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in r) + " |")
     if outcome.accepted:
@@ -173,8 +191,12 @@ def markdown(outcome: Outcome) -> str:
     if outcome.errors:
         lines += ["", "**Errors** (a benchmark failing on one side is an error, not a regression):"]
         lines += [f"- `{e['benchmark']}` on {e['side']}: {e['message']}" for e in outcome.errors]
+    if outcome.reasons():
+        lines += ["", "**Why the gate says no** besides regressions:"]
+        lines += [f"- {r}" for r in outcome.reasons()]
     if outcome.warnings:
         lines += ["", *[f"> ⚠ {w}" for w in outcome.warnings]]
+    lines += ["", f"_{outcome.gpu_lane}._"]
     cfg = outcome.config.get("thresholds", {})
     lines += [
         "",

@@ -8,7 +8,6 @@ fixtures of :mod:`modelkit.bench.plugin`) is one copy shared by both sides.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -17,21 +16,31 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from modelkit.bench import plugin as harness
+from modelkit.bench import harness
+from modelkit.bench.results import (
+    ProcessResult,
+    add_recorded_only,
+    instruction_only,
+    merge_processes,
+    summarise_doc,
+)
 from modelkit.errors import BadInputError, ModelkitError
 
 HARNESS_MODULE = "_modelkit_bench_plugin"
-RESULTS_FORMAT = 1
 
 
 def make_harness_dir() -> Path:
-    """A temp folder holding one importable copy of the harness plugin."""
+    """A temp folder holding one importable copy of the harness package."""
     d = Path(tempfile.mkdtemp(prefix="modelkit-bench-harness-"))
-    shutil.copyfile(harness.__file__, d / f"{HARNESS_MODULE}.py")
+    shutil.copytree(
+        Path(harness.__file__).parent,
+        d / HARNESS_MODULE,
+        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+    )
     return d
 
 
@@ -158,182 +167,114 @@ def check_import(tree: Path, package: str, *, harness_dir: Path, label: str) -> 
     return str(origin or "")
 
 
-@dataclass
-class ProcessResult:
-    """What one process measured: per benchmark, the per-process median time and the metrics."""
+@dataclass(frozen=True)
+class SuiteRun:
+    """How a side's processes run HEAD's suite (everything but the tree and the round)."""
 
-    side: str
-    round: int
-    slot: int
-    seconds: float
-    returncode: int
-    lane: str = "time"
-    benchmarks: dict[str, dict[str, Any]] = field(default_factory=dict)
-    outcomes: dict[str, str] = field(default_factory=dict)
-    messages: dict[str, str] = field(default_factory=dict)
-    collected: list[str] = field(default_factory=list)
-    doc: dict[str, Any] | None = None  # the pytest-benchmark JSON document
+    head_root: Path
+    suite: Path
+    harness_dir: Path
+    device: str
+    markers: str | None
+    keyword: str | None
+    bench_min_rounds: int
+    bench_max_time: float
+    timeout: float
 
-    def to_dict(self, *, with_doc: bool = False) -> dict[str, Any]:
-        """JSON-ready form (the pytest-benchmark document only when asked)."""
-        d = {
-            "side": self.side,
-            "round": self.round,
-            "slot": self.slot,
-            "seconds": round(self.seconds, 3),
-            "returncode": self.returncode,
-            "lane": self.lane,
-            "benchmarks": self.benchmarks,
-            "outcomes": self.outcomes,
-            "messages": self.messages,
-            "collected": self.collected,
-        }
-        if with_doc:
-            d["doc"] = self.doc
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ProcessResult:
-        """Inverse of :meth:`to_dict`."""
-        return cls(
-            side=d.get("side", "base"),
-            round=int(d.get("round", 0)),
-            slot=int(d.get("slot", 0)),
-            seconds=float(d.get("seconds", 0.0)),
-            returncode=int(d.get("returncode", 0)),
-            lane=str(d.get("lane", "time")),
-            benchmarks=d.get("benchmarks", {}),
-            outcomes=d.get("outcomes", {}),
-            messages=d.get("messages", {}),
-            collected=d.get("collected", []),
-            doc=d.get("doc"),
-        )
+    def command(
+        self, nodeids: list[str] | None, json_path: Path, callgrind_out: Path | None
+    ) -> list[str]:
+        """The argv of one process (under callgrind when ``callgrind_out`` is given)."""
+        prefix = valgrind_command(callgrind_out) if callgrind_out else []
+        targets = [str(self.head_root / n) for n in nodeids] if nodeids else [str(self.suite)]
+        cmd = [
+            *prefix, sys.executable, "-m", "pytest", *targets, f"--rootdir={self.head_root}",
+            "-o", "addopts=", "-p", "no:cacheprovider", "-p", "no:modelkit",
+            "-p", HARNESS_MODULE, "--import-mode=importlib", "--continue-on-collection-errors",
+            "-q", "--no-header", "-W", "ignore::DeprecationWarning",
+            f"--benchmark-json={json_path}", "--benchmark-save-data",
+            f"--benchmark-min-rounds={self.bench_min_rounds}",
+            f"--benchmark-max-time={self.bench_max_time}",
+            "--benchmark-sort=fullname", "--benchmark-columns=median",
+        ]  # fmt: skip
+        if self.markers:
+            cmd += ["-m", self.markers]
+        if self.keyword and not nodeids:
+            cmd += ["-k", self.keyword]
+        return cmd
 
 
-def summarise_doc(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """pytest-benchmark JSON -> {fullname: {name, time (min s), gate_time, metrics, raw}}.
-
-    A process's timing sample is the minimum of its rounds: on a shared machine noise only adds
-    time, and the minimum varies ~4% between processes where the median varies ~40% (measured
-    on the 2-core CI machine), so the gate's interval is an order of magnitude tighter."""
-    out: dict[str, dict[str, Any]] = {}
-    for b in doc.get("benchmarks", []):
-        stats = b.get("stats") or {}
-        extra = b.get("extra_info") or {}
-        cuda = extra.get("modelkit_cuda_event_s")  # CUDA lane: event times replace the host timer
-        out[b["fullname"]] = {
-            "name": b.get("name", b["fullname"]),
-            "time": min(cuda) if cuda else stats.get("min"),
-            "gate_time": bool(extra.get("modelkit_gate_time", True)),
-            "metrics": extra.get(harness.EXTRA_KEY, {}),
-            "raw": cuda or stats.get("data", []),
-        }
-    return out
-
-
-def _instruction_only(benchmarks: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Of a process under callgrind keep only the instruction counts (its wall times, memory
-    and the rest are meaningless there; the time lane's processes measure those)."""
-    out = {}
-    for nodeid, b in benchmarks.items():
-        metrics = {k: m for k, m in b["metrics"].items() if m.get("kind") == "instructions"}
-        out[nodeid] = {**b, "time": None, "gate_time": False, "raw": [], "metrics": metrics}
-    return out
+def collect(how: SuiteRun, tree: Path) -> list[str]:
+    """The node ids HEAD's suite selects (a native ``pytest --collect-only``, a few seconds)."""
+    cmd = [c for c in how.command(None, Path(os.devnull), None) if not c.startswith("--bench")]
+    env = side_env(tree, how.harness_dir, how.device, None)
+    proc = subprocess.run(
+        [*cmd, "--collect-only"], cwd=tree, env=env, capture_output=True, text=True,
+        timeout=how.timeout,
+    )  # fmt: skip
+    return [ln.strip() for ln in proc.stdout.splitlines() if "::" in ln and " " not in ln.strip()]
 
 
 def run_suite(
     tree: Path,
+    how: SuiteRun,
     *,
     side: str,
     round: int,
     slot: int,
-    head_root: Path,
-    suite: Path,
-    harness_dir: Path,
-    device: str,
-    markers: str | None,
-    keyword: str | None,
-    nodeids: list[str] | None,
-    bench_min_rounds: int,
-    bench_max_time: float,
-    timeout: float,
+    nodeids: list[str] | None = None,
     lane: str = "time",
+    allow_empty: bool = False,
 ) -> ProcessResult:
     """Run HEAD's suite (or the given node ids) in a fresh process against ``tree``; in the
     instruction lane that process runs under callgrind (:func:`valgrind_command`)."""
     work = Path(tempfile.mkdtemp(prefix="modelkit-bench-run-"))
     json_path, outcomes_path = work / "benchmark.json", work / "outcomes.json"
-    targets = [str(head_root / n) for n in nodeids] if nodeids else [str(suite)]
     callgrind_out = work / "callgrind.out" if lane == "instructions" else None
-    prefix = valgrind_command(callgrind_out) if callgrind_out else []
-    cmd = [
-        *prefix,
-        sys.executable,
-        "-m",
-        "pytest",
-        *targets,
-        f"--rootdir={head_root}",
-        "-o",
-        "addopts=",
-        "-p",
-        "no:cacheprovider",
-        "-p",
-        "no:modelkit",
-        "-p",
-        HARNESS_MODULE,
-        "--import-mode=importlib",
-        "--continue-on-collection-errors",
-        "-q",
-        "--no-header",
-        "-W",
-        "ignore::DeprecationWarning",
-        f"--benchmark-json={json_path}",
-        "--benchmark-save-data",
-        f"--benchmark-min-rounds={bench_min_rounds}",
-        f"--benchmark-max-time={bench_max_time}",
-        "--benchmark-sort=fullname",
-        "--benchmark-columns=median",
-    ]
-    if markers and not nodeids:
-        cmd += ["-m", markers]
-    if keyword and not nodeids:
-        cmd += ["-k", keyword]
+    env = side_env(
+        tree, how.harness_dir, how.device, outcomes_path, lane=lane, callgrind_out=callgrind_out
+    )
     t0 = time.monotonic()
     try:
         proc = subprocess.run(
-            cmd,
-            cwd=tree,
-            env=side_env(
-                tree, harness_dir, device, outcomes_path, lane=lane, callgrind_out=callgrind_out
-            ),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
+            how.command(nodeids, json_path, callgrind_out),
+            cwd=tree, env=env, capture_output=True, text=True, timeout=how.timeout,
+        )  # fmt: skip
+        result = ProcessResult(side, round, slot, time.monotonic() - t0, proc.returncode, lane=lane)
+        _read_process(result, json_path, outcomes_path)
     except subprocess.TimeoutExpired:
-        shutil.rmtree(work, ignore_errors=True)
         raise ModelkitError(
-            f"the suite ran longer than {timeout:.0f}s on the {side} side",
+            f"the suite ran longer than {how.timeout:.0f}s on the {side} side",
             hint="shrink the suite or raise --max-time",
         ) from None
-    seconds = time.monotonic() - t0
-    result = ProcessResult(side, round, slot, seconds, proc.returncode, lane=lane)
-    try:
-        if outcomes_path.is_file():
-            o = json.loads(outcomes_path.read_text(encoding="utf-8"))
-            result.outcomes, result.messages = o["outcomes"], o["messages"]
-            result.collected = o["collected"]
-        if json_path.is_file():
-            result.doc = json.loads(json_path.read_text(encoding="utf-8"))
-            result.benchmarks = summarise_doc(result.doc)
-            if lane == "instructions":
-                result.benchmarks = _instruction_only(result.benchmarks)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    if not (allow_empty and proc.returncode == 5):
+        _check_exit(proc, result, how, side)
+    return result
+
+
+def _read_process(result: ProcessResult, json_path: Path, outcomes_path: Path) -> None:
+    recorded: dict = {}
+    if outcomes_path.is_file():
+        o = json.loads(outcomes_path.read_text(encoding="utf-8"))
+        result.outcomes, result.messages = o["outcomes"], o["messages"]
+        result.collected, recorded = o["collected"], o.get("metrics", {})
+    if json_path.is_file():
+        result.doc = json.loads(json_path.read_text(encoding="utf-8"))
+        result.benchmarks = summarise_doc(result.doc)
+    result.benchmarks = add_recorded_only(result.benchmarks, recorded)
+    if result.lane == "instructions":
+        result.benchmarks = instruction_only(result.benchmarks)
+
+
+def _check_exit(
+    proc: subprocess.CompletedProcess[str], result: ProcessResult, how: SuiteRun, side: str
+) -> None:
     if proc.returncode == 5:
-        what = f" with -m {markers!r}" if markers else ""
+        what = f" with -m {how.markers!r}" if how.markers else ""
         raise BadInputError(
-            f"empty suite: no benchmarks collected in {suite}{what}",
+            f"empty suite: no benchmarks collected in {how.suite}{what}",
             hint="add pytest-benchmark tests there (see docs/benchmark.md) or fix suite/markers",
         )
     if proc.returncode not in (0, 1) or (not result.outcomes and proc.returncode != 0):
@@ -343,109 +284,33 @@ def run_suite(
             f"{tail[-1] if tail else 'no output'}",
             hint="run the suite with pytest directly to see the whole error",
         )
-    return result
 
 
-# --------------------------------------------------------------------------- results files
-
-
-def suite_digest(suite: Path, *, markers: str | None, keyword: str | None) -> str:
-    """sha256 over the suite's files and selection (a cache key part)."""
-    h = hashlib.sha256()
-    files = [suite] if suite.is_file() else sorted(p for p in suite.rglob("*") if p.is_file())
-    for p in files:
-        if "__pycache__" in p.parts:
-            continue
-        h.update(str(p.relative_to(suite if suite.is_dir() else suite.parent)).encode())
-        h.update(p.read_bytes())
-    h.update(f"m={markers}|k={keyword}|h={harness.HARNESS_VERSION}".encode())
-    return h.hexdigest()
-
-
-def fingerprint_digest(fp: dict[str, Any]) -> str:
-    """sha256 of the fingerprint fields that matter for timings."""
-    key = {k: fp.get(k) for k in harness.FINGERPRINT_KEYS}
-    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
-
-
-def results_document(
-    processes: list[ProcessResult],
-    *,
-    commit: str | None,
-    dirty: bool,
-    fingerprint: dict[str, Any],
-    device: str,
-    suite_sha256: str,
-) -> dict[str, Any]:
-    """One pytest-benchmark–format JSON for a side: stats over every process's raw samples
-    (readable by ``pytest-benchmark compare``), plus a ``modelkit`` section with per-process data."""
-    from pytest_benchmark.stats import Stats
-
-    first = next((p.doc for p in processes if p.doc), None) or {}
-    doc = {k: v for k, v in first.items() if k != "benchmarks"}
-    doc.setdefault("machine_info", {})["modelkit"] = fingerprint
-    benchmarks = []
-    for b in first.get("benchmarks", []):
-        data: list[float] = []
-        for p in processes:
-            data += (p.benchmarks.get(b["fullname"]) or {}).get("raw", [])
-        entry = dict(b)
-        if data:
-            s = Stats()
-            for v in data:
-                s.update(v)
-            entry["stats"] = {**s.as_dict(), "data": data, "iterations": b["stats"]["iterations"]}
-        benchmarks.append(entry)
-    doc["benchmarks"] = benchmarks
-    doc["modelkit"] = {
-        "format": RESULTS_FORMAT,
-        "commit": commit,
-        "dirty": dirty,
-        "device": device,
-        "fingerprint": fingerprint,
-        "suite_sha256": suite_sha256,
-        "processes": [p.to_dict() for p in processes],
-    }
-    return doc
-
-
-def load_results(path: Path) -> tuple[list[ProcessResult], dict[str, Any]]:
-    """Read a results file (modelkit's, or a plain pytest-benchmark JSON as one process)."""
-    try:
-        doc = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise BadInputError(
-            f"baseline file {path} not found", hint="write one with `modelkit benchmark --out`"
-        ) from None
-    except (OSError, ValueError) as exc:
-        raise BadInputError(
-            f"cannot read baseline {path}: {exc}", hint="pass a JSON file"
-        ) from None
-    if not isinstance(doc, dict) or "benchmarks" not in doc:
-        raise BadInputError(
-            f"{path} is not a benchmark results file",
-            hint="pass a file from `modelkit benchmark --out` or pytest-benchmark --benchmark-json",
-        )
-    mk = doc.get("modelkit")
-    if mk:
-        procs = [ProcessResult.from_dict(p) for p in mk.get("processes", [])]
-        for p in procs:
-            p.side = "base"
-        return procs, mk
-    proc = ProcessResult("base", 1, 0, 0.0, 0, benchmarks=summarise_doc(doc), doc=doc)
-    proc.outcomes = {name: "passed" for name in proc.benchmarks}
-    fp = (doc.get("machine_info") or {}).get("modelkit") or {}
-    commit = (doc.get("commit_info") or {}).get("id")
-    return [proc], {"fingerprint": fp, "commit": commit, "dirty": None}
-
-
-def cache_dir() -> Path:
-    """Where results per (commit, suite, machine) are kept: $MODELKIT_CACHE/bench."""
-    base = os.environ.get("MODELKIT_CACHE") or str(Path.home() / ".cache" / "modelkit")
-    return Path(base) / "bench"
-
-
-def cache_key(commit: str, suite_sha256: str, fingerprint: dict[str, Any], device: str) -> str:
-    """The cache key of a clean commit's results."""
-    raw = f"{commit}|{suite_sha256}|{fingerprint_digest(fingerprint)}|{device}"
-    return hashlib.sha256(raw.encode()).hexdigest()[:32]
+def run_instruction_sides(
+    jobs: list[tuple[Path, str]], how: SuiteRun, *, workers: int
+) -> dict[str, ProcessResult]:
+    """The instruction lane's callgrind processes for every (tree, side) job, ``workers`` at a
+    time; each side's benchmarks are split into ``workers // sides`` groups (one process each)
+    so a lone side (its REF came from the cache) still uses every core. A count does not depend
+    on the load (measured: A/A identical), so processes can run side by side."""
+    groups_per_side = max(1, workers // max(1, len(jobs)))
+    groups: list[list[str] | None] = [None]
+    if groups_per_side > 1:
+        nodeids = collect(how, how.head_root)
+        by_file: dict[str, list[str]] = {}
+        for n in nodeids:
+            by_file.setdefault(n.split("::")[0], []).append(n)
+        ordered = [n for f in sorted(by_file) for n in by_file[f]]
+        split = [ordered[i::groups_per_side] for i in range(groups_per_side)]
+        groups = [g for g in split if g] or [None]
+    tasks = [(tree, side, g) for tree, side in jobs for g in groups]
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(tasks)))) as pool:
+        futures = [
+            (side, pool.submit(run_suite, tree, how, side=side, round=0, slot=0, nodeids=g,
+                               lane="instructions", allow_empty=len(groups) > 1))
+            for tree, side, g in tasks
+        ]  # fmt: skip
+        parts: dict[str, list[ProcessResult]] = {}
+        for side, fut in futures:
+            parts.setdefault(side, []).append(fut.result())
+    return {side: merge_processes(ps) for side, ps in parts.items()}

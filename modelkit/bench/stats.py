@@ -35,7 +35,9 @@ from typing import Any
 import numpy as np
 from scipy import stats as sps
 
-VERDICTS = ("regression", "improvement", "unchanged", "undecided", "error", "skipped", "info")
+VERDICTS = (
+    "regression", "improvement", "unchanged", "undecided", "error", "skipped", "info", "unjudged"
+)  # fmt: skip
 POWER = 0.95
 
 
@@ -70,6 +72,9 @@ class MetricResult:
     # which lane decided the verdict: instructions | time | exact | memory | accuracy | info
     lane: str = ""
     accepted: str | None = None  # the accept (trailer or --accept) covering this change, if any
+    # why an undecided metric fails the gate: the lane saw a change beyond its threshold but
+    # could not decide it (undecided is never a pass then); "" otherwise
+    blocking: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (NaN becomes None)."""
@@ -223,10 +228,10 @@ def decide_instructions(
     notes = [f"{change * 100:+.3f}% instructions"]
     if spread > 0:
         notes.append(f"repeated calls varied {spread * 100:.3f}%")
-    if spread >= threshold:
+    if spread >= threshold and abs(change) < spread + threshold:
         r.verdict = "undecided"
         notes.append("counts not deterministic; seed the inputs or raise instr_threshold")
-    elif change >= threshold:
+    elif change >= threshold:  # beyond the threshold, and (if counts varied) beyond their spread
         r.verdict = "regression"
     elif change <= -threshold:
         r.verdict = "improvement"
@@ -258,34 +263,57 @@ def decide_accuracy(
     *,
     margin_points: float,
     alpha: float,
+    higher_is_better: bool = True,
 ) -> None:
-    """Non-inferiority: HEAD is fine unless its accuracy may be worse than REF by > margin."""
+    """Accuracy (a fraction): non-inferiority in points (x100) with ``margin_points``."""
+    r.higher_is_better = higher_is_better
+    b = [float(v) * 100 for v in base]
+    h = [float(v) * 100 for v in head]
+    decide_quality(r, b, h, margin=margin_points, alpha=alpha, unit="pts")
+    r.base = r.base / 100 if r.base is not None else None
+    r.head = r.head / 100 if r.head is not None else None
+
+
+def decide_quality(
+    r: MetricResult,
+    base: Sequence[float],
+    head: Sequence[float],
+    *,
+    margin: float,
+    alpha: float,
+    unit: str = "",
+) -> None:
+    """Non-inferiority in the metric's own unit and direction (``r.higher_is_better``): HEAD is
+    fine unless it may be worse than REF by more than ``margin``. Values are paired by seed
+    (position); ``r.est`` and the interval are HEAD - REF in the metric's unit."""
     n = min(len(base), len(head))
-    b = np.asarray(base[:n], dtype=float) * 100
-    h = np.asarray(head[:n], dtype=float) * 100
-    r.base, r.head = float(np.mean(b)) / 100, float(np.mean(h)) / 100
+    b, h = np.asarray(base[:n], dtype=float), np.asarray(head[:n], dtype=float)
     r.n_base = r.n_head = n
     if n == 0:
-        r.verdict, r.note = "undecided", "no accuracy values"
+        r.verdict, r.note = "undecided", "no values on one side"
         return
-    d = h - b  # accuracy points, paired by seed
-    est = float(np.mean(d))
-    r.ratio = float(np.mean(h) / np.mean(b)) if np.mean(b) else None
-    r.est = est
-    if n >= 2 and float(np.ptp(d)) > 1e-9:
+    r.base, r.head = float(np.mean(b)), float(np.mean(h))
+    r.ratio = r.head / r.base if r.base else None
+    d = h - b
+    est = r.est = float(np.mean(d))
+    lo = hi = est
+    if n >= 2 and float(np.ptp(d)) > 1e-12:
         res = sps.ttest_1samp(d, 0.0)
         ci = res.confidence_interval(1 - 2 * alpha)  # two-sided 1-2a = one-sided 1-a bound
         lo, hi = float(ci.low), float(ci.high)
         r.p_value = float(res.pvalue)
-    else:
-        lo = hi = est
     r.ci_low, r.ci_high, r.ci_level = lo, hi, 1 - alpha
-    r.mde = (hi - lo) / 2  # half-width in points: the resolution reached with these seeds
-    r.note = f"Δ {est:+.2f} pts over {n} seed(s), margin {margin_points} pts"
-    if est < -margin_points:
+    r.mde = (hi - lo) / 2  # half-width: the resolution reached with these seeds
+    sign = 1.0 if r.higher_is_better else -1.0
+    better_est, worst = sign * est, min(sign * lo, sign * hi)  # "better" is positive
+    best = max(sign * lo, sign * hi)
+    word = "higher" if r.higher_is_better else "lower"
+    r.note = f"Δ {est:+.4g}{' ' + unit if unit else ''} over {n} seed(s) ({word} is better), "
+    r.note += f"margin {margin:.4g}"
+    if better_est < -margin:
         r.verdict = "regression"
-    elif lo >= -margin_points:
-        r.verdict = "improvement" if lo > margin_points else "unchanged"
+    elif worst >= -margin:
+        r.verdict = "improvement" if worst > margin and best > margin else "unchanged"
     else:
         r.verdict = "undecided"
         r.note += "; add seeds to decide"

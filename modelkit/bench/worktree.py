@@ -110,9 +110,15 @@ def resolve_ref(root: Path, ref: str, *, head: str | None) -> ResolvedRef:
         if is_shallow(root):
             raise BadInputError(f"unknown ref '{ref}' in this shallow clone", hint=SHALLOW_HINT)
         names = _git(root, "for-each-ref", "--format=%(refname:short)", check=False).stdout.split()
+        branches = _git(
+            root, "for-each-ref", "--format=%(refname:short)", "refs/heads", "refs/remotes",
+            check=False,
+        ).stdout.split()  # fmt: skip
+        listed = ", ".join(b for b in branches if not b.endswith("/HEAD")) or "none"
         raise BadInputError(
-            f"unknown ref '{ref}'{did_you_mean(ref, names)}",
-            hint="give a branch, tag or commit that exists here (git fetch it first)",
+            f"unknown ref '{ref}'{did_you_mean(ref, names)}; branches here: {listed}",
+            hint="give a branch, tag or commit that exists here (git fetch it first), or "
+            "leave the ref out to compare against the default branch",
         )
     if _is_branch(root, name):
         mb = _git(root, "merge-base", head, commit, check=False)
@@ -122,6 +128,22 @@ def resolve_ref(root: Path, ref: str, *, head: str | None) -> ResolvedRef:
         return ResolvedRef(ref=ref, commit=mb.stdout.strip(), how=f"merge-base of HEAD and {name}")
     return ResolvedRef(
         ref=ref, commit=commit, how="commit" if ref.startswith(commit[:7]) else "ref"
+    )
+
+
+def default_branch(root: Path) -> str:
+    """The repository's default branch: ``origin/HEAD``'s target, else ``main``, else
+    ``master`` (local or on ``origin``)."""
+    out = _git(root, "symbolic-ref", "--quiet", "--short", "refs/remotes/origin/HEAD", check=False)
+    if out.returncode == 0 and out.stdout.strip():
+        return out.stdout.strip()
+    for name in ("main", "master"):
+        for candidate in (name, f"origin/{name}"):
+            if _is_branch(root, candidate):
+                return candidate
+    raise BadInputError(
+        "no default branch: origin/HEAD is not set and there is no main or master branch",
+        hint="name the ref to compare against (or `git remote set-head origin --auto`)",
     )
 
 

@@ -73,7 +73,7 @@ def render_card(
     sections = generated_sections(f, target=target, curves=curves)
     title = repo_id.split("/")[-1] if repo_id else f["arch"]["name"]
     meta = card_metadata(f, repo_id=f"x/{title}", project=project)
-    prose = read_prose(project)
+    prose = read_prose(project, Path(run_dir))
     if prose is not None:
         merged = {**meta, **prose.meta}  # keys set by hand in MODEL_CARD.md win
         if "license" not in prose.meta and meta.get("license") is None:
@@ -137,9 +137,14 @@ def render_curves(run_dir: Path, task: Any = None) -> Path | None:
     import matplotlib.pyplot as plt
 
     key, label = (task or get_task(None)).curves()
+    if not _series(epochs, "epoch", key)[0]:  # an own loop's free-form epoch metric instead
+        free = [k for r in epochs for k, v in r.items() if isinstance(v, (int, float))]
+        key = next((k for k in free if k not in ("epoch", "step", "train_loss")), key)
+        label = key
+    held_out = "test_loss" if _series(epochs, "step", "test_loss")[0] else "val_loss"
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.2), dpi=100)
     ax1.plot(*_series(steps, "step", "loss"), label="train loss")
-    ax1.plot(*_series(epochs, "step", "test_loss"), "o-", label="held-out loss")
+    ax1.plot(*_series(epochs, "step", held_out), "o-", label="held-out loss")
     ax2.plot(*_series(epochs, "epoch", key), "o-")
     ax1.set(xlabel="step", ylabel="cross-entropy", title="loss")
     ax1.legend()
@@ -205,7 +210,7 @@ def write_card(
         for m in BLOCK_RE.finditer(text)
         if m.group("name") not in {"summary", *(k for _, k in ORDER if k)}
     ]
-    prose = read_prose(project)
+    prose = read_prose(project, Path(run_dir))
     return CardResult(
         path,
         todos + (["license"] if errors else []),

@@ -91,6 +91,7 @@ def usage_section(arch: dict[str, Any], target: UsageTarget) -> str:
             repo_id=target.repo_id,
             revision=target.version,
             registry=target.registry if target.kind == "local" else None,
+            configs=ref.get("configs"),
         )
         lines += ["", "Or with plain PyTorch:", "", "```python", plain.rstrip(), "```"]
     if arch["mixin"]:

@@ -46,6 +46,8 @@ def _sharding(exc: E.ModelkitError) -> tuple[str, str | None]:
         "--nproc-per-node 2 -m modelkit train --shard",
         "option": f"drop --{str(option).replace('_', '-')} or --shard",
     }
+    if option == "repro":
+        hints["option"] = "compare the weights_sha256 of two `modelkit train --shard` runs instead"
     return exc.message, hints.get(reason, exc.hint)
 
 

@@ -40,7 +40,9 @@ app = typer.Typer(
 
 for _name, _module in VERBS.items():
     _mod = importlib.import_module(f"modelkit.cli.{_module}")
-    app.command(_name, help=_mod.command.__doc__)(_mod.command)
+    app.command(_name, help=_mod.command.__doc__, cls=getattr(_mod, "COMMAND_CLS", None))(
+        _mod.command
+    )
 
 
 def _version(value: bool) -> None:

@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from modelkit.errors import BadInputError, CheckFailed, ModelkitError, NotImportable, RunDirError
-from modelkit.release.package import MANIFEST, hash_file, read_manifest
+from modelkit.release.package import MANIFEST, read_manifest
+from modelkit.release.paths import check_relpath
 from modelkit.weights import read_layout, read_weights_record
+from modelkit.weights.hashing import hash_file
 from modelkit.weights.layout import WEIGHTS_FILE_RE
 
 
@@ -21,7 +23,7 @@ def check_snapshot(snapshot: Path, manifest: dict[str, Any]) -> list[str]:
     """Hash every downloaded file against the manifest; returns the problems."""
     problems = []
     for name, want in sorted(manifest["files"].items()):
-        p = snapshot / name
+        p = snapshot / check_relpath(name, source=MANIFEST)  # read only (HF caches link)
         if not p.is_file():
             problems.append(f"{name}: not downloaded")
             continue
@@ -348,7 +350,7 @@ def _re_evaluate(snapshot: Path, model: Any, *, project: Any) -> dict[str, Any]:
         ds.batches() if isinstance(ds, BatchSource) else _tensor_batches(ds.x_test, ds.y_test, 1024)
     )
     acc = accumulate(
-        model, batches, task=task, acc=task.accumulator(ds), transform=eval_transform(record)
+        model, batches, task=task, acc=task.accumulator(ds), transform=eval_transform(record, model)
     )
     if ds.fingerprint != recorded.get("data", {}).get("fingerprint"):
         raise CheckFailed(

@@ -6,13 +6,16 @@ accuracy, confusion matrix; language modelling: perplexity, loss per token, bits
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from modelkit.tasks import Accumulator, Task, get_task
 from modelkit.tasks.classification import summarize
 from modelkit.weights import identity_of, verified_weights
+
+if TYPE_CHECKING:
+    from modelkit.runs import RunRecord
 
 __all__ = ["evaluate", "evaluate_counts", "evaluate_run", "evaluate_task", "summarize"]
 
@@ -111,7 +114,7 @@ def evaluate(
 
 
 def check_data_fits(
-    model: torch.nn.Module, data: Any, *, task: Task, spec: str, record: dict[str, Any],
+    model: torch.nn.Module, data: Any, *, task: Task, spec: str, record: RunRecord,
     device: Any, transform: Any = None,
 ) -> None:  # fmt: skip
     """A DataError (exit 2) when ``data`` does not fit the run: another task's data, samples
@@ -128,7 +131,7 @@ def check_data_fits(
     kind = getattr(data, "task", None)
     if kind is not None and kind != task.name:
         raise refuse(f"it is {kind} data, the run is a {task.name} model")
-    trained = (record.get("data") or {}).get("input_shape")
+    trained = record.input_shape
     if trained and list(data.input_shape) != list(trained):
         raise refuse(f"samples are {tuple(data.input_shape)}, trained on {tuple(trained)}")
     x, y = data.x_test[:2].to(device), data.y_test[:2].to(device)
@@ -146,22 +149,39 @@ def check_data_fits(
         raise refuse(f"it has {len(have)} classes, the run was trained on {len(classes)}")
 
 
-def eval_transform(record: dict[str, Any]) -> Callable[[torch.Tensor], torch.Tensor] | None:
-    """The input preprocessing an own loop recorded (``start_run(eval_transform=...)``)."""
-    ref = record.get("eval_transform")
+def eval_transform(
+    record: RunRecord, model: Any = None
+) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """The input preprocessing an own loop recorded (``start_run(eval_transform=...)``): a
+    ``package.module:function``, or ``model.ATTR``, the model's own (a Lightning module's
+    ``normalize``, say)."""
+    ref = record.eval_transform
     if not ref:
         return None
     import functools
 
-    from modelkit.project import import_object
+    from modelkit.errors import BadInputError
     from modelkit.usercode import call_user
+
+    if str(ref).startswith("model."):
+        target: Any = model
+        for part in str(ref).split(".")[1:]:
+            target = getattr(target, part, None)
+        if not callable(target):
+            raise BadInputError(
+                f"the run's eval_transform '{ref}' is not a callable of the model",
+                hint="record an importable function instead: 'package.module:function'",
+            )
+        return functools.partial(call_user, "eval transform", str(ref), target)
+
+    from modelkit.project import import_object
 
     fn = import_object(str(ref), what="eval transform")
     return functools.partial(call_user, "eval transform", str(ref), fn)
 
 
 def load_eval_data(
-    spec: str, *, project: Any, record: dict[str, Any], train_cfg: Any, skip: bool,
+    spec: str, *, project: Any, record: RunRecord, train_cfg: Any, skip: bool,
     batch_size: int,
 ) -> Any:  # fmt: skip
     """The held-out data a run is evaluated on, prepared as the run's training data was: the
@@ -169,8 +189,7 @@ def load_eval_data(
     may return any torch Dataset/DataLoader (a BatchSource)."""
     from modelkit.data import load_dataset
 
-    recorded = record.get("data") or {}
-    shape: dict[str, Any] = {"context_length": int(recorded.get("context_length") or 0)}
+    shape: dict[str, Any] = {"context_length": record.context_length}
     if train_cfg is not None:
         shape.update(
             image_size=train_cfg.image_size,
@@ -181,15 +200,13 @@ def load_eval_data(
 
 
 def _result_name(
-    spec: str, fingerprint: str, *, record: dict[str, Any], train_cfg: Any
+    spec: str, fingerprint: str, *, record: RunRecord, train_cfg: Any
 ) -> tuple[str, bool]:
     from modelkit.card.facts import dataset_name, other_data_name
 
-    recorded = record.get("data") or {}
-    same = fingerprint == recorded.get("fingerprint")
-    if same:
+    if fingerprint == record.data_fingerprint:
         return dataset_name(spec), True
-    training = recorded.get("spec") or (train_cfg.data if train_cfg else recorded.get("name"))
+    training = record.data_spec or (train_cfg.data if train_cfg else record.data_name)
     return other_data_name(spec, fingerprint, training=training), False
 
 
@@ -212,20 +229,18 @@ def evaluate_run(
     accepts a run that records none); the result names their identity (``weights_sha256``).
     The format of both files is in docs/tasks.md ("Evaluation files").
     """
-    from modelkit.card.facts import slug
     from modelkit.data.batches import BatchSource
     from modelkit.errors import RunDirError
-    from modelkit.io import write_json_atomic
     from modelkit.models.weights import load_model_from_dir
-    from modelkit.runs import now_iso, open_run, read_run_record
+    from modelkit.runs import open_run, read_run_record
     from modelkit.tasks import task_of
     from modelkit.training.setup import resolve_device
 
     run = open_run(run_dir, require=("run.json", "config.json"))
     layout = verified_weights(run.path, trust_unrecorded=trust_unrecorded)  # either layout
-    record = read_run_record(run).raw
-    task, dev = task_of(record), resolve_device(device)
-    own_loop = record.get("trainer") == "user"
+    record = read_run_record(run)
+    task, dev = task_of(record.raw), resolve_device(device)
+    own_loop = record.own_loop
     if own_loop and data is None:
         raise RunDirError(
             f"{run.path} was trained by its own loop, so it names no modelkit data spec",
@@ -240,7 +255,7 @@ def evaluate_run(
     )  # fmt: skip
     model, _ = load_model_from_dir(run.path, project=project, device=dev, layout=layout)
     actual = identity_of(run.path, layout)
-    transform = eval_transform(record)
+    transform = eval_transform(record, model)
     if isinstance(ds, BatchSource):
         batches: Any = ds.batches()
     else:
@@ -253,18 +268,33 @@ def evaluate_run(
         model, batches, task=task, data=ds, spec=spec, device=dev, transform=transform
     )
     result = {"task": task.name, **acc.summary()}
-    name, same = _result_name(spec, ds.fingerprint, record=record, train_cfg=train_cfg)
+    return _finish_result(
+        result, run, spec=spec, fingerprint=ds.fingerprint, record=record, train_cfg=train_cfg,
+        weights=actual, device=dev, write=write,
+    )  # fmt: skip
+
+
+def _finish_result(
+    result: dict[str, Any], run: Any, *, spec: str, fingerprint: str, record: RunRecord,
+    train_cfg: Any, weights: str, device: Any, write: bool,
+) -> dict[str, Any]:  # fmt: skip
+    """Name the data, add provenance, and write eval.json or evals/NAME.json (``write``)."""
+    from modelkit.card.facts import slug
+    from modelkit.io import write_json_atomic
+    from modelkit.runs import now_iso
+
+    name, same = _result_name(spec, fingerprint, record=record, train_cfg=train_cfg)
     result.update(
         data={
             "name": name,
             "spec": spec,
-            "fingerprint": ds.fingerprint,
+            "fingerprint": fingerprint,
             "split": "held-out",
             "same_as_training": same,
         },
-        weights_sha256=actual,
+        weights_sha256=weights,
         evaluated=now_iso(),
-        device=str(dev),
+        device=str(device),
     )
     # the training data's held-out result is eval.json (what the card reports as the model's);
     # other data never replaces it: evals/<dataset name>.json, shown under its own name

@@ -174,24 +174,22 @@ def drain(model: torch.nn.Module) -> None:
         pass
 
 
-def pad_eval(
-    model: torch.nn.Module, probe: torch.Tensor, *, mine: int, most: int, autocast: Any
-) -> None:
-    """Run ``most - mine`` throw-away forwards so every rank makes as many forwards (each
-    one all-gathers parameters) as the rank with the most held-out batches; then reshard."""
+def even_out_eval(t: Any) -> None:
+    """After trainer ``t`` evaluated its part of the held-out split: run throw-away forwards
+    until this rank made as many (each one all-gathers parameters) as the rank with the most
+    held-out batches, then free the gathered parameters."""
+    world, data, bs = t.world, t.data, t.config.eval_batch_size
+    counts = [-(-len(part) // bs) for part in data.x_test.tensor_split(world.size)]
+    probe = data.x_test[:1].to(t.device).contiguous(memory_format=t.mf)
+    model = t.model
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        for _ in range(most - mine):
-            with autocast():
+        for _ in range(max(counts) - counts[world.rank]):
+            with t.autocast():
                 model(probe)
     model.train(was_training)
     reshard(model)
-
-
-def eval_batches(lengths: list[int], batch_size: int) -> list[int]:
-    """Held-out batches per rank for shard lengths ``lengths``."""
-    return [-(-n // batch_size) for n in lengths]
 
 
 class FullWeights(torch.nn.Module):
