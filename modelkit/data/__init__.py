@@ -34,7 +34,7 @@ class DataSource:
         """Import the loader and call it with the path (if any) and the options it accepts."""
         import inspect
 
-        from modelkit.project import import_object
+        from modelkit.models.imports import import_object
 
         fn = import_object(self.loader, what="data loader")
         accepted = inspect.signature(fn).parameters
@@ -167,7 +167,7 @@ def _builtin(
     merged = {**options, **kwargs}
     import inspect
 
-    from modelkit.project import import_object
+    from modelkit.models.imports import import_object
 
     accepted = inspect.signature(import_object(source.loader, what="data loader")).parameters
     for key in ("image_size", "channels"):
@@ -202,7 +202,7 @@ def _call_loader(
     from modelkit.data.base import Dataset
     from modelkit.data.text import TokenDataset
     from modelkit.errors import did_you_mean
-    from modelkit.project import import_object
+    from modelkit.models.imports import import_object
 
     kind, sep, arg = ref.partition(":")
     if kind in DATA_SOURCES:

@@ -174,7 +174,7 @@ def eval_transform(
             )
         return functools.partial(call_user, "eval transform", str(ref), target)
 
-    from modelkit.project import import_object
+    from modelkit.models.imports import import_object
 
     fn = import_object(str(ref), what="eval transform")
     return functools.partial(call_user, "eval transform", str(ref), fn)

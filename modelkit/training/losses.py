@@ -89,7 +89,7 @@ def build_loss(spec: str | Mapping[str, Any]) -> LossFn:
     name = table.pop("name")
     if ":" not in name:
         return BUILTIN_LOSSES[name](**table)
-    from modelkit.project import import_object
+    from modelkit.models.imports import import_object
 
     fn = import_object(name, what="loss")
     if isinstance(fn, type):  # torch.nn:CrossEntropyLoss: a loss module class, built with the table
