@@ -206,12 +206,27 @@ def mark_blocking(r: MetricResult) -> None:
             f"instructions per call {(r.ratio - 1) * 100:+.2f}% (threshold "
             f"{r.threshold * 100:.2g}%) but the repeated counts varied as much: not decidable"
         )
-    elif r.kind in TIMING_KINDS and r.est is not None and math.isfinite(r.est):
-        if r.est > math.log1p(r.threshold):  # est is the log cost ratio (slower > 0)
-            r.blocking = (
-                f"{'slower' if r.kind == 'timing' else 'lower'} by {math.expm1(r.est) * 100:.1f}%"
-                f" (threshold {r.threshold * 100:.2g}%) but not significant within the budget"
-            )
+    elif r.kind in TIMING_KINDS and _slower_beyond_threshold(r):
+        r.blocking = (
+            f"{'slower' if r.kind == 'timing' else 'lower'} by {math.expm1(r.est or 0) * 100:.1f}%"
+            f" (threshold {r.threshold * 100:.2g}%) but not decided within the budget"
+        )
+
+
+def _slower_beyond_threshold(r: MetricResult) -> bool:
+    """The estimate is a slowdown beyond the threshold, and either too few samples to judge
+    noise at all, or significant on its own (one-sided, before Holm and the rank test): the lane
+    saw a change it could not confirm. A noisy estimate whose interval still holds 1 is not a
+    change seen (an A/A compare on a loaded machine would otherwise fail)."""
+    if r.est is None or not math.isfinite(r.est) or r.est <= math.log1p(r.threshold):
+        return False
+    if r.se is None or not math.isfinite(r.se) or r.df is None or not math.isfinite(r.df):
+        return True
+    if r.se == 0:
+        return True
+    from scipy import stats as sps
+
+    return float(sps.t.sf(r.est / r.se, r.df)) < r.alpha
 
 
 def new_result(nodeid: str, metric: str, meta: dict[str, Any], limits: Thresholds) -> MetricResult:

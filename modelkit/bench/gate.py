@@ -58,7 +58,10 @@ class Context:
                     warnings=self.warnings, device=self.plan.device)  # fmt: skip
         if state is not None:
             o.rounds, o.stopped, o.metrics, o.errors = (
-                state.rounds, state.stopped, state.results, state.errors
+                state.rounds,
+                state.stopped,
+                state.results,
+                state.errors,
             )
             o.head_doc = self.document(state.head, self.head_info["commit"], self.head.dirty)
         return o
@@ -267,14 +270,18 @@ def _against_baseline(ctx: Context, baseline: Path, force: bool) -> Outcome:
             raise BadInputError(msg, hint="timings are not comparable; re-run it here or force")
         ctx.warnings.append(msg + " (--force)")
     if len(base_procs) < 2:
-        ctx.warnings.append("the baseline holds one process: timings stay undecided "
-                            "(record it with `modelkit benchmark --processes 5 --out FILE`)")
+        ctx.warnings.append(
+            "the baseline holds one process: timings stay undecided "
+            "(record it with `modelkit benchmark --processes 5 --out FILE`)"
+        )
     base_info = {"ref": str(baseline), "commit": meta.get("commit"), "how": "saved results"}
     counted = None
     if plan.lane == "instructions":
         if not covered_by_instructions(base_procs):
-            ctx.warnings.append(f"baseline {baseline} holds no instruction counts (record it "
-                                "with `modelkit benchmark --mode instructions --out FILE`)")
+            ctx.warnings.append(
+                f"baseline {baseline} holds no instruction counts (record it "
+                "with `modelkit benchmark --mode instructions --out FILE`)"
+            )
         counted = plan.count({"head": plan.root})
     state = loop(plan, {"head": plan.root}, paired=False, saved_base=base_procs, counted=counted)
     return ctx.outcome("baseline", base_info, state)
