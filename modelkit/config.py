@@ -15,15 +15,16 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from modelkit.errors import ConfigError, InvalidArgument, did_you_mean
+from modelkit.readers import loads_json, loads_toml, loads_yaml
 
 if sys.version_info >= (3, 11):
-    import tomllib
+    import tomllib  # noqa: F401 (re-exported: modelkit.config.tomllib)
 else:  # pragma: no cover
-    import tomli as tomllib
+    import tomli as tomllib  # noqa: F401
 
 OPTIMIZERS = ("adam", "adamw", "sgd")  # the short names; any torch.optim class works
 LR_SCHEDULES = ("none", "cosine", "step")
-KEEP_BEST = ("", "test_accuracy", "test_loss")
+
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16", "fp16")
 # the data order seeds torch.Generator with seed * 1_000_003 + epoch, which must fit 64 bits
@@ -68,15 +69,19 @@ class TrainConfig:
     loss: str | dict[str, Any] = "cross_entropy"
     grad_clip: float = 0.0  # max global L2 norm of the gradients (0 = no clipping)
     max_steps: int = 0  # stop after this many optimizer steps (0 = run every epoch)
-    keep_best: str = (
-        ""  # test_accuracy | test_loss: keep the best epoch's weights (best.safetensors)
-    )
+    # test_<metric> of the task (test_accuracy, test_loss, test_perplexity): keep the best
+    # epoch's weights (best.safetensors), judged in the metric's direction
+    keep_best: str = ""
     image_size: int = 0  # image folders: resize to this side (0 = the data's default, 28)
     channels: int = 0  # image folders: 1 (grayscale) or 3 (RGB); 0 = the data's default (3)
     normalize: dict[str, float | list[float]] = field(default_factory=dict)  # {mean, std}
+    context_length: Annotated[int, Ge(0)] = 0  # text: tokens per window (0 = the model's)
     augment: dict[str, Any] = field(default_factory=dict)  # {random_crop, horizontal_flip, ...}
     # the final weights: shards above this size ("5GB": the Hub's default; or bytes, "200MB")
     max_shard_size: str = "5GB"
+    # shard parameters, gradients and optimizer state across the torchrun processes (FSDP2,
+    # torch.distributed.fsdp.fully_shard) instead of replicating them (DDP); see docs/distributed.md
+    shard: bool = False
 
     def __post_init__(self) -> None:
         # types and Annotated ranges of every field (a value built in Python, not read)
@@ -101,10 +106,11 @@ class TrainConfig:
         )
         _check(self.max_steps >= 0, "max-steps must be >= 0", "0 = every epoch, e.g. 500")
         _check(self.grad_clip >= 0, "grad-clip must be >= 0", "0 = off, e.g. 1.0")
+        valid = keep_best_metrics()
         _check(
-            self.keep_best in KEEP_BEST,
+            not self.keep_best or self.keep_best in valid,
             f"unknown keep_best metric '{self.keep_best}'"
-            f"{did_you_mean(self.keep_best, KEEP_BEST[1:])} (valid: test_accuracy, test_loss)",
+            f"{did_you_mean(self.keep_best, valid)} (valid: {', '.join(valid)})",
             'keep_best = "test_accuracy" (or leave it out)',
         )
         _check(self.image_size >= 0, "image-size must be >= 0", "0 = the data's default, e.g. 32")
@@ -178,13 +184,11 @@ def read_config_file(path: Path) -> dict[str, Any]:
     text = read_text_file(path, what="config file")
     try:
         if path.suffix == ".toml":
-            data = tomllib.loads(text)
+            data = loads_toml(text, source=str(path), error=ConfigError)
         elif path.suffix in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(text) or {}
+            data = loads_yaml(text, source=str(path), error=ConfigError) or {}
         elif path.suffix == ".json":
-            data = json.loads(text)
+            data = loads_json(text, source=str(path), error=ConfigError)
         else:
             raise ConfigError(
                 f"unsupported config format '{path.suffix}': {path}",
@@ -220,6 +224,14 @@ def read_text_file(path: Path, *, what: str) -> str:
             f"{path} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at line {line})",
             hint="save the file as UTF-8",
         ) from None
+
+
+def keep_best_metrics() -> list[str]:
+    """``test_<metric>`` of every task's metrics (the run's task checks its own at setup)."""
+    from modelkit.tasks import metric_directions
+
+    names = {f"test_{m}" for table in metric_directions().values() for m in table}
+    return sorted(names)
 
 
 def normalise_keys(data: dict[str, Any]) -> dict[str, Any]:

@@ -12,6 +12,7 @@ fields, never on its wording. ``ModelkitError(message, hint=...)`` stays valid f
 from __future__ import annotations
 
 import difflib
+import signal as _signal
 from collections.abc import Iterable
 from typing import Any
 
@@ -152,6 +153,23 @@ class ModelNotImportable(NotImportable):
         super().__init__(reference, cause, what="model", package=package, hint=hint)
 
 
+class NotRecordable(BadInputError):
+    """Argument ``argument`` (a ``type_name``) of model ``reference`` cannot be stored as JSON
+    nor rebuilt as a config object (transformers config, dataclass, pydantic model, Namespace)."""
+
+    def __init__(self, reference: str, argument: str, type_name: str, *, cause: str = "") -> None:
+        super().__init__(reference=reference, argument=argument, type_name=type_name, cause=cause)
+
+    def describe(self) -> tuple[str, str | None]:
+        why = f": {self.cause}" if self.cause else ""
+        return (
+            f"argument '{self.argument}' of {self.reference} ({self.type_name}) cannot be "
+            f"recorded{why}",
+            "pass numbers, strings, lists, dicts or a config object (a transformers config, "
+            "a dataclass, a pydantic model); or a reference= to a factory taking such values",
+        )
+
+
 class WorldSizeMismatch(BadInputError):
     """A checkpoint or run written by ``saved`` processes is resumed with ``now``."""
 
@@ -167,6 +185,22 @@ class WorldSizeMismatch(BadInputError):
             f"this one has {self.now}",
             f"resume with {self.saved} process(es), the same world size",
         )
+
+
+class ShardingUnsupported(BadInputError):
+    """Sharded (FSDP2) training cannot run as asked; ``reason``: processes | torch | option."""
+
+    reason: str
+
+    def __init__(self, reason: str, detail: str, *, option: str | None = None) -> None:
+        super().__init__(reason=reason, detail=detail, option=option)
+
+    def describe(self) -> tuple[str, str | None]:
+        hint = {
+            "processes": "start it under torchrun with 2 or more processes (world size >= 2)",
+            "torch": "install torch >= 2.8 (fully_shard, DCP's HuggingFaceStorageWriter)",
+        }
+        return f"sharded training: {self.fields['detail']}", hint.get(self.reason)
 
 
 class FileMissing(RunDirError):
@@ -233,6 +267,24 @@ class UserCodeError(ModelkitError):
         )
 
 
+class Interrupted(ModelkitError):
+    """A signal (``SIGINT``/``SIGTERM``) stopped a verb; the processes it started were stopped
+    with it. Exit 128 + the signal's number (130, 143), like a shell."""
+
+    signal: str
+
+    def __init__(self, signal: str) -> None:
+        super().__init__(signal=signal)
+        self.exit_code = 128 + int(getattr(_signal.Signals, signal, _signal.SIGTERM))
+
+    def describe(self) -> tuple[str, str | None]:
+        return (
+            f"interrupted by {self.signal}: the processes it started were stopped and its "
+            "temporary files removed",
+            "run it again when you are ready",
+        )
+
+
 class InvalidArgument(BadInputError):
     """An API argument ``name`` got ``value``; it ``expected`` something else (exit 2)."""
 
@@ -246,6 +298,41 @@ class InvalidArgument(BadInputError):
 
     def describe(self) -> tuple[str, str | None]:
         return f"{self.name} must be {self.expected}, got {self.fields['value']}", None
+
+
+class CheckpointMismatch(BadInputError):
+    """The checkpoint ``checkpoint`` does not fit the live ``what`` (the model, or an
+    optimizer): ``problems`` lists what differs. Exit 2; nothing was loaded."""
+
+    checkpoint: str
+    what: str
+    problems: list[str]
+
+    def __init__(self, checkpoint: str, *, what: str, problems: list[str]) -> None:
+        super().__init__(checkpoint=checkpoint, what=what, problems=list(problems))
+
+    def describe(self) -> tuple[str, str | None]:
+        return (
+            f"{self.checkpoint} does not fit the {self.what}: {'; '.join(self.problems)}",
+            "resume with the model and optimizer the run was started with, or start a new run",
+        )
+
+
+class WriteFailed(ModelkitError):
+    """Writing ``path`` failed with the OS error ``reason`` (a full disk, a read-only file
+    system); nothing was left half-written. Exit 1."""
+
+    path: str
+    reason: str
+
+    def __init__(self, path: Any, reason: str, *, hint: str | None = None) -> None:
+        super().__init__(hint=hint, path=str(path), reason=reason)
+
+    def describe(self) -> tuple[str, str | None]:
+        return (
+            f"cannot write {self.path}: {self.reason}",
+            "free disk space (or fix permissions), then resume the run; nothing was half-written",
+        )
 
 
 class NoWeights(RunDirError):
@@ -359,6 +446,23 @@ class WeightsMismatch(BadInputError):
             f"the weights do not fit model '{self.model}': " + "; ".join(parts),
             "the config.json and the weights disagree (was the model changed after training?)",
         )
+
+
+class UnsafeRunFile(RunDirError):
+    """Run ``directory``'s ``file`` may not be released: ``problem`` (a link, not regular)."""
+
+    def __init__(self, directory: Any, *, file: str, problem: str) -> None:
+        msg = f"{directory}/{file} {problem}: a release holds only regular files inside the run"
+        hint = "replace the link with a copy of the file, or declare it as a release artifact"
+        super().__init__(msg, hint=hint, directory=str(directory), file=file, problem=problem)
+
+
+class UnsafeManifestPath(CheckFailed):
+    """A ``path`` read from ``source`` (a manifest, an index, a ref) ``problem``. Exit 3."""
+
+    def __init__(self, source: str, *, path: str, problem: str) -> None:
+        msg, hint = f"{source}: the path {path} {problem}", "the release is damaged or tampered"
+        super().__init__(msg, hint=hint, source=source, path=path, problem=problem)
 
 
 def _few(names: list[str], limit: int = 5) -> str:

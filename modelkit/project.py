@@ -141,6 +141,10 @@ def import_object(spec: str, *, what: str) -> Any:
         raise BadInputError(
             f"invalid {what} reference '{spec}'", hint="use the form package.module:callable"
         )
+    from modelkit.models.imports import add_fallback_paths, refuse_training_module
+
+    add_fallback_paths([Path.cwd()])  # as `python -m` has it (the console script does not)
+    refuse_training_module(module_name, reference=spec)
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:

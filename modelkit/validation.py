@@ -32,6 +32,7 @@ from annotated_types import Ge, Gt, Le, Lt, MaxLen, MinLen
 from typing_extensions import TypedDict
 
 from modelkit.errors import ConfigError
+from modelkit.readers import loads_json
 
 __all__ = [
     "Ge",
@@ -286,7 +287,7 @@ def read_json_file(
     import json
 
     try:
-        data = json.loads(raw.decode("utf-8"))
+        data = loads_json(raw.decode("utf-8"), source=str(path), error=error)
     except UnicodeDecodeError:
         raise error(f"{path} is not UTF-8 text", hint="the file is corrupt; restore it") from None
     except json.JSONDecodeError as exc:

@@ -14,6 +14,8 @@ ROWS = [
     (E.ModelNotImportable("nope.mod:Net", "no module named 'nope'"), "model", "importable"),
     (E.UserCodeError("data loader", "pkg.data:load", ValueError("bad")), "ValueError", "DEBUG"),
     (E.UnrecordedWeights("runs/a"), "records no weights_sha256", "--trust-unrecorded"),
+    (E.ShardingUnsupported("processes", "shard=True needs 2+ processes"), "2+", "--nproc-per"),
+    (E.ShardingUnsupported("option", "not with keep_best", option="keep_best"), "keep", "--shard"),
 ]
 
 

@@ -106,7 +106,7 @@ def test_two_process_ddp_is_bitwise_reproducible_and_resumes(project: Path) -> N
 
     # resume only at the recorded world size
     p = modelkit("train", "--resume", "b", cwd=project)
-    assert p.returncode == 2 and "trained by 2 process(es)" in p.stderr, p.stderr
+    assert p.returncode == 2 and "written by 2 process(es)" in p.stderr, p.stderr
     assert "--nproc-per-node 2" in p.stderr
     p = modelkit("train", "--resume", "b", "--nproc-per-node", "2", "-q", cwd=project)
     assert p.returncode == 0, p.stderr

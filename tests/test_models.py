@@ -10,6 +10,26 @@ from modelkit.models import build_model, list_models, resolve_model
 from modelkit.models.registry import builtin_models
 
 BUILTIN = sorted(builtin_models())
+# what a model of each task takes from its data (the factory's parameters the data fills)
+HINTS = {
+    "classification": {"num_classes", "in_channels", "image_size"},
+    "language-modeling": {"vocab_size", "context_length"},
+}
+
+
+def _sample(name: str, n: int) -> torch.Tensor:
+    """``n`` inputs of the model's shape: images in [0, 1), or token ids for a language model."""
+    entry = resolve_model(name)
+    if entry.task == "language-modeling":
+        return torch.randint(0, 256, (n, *entry.input_shape))
+    return torch.rand(n, *entry.input_shape)
+
+
+def _out_kwargs(name: str) -> dict[str, int]:
+    """A non-default output size: 5 classes, or a 5-token vocabulary."""
+    return (
+        {"vocab_size": 5} if resolve_model(name).task == "language-modeling" else {"num_classes": 5}
+    )
 
 
 def test_registry_has_the_reference_models() -> None:
@@ -18,10 +38,13 @@ def test_registry_has_the_reference_models() -> None:
 
 @pytest.mark.parametrize("name", BUILTIN)
 def test_forward_shape(name: str) -> None:
-    entry = resolve_model(name)
     model, _ = build_model(name)
-    x = torch.rand(4, *entry.input_shape)
-    assert model(x).shape == (4, model.state_dict()[list(model.state_dict())[-1]].shape[0])
+    x = _sample(name, 4)
+    out = model(x)
+    if resolve_model(name).task == "language-modeling":  # logits for every position
+        assert out.shape == (4, x.shape[1], model.state_dict()["head.weight"].shape[0])
+    else:
+        assert out.shape == (4, model.state_dict()[list(model.state_dict())[-1]].shape[0])
 
 
 def test_mlp_architecture_matches_the_article() -> None:
@@ -58,11 +81,11 @@ def test_configurable_sizes() -> None:
 @pytest.mark.parametrize("name", BUILTIN)
 def test_save_pretrained_round_trip(name: str, tmp_path) -> None:
     cls = type(build_model(name)[0])
-    model = cls(num_classes=5).eval()
+    model = cls(**_out_kwargs(name)).eval()
     model.save_pretrained(tmp_path)
     assert (tmp_path / "model.safetensors").is_file() and (tmp_path / "config.json").is_file()
     again = cls.from_pretrained(tmp_path).eval()
-    x = torch.rand(3, *resolve_model(name).input_shape)
+    x = _sample(name, 3).clamp(max=4)
     assert torch.equal(model(x), again(x))
 
 
@@ -77,7 +100,7 @@ def test_builtin_parameters_come_from_the_registered_entry(name: str) -> None:
     from modelkit.models.registry import factory_parameters
 
     params = factory_parameters(resolve_model(name))
-    assert params is not None and {"num_classes", "in_channels", "image_size"} <= params
+    assert params is not None and HINTS[resolve_model(name).task] <= params
     _, kwargs = build_model(name)
     assert set(kwargs) == params  # every default is explicit in the resolved kwargs
 

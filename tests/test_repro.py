@@ -143,7 +143,7 @@ def test_first_divergence_and_metrics_comparison() -> None:
 
 def test_a_worker_without_an_error_file_is_named_by_what_its_output_says(tmp_path: Path) -> None:
     """torchrun's failure report ends in a rule of '='; the message quotes the line before it."""
-    from modelkit.repro.core import _worker_error
+    from modelkit.repro.sides import _worker_error
 
     stderr = (
         "terminate called without an active exception\n"

@@ -56,20 +56,27 @@ def known(value: object, *, unknown: str = UNKNOWN) -> str:
 def gather_facts(run_dir: Path, *, project: Any) -> dict[str, Any]:
     from modelkit.release.package import EVALS, require_evaluation
     from modelkit.runs import open_run
+    from modelkit.tasks import task_of
 
     run = open_run(run_dir, require=("run.json", "config.json"))
     header = weights_facts(run.path)  # either layout, checked; a bad shard is named
-    require_evaluation(run.path)  # eval.json, or (own loops, other data) evals/*.json
     record = run.read_record()
+    task = task_of(record)
+    require_evaluation(run.path, task=task)  # eval.json, or (own loops, other data) evals/*.json
     cfg = run.read_config()
-    evaluation = read_eval(run.eval) if run.eval.is_file() else None
+    evaluation = read_eval(run.eval, task) if run.eval.is_file() else None
     arch = architecture(run.path, cfg, project=project)
-    train = cfg.get("modelkit", {}).get("train", {}) or {}
+    meta = cfg.get("modelkit", {}) or {}
+    # modelkit train's TrainConfig, else (an own loop) the script's config as it gave it
+    config_key = "train" if meta.get("train") else "config"
+    train = meta.get(config_key) or {}
+    if not isinstance(train, dict):
+        train = {}
     data = record.get("data") or {}
-    training_name = dataset_name(data.get("spec") or train.get("data"))
+    training_name = dataset_name(data.get("spec") or train.get("data") or _own_name(data))
     # results on other data: evals/*.json, and an eval.json that is not the training data's
     # (written by an older modelkit's `eval --data`): each shown under its own dataset name
-    others = [read_eval(p) for p in sorted((run.path / EVALS).glob("*.json"))]
+    others = [read_eval(p, task) for p in sorted((run.path / EVALS).glob("*.json"))]
     same = evaluation is not None and (
         (evaluation.get("data") or {}).get("fingerprint") == data.get("fingerprint")
     )
@@ -85,8 +92,10 @@ def gather_facts(run_dir: Path, *, project: Any) -> dict[str, Any]:
     return {
         "run": run,
         "record": record,
+        "task": task,
         "config": cfg,
         "train": train,
+        "config_key": config_key,
         "data_name": training_name,
         "eval": evaluation,
         "other_evals": others,
@@ -98,13 +107,27 @@ def gather_facts(run_dir: Path, *, project: Any) -> dict[str, Any]:
     }
 
 
-def read_eval(path: Path) -> dict[str, Any]:
+def _own_name(data: dict[str, Any]) -> str | None:
+    """An own loop's data name (a class name, or a path's last part: never a local path)."""
+    name = data.get("name")
+    if not name or name == UNKNOWN:
+        return None
+    return re.split(r"[\\/]", str(name).rstrip("/\\"))[-1] or None
+
+
+def read_eval(path: Path, task: Any = None) -> dict[str, Any]:
+    """An evaluation file (docs/tasks.md, "Evaluation files"), checked against ``task``."""
+    from modelkit.tasks import get_task
+
     try:
         ev = json.loads(path.read_text(encoding="utf-8"))
-        float(ev["accuracy"]), float(ev["loss"]), int(ev["samples"])
+        (task or get_task(ev.get("task") if isinstance(ev, dict) else None)).check_result(
+            ev, source=str(path)
+        )
     except (OSError, ValueError, KeyError, TypeError) as exc:
+        what = f"{type(exc).__name__}: {exc}" if isinstance(exc, KeyError) else type(exc).__name__
         raise RunDirError(
-            f"{path} is not an evaluation result ({type(exc).__name__})",
+            f"{path} is not a {(task.name + ' ') if task else ''}evaluation result ({what})",
             hint=f"re-run: modelkit eval {path.parent if path.name == 'eval.json' else path.parent.parent}",
         ) from None
     return ev

@@ -107,19 +107,22 @@ def card_metadata(f: dict[str, Any], *, repo_id: str, project: Any) -> dict[str,
         card_cfg.get("datasets") or ([HUB_DATASETS[name]] if name in HUB_DATASETS else [])
     )
 
+    task = f["task"]
+
     def results(ev: dict[str, Any], *, dataset_type: str, dataset: str) -> list[Any]:
         return [
             EvalResult(
-                task_type="image-classification",
-                task_name="Image Classification",
+                task_type=task.pipeline_tag,
+                task_name=task.hub_task_name,
                 dataset_type=dataset_type,
                 dataset_name=f"{dataset} (held-out split)",
                 dataset_split="test",
-                metric_type=key,
-                metric_name=label,
-                metric_value=round(float(ev[key]), 6),
+                metric_type=m.hub_type or m.key,
+                metric_name=m.label,
+                metric_value=round(float(ev[m.key]), 6),
             )
-            for key, label in (("accuracy", "Accuracy"), ("loss", "Cross-entropy loss"))
+            for m in task.metrics
+            if m.key in ev
         ]
 
     evals = []
@@ -128,15 +131,15 @@ def card_metadata(f: dict[str, Any], *, repo_id: str, project: Any) -> dict[str,
     for ev in f["other_evals"]:  # other data: only ever under its own name
         other = ev["data"]["name"]
         evals += results(ev, dataset_type=other, dataset=other)
-    tags = ["modelkit", "pytorch", "safetensors", "image-classification", slug(f["arch"]["name"])]
+    tags = ["modelkit", "pytorch", "safetensors", task.pipeline_tag, slug(f["arch"]["name"])]
     tags += [t for t in card_cfg.get("tags", []) if t not in tags]
     data = ModelCardData(
         license=project_license(project),
         library_name=f["arch"]["library"],
         tags=tags,
         datasets=datasets or None,
-        metrics=["accuracy"],
-        pipeline_tag=card_cfg.get("pipeline_tag", "image-classification"),
+        metrics=[task.primary.key],
+        pipeline_tag=card_cfg.get("pipeline_tag", task.pipeline_tag),
         model_name=repo_id.split("/")[-1],
         eval_results=evals or None,
     )

@@ -107,11 +107,18 @@ class Prose:
     sections: dict[str, str]  # "## heading" -> its text, in file order
 
 
-def prose_path(project: Any) -> Path | None:
-    """``[tool.modelkit.card] path`` (relative to the project root), else ``MODEL_CARD.md``."""
+def prose_path(project: Any, run_dir: Path | None = None) -> Path | None:
+    """``[tool.modelkit.card] path`` (relative to the project root), else ``MODEL_CARD.md``.
+
+    Without a pyproject.toml, the MODEL_CARD.md next to the folders ``run_dir``'s run.json
+    records (the training script's folder, its working directory, the git root), if any.
+    """
     root = getattr(project, "root", None)
     if root is None:
-        return None
+        from modelkit.models.imports import recorded_roots
+
+        found = [d / PROSE_FILE for d in recorded_roots(run_dir) if run_dir is not None]
+        return next((p for p in found if p.is_file()), None)
     card_cfg = (getattr(project, "raw", None) or {}).get("card", {}) or {}
     rel = card_cfg.get("path", PROSE_FILE)
     if not isinstance(rel, str) or not rel:
@@ -122,9 +129,9 @@ def prose_path(project: Any) -> Path | None:
     return Path(root) / rel
 
 
-def read_prose(project: Any) -> Prose | None:
+def read_prose(project: Any, run_dir: Path | None = None) -> Prose | None:
     """The project's card prose file, parsed into sections (None when the file is absent)."""
-    path = prose_path(project)
+    path = prose_path(project, run_dir)
     if path is None or not path.is_file():
         if path is not None and (getattr(project, "raw", None) or {}).get("card", {}).get("path"):
             raise BadInputError(

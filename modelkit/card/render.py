@@ -73,7 +73,7 @@ def render_card(
     sections = generated_sections(f, target=target, curves=curves)
     title = repo_id.split("/")[-1] if repo_id else f["arch"]["name"]
     meta = card_metadata(f, repo_id=f"x/{title}", project=project)
-    prose = read_prose(project)
+    prose = read_prose(project, Path(run_dir))
     if prose is not None:
         merged = {**meta, **prose.meta}  # keys set by hand in MODEL_CARD.md win
         if "license" not in prose.meta and meta.get("license") is None:
@@ -113,10 +113,18 @@ def release_usage(run_dir: Path | str, target: UsageTarget, *, project: Any = No
     return usage_section(architecture(run.path, run.read_config(), project=project), target)
 
 
-def render_curves(run_dir: Path) -> Path | None:
-    """Plot metrics.jsonl (loss per step, held-out accuracy per epoch) into training_curves.png."""
+def _series(rows: list[dict[str, Any]], x: str, y: str) -> tuple[list[Any], list[Any]]:
+    """``(xs, ys)`` of the rows that hold a number under both keys (metrics are free-form)."""
+    pts = [(r[x], r[y]) for r in rows if isinstance(r.get(y), (int, float)) and x in r]
+    return [p[0] for p in pts], [p[1] for p in pts]
+
+
+def render_curves(run_dir: Path, task: Any = None) -> Path | None:
+    """Plot metrics.jsonl (loss per step, the task's held-out metric per epoch) into
+    training_curves.png; a metric the rows do not hold is left out, never a KeyError."""
     from modelkit.io import atomic_path
     from modelkit.runs import RunDir
+    from modelkit.tasks import get_task
 
     rows = RunDir(run_dir).read_metrics()
     steps = [r for r in rows if r.get("kind") == "step"]
@@ -128,19 +136,19 @@ def render_curves(run_dir: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    key, label = (task or get_task(None)).curves()
+    if not _series(epochs, "epoch", key)[0]:  # an own loop's free-form epoch metric instead
+        free = [k for r in epochs for k, v in r.items() if isinstance(v, (int, float))]
+        key = next((k for k in free if k not in ("epoch", "step", "train_loss")), key)
+        label = key
+    held_out = "test_loss" if _series(epochs, "step", "test_loss")[0] else "val_loss"
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.2), dpi=100)
-    ax1.plot([r["step"] for r in steps], [r["loss"] for r in steps], label="train loss")
-    if epochs:
-        ax1.plot(
-            [r["step"] for r in epochs],
-            [r["test_loss"] for r in epochs],
-            "o-",
-            label="held-out loss",
-        )
-        ax2.plot([r["epoch"] for r in epochs], [r["test_accuracy"] for r in epochs], "o-")
+    ax1.plot(*_series(steps, "step", "loss"), label="train loss")
+    ax1.plot(*_series(epochs, "step", held_out), "o-", label="held-out loss")
+    ax2.plot(*_series(epochs, "epoch", key), "o-")
     ax1.set(xlabel="step", ylabel="cross-entropy", title="loss")
     ax1.legend()
-    ax2.set(xlabel="epoch", ylabel="accuracy", title="held-out accuracy")
+    ax2.set(xlabel="epoch", ylabel=label.removeprefix("held-out "), title=label)
     ax2.grid(alpha=0.3)
     fig.tight_layout()
     path = run_dir / CURVES
@@ -175,6 +183,7 @@ def write_card(
         check_repo_id(repo_id)
     # render (and fail) before touching anything on disk
     from modelkit.runs import RunDir
+    from modelkit.tasks import task_of
 
     curves = any(r.get("kind") in ("step", "epoch") for r in RunDir(run_dir).read_metrics())
     text = render_card(
@@ -194,14 +203,14 @@ def write_card(
             "card metadata errors: " + "; ".join(blocking),
             hint="fix [tool.modelkit.card] in pyproject.toml or the README's YAML front matter",
         )
-    png = render_curves(run_dir) if curves else None
+    png = render_curves(run_dir, task_of(RunDir(run_dir).read_record())) if curves else None
     write_bytes_atomic(path, text.encode("utf-8"))
     kept = [
         m.group("name")
         for m in BLOCK_RE.finditer(text)
         if m.group("name") not in {"summary", *(k for _, k in ORDER if k)}
     ]
-    prose = read_prose(project)
+    prose = read_prose(project, Path(run_dir))
     return CardResult(
         path,
         todos + (["license"] if errors else []),

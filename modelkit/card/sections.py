@@ -91,6 +91,7 @@ def usage_section(arch: dict[str, Any], target: UsageTarget) -> str:
             repo_id=target.repo_id,
             revision=target.version,
             registry=target.registry if target.kind == "local" else None,
+            configs=ref.get("configs"),
         )
         lines += ["", "Or with plain PyTorch:", "", "```python", plain.rstrip(), "```"]
     if arch["mixin"]:
@@ -115,18 +116,15 @@ def default_target(*, repo_id: str | None, version: str | None, project: Any) ->
     )
 
 
-def eval_table(ev: dict[str, Any]) -> list[str]:
-    return [
-        "| metric | value |",
-        "|---|---|",
-        f"| accuracy | {ev['accuracy']:.4f} |",
-        f"| cross-entropy loss | {ev['loss']:.4f} |",
-        f"| samples | {fmt(ev['samples'])} |",
-    ]
+def eval_table(ev: dict[str, Any], task: Any) -> list[str]:
+    """An evaluation's metrics as a markdown table (the task's metrics and its count)."""
+    rows = [f"| {label[0].lower() + label[1:]} | {value} |" for label, value in task.eval_rows(ev)]
+    return ["| metric | value |", "|---|---|", *rows]
 
 
 def generated_sections(f: dict[str, Any], *, target: UsageTarget, curves: bool) -> dict[str, str]:
     rec, ev, hdr, arch, train = f["record"], f["eval"], f["header"], f["arch"], f["train"]
+    task = f["task"]
     data = rec.get("data") or {}
     env = rec.get("env") or {}
     git = rec.get("git") or {}
@@ -135,8 +133,10 @@ def generated_sections(f: dict[str, Any], *, target: UsageTarget, curves: bool) 
     dtypes = ", ".join(f"{k}: {fmt(v)}" for k, v in sorted(hdr["dtypes"].items()))
     weights_size = hdr["file_bytes"]
     s: dict[str, str] = {}
+    primary = task.primary
     held_out = (
-        f"Held-out accuracy **{ev['accuracy']:.4f}** on {fmt(ev['samples'])} samples."
+        f"Held-out {primary.label.lower()} **{ev[primary.key]:.4f}** on "
+        f"{fmt(ev[task.count_key])} {task.unit}."
         if ev is not None
         else "Not evaluated on the training data's held-out split."
     )
@@ -146,7 +146,6 @@ def generated_sections(f: dict[str, Any], *, target: UsageTarget, curves: bool) 
     )
     ref = arch.get("reference") or {}
     provider = f"{ref['package']} {known(ref.get('version'))}" if ref.get("package") else "unknown"
-    classes = (ev or {}).get("classes") or data.get("classes") or []
     s["details"] = "\n".join(
         [
             f"- **Architecture:** `{arch['class']}` — {arch['description'] or arch['summary']}",
@@ -156,8 +155,7 @@ def generated_sections(f: dict[str, Any], *, target: UsageTarget, curves: bool) 
             f"({dtypes}), read from the safetensors header",
             f"- **Weights:** {hdr['label']}, {fmt(weights_size)} bytes, sha256 "
             f"`{known(rec.get('weights_sha256'))}`",
-            f"- **Model type:** image classification, {len(classes) or 'unknown'} classes"
-            + (f" ({', '.join(map(str, classes))})" if classes else ""),
+            *task.model_type({**data, "model_kwargs": arch["kwargs"]}, ev),
             f"- **Framework:** PyTorch {known(env.get('torch'))}, modelkit {known(env.get('modelkit'))}",
             f"- **Trained:** {known(rec.get('started'))} → {known(rec.get('finished'))}",
             "",
@@ -171,15 +169,12 @@ def generated_sections(f: dict[str, Any], *, target: UsageTarget, curves: bool) 
         ]
     )
     source = data.get("source")
-    shape = "×".join(map(str, data.get("input_shape") or [])) or "unknown"
     s["training-data"] = "\n".join(
         [
             f"- **Dataset:** `{name}`"
             + (f" (source: {source})" if source and not looks_local(source) else ""),
             f"- **Fingerprint:** `{known(data.get('fingerprint'))}`",
-            f"- **Split:** {known(data.get('split'))}; train {fmt(data.get('train_size'))}"
-            f" samples, held-out {fmt(data.get('test_size', (ev or {}).get('samples')))} samples",
-            f"- **Input shape:** {shape}",
+            *task.data_lines(data, ev),
         ]
         + ([f"- **Skipped files:** {data['skipped_files']}"] if data.get("skipped_files") else [])
     )
@@ -191,35 +186,23 @@ def generated_sections(f: dict[str, Any], *, target: UsageTarget, curves: bool) 
     recipe = ("lr_schedule", "loss", "grad_clip", "max_steps", "normalize", "augment")
     keys += tuple(k for k in recipe if train.get(k) not in (None, "", 0, {}, "none"))
     hp = "\n".join(f"| {k} | `{known(train.get(k))}` |" for k in keys if k in train)
-    train_s, sps = timings.get("train_s"), rec.get("samples_per_second")
     lines = (["| hyperparameter | value |", "|---|---|", hp, ""] if hp else []) + [
         f"- **Hardware:** {known(env.get('device_type'))} — {known(env.get('device_name'))}"
         f" ({known(env.get('threads'))} threads; CUDA {known(env.get('cuda'), unknown='none')})",
-        "- **Training time:** "
-        + (f"{train_s:.1f} s" if isinstance(train_s, (int, float)) else "unknown")
-        + f" for {fmt(rec.get('steps'))} steps ({fmt(rec.get('samples_seen'))} samples, "
-        + (f"{sps:,.0f} samples/s)" if isinstance(sps, (int, float)) else "unknown samples/s)"),
+        training_time(rec, timings, task.unit),
     ]
     if curves:
-        lines += [
-            "",
-            f"![Training curves: loss per step and held-out accuracy per epoch]({CURVES})",
-        ]
+        shown = task.curves()[1]
+        lines += ["", f"![Training curves: loss per step and {shown} per epoch]({CURVES})"]
     s["training"] = "\n".join(lines)
     ev_lines: list[str] = []
     if ev is not None:
-        per_class = ev.get("per_class_accuracy") or {}
         ev_lines += [
             f"Evaluated on the held-out split of the training data `{name}` (fingerprint "
             f"`{known((ev.get('data') or {}).get('fingerprint'))}`), {known(ev.get('evaluated'))}.",
             "",
-            *eval_table(ev),
-            "",
-            "Per-class accuracy (a breakdown by the factor the data records: the class):",
-            "",
-            "| class | accuracy |",
-            "|---|---|",
-            *[f"| {c} | {'n/a' if a is None else f'{a:.4f}'} |" for c, a in per_class.items()],
+            *eval_table(ev, task),
+            *task.eval_details(ev),
         ]
     else:
         ev_lines.append("Not evaluated by modelkit on the held-out split of the training data.")
@@ -243,33 +226,10 @@ def generated_sections(f: dict[str, Any], *, target: UsageTarget, curves: bool) 
             f"Held-out split of `{d['name']}` (fingerprint `{known(d.get('fingerprint'))}`), "
             f"not the training data; {known(other.get('evaluated'))}.",
             "",
-            *eval_table(other),
+            *eval_table(other, task),
         ]
     s["evaluation"] = "\n".join(ev_lines)
-    per_class = (ev or {}).get("per_class_accuracy") or {}
-    scored = [(a, c) for c, a in per_class.items() if a is not None]
-    best = max((a for a, _ in scored), default=None)
-    weakest = [(a, c) for a, c in sorted(scored)[:3] if a < best]  # only classes behind the best
-    lim = [
-        f"- Trained on {fmt(data.get('train_size'))} samples of `{name}` only; "
-        + (
-            "accuracy on other sources (other scanners, handwriting styles, resolutions, "
-            "domains) was not measured."
-            if not f["other_evals"]
-            else "other data was measured only where listed under Evaluation."
-        ),
-    ]
-    if ev is not None:
-        lim.append(
-            f"- The reported accuracy comes from one held-out split of {fmt(ev['samples'])} "
-            "samples, one seed, no confidence interval."
-        )
-    if weakest:
-        lim.append(
-            "- Weakest classes: "
-            + ", ".join(f"`{c}` ({a:.3f})" for a, c in weakest)
-            + "; errors are not uniform across classes."
-        )
+    lim = [task.scope_line(name, data, others=bool(f["other_evals"])), *task.limitations(ev)]
     if git.get("dirty"):
         lim.append("- The run was trained from a git tree with uncommitted changes.")
     if not git.get("commit"):
@@ -298,7 +258,8 @@ def generated_sections(f: dict[str, Any], *, target: UsageTarget, curves: bool) 
             f"- **Weights sha256:** `{known(rec.get('weights_sha256'))}`",
             f"- **Environment:** {', '.join(f'{k} `{known(env.get(k))}`' for k in env_keys)}",
             "",
-            "Training config (`config.json` → `modelkit.train`; `data` shown by name):",
+            f"Training config (`config.json` → `modelkit.{f.get('config_key', 'train')}`"
+            + ("; `data` shown by name):" if "data" in shown else "):"),
             "",
             "```json",
             json.dumps(shown, sort_keys=True, indent=2),
@@ -313,6 +274,24 @@ def generated_sections(f: dict[str, Any], *, target: UsageTarget, curves: bool) 
         ]
     )
     return s
+
+
+def training_time(rec: dict[str, Any], timings: dict[str, Any], unit: str) -> str:
+    """The "Training time" line: seconds, steps, what was seen and how fast (in the task's
+    unit, e.g. tokens/s); a fact the run did not record is said to be not recorded."""
+    train_s = timings.get("train_s")
+    seen = [f"{fmt(rec['samples_seen'])} samples"] if rec.get("samples_seen") is not None else []
+    if unit != "samples" and rec.get(f"{unit}_seen") is not None:
+        seen.append(f"{fmt(rec[f'{unit}_seen'])} {unit}")
+    speed = rec.get(f"{unit}_per_second", rec.get("samples_per_second"))
+    speed_unit = unit if rec.get(f"{unit}_per_second") is not None else "samples"
+    seen.append(
+        f"{speed:,.0f} {speed_unit}/s"
+        if isinstance(speed, (int, float))
+        else "throughput not recorded"
+    )
+    took = f"{train_s:.1f} s" if isinstance(train_s, (int, float)) else "unknown"
+    return f"- **Training time:** {took} for {fmt(rec.get('steps'))} steps ({', '.join(seen)})"
 
 
 def looks_local(text: str) -> bool:

@@ -39,11 +39,24 @@ def _unrecorded(exc: E.ModelkitError) -> tuple[str, str | None]:
     )
 
 
+def _sharding(exc: E.ModelkitError) -> tuple[str, str | None]:
+    reason, option = exc.fields["reason"], exc.fields.get("option")
+    hints = {
+        "processes": "add --nproc-per-node 2 (or more), or start it with torchrun "
+        "--nproc-per-node 2 -m modelkit train --shard",
+        "option": f"drop --{str(option).replace('_', '-')} or --shard",
+    }
+    if option == "repro":
+        hints["option"] = "compare the weights_sha256 of two `modelkit train --shard` runs instead"
+    return exc.message, hints.get(reason, exc.hint)
+
+
 CLI_ERROR_MAPPINGS: dict[type[E.ModelkitError], Wording] = {
     E.WorldSizeMismatch: _world_size,
     E.NotImportable: _not_importable,
     E.UserCodeError: _user_code,
     E.UnrecordedWeights: _unrecorded,
+    E.ShardingUnsupported: _sharding,
 }
 
 

@@ -172,6 +172,15 @@ NprocOpt = Annotated[
         rich_help_panel=LAUNCH,
     ),
 ]
+ShardOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--shard/--no-shard",
+        help="Shard parameters, gradients and optimizer state across the processes (FSDP2) "
+        "instead of replicating them (DDP); needs --nproc-per-node >= 2.",
+        rich_help_panel=LAUNCH,
+    ),
+]
 NnodesOpt = Annotated[int | None, NumberOpt(help="Number of nodes.", ge=1, rich_help_panel=LAUNCH)]
 NodeRankOpt = Annotated[
     int, NumberOpt(help="This node's rank (0..nnodes-1).", ge=0, rich_help_panel=LAUNCH)
@@ -217,7 +226,7 @@ MaxStepsOpt = Annotated[
 KeepBestOpt = Annotated[
     str | None,
     typer.Option(
-        help="test_accuracy | test_loss: keep the best epoch's weights (best.safetensors)."
+        help="test_<metric> of the task (test_accuracy, test_loss, test_perplexity): keep the best epoch's weights."
     ),
 ]
 MaxShardSizeOpt = Annotated[

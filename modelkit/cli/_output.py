@@ -263,30 +263,35 @@ def training_progress(enabled: bool = True) -> Iterator[Callable[[dict[str, Any]
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("loss {task.fields[loss]}"),
-        TextColumn("{task.fields[sps]} samples/s"),
-        TextColumn("acc {task.fields[acc]}"),
+        TextColumn("{task.fields[sps]} {task.fields[unit]}/s"),
+        TextColumn("{task.fields[metric]}"),
         TimeElapsedColumn(),
         console=err,
         transient=False,
     )
+    from modelkit.tasks import get_task
+
     task = None
+    kind_of_model = get_task(None)
 
     def on_event(event: dict[str, Any]) -> None:
-        nonlocal task
+        nonlocal task, kind_of_model
         kind = event["kind"]
         if kind == "start":
+            kind_of_model = get_task(event.get("task"))  # what the held-out metric is
             task = progress.add_task(
-                "train", total=event["total_steps"], loss="-", sps="-", acc="-"
-            )
+                "train", total=event["total_steps"], loss="-", sps="-", metric="",
+                unit=kind_of_model.unit,
+            )  # fmt: skip
         elif kind == "step" and task is not None:
             progress.update(
                 task,
                 completed=event["step"],
                 loss=f"{event['loss']:.4f}",
-                sps=f"{event['samples_per_second']:,.0f}",
+                sps=f"{event.get('per_second', event['samples_per_second']):,.0f}",
             )
         elif kind == "epoch" and task is not None:
-            progress.update(task, acc=f"{event['test_accuracy']:.4f}")
+            progress.update(task, metric=kind_of_model.progress(event))
 
     with progress:
         yield on_event

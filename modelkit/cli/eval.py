@@ -25,6 +25,10 @@ Examples:
   modelkit eval runs/mnist --format json | jq .accuracy
 
   modelkit eval runs/mnist --data mnist:/data/other-mnist
+
+  modelkit eval runs/gpt --data text:notes.txt
+
+  modelkit eval runs/my-gpt --data my_pkg.data:val_windows   # a loader yielding (x, y)
 """
 
 
@@ -37,7 +41,7 @@ def command(
     fmt: FormatOpt = OutputFormat.text,
     trust_unrecorded: TrustUnrecordedOpt = False,
 ) -> None:
-    """Accuracy, loss, per-class accuracy and confusion matrix; saved as eval.json (training data) or evals/NAME.json (other data)."""
+    """The run's task metrics (classification: accuracy, loss, per-class accuracy, confusion matrix; language modelling: perplexity, loss per token, bits per byte); saved as eval.json (training data) or evals/NAME.json (other data)."""
     from modelkit.project import load_project
     from modelkit.training.evaluate import evaluate_run
 
@@ -52,26 +56,29 @@ def command(
     if fmt is OutputFormat.json:
         o.print_json(result)
         return
+    from modelkit.tasks import get_task
+
+    task = get_task(result.get("task"))
     o.table(
-        f"held-out evaluation of {run_dir} on {result['data']['spec']}",
+        f"held-out evaluation of {run_dir} on {result['data']['spec']} ({task.name})",
         ["metric", "value"],
-        [
-            ["accuracy", f"{result['accuracy']:.4f}"],
-            ["loss", f"{result['loss']:.4f}"],
-            ["samples", result["samples"]],
-        ],
+        [list(row) for row in task.eval_rows(result)],
     )
-    o.table(
-        "per-class accuracy",
-        ["class", "accuracy"],
-        [[c, "-" if a is None else f"{a:.4f}"] for c, a in result["per_class_accuracy"].items()],
-    )
-    classes = result["classes"]
-    o.table(
-        "confusion matrix (rows: true, columns: predicted)",
-        ["", *classes],
-        [[c, *row] for c, row in zip(classes, result["confusion_matrix"], strict=True)],
-    )
+    if "per_class_accuracy" in result:  # classification's breakdown
+        o.table(
+            "per-class accuracy",
+            ["class", "accuracy"],
+            [
+                [c, "-" if a is None else f"{a:.4f}"]
+                for c, a in result["per_class_accuracy"].items()
+            ],
+        )
+        classes = result["classes"]
+        o.table(
+            "confusion matrix (rows: true, columns: predicted)",
+            ["", *classes],
+            [[c, *row] for c, row in zip(classes, result["confusion_matrix"], strict=True)],
+        )
     o.success(f"wrote {result['path']}")
 
 

@@ -21,6 +21,7 @@ Examples:
   modelkit train --resume runs/a --fallback-checkpoint   # newest checkpoint is corrupt
   modelkit train --nproc-per-node 2 --device cpu  # 2 processes, DDP over gloo (torchrun)
   modelkit train --nproc-per-node 8 --precision bf16 --compile   # 8 GPUs, DDP over nccl
+  modelkit train --nproc-per-node 2 --shard --device cpu   # FSDP2: each rank holds half the state
   modelkit train --nnodes 2 --node-rank 0 --nproc-per-node 8 --master-addr node0 --master-port 29500
   torchrun --nproc-per-node 2 -m modelkit train --device cpu   # plain torchrun works too
 """
@@ -30,7 +31,7 @@ CONFIG_FLAGS = {
     for k in ("model", "data", "epochs", "batch_size", "lr", "optimizer", "lr_schedule", "loss")
     + ("grad_clip", "max_steps", "keep_best", "image_size", "channels", "seed", "device")
     + ("threads", "deterministic", "fingerprint_every", "precision", "tf32", "channels_last")
-    + ("max_shard_size",)
+    + ("max_shard_size", "shard")
 } | {"compile_model": "compile"}
 REQUEST_FLAGS = ("out", "resume", "fallback_checkpoint", "overwrite", "download", "data_placement")
 
@@ -69,6 +70,7 @@ def command(
     compile_model: opt.CompileOpt = None,
     data_placement: opt.DataPlacementOpt = "auto",
     nproc_per_node: opt.NprocOpt = None,
+    shard: opt.ShardOpt = None,
     nnodes: opt.NnodesOpt = None,
     node_rank: opt.NodeRankOpt = 0,
     master_addr: opt.MasterAddrOpt = "127.0.0.1",
@@ -105,12 +107,16 @@ def _render(record: dict, out: str, notes: list[str], fmt: OutputFormat) -> None
     if fmt is OutputFormat.json:
         o.print_json({"run_dir": out, **record})
         return
-    m = record["metrics"]
+    from modelkit.tasks import task_of
+
+    m, task = record["metrics"], task_of(record)
     o.success(f"run written to {out}")
-    head = ["model", "data", "held-out accuracy", "loss", "samples/s", "train time"]
-    row = [record["model"], record["data"]["spec"], f"{m['test_accuracy']:.4f}"]
-    row += [f"{m['test_loss']:.4f}", f"{record['samples_per_second']:,.0f}"]
-    o.table(None, head, [[*row, f"{record['timings']['train_s']:.1f}s"]])
+    shown = [x for x in task.metrics[:2] if f"test_{x.key}" in m]  # the primary, then loss
+    unit = task.unit
+    speed = record.get(f"{unit}_per_second", record.get("samples_per_second", 0.0))
+    head = ["model", "data", *(f"held-out {x.key}" for x in shown), f"{unit}/s", "train time"]
+    row = [record["model"], record["data"]["spec"], *(f"{m[f'test_{x.key}']:.4f}" for x in shown)]
+    o.table(None, head, [[*row, f"{speed:,.0f}", f"{record['timings']['train_s']:.1f}s"]])
     if skipped := record["data"].get("skipped_files"):
         o.info(f"skipped {skipped} undecodable file(s) (listed in run.json)")
     o.info(f"next: modelkit eval {out}")

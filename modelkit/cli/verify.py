@@ -76,9 +76,8 @@ def command(
         [[k, f"{v:,}"] for k, v in report["files"].items()],
     )
     if "eval" in report:
-        o.info(
-            f"re-evaluated accuracy {report['eval']['accuracy']:.4f} == released {report['eval']['recorded']:.4f}"
-        )
+        ev = report["eval"]
+        o.info(f"re-evaluated {ev['metric']} {ev['value']:.4f} == released {ev['recorded']:.4f}")
     for check in report["checks"]:
         o.info(f"checked: {check}")
     signed = f"; signed by {report['signer']}" if report.get("signer") else "; not signed"

@@ -1,4 +1,5 @@
-"""Data specs: ``digits``, ``mnist:PATH``, ``imagefolder:PATH``, a project dataset name
+"""Data specs: ``digits``, ``mnist:PATH``, ``imagefolder:PATH``, ``pystdlib``, ``text:PATH``
+(token windows for language models, see :mod:`modelkit.data.text`), a project dataset name
 from ``[tool.modelkit.datasets]``, or ``package.module:loader`` (returns a Dataset).
 
 A project dataset is ``name = "pkg.mod:loader"`` or a table whose ``loader`` is such a
@@ -64,6 +65,20 @@ DATA_SOURCES: dict[str, DataSource] = {
             "imagefolder:../shared/data/catsdogs",
             "modelkit.data.imagefolder:load_imagefolder_dataset",
         ),
+        DataSource(
+            "pystdlib",
+            False,
+            "CPython standard-library source text, byte-level token windows (offline)",
+            "pystdlib",
+            "modelkit.data.text:load_pystdlib",
+        ),
+        DataSource(
+            "text",
+            True,
+            "a text file or folder as token windows (tokenizer byte | char)",
+            "text:corpus.txt",
+            "modelkit.data.text:load_text_dataset",
+        ),
     )
 }
 
@@ -86,11 +101,17 @@ def load_dataset(
     image_size: int = 0,
     channels: int = 0,
     normalize: Mapping[str, Any] | None = None,
+    context_length: int = 0,
+    batches: int = 0,
 ) -> Any:
-    """Resolve a data spec and load it (returns :class:`modelkit.data.base.Dataset`).
+    """Resolve a data spec and load it (a :class:`modelkit.data.base.Dataset`, or a
+    :class:`modelkit.data.text.TokenDataset` for text).
 
     ``image_size``/``channels`` (0: the source's default) reach loaders that take them (image
-    folders); ``normalize`` (``{mean, std}``) is applied per channel after loading.
+    folders), ``context_length`` (tokens per window) those of text; ``normalize``
+    (``{mean, std}``) is applied per channel after loading. ``batches`` (a batch size; 0: no)
+    lets a ``package.module:loader`` return a torch ``Dataset``/``DataLoader`` yielding
+    ``(inputs, targets)`` (a :class:`modelkit.data.batches.BatchSource`, for evaluation).
     """
     ds = _load(
         spec,
@@ -100,6 +121,8 @@ def load_dataset(
             "download": download,
             "image_size": image_size,
             "channels": channels,
+            "context_length": context_length,
+            "batches": batches,
         },
     )
     if normalize:
@@ -176,6 +199,7 @@ def _call_loader(
     import inspect
 
     from modelkit.data.base import Dataset
+    from modelkit.data.text import TokenDataset
     from modelkit.errors import did_you_mean
     from modelkit.project import import_object
 
@@ -204,10 +228,15 @@ def _call_loader(
     except ValueError:  # no signature (a builtin); let the call decide
         pass
     ds = loader(**kwargs)
-    if not isinstance(ds, Dataset):
+    if options.get("batches") and not isinstance(ds, (Dataset, TokenDataset)):
+        from modelkit.data.batches import BatchSource, is_batch_source
+
+        if is_batch_source(ds):
+            return BatchSource(spec, ds, batch_size=options["batches"])
+    if not isinstance(ds, (Dataset, TokenDataset)):
         raise BadInputError(
             f"dataset loader '{ref}' returned {type(ds).__name__}, not a Dataset",
-            hint="return modelkit.data.base.Dataset(...)",
+            hint="return modelkit.data.base.Dataset(...) or modelkit.data.text.TokenDataset",
         )
     if kwargs:
         ds.info.setdefault("loader", {"ref": ref, "kwargs": kwargs})

@@ -21,6 +21,7 @@ class Dataset:
     classes: list[str]
     fingerprint: str
     info: dict[str, Any] = field(default_factory=dict)
+    task = "classification"  # the task this data is for (modelkit.tasks)
 
     def __post_init__(self) -> None:
         """Check shapes and labels now, before any training step (a label outside the classes

@@ -21,6 +21,7 @@ import importlib.metadata
 import inspect
 import json
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,18 +37,39 @@ class ModelReference:
     kwargs: dict[str, Any] = field(default_factory=dict)
     package: str | None = None  # the distribution that provides the module
     version: str | None = None  # that distribution's version
+    # arguments that are config objects: name -> {"class", "kind", "values"} (models/configs.py)
+    configs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:  # kwargs as JSON will hold them (tuples become lists)
-        object.__setattr__(self, "kwargs", _jsonable(self.kwargs, what=f"kwargs of {self.ref}"))
+        from modelkit.models.configs import encode_config
+
+        plain, configs = {}, dict(self.configs)
+        for key, value in self.kwargs.items():
+            if _is_json(value):
+                plain[key] = value
+            else:  # a config object: its values + class (NotRecordable when it is none)
+                configs[key] = encode_config(value, reference=self.ref, argument=key)
+        object.__setattr__(self, "kwargs", _jsonable(plain, what=f"kwargs of {self.ref}"))
+        object.__setattr__(self, "configs", configs)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (the ``modelkit.reference`` table of config.json)."""
-        return {
+        out = {
             "ref": self.ref,
             "kwargs": dict(self.kwargs),
             "package": self.package,
             "version": self.version,
         }
+        if self.configs:
+            out["configs"] = {k: dict(v) for k, v in self.configs.items()}
+        return out
+
+    def transformers_config(self) -> dict[str, Any] | None:
+        """The values of a transformers config argument (what its config.json holds), or None."""
+        for entry in self.configs.values():
+            if entry.get("kind") == "transformers":
+                return dict(entry["values"])
+        return None
 
     @classmethod
     def from_dict(cls, data: Any, *, source: str) -> ModelReference:
@@ -75,7 +97,13 @@ class ModelReference:
                     f"{source}: modelkit.reference.{key} must be a string or null",
                     hint="the file is corrupt or was edited by hand",
                 )
-        return cls(ref=ref, kwargs=dict(kwargs), package=package, version=version)
+        configs = data.get("configs", {})
+        if not isinstance(configs, dict) or not all(isinstance(v, dict) for v in configs.values()):
+            raise RunDirError(
+                f"{source}: modelkit.reference.configs must be a table of tables",
+                hint="the file is corrupt or was edited by hand",
+            )
+        return cls(ref=ref, kwargs=dict(kwargs), package=package, version=version, configs=configs)
 
     def build(self) -> Any:
         """Import ``ref`` and call it with ``kwargs``; the result must be an ``nn.Module``."""
@@ -87,14 +115,22 @@ class ModelReference:
             factory = import_object(self.ref, what="model")
         except NotImportable as exc:
             provider = f"{self.package} {self.version or ''}".strip() if self.package else None
+            own_hint = exc.hint if exc.hint != exc.describe()[1] else None  # e.g. a refusal's
             raise ModelNotImportable(
                 self.ref,
                 exc.cause,
                 package=provider,
-                hint=f"pip install '{self.package}=={self.version}'" if self.package else None,
+                hint=own_hint
+                or (f"pip install '{self.package}=={self.version}'" if self.package else None),
             ) from None
+        from modelkit.models.configs import decode_config
+
+        configs = {
+            k: decode_config(v, source=f"config argument '{k}' of {self.ref}")
+            for k, v in self.configs.items()
+        }
         try:
-            module = factory(**self.kwargs)
+            module = factory(**self.kwargs, **configs)
         except TypeError as exc:
             raise BadInputError(
                 f"{self.ref} rejected its arguments {sorted(self.kwargs)}: {exc}",
@@ -134,7 +170,11 @@ def reference_for_model(model: Any, *, kwargs: dict[str, Any] | None = None) -> 
     spec = _qualified(cls)
     if kwargs is None:
         kwargs = _instance_kwargs(model)
-    return ModelReference(ref=spec, kwargs=dict(kwargs), **_provider(spec))
+    ref = ModelReference(ref=spec, kwargs=dict(kwargs), **_provider(spec))
+    for entry in ref.configs.values():  # what save_pretrained writes: AutoModel finds the class
+        if entry["kind"] == "transformers" and not entry["values"].get("architectures"):
+            entry["values"]["architectures"] = [cls.__name__]
+    return ref
 
 
 def _qualified(obj: Any) -> str:
@@ -179,6 +219,10 @@ def _instance_kwargs(model: Any) -> dict[str, Any]:
     mixin_config = getattr(model, "_hub_mixin_config", None)
     if isinstance(mixin_config, dict):
         return dict(mixin_config)
+    stored = dict(vars(model))
+    hparams = getattr(model, "hparams", None)  # Lightning's save_hyperparameters()
+    if isinstance(hparams, Mapping):
+        stored = {**dict(hparams), **stored}
     try:
         params = list(inspect.signature(type(model).__init__).parameters.values())[1:]
     except (TypeError, ValueError):
@@ -187,8 +231,8 @@ def _instance_kwargs(model: Any) -> dict[str, Any]:
     for p in params:
         if p.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
             continue
-        if p.name in vars(model):
-            out[p.name] = vars(model)[p.name]
+        if p.name in stored:
+            out[p.name] = stored[p.name]
         elif p.default is not inspect.Parameter.empty:
             out[p.name] = p.default
         else:
@@ -232,3 +276,14 @@ def _jsonable(value: dict[str, Any], *, what: str) -> dict[str, Any]:
             f"{what} cannot be stored as JSON: {exc}",
             hint="pass model_kwargs made of numbers, strings, lists and tables",
         ) from None
+
+
+def _is_json(value: Any) -> bool:
+    """Plain JSON data: numbers, strings, None, lists/tuples and dicts (subclasses too) of them."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_is_json(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _is_json(v) for k, v in value.items())
+    return False

@@ -25,6 +25,7 @@ class ModelEntry:
     default_data: str | None = None
     source: str = "builtin"
     defaults: dict[str, Any] | None = None  # recommended training hyperparameters
+    task: str | None = None  # modelkit.tasks name (None: the data's task decides)
 
 
 def register_model(
@@ -34,14 +35,22 @@ def register_model(
     input_shape: tuple[int, ...] | None = None,
     default_data: str | None = None,
     defaults: dict[str, Any] | None = None,
+    task: str = "classification",
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Decorator: register ``factory`` under ``name`` (``defaults``: its recommended hyperparameters)."""
+    """Decorator: register ``factory`` under ``name`` (``defaults``: its recommended
+    hyperparameters; ``task``: what it does, a :mod:`modelkit.tasks` name)."""
 
     def wrap(factory: Callable[..., Any]) -> Callable[..., Any]:
         if name in _REGISTRY:
             raise ValueError(f"model '{name}' registered twice")
         _REGISTRY[name] = ModelEntry(
-            name, factory, description, input_shape, default_data, defaults=defaults or {}
+            name,
+            factory,
+            description,
+            input_shape,
+            default_data,
+            defaults=defaults or {},
+            task=task,
         )
         return factory
 
@@ -51,6 +60,7 @@ def register_model(
 def builtin_models() -> dict[str, ModelEntry]:
     """The built-in registry (importing the reference model modules)."""
     import modelkit.models.cnn  # noqa: F401  (registers)
+    import modelkit.models.gpt  # noqa: F401
     import modelkit.models.mlp  # noqa: F401
 
     return dict(_REGISTRY)

@@ -32,8 +32,11 @@ def build_from_config(
     Goes through ``modelkit.reference`` (portable); runs written before references existed
     fall back to resolving ``modelkit.model`` in the registry or the project.
     """
+    from modelkit.models.imports import add_fallback_paths, recorded_roots
     from modelkit.models.reference import ModelReference
 
+    directory = Path(source).parent  # a release may carry the model's source; run.json where
+    add_fallback_paths([directory, *recorded_roots(directory)])  # the script ran
     meta = cfg.get("modelkit") if isinstance(cfg, dict) else None
     if not isinstance(meta, dict):
         raise RunDirError(f"{source} has no 'modelkit' table", hint="was it written by modelkit?")

@@ -18,6 +18,8 @@ local_files_only=True)`` resolves ``refs/v1.2`` -> ``snapshots/<commit>/model.sa
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
 import hashlib
 import json
@@ -25,13 +27,19 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 from modelkit.errors import BadInputError, CheckFailed, ModelkitError
 from modelkit.io import fsync_dir
-from modelkit.release.targets import RemoteFile, RemoteState
+from modelkit.release.paths import inside
+from modelkit.release.package import git_blob_oid, read_manifest
+from modelkit.release.remote import RemoteFile, RemoteState
+from modelkit.release.signing import PUBLIC_KEY, SIGNATURE
+from modelkit.release.version import parse_version
+from modelkit.weights.hashing import hash_file
 
 CHUNK = 4 << 20
 T = TypeVar("T")
@@ -40,19 +48,12 @@ TMP = ".tmp"
 
 
 def _exclusive(method: Callable[..., T]) -> Callable[..., T]:
-    """Run a write holding the repo's lock (``.lock``, fcntl), so cleaning .tmp/ is safe."""
+    """Run a write holding the repo's lock (:meth:`LocalRegistry.serialised`)."""
 
     @functools.wraps(method)
     def locked(self: LocalRegistry, *args: Any, **kwargs: Any) -> T:
-        import fcntl
-
-        self.repo.mkdir(parents=True, exist_ok=True)
-        with open(self.repo / ".lock", "a+b") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # another release of this repo: wait for it
-            try:
-                return method(self, *args, **kwargs)
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+        with self.serialised():
+            return method(self, *args, **kwargs)
 
     return locked
 
@@ -67,6 +68,25 @@ class LocalRegistry:
         self.repo_id = repo_id
         org, name = repo_id.split("/")
         self.repo = self.root / f"models--{org}--{name}"
+        self._held = threading.local()  # how deep this thread holds the lock (re-entrant)
+
+    @contextlib.contextmanager
+    def serialised(self) -> Iterator[None]:
+        """Hold the repo's lock (``.lock``, fcntl): every other writer of the repo, in this or
+        another process, waits; re-entrant in the thread that holds it."""
+        depth = getattr(self._held, "depth", 0)
+        if depth == 0:
+            self.repo.mkdir(parents=True, exist_ok=True)
+            lock = open(self.repo / ".lock", "a+b")  # noqa: SIM115 - held across the yield
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        self._held.depth = depth + 1
+        try:
+            yield
+        finally:
+            self._held.depth = depth
+            if depth == 0:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+                lock.close()
 
     @staticmethod
     def only_repo(root: Path) -> str | None:
@@ -125,6 +145,7 @@ class LocalRegistry:
     @_exclusive
     def write_release_record(self, version: str, record: dict[str, Any]) -> None:
         """Write the release record once (create-if-absent); an existing one is never replaced."""
+        parse_version(version)
         d = self.repo / "releases"
         d.mkdir(parents=True, exist_ok=True)
         data = (json.dumps(record, sort_keys=True, indent=2) + "\n").encode()
@@ -147,8 +168,6 @@ class LocalRegistry:
             if p.is_file():
                 sha = _sha256(p)
                 rel = p.relative_to(snap).as_posix()
-                from modelkit.release.package import git_blob_oid
-
                 out[rel] = RemoteFile(
                     rel,
                     p.stat().st_size,
@@ -203,6 +222,7 @@ class LocalRegistry:
     @_exclusive
     def tag(self, version: str, commit: str) -> None:
         """Create ``refs/<version>`` once (atomic create-if-absent), then move ``refs/main``."""
+        parse_version(version)  # the one grammar: a ref name never escapes refs/
         refs = self.repo / "refs"
         tmp = self._tmp_file(commit.encode())
         try:
@@ -251,8 +271,6 @@ class LocalRegistry:
         """Fetch ``version`` with stock huggingface_hub (offline, from this registry) into ``cache_dir``."""
         from huggingface_hub import hf_hub_download
 
-        from modelkit.release.package import read_manifest
-
         def get(name: str) -> Path:
             try:
                 return Path(
@@ -270,23 +288,19 @@ class LocalRegistry:
                     hint="the registry is incomplete or was modified",
                 ) from None
 
-        from modelkit.release.signing import PUBLIC_KEY, SIGNATURE
-
         manifest = read_manifest(get("manifest.json").read_bytes(), source=self.describe())
         out = Path(cache_dir) / "snapshot"
         out.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(get("manifest.json"), out / "manifest.json")
         present = [n for n in (SIGNATURE, PUBLIC_KEY) if self.read_file(version, n) is not None]
         for name in [*manifest["files"], *present]:
-            dst = out / name
+            dst = inside(out, name, source=f"{self.describe()}@{version}: manifest.json")
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(get(name), dst)
         return out
 
 
 def _sha256(path: Path) -> str:
-    from modelkit.release.package import hash_file
-
     return hash_file(path)[0]
 
 

@@ -11,14 +11,17 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from modelkit.errors import RunDirError, WeightsLayoutError
+from modelkit.release.artifacts import declared_artifacts
+from modelkit.release.paths import check_relpath, open_nofollow, run_member
 from modelkit.runs import RunRecord, open_run, read_run_record
 from modelkit.weights import WeightsLayout, read_layout, summarize
-from modelkit.weights.hashing import hash_file
+from modelkit.weights.hashing import CHUNK
 from modelkit.weights.layout import read_header
 from modelkit.weights.verify import compare_hashes, recorded_hashes
 
@@ -42,13 +45,17 @@ def evaluation_files(run_dir: Path) -> list[Path]:
     return own + sorted((run_dir / EVALS).glob("*.json"))
 
 
-def require_evaluation(run_dir: Path) -> list[Path]:
-    """At least one evaluation, or a RunDirError saying how to make one."""
+def require_evaluation(run_dir: Path, *, task: Any = None) -> list[Path]:
+    """At least one evaluation (in ``task``'s format, docs/tasks.md), or a RunDirError saying
+    how to make one."""
     found = evaluation_files(run_dir)
     if not found:
+        what = f"a {task.name} evaluation" if task is not None else "an evaluation"
+        metrics = ", ".join(m.key for m in task.metrics[:2]) if task is not None else ""
         raise RunDirError(
             f"no evaluation in {run_dir} (eval.json or evals/*.json)",
-            hint=f"evaluate first: modelkit eval {run_dir} (a run from your own loop: add --data SPEC)",
+            hint=f"evaluate first: modelkit eval {run_dir} (a run from your own loop: add "
+            f"--data SPEC); it writes {what}" + (f" ({metrics})" if metrics else ""),
         )
     return found
 
@@ -72,7 +79,7 @@ class PackageFile:
         if self.data is not None:
             return io.BytesIO(self.data)
         assert self.source is not None
-        return open(self.source, "rb")
+        return open_nofollow(self.source)
 
 
 @dataclass(frozen=True)
@@ -132,13 +139,33 @@ def safetensors_header(path: Path) -> dict[str, Any]:
     }
 
 
-def _disk_file(path: Path, name: str) -> PackageFile:
-    sha, size = hash_file(path)
-    with open(path, "rb") as f:
+def _disk_file(run_dir: Path, rel: str, name: str | None = None) -> PackageFile:
+    """``rel`` of the run (released as ``name``, default ``rel``), hashed in one pass (sha256,
+    and the git blob id of a small file); only a regular file inside the run, reached through
+    no symlink (:func:`run_member`)."""
+    path = run_member(run_dir, rel)
+    name = name or rel
+    sha, oid = hashlib.sha256(), None
+    with open_nofollow(path) as f:
+        size = os.fstat(f.fileno()).st_size
         sample = f.read(8000)
-    lfs = is_lfs(name, size=size, sample=sample)
-    oid = None if lfs else git_blob_oid(path.read_bytes())
-    return PackageFile(name, size, sha, lfs, source=path, git_oid=oid)
+        lfs = is_lfs(name, size=size, sample=sample)
+        if not lfs:
+            oid = hashlib.sha1(b"blob %d\0" % size)
+        for block in _blocks(f, sample):
+            sha.update(block)
+            if oid is not None:
+                oid.update(block)
+    return PackageFile(
+        name, size, sha.hexdigest(), lfs, source=path, git_oid=oid.hexdigest() if oid else None
+    )
+
+
+def _blocks(f: Any, first: bytes) -> Any:
+    """``first``, then the rest of ``f`` in fixed-size chunks."""
+    yield first
+    while block := f.read(CHUNK):
+        yield block
 
 
 def memory_file(name: str, data: bytes) -> PackageFile:
@@ -161,19 +188,27 @@ def build_package(
     repo_id: str,
     card: bytes,
     sign_key: Path | str | None = None,
+    project: Any = None,
 ) -> Package:
     """Check a run directory and hash its release files (streaming) into a :class:`Package`.
 
     Either weights layout is released whole (``model.safetensors``, or every shard + the
     index), each file checked against run.json's record. ``card`` is the final README.md
     (its loading snippet pinned to ``version``); with ``sign_key`` (an EC private key PEM)
-    the manifest is signed (``manifest.sig`` + ``signer.pub``).
+    the manifest is signed (``manifest.sig`` + ``signer.pub``). The run's declared artifacts
+    (:mod:`modelkit.release.artifacts`; ``project`` holds the ``include`` globs) go along.
     """
     run, record = _complete_run(run_dir)
     layout, weights = _weights_files(run.path)
     files = [*weights, *_run_files(run.path, card)]
+    artifacts = declared_artifacts(
+        run.path, record=record.raw, project=project, released={f.path for f in files}
+    )
+    root = Path(run.path).resolve()
+    files += [_disk_file(run.path, p.relative_to(root).as_posix(), n) for n, p in artifacts.items()]
     _check_evaluations(run.path, identity=record.weights_sha256)
     manifest = _manifest(run, record, layout, files, repo_id=repo_id, version=version)
+    manifest["artifacts"] = sorted(artifacts)
     blob = (json.dumps(manifest, sort_keys=True, indent=2) + "\n").encode()
     files.append(memory_file(MANIFEST, blob))
     signer = None
@@ -212,7 +247,7 @@ def _weights_files(run_dir: Path) -> tuple[WeightsLayout, list[PackageFile]]:
                 problem="has no 'format' in its safetensors metadata",
                 hint="save weights with metadata={'format': 'pt'} (modelkit does)",
             )
-    files = [_disk_file(layout.path(name), name) for name in layout.files]
+    files = [_disk_file(run_dir, name) for name in layout.files]
     expected = recorded_hashes(run_dir, trust_unrecorded=False)
     compare_hashes(layout, {f.path: f.sha256 for f in files}, expected or {}, against="run.json")
     return layout, files
@@ -220,12 +255,12 @@ def _weights_files(run_dir: Path) -> tuple[WeightsLayout, list[PackageFile]]:
 
 def _run_files(run_dir: Path, card: bytes) -> list[PackageFile]:
     """config.json, run.json, the card, and the optional files and evaluations that exist."""
-    files = [_disk_file(run_dir / name, name) for name in REQUIRED_RUN_FILES]
+    files = [_disk_file(run_dir, name) for name in REQUIRED_RUN_FILES]
     files.append(memory_file("README.md", card))
-    files += [_disk_file(run_dir / n, n) for n in OPTIONAL if (run_dir / n).is_file()]
+    files += [_disk_file(run_dir, n) for n in OPTIONAL if os.path.lexists(run_dir / n)]
     evals = run_dir / EVALS
     if evals.is_dir():  # results on other data, each under its own dataset name
-        files += [_disk_file(p, f"{EVALS}/{p.name}") for p in sorted(evals.glob("*.json"))]
+        files += [_disk_file(run_dir, f"{EVALS}/{p.name}") for p in sorted(evals.glob("*.json"))]
     return files
 
 
@@ -290,17 +325,20 @@ def _manifest(
 
 
 def read_manifest(data: bytes, *, source: str) -> dict[str, Any]:
-    """Parse a manifest, with a clear error when it is not one."""
+    """Parse a manifest, with a clear error when it is not one; every file name in it is a
+    plain relative path (:func:`check_relpath`) before any caller writes under it."""
     from modelkit.errors import CheckFailed
 
     try:
         m = json.loads(data)
         files = m["files"]
         assert isinstance(files, dict) and all(
-            "sha256" in v and "size" in v for v in files.values()
+            isinstance(v, dict) and "sha256" in v and "size" in v for v in files.values()
         )
     except Exception:
         raise CheckFailed(
             f"{source}: {MANIFEST} is missing or malformed", hint="the release is incomplete"
         ) from None
+    for name in files:
+        check_relpath(name, source=f"{source}: {MANIFEST}")
     return m

@@ -7,10 +7,14 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from modelkit.errors import BadInputError, RunDirError
+from modelkit.errors import BadInputError, ModelkitError, RunDirError
 from modelkit.release.package import Package, build_package
-from modelkit.release.targets import Target, parse_target
+from modelkit.release.paths import run_member
+from modelkit.release.remote import ParentMoved, Target, main_version
+from modelkit.release.targets import parse_target
 from modelkit.release.version import check_greater, parse_version
+
+CAS_ATTEMPTS = 8  # releases that may land first before this one gives up (Hub)
 
 
 def resolve_run(run_dir: Path | str | None, *, project: Any) -> Path:
@@ -57,6 +61,7 @@ def _card(
     path = run / "README.md"
     if not path.is_file():
         raise RunDirError(f"no model card in {run}", hint=f"write one: modelkit card {run}")
+    run_member(run, "README.md")  # the card too: a regular file of the run, no link
     from modelkit.release.package import require_evaluation
 
     require_evaluation(run)
@@ -117,7 +122,9 @@ def prepare(
     card = _card(
         run, target=tgt, version=version, project=project, allow_incomplete=allow_incomplete_card
     )
-    pkg = build_package(run, version=version, repo_id=tgt.repo_id, card=card, sign_key=sign_key)
+    pkg = build_package(
+        run, version=version, repo_id=tgt.repo_id, card=card, sign_key=sign_key, project=project
+    )
     state = tgt.state()
     return pkg, tgt, state, git
 
@@ -212,6 +219,45 @@ def _record(tgt: Target, version: str, *, commit: str, pkg: Package, resumed: bo
     )
 
 
+def _already_released(tgt: Target, state: Any, pkg: Package) -> bool:
+    """True when the tag exists with exactly this package (a re-run: only verify); a tag with
+    other content is a refusal (tags never move)."""
+    at = state.tags.get(pkg.version)
+    if at is None:
+        return False
+    if not _identical(tgt, at, pkg):
+        raise BadInputError(
+            f"tag {pkg.version} already exists on {tgt.describe()} (commit {at[:12]})",
+            hint="tags are never moved or deleted; release a new version",
+        )
+    return True
+
+
+def _publish_in_order(tgt: Target, pkg: Package) -> tuple[str, bool]:
+    """Commit + tag ``pkg`` so that versions only grow along ``main``: the order is decided
+    on fresh refs under the target's lock (local registry) or by the commit's compare-and-swap
+    on its parent (Hub: a lost race re-reads and decides again). ``(commit, already released)``."""
+    version = pkg.version
+    with tgt.serialised():
+        for _ in range(CAS_ATTEMPTS):
+            state = tgt.state()
+            if _already_released(tgt, state, pkg):  # a concurrent twin published it
+                return state.tags[version], True
+            on_main = main_version(tgt, state.head)
+            check_greater(version, [*state.tags, *filter(None, [on_main])], target=tgt.describe())
+            try:
+                commit = tgt.publish(pkg, parent=state.head)
+            except ParentMoved:
+                continue  # another release landed first: look again
+            tgt.tag(version, commit)
+            return commit, False
+    raise ModelkitError(
+        f"main of {tgt.describe()} kept moving: {CAS_ATTEMPTS} releases landed while {version} "
+        "was being published; nothing was tagged",
+        hint="re-run the release when the others are done",
+    )
+
+
 def release(
     version: str,
     *,
@@ -246,25 +292,14 @@ def release(
         sign_key=sign_key,
         allow_incomplete_card=allow_incomplete_card,
     )
-    resumed = False
-    if version in state.tags:
-        if not _identical(tgt, state.tags[version], pkg):
-            raise BadInputError(
-                f"tag {version} already exists on {tgt.describe()} (commit {state.tags[version][:12]})",
-                hint="tags are never moved or deleted; release a new version",
-            )
-        resumed = True  # an earlier run published exactly this: only verify
-    else:
+    resumed = _already_released(tgt, state, pkg)
+    if not resumed:
         check_greater(version, state.tags, target=tgt.describe())
     if dry_run:
         result = plan(pkg, tgt, state, git)
         result["already_released"] = resumed
         return result
-    if not resumed:
-        commit = tgt.publish(pkg, parent=state.head)
-        tgt.tag(version, commit)
-    else:
-        commit = state.tags[version]
+    commit, resumed = _publish_in_order(tgt, pkg) if not resumed else (state.tags[version], True)
     _record(tgt, version, commit=commit, pkg=pkg, resumed=resumed)
     report = verify_release(
         tgt,

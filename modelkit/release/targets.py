@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from modelkit.errors import BadInputError
+from modelkit.release.hub import HubTarget
+from modelkit.release.local import LocalRegistry
+from modelkit.release.remote import RemoteFile, RemoteState, Target
+
+__all__ = ["RemoteFile", "RemoteState", "Target", "check_repo_id", "parse_target", "split_ref"]
 
 REPO_ID_RE = re.compile(
     r"^(?!.*(--|\.\.))[A-Za-z0-9][\w.-]{0,94}[A-Za-z0-9_]?/[A-Za-z0-9][\w.-]{0,94}$"
@@ -39,40 +43,6 @@ def repo_name(model: str) -> str:
     return name[:96].rstrip("-.") or "model"
 
 
-@dataclass
-class RemoteState:
-    """What a target holds for one repo: whether it exists, the main head, the tags."""
-
-    exists: bool
-    head: str | None
-    tags: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class RemoteFile:
-    """One file at a remote revision, as the target reports it."""
-
-    path: str
-    size: int
-    sha256: str | None  # known for LFS files (and every file of a local registry)
-    git_oid: str | None
-
-
-class Target(Protocol):
-    """A place releases go: the Hub or a local registry."""
-
-    repo_id: str
-    kind: str
-
-    def describe(self) -> str: ...
-    def state(self) -> RemoteState: ...
-    def files_at(self, revision: str) -> dict[str, RemoteFile]: ...
-    def read_file(self, revision: str, path: str) -> bytes | None: ...
-    def publish(self, package: Any, *, parent: str | None) -> str: ...
-    def tag(self, version: str, commit: str) -> None: ...
-    def download(self, version: str, cache_dir: Path) -> Path: ...
-
-
 def parse_target(
     spec: str | None,
     *,
@@ -87,8 +57,6 @@ def parse_target(
     hub_default = getattr(project, "hub", None)
     spec = spec or hub_default
     if spec and spec.startswith("hf://"):
-        from modelkit.release.hub import HubTarget
-
         return HubTarget(
             check_repo_id(spec[len("hf://") :].strip("/")),
             endpoint=endpoint,
@@ -99,8 +67,6 @@ def parse_target(
         raise BadInputError(
             f"unknown target '{spec}'", hint="use hf://ORG/NAME for the Hub or a folder path"
         )
-    from modelkit.release.local import LocalRegistry
-
     root = Path(spec) if spec else (getattr(project, "root", None) or Path.cwd()) / DEFAULT_REGISTRY
     if repo_id is None and hub_default and hub_default.startswith("hf://"):
         repo_id = hub_default[len("hf://") :].strip("/")

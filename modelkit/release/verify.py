@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from modelkit.errors import BadInputError, CheckFailed, ModelkitError, NotImportable, RunDirError
-from modelkit.release.package import MANIFEST, hash_file, read_manifest
+from modelkit.release.package import MANIFEST, read_manifest
+from modelkit.release.paths import check_relpath
 from modelkit.weights import read_layout, read_weights_record
+from modelkit.weights.hashing import hash_file
 from modelkit.weights.layout import WEIGHTS_FILE_RE
 
 
@@ -21,7 +23,7 @@ def check_snapshot(snapshot: Path, manifest: dict[str, Any]) -> list[str]:
     """Hash every downloaded file against the manifest; returns the problems."""
     problems = []
     for name, want in sorted(manifest["files"].items()):
-        p = snapshot / name
+        p = snapshot / check_relpath(name, source=MANIFEST)  # read only (HF caches link)
         if not p.is_file():
             problems.append(f"{name}: not downloaded")
             continue
@@ -172,7 +174,7 @@ def verify_release(
         if evaluate:
             model = _load_whole(target, version, snapshot, project=project)
             report["eval"] = _re_evaluate(snapshot, model, project=project)
-            checks.append(f"re-evaluated accuracy == {report['eval']['file']}")
+            checks.append(f"re-evaluated {report['eval']['metric']} == {report['eval']['file']}")
     report["checks"] = checks
     report["ok"] = True
     return report
@@ -317,10 +319,20 @@ def _load_whole(target: Any, version: str, snapshot: Path, *, project: Any) -> A
 
 
 def _re_evaluate(snapshot: Path, model: Any, *, project: Any) -> dict[str, Any]:
-    """Evaluate the downloaded weights on the run's data; must reproduce eval.json's accuracy."""
-    from modelkit.data import load_dataset
+    """Evaluate the downloaded weights on the run's data by the run's task; must reproduce the
+    released evaluation's primary metric (accuracy, perplexity, ...)."""
+    import math
+
+    from modelkit.data.batches import BatchSource
     from modelkit.release.package import evaluation_files
-    from modelkit.training.evaluate import evaluate
+    from modelkit.runs import RunDir
+    from modelkit.tasks import task_of
+    from modelkit.training.evaluate import (
+        _tensor_batches,
+        accumulate,
+        eval_transform,
+        load_eval_data,
+    )
 
     files = evaluation_files(snapshot)  # eval.json first; else the first evals/*.json
     if not files:
@@ -328,6 +340,45 @@ def _re_evaluate(snapshot: Path, model: Any, *, project: Any) -> dict[str, Any]:
             "cannot re-evaluate: the release holds no evaluation", hint="verify without --eval"
         )
     recorded = json.loads(files[0].read_text(encoding="utf-8"))
+    record = RunDir(snapshot).read_record()
+    task = task_of(record)
+    spec, train = _eval_spec(snapshot, recorded)
+    ds = load_eval_data(
+        spec, project=project, record=record, train_cfg=train, skip=False, batch_size=1024
+    )
+    batches = (
+        ds.batches() if isinstance(ds, BatchSource) else _tensor_batches(ds.x_test, ds.y_test, 1024)
+    )
+    acc = accumulate(
+        model, batches, task=task, acc=task.accumulator(ds), transform=eval_transform(record, model)
+    )
+    if ds.fingerprint != recorded.get("data", {}).get("fingerprint"):
+        raise CheckFailed(
+            f"data '{spec}' here has fingerprint {ds.fingerprint[:19]}…, the release was "
+            f"evaluated on {str(recorded.get('data', {}).get('fingerprint'))[:19]}…",
+            hint="re-evaluation needs the same data",
+        )
+    key = task.primary.key
+    value, released = float(acc.summary()[key]), float(recorded[key])
+    if not math.isclose(value, released, rel_tol=1e-6, abs_tol=1e-9):
+        raise CheckFailed(
+            f"re-evaluated {key} {value:.6f} != released {released:.6f}",
+            hint="the weights or the evaluation code changed",
+        )
+    return {
+        "metric": key,
+        key: value,
+        "value": value,
+        "recorded": released,
+        "spec": spec,
+        "file": files[0].relative_to(snapshot).as_posix(),
+    }
+
+
+def _eval_spec(snapshot: Path, recorded: dict[str, Any]) -> tuple[str, Any]:
+    """The data spec the release was evaluated on, and its training config (None: own loop)."""
+    from types import SimpleNamespace
+
     cfg = json.loads((snapshot / "config.json").read_text(encoding="utf-8"))
     train = (cfg.get("modelkit") or {}).get("train") or {}
     spec = (recorded.get("data") or {}).get("spec") or train.get("data")
@@ -336,28 +387,9 @@ def _re_evaluate(snapshot: Path, model: Any, *, project: Any) -> dict[str, Any]:
             "cannot re-evaluate: the release does not record which data it was evaluated on",
             hint="verify without --eval",
         )
-    ds = load_dataset(
-        spec,
-        project=project,
+    shape = SimpleNamespace(
         image_size=train.get("image_size", 0),
         channels=train.get("channels", 0),
         normalize=train.get("normalize"),
     )
-    if ds.fingerprint != recorded.get("data", {}).get("fingerprint"):
-        raise CheckFailed(
-            f"data '{spec}' here has fingerprint {ds.fingerprint[:19]}…, the release was "
-            f"evaluated on {str(recorded.get('data', {}).get('fingerprint'))[:19]}…",
-            hint="re-evaluation needs the same data",
-        )
-    result = evaluate(model, ds.x_test, ds.y_test, num_classes=ds.num_classes, classes=ds.classes)
-    if abs(result["accuracy"] - recorded["accuracy"]) > 1e-9:
-        raise CheckFailed(
-            f"re-evaluated accuracy {result['accuracy']:.6f} != released {recorded['accuracy']:.6f}",
-            hint="the weights or the evaluation code changed",
-        )
-    return {
-        "accuracy": result["accuracy"],
-        "recorded": recorded["accuracy"],
-        "spec": spec,
-        "file": files[0].relative_to(snapshot).as_posix(),
-    }
+    return spec, shape if train else None

@@ -9,23 +9,27 @@ from packaging.version import Version
 
 from modelkit.errors import BadInputError
 
-# v1.2, v1.2.0, v1.2.0rc1, v2.0.0a3, v1.2.3b1, v1.2.0.post1 (PEP 440 spellings, normalised)
+# The one grammar of a release tag: v1.2, v1.2.0, v1.2.0rc1, v2.0.0a3, v1.2.3b1, v1.2.0.post1
+# (PEP 440 spellings, normalised; SemVer's MAJOR.MINOR.PATCH with a v prefix). ASCII digits
+# only, matched whole (``fullmatch``: "v2.0\n" is not a version), at most 64 characters.
 VERSION_RE = re.compile(
-    r"^v(?P<release>(0|[1-9]\d*)(\.(0|[1-9]\d*)){1,2})(?P<pre>(a|b|rc)(0|[1-9]\d*))?"
-    r"(?P<post>\.post(0|[1-9]\d*))?$"
+    r"v(?P<release>(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*)){1,2})(?P<pre>(a|b|rc)(0|[1-9][0-9]*))?"
+    r"(?P<post>\.post(0|[1-9][0-9]*))?",
+    re.ASCII,
 )
+MAX_LEN = 64
 
 
-def is_version_tag(tag: str) -> bool:
+def is_version_tag(tag: object) -> bool:
     """True when ``tag`` is a release tag modelkit understands (``v1.2``, ``v1.2.0rc1``...)."""
-    return VERSION_RE.match(tag) is not None
+    return isinstance(tag, str) and len(tag) <= MAX_LEN and VERSION_RE.fullmatch(tag) is not None
 
 
 def parse_version(tag: str) -> Version:
     """Parse a release tag such as ``v1.2`` or ``v1.2.0``; BadInputError otherwise."""
-    if not isinstance(tag, str) or not is_version_tag(tag):
+    if not is_version_tag(tag):
         raise BadInputError(
-            f"invalid version '{tag}': expected a tag like v1.2 or v1.2.0 "
+            f"invalid version {tag!r}: expected a tag like v1.2 or v1.2.0 "
             "(v + MAJOR.MINOR[.PATCH][aN|bN|rcN][.postN])",
             hint="for example: modelkit release v1.0",
         )

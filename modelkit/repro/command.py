@@ -5,7 +5,7 @@ The command is the user's own, unmodified: it writes its run through
 :mod:`modelkit.repro.hooks`): each side writes to its own fresh ``MODELKIT_RUN_DIR``, the
 control gets ``MODELKIT_SEED``, the perturbed side ``MODELKIT_PERTURB``, and a localising
 re-run ``MODELKIT_DUMP_STEPS``. The comparison is the one built-in runs get
-(:func:`modelkit.repro.core._compare_sides`): final state, step fingerprints, metrics.
+(:func:`modelkit.repro.diverge.compare_sides`): final state, step fingerprints, metrics.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from modelkit.errors import BadInputError, ModelkitError, RunDirError
-from modelkit.repro.core import Event, Side, _compare_sides, _Workspace, control_report
+from modelkit.redact import REDACTED, redact
+from modelkit.repro.diverge import Event, compare_sides, control_report
 from modelkit.repro.hooks import (
     COMMAND_ENV,
     DETERMINISTIC_ENV,
@@ -30,6 +31,8 @@ from modelkit.repro.hooks import (
     REPRO_ENVS,
     format_steps,
 )
+from modelkit.repro.procs import Workspace
+from modelkit.repro.sides import Side
 from modelkit.weights import has_weights
 
 TAIL_LINES = 15
@@ -52,8 +55,8 @@ class CommandFailed(ModelkitError):
 
 
 def describe(argv: list[str]) -> str:
-    """The command as a shell would show it."""
-    return shlex.join(argv)
+    """The command as a shell would show it, its secrets redacted (it is shown and recorded)."""
+    return shlex.join(redact(list(argv)))
 
 
 def run_commands(
@@ -61,15 +64,15 @@ def run_commands(
     *,
     argv: list[str],
     cwd: Path,
-    workspace: Path,
+    workspace: Workspace,
 ) -> list[Side]:
     """Run ``argv`` once per ``(label, extra env)`` job, side by side, each into its own run dir."""
     base = {k: v for k, v in os.environ.items() if k not in REPRO_ENVS}
     command = json.dumps({"argv": list(argv), "cwd": str(cwd)})
     started = []
     for label, extra in jobs:
-        out = workspace / label
-        dump = workspace / f"{label}.state"
+        out = workspace.path / label
+        dump = workspace.path / f"{label}.state"
         env = {
             **base,
             "MODELKIT_RUN_DIR": str(out),
@@ -77,18 +80,15 @@ def run_commands(
             COMMAND_ENV: command,
             **extra,
         }
-        log_out = open(workspace / f"{label}.stdout", "wb")  # noqa: SIM115 (closed below)
-        log_err = open(workspace / f"{label}.stderr", "wb")  # noqa: SIM115
+        log_out = open(workspace.path / f"{label}.stdout", "wb")  # noqa: SIM115 (closed below)
+        log_err = open(workspace.path / f"{label}.stderr", "wb")  # noqa: SIM115
         try:
-            proc = subprocess.Popen(
+            proc = workspace.spawn(
                 argv, cwd=cwd, env=env, stdout=log_out, stderr=log_err, stdin=subprocess.DEVNULL
             )
         except OSError as exc:
             log_out.close()
             log_err.close()
-            for _, _, _, p, _, _files in started:
-                p.kill()
-                p.wait()
             raise BadInputError(
                 f"cannot run `{describe(argv)}`: {exc.strerror or exc}",
                 hint="check the command (after `--`) and that it is on PATH",
@@ -109,9 +109,9 @@ def run_commands(
 
 
 def _check_side(
-    label: str, out: Path, code: int, workspace: Path, argv: list[str]
+    label: str, out: Path, code: int, workspace: Workspace, argv: list[str]
 ) -> ModelkitError | None:
-    stderr = (workspace / f"{label}.stderr").read_text(encoding="utf-8", errors="replace")
+    stderr = (workspace.path / f"{label}.stderr").read_text(encoding="utf-8", errors="replace")
     tail = stderr.rstrip().splitlines()[-TAIL_LINES:]
     if code != 0:
         last = tail[-1] if tail else "(no output on stderr)"
@@ -136,7 +136,7 @@ def _check_side(
 
 
 def _cmd_rerun(
-    argv: list[str], cwd: Path, *, env: dict[str, str], perturb_b: str | None, workspace: Path
+    argv: list[str], cwd: Path, *, env: dict[str, str], perturb_b: str | None, workspace: Workspace
 ) -> Any:
     """The localising re-run of a command: both sides again, dumps (and fingerprints) in a window."""
     count = [0]
@@ -179,21 +179,20 @@ def repro_command(
     env = {DUMP_STEPS_ENV: "0"}  # the first logged step: tensors named at once if it differs
     if deterministic:
         env[DETERMINISTIC_ENV] = "1"
-    ws = _Workspace(work_dir)
-    try:
+    with Workspace(work_dir) as ws:
         t0 = time.perf_counter()
         emit(f"running `{describe(argv)}` twice, each in a fresh process")
         b_env = {**env, PERTURB_ENV: perturb} if perturb else env
-        a, b = run_commands([("a", env), ("b", b_env)], argv=argv, cwd=cwd, workspace=ws.path)
+        a, b = run_commands([("a", env), ("b", b_env)], argv=argv, cwd=cwd, workspace=ws)
         runs_s = time.perf_counter() - t0
-        rerun = _cmd_rerun(argv, cwd, env=env, perturb_b=perturb, workspace=ws.path)
-        report = _compare_sides(a, b, up_to=None, rerun=rerun, emit=emit)
+        rerun = _cmd_rerun(argv, cwd, env=env, perturb_b=perturb, workspace=ws)
+        report = compare_sides(a, b, up_to=None, rerun=rerun, emit=emit)
         rec = a.record()
         report.update(
             mode="command",
             target=describe(argv),
             target_kind="command",
-            command={"argv": list(argv), "cwd": str(cwd)},
+            command=redact({"argv": list(argv), "cwd": str(cwd)}),
             perturbed=perturb,
             seed=rec.get("seed"),
             env=rec.get("env"),
@@ -204,19 +203,13 @@ def repro_command(
         if control:
             seed = int(rec.get("seed") or 0) + 1
             emit(f"running the control with MODELKIT_SEED={seed}")
-            (c,) = run_commands(
-                [("control", {**env, "MODELKIT_SEED": str(seed)})],
-                argv=argv,
-                cwd=cwd,
-                workspace=ws.path,
-            )
-            ctrl = _compare_sides(a, c, up_to=None, rerun=None, emit=emit)
+            ctrl_env = {**env, "MODELKIT_SEED": str(seed)}
+            (c,) = run_commands([("control", ctrl_env)], argv=argv, cwd=cwd, workspace=ws)
+            ctrl = compare_sides(a, c, up_to=None, rerun=None, emit=emit)
             report["control"] = control_report(seed, ctrl)
         report["timings"]["total_s"] = round(time.perf_counter() - t0, 3)
         report["work_dir"] = str(ws.path) if ws.keep else None
         return report
-    finally:
-        ws.close()
 
 
 def recorded_command(record: dict[str, Any]) -> tuple[list[str], Path] | None:
@@ -227,6 +220,18 @@ def recorded_command(record: dict[str, Any]) -> tuple[list[str], Path] | None:
     cmd = record.get("command")
     if not isinstance(cmd, dict):
         return None
+    found = _found_command(cmd)
+    if found is not None and any(REDACTED in a for a in found[0]):
+        raise BadInputError(
+            f"the recorded command `{describe(found[0])}` had a secret removed before it was "
+            "recorded, so it cannot be run again as recorded",
+            hint="pass secrets through the environment (e.g. HF_TOKEN), not the command line; "
+            "or run `modelkit repro -- CMD` with the secret yourself",
+        )
+    return found
+
+
+def _found_command(cmd: dict[str, Any]) -> tuple[list[str], Path] | None:
     repro = cmd.get("repro")
     if isinstance(repro, dict) and repro.get("argv"):
         return [str(a) for a in repro["argv"]], Path(str(repro.get("cwd") or "."))

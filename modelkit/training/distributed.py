@@ -58,6 +58,7 @@ class World:
     size: int = 1
     local_rank: int = 0
     backend: str | None = None
+    sharded: bool = False  # FSDP2 (modelkit.training.sharding) instead of DDP
 
     @property
     def main(self) -> bool:
@@ -70,8 +71,9 @@ class World:
         return self.size > 1
 
     def record(self) -> dict[str, Any]:
-        """``run.json["distributed"]``."""
-        return {"world_size": self.size, "backend": self.backend}
+        """``run.json["distributed"]`` (``"strategy": "fsdp2"`` for a sharded run)."""
+        out: dict[str, Any] = {"world_size": self.size, "backend": self.backend}
+        return {**out, "strategy": "fsdp2"} if self.sharded else out
 
 
 SINGLE = World()

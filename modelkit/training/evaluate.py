@@ -1,17 +1,84 @@
-"""Held-out evaluation: accuracy, loss, per-class accuracy, confusion matrix."""
+"""Held-out evaluation through the run's task (:mod:`modelkit.tasks`): the task reads the
+model's output and accumulates its metrics (classification: accuracy, loss, per-class
+accuracy, confusion matrix; language modelling: perplexity, loss per token, bits per byte).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import torch
-import torch.nn.functional as F
 
+from modelkit.tasks import Accumulator, Task, get_task
+from modelkit.tasks.classification import summarize
 from modelkit.weights import identity_of, verified_weights
+
+if TYPE_CHECKING:
+    from modelkit.runs import RunRecord
+
+__all__ = ["evaluate", "evaluate_counts", "evaluate_run", "evaluate_task", "summarize"]
+
+
+def _tensor_batches(
+    x: torch.Tensor, y: torch.Tensor, batch_size: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    for i in range(0, len(x), batch_size):
+        yield x[i : i + batch_size], y[i : i + batch_size]
 
 
 @torch.no_grad()
+def accumulate(
+    model: torch.nn.Module,
+    batches: Any,
+    *,
+    task: Task,
+    acc: Accumulator,
+    device: torch.device | None = None,
+    autocast: Callable[[], Any] | None = None,
+    memory_format: torch.memory_format | None = None,
+    transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> Accumulator:
+    """Feed ``(inputs, targets)`` batches through ``model`` into ``acc``; returns it.
+
+    ``device`` moves host batches to the model (non-blocking); ``autocast`` is a context
+    factory (mixed precision); ``memory_format`` e.g. channels_last for 4-D inputs;
+    ``transform`` the run's recorded input preprocessing.
+    """
+    was_training = model.training
+    model.eval()
+    for xb, yb in batches:
+        if device is not None and xb.device != device:
+            xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
+        if memory_format is not None and xb.ndim == 4:
+            xb = xb.contiguous(memory_format=memory_format)
+        if transform is not None:
+            xb = transform(xb)
+        if autocast is None:
+            output = task.forward(model, xb, yb)
+        else:
+            with autocast():
+                output = task.forward(model, xb, yb)
+        acc.update(output, yb)
+    model.train(was_training)
+    return acc
+
+
+def evaluate_task(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    task: Task,
+    data: Any,
+    batch_size: int = 1024,
+    **kwargs: Any,
+) -> Accumulator:
+    """The task's accumulator over ``(x, y)`` in batches (sums: ranks can add them up)."""
+    batches = _tensor_batches(x, y, batch_size)
+    return accumulate(model, batches, task=task, acc=task.accumulator(data), **kwargs)
+
+
 def evaluate_counts(
     model: torch.nn.Module,
     x: torch.Tensor,
@@ -19,63 +86,15 @@ def evaluate_counts(
     *,
     num_classes: int,
     batch_size: int = 1024,
-    device: torch.device | None = None,
-    autocast: Callable[[], Any] | None = None,
-    memory_format: torch.memory_format | None = None,
+    **kwargs: Any,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(confusion matrix int64 on CPU, summed loss float64)`` of ``model`` on ``(x, y)``.
+    """Classification: ``(confusion matrix int64 on CPU, summed loss float64)``."""
+    from modelkit.tasks.classification import ConfusionAccumulator
 
-    Sums, not means, so ranks holding shards of the held-out set can add them up. ``device``
-    moves host batches to the model (non-blocking); ``autocast`` is a context factory (mixed
-    precision); ``memory_format`` e.g. channels_last for 4-D inputs.
-    """
-    was_training = model.training
-    model.eval()
-    confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device or x.device)
-    for i in range(0, len(x), batch_size):
-        xb, yb = x[i : i + batch_size], y[i : i + batch_size]
-        if device is not None and xb.device != device:
-            xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
-        if memory_format is not None and xb.ndim == 4:
-            xb = xb.contiguous(memory_format=memory_format)
-        if autocast is None:
-            logits = model(xb)
-        else:
-            with autocast():
-                logits = model(xb)
-        loss_sum += F.cross_entropy(logits.float(), yb, reduction="sum").double()
-        pred = logits.argmax(1)
-        idx = (yb * num_classes + pred).cpu()
-        confusion += torch.bincount(idx, minlength=num_classes * num_classes).view(
-            num_classes, num_classes
-        )
-    model.train(was_training)
-    return confusion, loss_sum
-
-
-def summarize(
-    confusion: torch.Tensor, loss_sum: torch.Tensor | float, *, classes: list[str] | None = None
-) -> dict[str, Any]:
-    """JSON-ready metrics (accuracy, loss, per-class accuracy, confusion) from summed counts."""
-    num_classes = confusion.shape[0]
-    n = int(confusion.sum())
-    correct = int(confusion.diag().sum())
-    per_class_total = confusion.sum(1)
-    names = classes or [str(i) for i in range(num_classes)]
-    return {
-        "accuracy": correct / n if n else 0.0,
-        "loss": float(loss_sum) / n if n else float("nan"),
-        "samples": n,
-        "per_class_accuracy": {
-            names[c]: (int(confusion[c, c]) / int(per_class_total[c]))
-            if per_class_total[c]
-            else None
-            for c in range(num_classes)
-        },
-        "confusion_matrix": confusion.tolist(),
-        "classes": names,
-    }
+    task = get_task("classification")
+    acc = ConfusionAccumulator(num_classes)
+    accumulate(model, _tensor_batches(x, y, batch_size), task=task, acc=acc, **kwargs)
+    return acc.confusion, acc.loss_sum
 
 
 def evaluate(
@@ -87,11 +106,99 @@ def evaluate(
     batch_size: int = 1024,
     classes: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Evaluate ``model`` on ``(x, y)`` in batches; returns JSON-ready metrics."""
+    """Classification metrics of ``model`` on ``(x, y)``; JSON-ready."""
     confusion, loss_sum = evaluate_counts(
         model, x, y, num_classes=num_classes, batch_size=batch_size
     )
     return summarize(confusion, loss_sum, classes=classes)
+
+
+def check_data_fits(
+    model: torch.nn.Module, data: Any, *, task: Task, spec: str, record: RunRecord,
+    device: Any, transform: Any = None,
+) -> None:  # fmt: skip
+    """A DataError (exit 2) when ``data`` does not fit the run: another task's data, samples
+    shaped unlike the training data's (run.json ``data.input_shape``), or an output the task
+    cannot read against the data's targets."""
+    from modelkit.errors import DataError
+
+    def refuse(why: str) -> DataError:
+        return DataError(
+            f"data '{spec}' does not fit the model: {why}",
+            hint="evaluate on data shaped like the training data (see run.json data)",
+        )
+
+    kind = getattr(data, "task", None)
+    if kind is not None and kind != task.name:
+        raise refuse(f"it is {kind} data, the run is a {task.name} model")
+    trained = record.input_shape
+    if trained and list(data.input_shape) != list(trained):
+        raise refuse(f"samples are {tuple(data.input_shape)}, trained on {tuple(trained)}")
+    x, y = data.x_test[:2].to(device), data.y_test[:2].to(device)
+    try:
+        with torch.no_grad():
+            out = task.forward(model.eval(), transform(x) if transform else x, y)
+    except (RuntimeError, ValueError, IndexError, TypeError) as exc:  # a shape mismatch
+        raise refuse((str(exc).splitlines() or [type(exc).__name__])[0]) from None
+    problem = task.check_fit(out, y, data)
+    if problem is not None:
+        raise refuse(problem)
+
+
+def eval_transform(
+    record: RunRecord, model: Any = None
+) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """The input preprocessing an own loop recorded (``start_run(eval_transform=...)``): a
+    ``package.module:function``, or ``model.ATTR``, the model's own (a Lightning module's
+    ``normalize``, say)."""
+    ref = record.eval_transform
+    if not ref:
+        return None
+    from modelkit.errors import BadInputError
+
+    if str(ref).startswith("model."):
+        target: Any = model
+        for part in str(ref).split(".")[1:]:
+            target = getattr(target, part, None)
+        if not callable(target):
+            raise BadInputError(
+                f"the run's eval_transform '{ref}' is not a callable of the model",
+                hint="record an importable function instead: 'package.module:function'",
+            )
+        return target
+    from modelkit.project import import_object
+
+    return import_object(str(ref), what="eval transform")
+
+
+def load_eval_data(
+    spec: str, *, project: Any, record: RunRecord, train_cfg: Any, skip: bool,
+    batch_size: int,
+) -> Any:  # fmt: skip
+    """The held-out data a run is evaluated on, prepared as the run's training data was: the
+    same image size, channels and normalisation, the same context length for text; a loader
+    may return any torch Dataset/DataLoader (a BatchSource)."""
+    from modelkit.data import load_dataset
+
+    shape: dict[str, Any] = {"context_length": record.context_length}
+    if train_cfg is not None:
+        shape.update(
+            image_size=train_cfg.image_size,
+            channels=train_cfg.channels,
+            normalize=train_cfg.normalize,
+        )
+    return load_dataset(spec, project=project, skip_bad_files=skip, batches=batch_size, **shape)
+
+
+def _result_name(
+    spec: str, fingerprint: str, *, record: RunRecord, train_cfg: Any
+) -> tuple[str, bool]:
+    from modelkit.card.facts import dataset_name, other_data_name
+
+    if fingerprint == record.data_fingerprint:
+        return dataset_name(spec), True
+    training = record.data_spec or (train_cfg.data if train_cfg else record.data_name)
+    return other_data_name(spec, fingerprint, training=training), False
 
 
 def evaluate_run(
@@ -105,26 +212,26 @@ def evaluate_run(
     write: bool = True,
     trust_unrecorded: bool = False,
 ) -> dict[str, Any]:
-    """Evaluate a run's weights on the held-out split of its data (or ``data``).
+    """Evaluate a run's weights on the held-out split of its data (or ``data``), by its task.
 
     The training data's result goes to ``eval.json``; a result on other data goes to
     ``evals/<dataset name>.json`` and never replaces it. ``result["path"]`` says which.
     The weights (either layout) are checked against run.json's record (``trust_unrecorded``
     accepts a run that records none); the result names their identity (``weights_sha256``).
+    The format of both files is in docs/tasks.md ("Evaluation files").
     """
-    from modelkit.card.facts import dataset_name, other_data_name, slug
-    from modelkit.data import load_dataset
-    from modelkit.errors import DataError, RunDirError
-    from modelkit.io import write_json_atomic
+    from modelkit.data.batches import BatchSource
+    from modelkit.errors import RunDirError
     from modelkit.models.weights import load_model_from_dir
-    from modelkit.runs import now_iso, open_run, read_run_record
+    from modelkit.runs import open_run, read_run_record
+    from modelkit.tasks import task_of
     from modelkit.training.setup import resolve_device
 
     run = open_run(run_dir, require=("run.json", "config.json"))
     layout = verified_weights(run.path, trust_unrecorded=trust_unrecorded)  # either layout
-    record = read_run_record(run).raw
-    dev = resolve_device(device)
-    own_loop = record.get("trainer") == "user"
+    record = read_run_record(run)
+    task, dev = task_of(record.raw), resolve_device(device)
+    own_loop = record.own_loop
     if own_loop and data is None:
         raise RunDirError(
             f"{run.path} was trained by its own loop, so it names no modelkit data spec",
@@ -133,56 +240,52 @@ def evaluate_run(
     train_cfg = None if own_loop else run.train_config()
     spec = data or train_cfg.data
     skip = skip_bad_files or bool(train_cfg and train_cfg.skip_bad_files)
-    # the model was trained on these image sizes/channels and normalised inputs
-    shape = (
-        {}
-        if train_cfg is None
-        else {
-            "image_size": train_cfg.image_size,
-            "channels": train_cfg.channels,
-            "normalize": train_cfg.normalize,
-        }
-    )
-    ds = load_dataset(spec, project=project, skip_bad_files=skip, **shape)
+    ds = load_eval_data(
+        spec, project=project, record=record, train_cfg=train_cfg, skip=skip,
+        batch_size=batch_size,
+    )  # fmt: skip
     model, _ = load_model_from_dir(run.path, project=project, device=dev, layout=layout)
     actual = identity_of(run.path, layout)
-    if ds.num_classes > ds.model_outputs(model, spec=spec, record=record, device=dev):
-        raise DataError(
-            f"data '{spec}' has {ds.num_classes} classes, more than the model outputs",
-            hint="evaluate on data with the classes the model was trained on",
+    transform = eval_transform(record, model)
+    if isinstance(ds, BatchSource):
+        batches: Any = ds.batches()
+    else:
+        check_data_fits(
+            model, ds, task=task, spec=spec, record=record, device=dev, transform=transform
         )
-    ds.to(dev)
-    result = evaluate(
-        model,
-        ds.x_test,
-        ds.y_test,
-        num_classes=ds.num_classes,
-        batch_size=batch_size,
-        classes=ds.classes,
+        ds.to(dev)
+        batches = _tensor_batches(ds.x_test, ds.y_test, batch_size)
+    acc = _accumulate_checked(
+        model, batches, task=task, data=ds, spec=spec, device=dev, transform=transform
     )
-    recorded = record.get("data") or {}
-    same = ds.fingerprint == recorded.get("fingerprint")
-    name = (
-        dataset_name(spec)
-        if same
-        else other_data_name(
-            spec,
-            ds.fingerprint,
-            training=recorded.get("spec")
-            or (train_cfg.data if train_cfg else recorded.get("name")),
-        )
-    )
+    result = {"task": task.name, **acc.summary()}
+    return _finish_result(
+        result, run, spec=spec, fingerprint=ds.fingerprint, record=record, train_cfg=train_cfg,
+        weights=actual, device=dev, write=write,
+    )  # fmt: skip
+
+
+def _finish_result(
+    result: dict[str, Any], run: Any, *, spec: str, fingerprint: str, record: RunRecord,
+    train_cfg: Any, weights: str, device: Any, write: bool,
+) -> dict[str, Any]:  # fmt: skip
+    """Name the data, add provenance, and write eval.json or evals/NAME.json (``write``)."""
+    from modelkit.card.facts import slug
+    from modelkit.io import write_json_atomic
+    from modelkit.runs import now_iso
+
+    name, same = _result_name(spec, fingerprint, record=record, train_cfg=train_cfg)
     result.update(
         data={
             "name": name,
             "spec": spec,
-            "fingerprint": ds.fingerprint,
+            "fingerprint": fingerprint,
             "split": "held-out",
             "same_as_training": same,
         },
-        weights_sha256=actual,
+        weights_sha256=weights,
         evaluated=now_iso(),
-        device=str(dev),
+        device=str(device),
     )
     # the training data's held-out result is eval.json (what the card reports as the model's);
     # other data never replaces it: evals/<dataset name>.json, shown under its own name
@@ -192,3 +295,31 @@ def evaluate_run(
         path.parent.mkdir(exist_ok=True)
         write_json_atomic(path, {k: v for k, v in result.items() if k != "path"})
     return result
+
+
+def _accumulate_checked(
+    model: Any, batches: Any, *, task: Task, data: Any, spec: str, device: Any, transform: Any
+) -> Accumulator:
+    """Accumulate; a loader's first batch that does not fit is a DataError, not a crash."""
+    from modelkit.errors import DataError
+
+    acc = task.accumulator(data)
+
+    def checked() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for i, (xb, yb) in enumerate(batches):
+            if i == 0 and not hasattr(data, "x_test"):  # a loader's batches: check the first
+                x, y = xb[:2].to(device), yb[:2].to(device)
+                try:
+                    with torch.no_grad():
+                        out = task.forward(model.eval(), transform(x) if transform else x, y)
+                    problem = task.check_fit(out, y, data)
+                except (RuntimeError, ValueError, IndexError, TypeError) as exc:
+                    problem = (str(exc).splitlines() or [type(exc).__name__])[0]
+                if problem is not None:
+                    raise DataError(
+                        f"data '{spec}' does not fit the model: {problem}",
+                        hint=f"yield (inputs, targets) batches a {task.name} model takes",
+                    )
+            yield xb, yb
+
+    return accumulate(model, checked(), task=task, acc=acc, device=device, transform=transform)

@@ -184,15 +184,27 @@ def torchrun_args(cfg: LaunchConfig) -> list[str]:
     ]
 
 
-def worker_env(device_type: str, nproc_per_node: int) -> dict[str, str]:
-    """Thread settings for the workers: 1 on CPU (no oversubscription), a fair share on CUDA."""
+# FSDP2 allocates and frees every unit's gathered parameters twice a step; on CPU, glibc's
+# sliding mmap threshold then serves them from the heap, which fragments: the resident memory
+# of a sharded CPU run grew by ~1 P (the parameters' bytes) per step in a measurement
+# (docs/distributed.md). A fixed threshold keeps large blocks in mmap, returned on free.
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072"}
+
+
+def worker_env(device_type: str, nproc_per_node: int, *, sharded: bool = False) -> dict[str, str]:
+    """Thread settings for the workers: 1 on CPU (no oversubscription), a fair share on CUDA;
+    for sharded CPU runs a fixed glibc mmap threshold (unless the environment sets one)."""
+    env = {k: v for k, v in MALLOC_ENV.items() if k not in os.environ}
+    env = env if sharded and device_type == "cpu" else {}
     if "OMP_NUM_THREADS" in os.environ:
-        return {}
+        return env
     share = 1 if device_type == "cpu" else max(1, available_cores() // nproc_per_node)
-    return {"OMP_NUM_THREADS": str(share)}
+    return {**env, "OMP_NUM_THREADS": str(share)}
 
 
-def launch(cfg: LaunchConfig, worker_args: list[str], *, device_type: str) -> None:
+def launch(
+    cfg: LaunchConfig, worker_args: list[str], *, device_type: str, sharded: bool = False
+) -> None:
     """Run ``python -m modelkit <worker_args>`` under torch's elastic launcher (in this process).
 
     Returns when every rank finished; if a rank fails, torchrun stops the others and this
@@ -203,7 +215,7 @@ def launch(cfg: LaunchConfig, worker_args: list[str], *, device_type: str) -> No
     from torch.distributed import run as torchrun
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
-    os.environ.update(worker_env(device_type, cfg.nproc_per_node))
+    os.environ.update(worker_env(device_type, cfg.nproc_per_node, sharded=sharded))
     args = torchrun.parse_args([*torchrun_args(cfg), "-m", "modelkit", *worker_args])
     # the launcher's failure report is ours (below); keep torchrun's logger to real warnings
     logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)

@@ -232,6 +232,17 @@ def schedule_spec(lr_schedule: str | Mapping[str, Any]) -> dict[str, Any] | None
     cls = _lookup("lr_schedule", table.pop("name"), scheduler_classes(), UNUSABLE_SCHEDULERS)
     plateau = cls is torch.optim.lr_scheduler.ReduceLROnPlateau
     interval = table.pop("interval", "epoch" if plateau else "step")
+    warmup = table.pop("warmup_steps", 0)
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+        raise ConfigError(
+            f"lr_schedule warmup_steps must be an integer >= 0, got {warmup!r}",
+            hint="e.g. warmup_steps = 100 (a linear ramp from lr/warmup_steps)",
+        )
+    if warmup and (plateau or interval != "step"):
+        raise ConfigError(
+            "lr_schedule warmup_steps needs a schedule stepped per step",
+            hint='drop warmup_steps, or use interval = "step"',
+        )
     if interval not in INTERVALS:
         raise ConfigError(
             f"lr_schedule interval '{interval}'{did_you_mean(str(interval), INTERVALS)} "
@@ -244,7 +255,12 @@ def schedule_spec(lr_schedule: str | Mapping[str, Any]) -> dict[str, Any] | None
             hint='set interval = "epoch" (or leave it out)',
         )
     _check_kwargs("lr_schedule", cls, table, skip=1)
-    return {"name": cls.__name__, "interval": interval, **table}
+    return {
+        "name": cls.__name__,
+        "interval": interval,
+        **({"warmup_steps": warmup} if warmup else {}),
+        **table,
+    }
 
 
 def build_scheduler(
@@ -268,10 +284,12 @@ def build_scheduler(
     table = dict(table)
     cls = _lookup("lr_schedule", table.pop("name"), scheduler_classes(), UNUSABLE_SCHEDULERS)
     interval = table.pop("interval", "step")
+    warmup = table.pop("warmup_steps", 0)
     total_steps = steps_per_epoch * epochs
     if max_steps:
         total_steps = min(total_steps, max_steps)
     length = total_steps if interval == "step" else max(1, -(-total_steps // steps_per_epoch))
+    length = max(1, length - warmup)  # the schedule proper starts after the warm-up
     sched = torch.optim.lr_scheduler
     if cls is sched.StepLR:
         table.setdefault("step_size", steps_per_epoch if interval == "step" else 1)
@@ -282,7 +300,11 @@ def build_scheduler(
             table["total_steps"] = length
         table.setdefault("max_lr", optimizer.param_groups[0]["lr"])
     try:
-        return Schedule(cls(optimizer, **table), interval)
+        main = cls(optimizer, **table)
+        if not warmup:
+            return Schedule(main, interval)
+        ramp = sched.LinearLR(optimizer, start_factor=1.0 / warmup, total_iters=warmup)
+        return Schedule(sched.SequentialLR(optimizer, [ramp, main], milestones=[warmup]), interval)
     except (TypeError, ValueError) as exc:
         raise ConfigError(
             f"lr_schedule {cls.__name__}({_kw(table)}): {str(exc).splitlines()[0]}",

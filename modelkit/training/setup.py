@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 
 from modelkit.config import TrainConfig, recipe
 from modelkit.errors import BadInputError, DataError
-from modelkit.training import accel
+from modelkit.runs.perturb import parse_perturb
+from modelkit.runs.rng import configure_determinism, seed_all
+from modelkit.training import accel, sharding
 from modelkit.training import distributed as D
-from modelkit.training.determinism import configure_determinism, seed_everything
-from modelkit.training.options import RunOptions, parse_perturb
+from modelkit.training.options import RunOptions
 
 
 @dataclass
@@ -37,6 +38,7 @@ class Setup:
     placement: str = "device"  # device | host (pinned host batches)
     mf: torch.memory_format = torch.contiguous_format
     accel: dict[str, Any] = field(default_factory=dict)  # run.json["accel"]
+    task: Any = None  # modelkit.tasks.Task: the loss, the held-out metrics
     optimizer: Any = None
     schedule: Any = None  # modelkit.training.optim.Schedule | None
     scaler: Any = None  # a GradScaler, enabled for fp16 only
@@ -83,11 +85,15 @@ def setup(config: TrainConfig, *, project: Any, download: bool, options: RunOpti
     world = D.join(device.type)
     error: BaseException | None = None
     try:
+        sharding.check_config(config, world_size=world.size, options=options)
         s = _setup_data_and_model(config, project, download, options, device)
         s.world = world
         if world.rank > 0:  # different dropout masks per rank; rank 0 stays a single run's
-            seed_everything(rank_seed(config.seed, world.rank))
+            seed_all(rank_seed(config.seed, world.rank))
             s.determinism["rank_seed"] = rank_seed(config.seed, world.rank)
+        if config.shard:  # every rank built the same model (same seed); each keeps its part
+            s.world = replace(world, sharded=True)
+            s.accel["fsdp_units"] = sharding.shard_model(s.model, world, device)
         _setup_optimizer(s)
     except Exception as exc:
         error = exc
@@ -123,7 +129,9 @@ def _setup_data_and_model(
         image_size=config.image_size,
         channels=config.channels,
         normalize=config.normalize,
+        context_length=config.context_length or int(config.model_kwargs.get("context_length", 0)),
     )
+    task = run_task(config, data, project=project)
     expected = options.expect_data_fingerprint
     if expected and data.fingerprint != expected:
         raise DataError(
@@ -142,7 +150,7 @@ def _setup_data_and_model(
         config.model, project=project, kwargs=config.model_kwargs, data_hints=data.model_hints()
     )
     config = config.replace(model_kwargs=model_kwargs)  # the resolved config is what we save
-    check_fit(model, data, config)
+    check_fit(model, data, config, task)
     mf = accel.memory_format(model, device, enabled=config.channels_last)
     model.to(device).train()
     if mf is not torch.contiguous_format:
@@ -160,7 +168,7 @@ def _setup_data_and_model(
         placement=placement,
     )
     s = Setup(config, device, data, model, determinism, t_load, D.SINGLE, placement, mf, record)
-    s.scaler = scaler
+    s.scaler, s.task = scaler, task
     return s
 
 
@@ -183,19 +191,40 @@ def _setup_optimizer(s: Setup) -> None:
     s.augment = build_augment(s.config.augment)
 
 
-def check_fit(model: torch.nn.Module, data: Any, config: TrainConfig) -> None:
-    """Run one sample through the model so a shape mismatch fails before training starts."""
+def run_task(config: TrainConfig, data: Any, *, project: Any) -> Any:
+    """The run's task: the data's (token windows: language modelling), which a registered
+    model's declared task must match; ``keep_best`` must name one of its metrics."""
+    from modelkit.models.registry import resolve_model
+    from modelkit.tasks import get_task
+
+    task = get_task(getattr(data, "task", None))
+    declared = resolve_model(config.model, project=project).task
+    if declared and declared != task.name:
+        raise BadInputError(
+            f"model '{config.model}' is a {declared} model; data '{config.data}' is "
+            f"{task.name} data",
+            hint="pick data for the model's task (see `modelkit models`)",
+        )
+    if config.keep_best:
+        task.metric(config.keep_best)  # an UnknownName listing the task's metrics
+    return task
+
+
+def check_fit(model: torch.nn.Module, data: Any, config: TrainConfig, task: Any) -> None:
+    """Run two samples through the model so a shape mismatch fails before training starts."""
+    x, y = data.x_train[:2].cpu(), data.y_train[:2].cpu()
     try:
         with torch.no_grad():
-            out = model.eval()(data.x_train[:2].cpu())
+            out = task.forward(model.eval(), x, y)
     except Exception as exc:
         raise BadInputError(
             f"model '{config.model}' cannot take data '{config.data}' "
             f"(input shape {list(data.input_shape)}): {str(exc).splitlines()[0]}",
             hint="pick matching --model/--data, or set model_kwargs",
         ) from None
-    if out.ndim != 2 or out.shape[1] < data.num_classes:
+    problem = task.check_fit(out, y, data)
+    if problem is not None:
         raise BadInputError(
-            f"model '{config.model}' outputs shape {list(out.shape)}, data has {data.num_classes} classes",
-            hint="set num_classes in model_kwargs (or let the factory take num_classes)",
+            f"model '{config.model}' does not fit data '{config.data}': {problem}",
+            hint="set model_kwargs to match the data (or let the factory take them from it)",
         )

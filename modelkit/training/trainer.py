@@ -23,22 +23,18 @@ from typing import Any
 import torch
 
 from modelkit.errors import TrainingError
-from modelkit.training import accel
+from modelkit.runs.perturb import parse_perturb
+from modelkit.runs.rng import epoch_permutation
+from modelkit.training import accel, sharding
 from modelkit.training import distributed as D
-from modelkit.training.determinism import epoch_permutation
-from modelkit.training.evaluate import evaluate_counts, summarize
+from modelkit.training.evaluate import evaluate_task
 from modelkit.training.optim import clip_gradients
-from modelkit.training.options import RunOptions, parse_perturb
+from modelkit.training.options import RunOptions
 from modelkit.training.record import RunWriter
 from modelkit.training.setup import Setup
-from modelkit.training.state import TrainState, checkpoint_payload
+from modelkit.training.state import TrainState, capture
 
 Event = dict[str, Any]
-# keep_best metric -> (key in the evaluation, "is better than")
-BEST_METRICS: dict[str, tuple[str, Callable[[float, float], bool]]] = {
-    "test_accuracy": ("accuracy", lambda new, old: new > old),
-    "test_loss": ("loss", lambda new, old: new < old),
-}
 
 
 class Trainer:
@@ -57,6 +53,8 @@ class Trainer:
         self.optimizer, self.schedule, self.scaler = s.optimizer, s.schedule, s.scaler
         self.scheduler = s.schedule.scheduler if s.schedule is not None else None
         self.loss_fn, self.augment, self.world, self.mf = s.loss_fn, s.augment, world, s.mf
+        self.task = s.task  # the loss over a batch, the held-out metrics (modelkit.tasks)
+        self.units_per_sample = max(1, s.task.units(s.data.y_train[:1]))
         self.writer, self.options = writer, options
         self.emit = emit if world.main else (lambda _e: None)
         self.n = len(s.data.x_train)
@@ -67,11 +65,16 @@ class Trainer:
         self.state = TrainState(loss_sum=torch.zeros((), device=s.device))
         every = options.fingerprint_every
         self.fingerprint_every = cfg.fingerprint_every if every is None else every
-        self.perturb = parse_perturb(options.perturb, s.model) if options.perturb else None
+        self.perturb = parse_perturb(options.perturb, s.model)
         self.last_eval: dict[str, Any] = {}
         self.autocast = lambda: accel.autocast(cfg.precision, s.device)  # no-op for fp32
         forward: torch.nn.Module = s.model
-        if world.distributed:
+        self.sharded = world.sharded  # FSDP2: s.model is already sharded in place (setup)
+        self.buffers = self.sharded and any(True for _ in s.model.buffers())
+        if self.sharded:  # where every rank writes its shards (rank 0's staging directory)
+            where = str(writer.run.dir.checkpoints) if writer.run is not None else None
+            self.checkpoint_dir = Path(D.all_gather_json(where, world)[0])
+        elif world.distributed:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             ids = [s.device.index] if s.device.type == "cuda" else None
@@ -127,7 +130,7 @@ class Trainer:
                 if end_of_epoch:
                     self._evaluate()
                 if end_of_epoch or ckpt_due:
-                    self.writer.checkpoint(checkpoint_payload(self), keep=cfg.keep_checkpoints)
+                    self.checkpoint()
                 if stop:
                     return self._stop()
                 if dump_due:
@@ -152,9 +155,11 @@ class Trainer:
                 xb, seed=cfg.seed, epoch=self.state.epoch, batch=b, positions=rows, total=n
             )
         xb = xb.contiguous(memory_format=self.mf)
+        if self.buffers:
+            sharding.sync_buffers(self.model, world)  # rank 0's buffers, as DDP does
         with self.autocast():
-            logits = self.forward(xb)
-        loss, share = self._batch_loss(logits.float(), yb, n)
+            output = self.forward(xb)
+        loss, share = self._batch_loss(output, yb, n)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if cfg.grad_clip:
@@ -165,18 +170,20 @@ class Trainer:
         return n, share
 
     def _batch_loss(
-        self, logits: torch.Tensor, yb: torch.Tensor, n: int
+        self, output: Any, yb: torch.Tensor, n: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(the loss to differentiate, this rank's share of the global batch's mean loss).
 
-        Under DDP gradients are averaged over ranks, so a rank's loss is the sum over its
-        samples scaled by world/n: the average is then the global batch's mean gradient.
+        The task reads the output and computes the loss (per sample, or per token). Under DDP
+        gradients are averaged over ranks, so a rank's loss is the sum over its units scaled
+        by world/units: the average is then the global batch's mean gradient.
         """
         if not self.world.distributed:
-            loss = self.loss_fn(logits, yb)
+            loss = self.task.loss(output, yb, self.loss_fn)
             return loss, loss.detach()
-        total = self.loss_fn(logits, yb, reduction="sum")
-        return total * (self.world.size / n), total.detach() / n
+        units = n * (self.task.units(yb) // max(1, len(yb)))  # the global batch's units
+        total = self.task.loss(output, yb, self.loss_fn, reduction="sum")
+        return total * (self.world.size / units), total.detach() / units
 
     # ---- log, fingerprint, evaluate -------------------------------------------------------
     def _log(self, elapsed: float) -> None:
@@ -198,50 +205,56 @@ class Trainer:
             row["lr"] = self.schedule.last_lr()
         self.writer.log(row)
         total_time = st.train_time + elapsed
-        self.emit({**row, "samples_per_second": st.samples / total_time if total_time else 0.0})
+        sps = st.samples / total_time if total_time else 0.0
+        # per_second: in the task's unit (samples, or tokens: every window holds T of them)
+        self.emit({**row, "samples_per_second": sps, "per_second": sps * self.units_per_sample})
         st.loss_sum.zero_()
         st.since_log = 0
 
     def _after_step(self, loss: torch.Tensor | None) -> None:
         """Perturbation hook, then the step fingerprint when one is due."""
         st = self.state
-        if self.perturb is not None and self.perturb[0] == st.step:
-            with torch.no_grad():
-                p = self.perturb[1].view(-1)
-                p[0] = torch.nextafter(p[0], torch.tensor(math.inf, dtype=p.dtype))
+        if self.perturb is not None:
+            self.perturb.apply(st.step)
         every = self.fingerprint_every
         due = st.step == 0 or st.step == self.total_steps or st.step == self.options.stop_at_step
         if not every or not (due or st.step % every == 0):
             return
         if loss is not None and self.world.distributed:
             loss = D.all_reduce_sum(loss.clone(), self.world)  # the global batch's loss
-        self.writer.fingerprint(st.step, self.model, loss, epoch=st.epoch + 1)
+        model: Any = self.model
+        if self.sharded:  # whole tensors gathered one at a time, hashed on rank 0
+            if not self.world.main:
+                return sharding.drain(self.model)
+            model = sharding.GatheredView(self.model)
+        self.writer.fingerprint(st.step, model, loss, epoch=st.epoch + 1)
 
     def _evaluate(self) -> None:
         """End of an epoch: held-out metrics, the epoch's LR step, keep-best; next epoch."""
-        st, data, world = self.state, self.data, self.world
-        confusion, loss_sum = evaluate_counts(
+        st, world = self.state, self.world
+        acc = evaluate_task(
             self.model,
             self.x_test,
             self.y_test,
-            num_classes=data.num_classes,
+            task=self.task,
+            data=self.data,
             batch_size=self.config.eval_batch_size,
             device=self.device,
             autocast=self.autocast,
             memory_format=self.mf,
         )
-        if world.distributed:
+        if self.sharded:  # as many forwards (parameter all-gathers) on every rank
+            sharding.even_out_eval(self)
+        if world.distributed:  # the accumulator holds sums: add up every rank's shard
             comm = self.device if world.backend == "nccl" else torch.device("cpu")
-            confusion = D.all_reduce_sum(confusion.to(comm), world).cpu()
-            loss_sum = D.all_reduce_sum(loss_sum.to(comm), world)
-        self.last_eval = summarize(confusion, loss_sum, classes=data.classes)
+            acc.load([D.all_reduce_sum(t.to(comm), world) for t in acc.tensors()])
+        self.last_eval = acc.summary()
         row = {
             "kind": "epoch",
             "epoch": st.epoch + 1,
             "step": st.step,
             "train_loss": st.last_train_loss,
-            "test_loss": self.last_eval["loss"],
-            "test_accuracy": self.last_eval["accuracy"],
+            **self.task.epoch_row(self.last_eval),
             "elapsed_s": round(st.train_time, 4),
         }
         if self.schedule is not None:
@@ -255,19 +268,29 @@ class Trainer:
 
     def _keep_best(self) -> bool:
         """Write the weights to best.safetensors when the held-out metric improved."""
-        st, metric = self.state, self.config.keep_best
-        key, better = BEST_METRICS[metric]
-        value = float(self.last_eval[key])
-        if st.best_value is not None and not better(value, st.best_value):
+        st = self.state
+        metric = self.task.metric(self.config.keep_best)  # its key and direction
+        value = float(self.last_eval[metric.key])
+        if st.best_value is not None and not metric.better(value, st.best_value):
             return False
         st.best_value, st.best_epoch, st.best_step = value, st.epoch + 1, st.step
         self.writer.best_weights(self.model, model_name=self.config.model)
         return True
 
-    # ---- dumps, stop ----------------------------------------------------------------------
+    # ---- checkpoints, dumps, stop ----------------------------------------------------------
+    def checkpoint(self) -> None:
+        """The run's checkpoint (collective under DDP/FSDP2; see modelkit.training.state)."""
+        ckpt, keep = capture(self), self.config.keep_checkpoints
+        if self.sharded:
+            from modelkit.training.sharded_checkpoint import save_sharded
+
+            save_sharded(self, ckpt, keep=keep)
+        else:
+            self.writer.checkpoint(ckpt, keep=keep)
+
     def dump(self, directory: Path) -> None:
         """A full state checkpoint into ``directory`` (collective under DDP; rank 0 writes)."""
-        self.writer.dump(directory, checkpoint_payload(self))
+        self.writer.dump(directory, capture(self))
 
     def _stop(self) -> str:
         if self.options.dump_dir is not None:

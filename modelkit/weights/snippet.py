@@ -28,27 +28,44 @@ def loading_snippet(
     sharded: bool | None = None,
     shared: dict[str, str] | None = None,
     imports: tuple[str, ...] = (),
+    configs: dict[str, dict[str, Any]] | None = None,
 ) -> str:
     """Python code that rebuilds the model and loads the weights found in ``folder`` (a Python
     expression, e.g. ``snapshot_download(...)``) with a plain ``load_state_dict``.
 
-    ``reference`` is ``module:attr`` (a class or factory) called with ``kwargs``; the layout
-    and the shared tensors come from ``layout`` (or ``sharded``/``shared`` without one);
-    ``imports`` are the lines ``folder`` needs.
+    ``reference`` is ``module:attr`` (a class or factory) called with ``kwargs`` and the config
+    objects ``configs`` describes (``modelkit.models.configs``); a transformers model loads with
+    its own ``from_pretrained(folder)`` instead. The layout and the shared tensors come from
+    ``layout`` (or ``sharded``/``shared`` without one); ``imports`` are the lines ``folder`` needs.
     """
+    from modelkit.models.configs import config_expression
+
     module, _, attr = reference.partition(":")
     top = attr.split(".")[0]
+    configs = configs or {}
+    if any(c.get("kind") == "transformers" for c in configs.values()):
+        return "\n".join(
+            [*imports, f"from {module} import {top}", "", f"folder = {folder}",
+             f"model = {attr}.from_pretrained(folder)  # transformers' own loader", "model.eval()"]
+        ) + "\n"  # fmt: skip
     if layout is not None:
         sharded, shared = layout.kind == "sharded", layout.shared
+    built = {k: config_expression(v) for k, v in sorted(configs.items())}
+    args = [f"{k}={expr}" for k, (_, expr) in built.items()]
+    if kwargs:
+        args.append(f"**{_kwargs_literal(kwargs)}")
     lines = [
         "import json, os" if sharded else "import os",
         "",
         *imports,
         "from safetensors.torch import load_file",
+        *sorted({line for line, _ in built.values()}),
         f"from {module} import {top}",
         "",
         f"folder = {folder}",
-        f"model = {attr}(**{_kwargs_literal(kwargs)})",
+        f"model = {attr}({', '.join(args)})"
+        if built
+        else f"model = {attr}(**{_kwargs_literal(kwargs)})",
     ]
     if sharded:
         lines += [
@@ -75,6 +92,7 @@ def release_snippet(
     repo_id: str,
     revision: str,
     registry: str | None = None,
+    configs: dict[str, dict[str, Any]] | None = None,
 ) -> str:
     """:func:`loading_snippet` for a release on the Hub, or in a local registry (``registry``);
     ``weights`` holds ``sharded`` and ``shared`` (as the card's facts give them)."""
@@ -87,4 +105,5 @@ def release_snippet(
         sharded=bool(weights.get("sharded")),
         shared=dict(weights.get("shared") or {}),
         imports=("from huggingface_hub import snapshot_download",),
+        configs=configs,
     )

@@ -1,0 +1,120 @@
+"""Where a model's ``module:attr`` is imported from, the way Python itself would find it.
+
+A pyproject.toml's root (and ``src/``) comes first (:meth:`modelkit.project.Project.activate`).
+Then, appended so they never shadow it: the current directory (``python -m`` puts it on the
+path; the ``modelkit`` console script does not), and for a run or release directory the folder
+itself (a release may carry the model's source file) and the places its run.json records: the
+training script's folder, the directory it ran in and the git root.
+
+A module that would run training when imported (a top-level ``start_run(...)``,
+``trainer.fit(...)``, ``trainer.train(...)`` or ``main()`` outside ``if __name__ == "__main__":``) is refused
+before it is imported: rebuilding a model must never re-run (and replace) a training run.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+from modelkit.errors import ModelNotImportable
+
+__all__ = ["add_fallback_paths", "recorded_roots", "refuse_training_module"]
+
+_TRAINING_CALLS = frozenset({"start_run", "fit", "train", "main"})  # main(): a script's entry
+
+
+def add_fallback_paths(paths: list[Path]) -> None:
+    """Append existing ``paths`` to ``sys.path`` (after everything already there)."""
+    for p in paths:
+        s = str(p)
+        if p.is_dir() and s not in sys.path:
+            sys.path.append(s)
+
+
+def recorded_roots(directory: Path) -> list[Path]:
+    """The folders run.json in ``directory`` records: script folder, working dir, git root."""
+    try:
+        record = json.loads((Path(directory) / "run.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    if not isinstance(record, dict):
+        return []
+    command = record.get("command") if isinstance(record.get("command"), dict) else {}
+    git = record.get("git") if isinstance(record.get("git"), dict) else {}
+    cwd = command.get("cwd") if isinstance(command.get("cwd"), str) else None
+    argv = command.get("argv") if isinstance(command.get("argv"), list) else []
+    out: list[Path] = []
+    if argv and isinstance(argv[0], str) and argv[0].endswith(".py"):
+        script = Path(argv[0])
+        out.append((Path(cwd) / script if cwd and not script.is_absolute() else script).parent)
+    if cwd:
+        out.append(Path(cwd))
+    if isinstance(git.get("root"), str):
+        out.append(Path(git["root"]))
+    return [p for p in dict.fromkeys(out) if p.is_dir()]
+
+
+def refuse_training_module(module_name: str, *, reference: str) -> None:
+    """Raise :class:`ModelNotImportable` when importing ``module_name`` would run training."""
+    if module_name in sys.modules:
+        return
+    try:
+        spec = importlib.util.find_spec(module_name)
+    except (ImportError, ValueError):
+        return  # the import itself will say what is wrong
+    origin = getattr(spec, "origin", None) if spec is not None else None
+    if not origin or not origin.endswith(".py"):
+        return
+    try:
+        tree = ast.parse(Path(origin).read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, UnicodeDecodeError):
+        return
+    line = _top_level_training_call(tree)
+    if line is not None:
+        raise ModelNotImportable(
+            reference,
+            f"importing {origin} would run training (line {line} runs at import)",
+            hint="move the model class into a module of its own, or put the training code "
+            'under `if __name__ == "__main__":`',
+        )
+
+
+def _top_level_training_call(tree: ast.Module) -> int | None:
+    """The line of a training call that runs at import (not in a def, class or main guard)."""
+    for stmt in tree.body:
+        if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            continue
+        if isinstance(stmt, ast.If) and _is_main_guard(stmt.test):
+            continue
+        line = _call_in(stmt)
+        if line is not None:
+            return line
+    return None
+
+
+def _call_in(node: ast.AST) -> int | None:
+    """The first training call in ``node``, not descending into code that does not run now."""
+    if isinstance(node, ast.Call):
+        func = node.func
+        name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+        if name in _TRAINING_CALLS:
+            return node.lineno
+    for child in ast.iter_child_nodes(node):
+        if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
+            continue
+        line = _call_in(child)
+        if line is not None:
+            return line
+    return None
+
+
+def _is_main_guard(test: ast.expr) -> bool:
+    return (
+        isinstance(test, ast.Compare)
+        and isinstance(test.left, ast.Name)
+        and test.left.id == "__name__"
+        and any(isinstance(c, ast.Constant) and c.value == "__main__" for c in test.comparators)
+    )
