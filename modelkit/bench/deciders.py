@@ -31,6 +31,9 @@ from modelkit.bench.results import ProcessResult
 from modelkit.bench.stats import MetricResult
 
 TIMING_KINDS = ("timing", "rate")
+# with a single timing sample per side there is no noise estimate: a slowdown beyond this still
+# blocks (processes' minimum times vary ~4% between processes on the shared 2-core machine)
+ONE_SAMPLE_SLOWDOWN = 0.5
 
 
 @dataclass
@@ -214,14 +217,14 @@ def mark_blocking(r: MetricResult) -> None:
 
 
 def _slower_beyond_threshold(r: MetricResult) -> bool:
-    """The estimate is a slowdown beyond the threshold, and either too few samples to judge
-    noise at all, or significant on its own (one-sided, before Holm and the rank test): the lane
-    saw a change it could not confirm. A noisy estimate whose interval still holds 1 is not a
+    """The estimate is a slowdown beyond the threshold, and either significant on its own (one-sided, before Holm and the rank test): the lane
+    saw a change it could not confirm; or, with one sample (no noise estimate), a slowdown
+    beyond :data:`ONE_SAMPLE_SLOWDOWN`. A noisy estimate whose interval still holds 1 is not a
     change seen (an A/A compare on a loaded machine would otherwise fail)."""
     if r.est is None or not math.isfinite(r.est) or r.est <= math.log1p(r.threshold):
         return False
     if r.se is None or not math.isfinite(r.se) or r.df is None or not math.isfinite(r.df):
-        return True
+        return r.est > math.log1p(max(r.threshold, ONE_SAMPLE_SLOWDOWN))
     if r.se == 0:
         return True
     from scipy import stats as sps
