@@ -133,14 +133,15 @@ def decide_timing(x: Inputs) -> None:
     """Timings and rates: queued for the suite-wide Holm step (:func:`finish_timings`);
     information only where instruction counts decide the benchmark."""
     r = x.result
-    b, h = x.scalars(fresh_only=True)
-    if not b or not h:
-        return _missing(r)
-    if x.covered:
-        r.ratio = r.head / r.base if r.base else None
+    if x.covered:  # any process's wall time, cached ones included: shown, not compared
+        x.scalars()
+        r.ratio = r.head / r.base if r.base and r.head is not None else None
         r.verdict, r.lane = "info", "info"
         r.note = "wall time, information only: instructions per call decide"
         return
+    b, h = x.scalars(fresh_only=True)
+    if not b or not h:
+        return _missing(r)
     r.lane = "time"
     if x.meta.get("derived_from") in x.siblings:
         x.derived.append((r, x.meta["derived_from"]))
