@@ -25,6 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from scipy import stats as sps
+
 from modelkit.bench import sides, stats
 from modelkit.bench.config import BenchConfig, Thresholds
 from modelkit.bench.results import ProcessResult
@@ -228,8 +230,6 @@ def _slower_beyond_threshold(r: MetricResult) -> bool:
         return r.est > math.log1p(max(r.threshold, ONE_SAMPLE_SLOWDOWN))
     if r.se == 0:
         return True
-    from scipy import stats as sps
-
     return float(sps.t.sf(r.est / r.se, r.df)) < r.alpha
 
 

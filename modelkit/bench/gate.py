@@ -17,7 +17,8 @@ from modelkit.bench.config import BenchConfig
 from modelkit.bench.deciders import evaluate
 from modelkit.bench.outcome import Outcome
 from modelkit.bench.plan import Event, Plan, loop, resolve_lane
-from modelkit.bench.results import ProcessResult, results_document, suite_digest
+from modelkit.bench.results import ProcessResult, load_results, results_document, suite_digest
+from modelkit.bench.sides import covered_by_instructions
 from modelkit.errors import BadInputError
 from modelkit.io import write_json_atomic
 
@@ -256,9 +257,6 @@ def _compare(ctx: Context, ref: str) -> Outcome:
 
 
 def _against_baseline(ctx: Context, baseline: Path, force: bool) -> Outcome:
-    from modelkit.bench.results import load_results
-    from modelkit.bench.sides import covered_by_instructions
-
     plan = ctx.plan
     base_procs, meta = load_results(baseline)
     base_fp = meta.get("fingerprint") or {}
