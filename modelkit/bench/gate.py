@@ -265,7 +265,9 @@ def _against_baseline(ctx: Context, baseline: Path, force: bool) -> Outcome:
     if diffs:
         msg = f"baseline {baseline} was measured on another machine ({'; '.join(diffs)})"
         if not force:
-            raise BadInputError(msg, hint="timings are not comparable; re-run it here or force")
+            raise BadInputError(
+                msg, hint="timings are not comparable; re-run it here or pass --force"
+            )
         ctx.warnings.append(msg + " (--force)")
     if len(base_procs) < 2:
         ctx.warnings.append(
