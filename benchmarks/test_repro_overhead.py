@@ -56,7 +56,7 @@ def test_fingerprint_overhead(benchmark, tmp_path: Path) -> None:
     import torch
 
     from modelkit.models.weights import load_model_from_dir
-    from modelkit.training.fingerprint import step_fingerprint
+    from modelkit.runs.fingerprint import step_fingerprint
 
     model, _ = load_model_from_dir(tmp_path / "r0")
     loss = torch.tensor(0.5)

@@ -300,6 +300,41 @@ class InvalidArgument(BadInputError):
         return f"{self.name} must be {self.expected}, got {self.fields['value']}", None
 
 
+class CheckpointMismatch(BadInputError):
+    """The checkpoint ``checkpoint`` does not fit the live ``what`` (the model, or an
+    optimizer): ``problems`` lists what differs. Exit 2; nothing was loaded."""
+
+    checkpoint: str
+    what: str
+    problems: list[str]
+
+    def __init__(self, checkpoint: str, *, what: str, problems: list[str]) -> None:
+        super().__init__(checkpoint=checkpoint, what=what, problems=list(problems))
+
+    def describe(self) -> tuple[str, str | None]:
+        return (
+            f"{self.checkpoint} does not fit the {self.what}: {'; '.join(self.problems)}",
+            "resume with the model and optimizer the run was started with, or start a new run",
+        )
+
+
+class WriteFailed(ModelkitError):
+    """Writing ``path`` failed with the OS error ``reason`` (a full disk, a read-only file
+    system); nothing was left half-written. Exit 1."""
+
+    path: str
+    reason: str
+
+    def __init__(self, path: Any, reason: str, *, hint: str | None = None) -> None:
+        super().__init__(hint=hint, path=str(path), reason=reason)
+
+    def describe(self) -> tuple[str, str | None]:
+        return (
+            f"cannot write {self.path}: {self.reason}",
+            "free disk space (or fix permissions), then resume the run; nothing was half-written",
+        )
+
+
 class NoWeights(RunDirError):
     """``directory`` holds no weights: neither ``model.safetensors`` nor a sharded layout."""
 

@@ -168,22 +168,18 @@ def test_restore_refuses_a_checkpoint_of_another_world_size(tmp_path: Path) -> N
     import torch
 
     from modelkit.errors import WorldSizeMismatch
-    from modelkit.training.checkpoint import load_checkpoint, save_checkpoint
+    from modelkit.runs import Checkpoint
     from modelkit.training.distributed import World
     from modelkit.training.state import restore
 
-    head = save_checkpoint(
-        tmp_path,
+    head = Checkpoint.capture(
         step=12,
         model=torch.nn.Module(),
-        optimizer=None,
-        state={},
-        objects={"user": {"distributed": {"world_size": 2, "backend": "gloo"}}},
-    )
-    tensors, meta = load_checkpoint(head)
+        objects={"distributed": {"world_size": 2, "backend": "gloo"}},
+    ).save(tmp_path)
     trainer = types.SimpleNamespace(world=World(), sharded=True)
     with pytest.raises(WorldSizeMismatch) as info:
-        restore(trainer, tensors, meta, path=head)
+        restore(trainer, Checkpoint.load(head))
     assert (info.value.saved, info.value.now) == (2, 1)
     assert "checkpoint step 12 was written by 2 process(es)" in info.value.message
 

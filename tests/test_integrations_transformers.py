@@ -56,6 +56,7 @@ def test_the_trainer_run_is_recorded(trained: Path) -> None:
     assert record["status"] == "complete" and record["steps"] == 8
     assert record["config"]["learning_rate"] == 3e-3 and "output_dir" not in record["config"]
     assert record["determinism"]["seed"] == 0 and "Trainer" in record["determinism"]["seeded"]
+    assert record["task"] == "language-modeling"
     assert record["data"]["name"] == "Blocks" and record["data"]["fingerprint"].startswith(
         "sha256:"
     )
@@ -119,3 +120,41 @@ def test_repro_identical_and_control_differs(trained: Path, cli, monkeypatch) ->
     assert r["fingerprints_compared"] == 4
     c = r["control"]  # MODELKIT_SEED=1 reached the Trainer's seed: another data order
     assert c["differs"] and c["seed"] == 1
+
+
+def test_released_to_a_registry_it_loads_with_transformers_and_verifies_elsewhere(
+    trained: Path, tmp_path: Path, cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+    from release_helpers import git_project
+    from transformers import AutoModelForCausalLM
+
+    import modelkit
+
+    root = tmp_path / "proj"
+    root.mkdir()
+    shutil.copy(trained / "hf_clm.py", root / "hf_clm.py")
+    git_project(root)
+    shutil.copytree(trained / "runs/clm", root / "runs/clm")
+    monkeypatch.chdir(root)
+    assert cli("eval", "runs/clm", "--data", "hf_clm:eval_windows")[0] == 0
+    assert json.loads((root / "runs/clm/run.json").read_text())["task"] == "language-modeling"
+    code, _, err = cli("card", "runs/clm")
+    assert code == 0, err
+    code, out, err = cli(
+        "release", "v0.1", "--run", "runs/clm", "--to", "registry", "--repo", "org/clm"
+    )
+    assert code == 0, err
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    registry = root / "registry"
+    code, _, err = cli("verify", f"{registry}@v0.1", "--repo", "org/clm")
+    assert code == 0, err
+    hf = AutoModelForCausalLM.from_pretrained(
+        "org/clm", revision="v0.1", cache_dir=str(registry), local_files_only=True
+    ).eval()
+    trained_model = modelkit.load(trained / "runs/clm")
+    x = torch.tensor([[3, 5, 7, 11, 13]])
+    with torch.no_grad():
+        assert torch.equal(hf(x).logits, trained_model(x).logits)

@@ -203,13 +203,13 @@ def test_resume_of_a_complete_run_is_a_no_op(cli, in_tmp: Path) -> None:
 
 
 def test_checkpoint_round_trips_rng_scheduler_and_grad_scaler(tmp_path: Path) -> None:
+    """The one Checkpoint type (modelkit.runs.checkpoint) saves and restores itself."""
     import random as pyrandom
 
     import numpy as np
     import torch
 
-    from modelkit.training.checkpoint import load_checkpoint, save_checkpoint
-    from modelkit.training.determinism import capture_rng, restore_rng
+    from modelkit.runs import Checkpoint
 
     model = torch.nn.Linear(3, 2)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
@@ -220,29 +220,27 @@ def test_checkpoint_round_trips_rng_scheduler_and_grad_scaler(tmp_path: Path) ->
     sched.step()
     scaler.scale(torch.ones(()))  # initialises the scale, then set it explicitly
     scaler.update(512.0)
-    rng_tensors, rng_meta = capture_rng()
-    path = save_checkpoint(
-        tmp_path,
+    path = Checkpoint.capture(
         step=1,
         model=model,
         optimizer=opt,
+        scheduler=sched,
         state={"epoch": 0, "batch": 1},
-        extra_tensors=rng_tensors,
-        objects={"rng": rng_meta, "scheduler": sched.state_dict(), "scaler": scaler.state_dict()},
-    )
+        objects={"scaler": scaler.state_dict()},
+    ).save(tmp_path)
     expected = (pyrandom.random(), np.random.rand(), torch.rand(2))
-    tensors, meta = load_checkpoint(path)
-    restore_rng(
-        {k[6:]: v for k, v in tensors.items() if k.startswith("extra.")}, meta["objects"]["rng"]
-    )
+    ckpt = Checkpoint.load(path)
+    model2 = torch.nn.Linear(3, 2)
+    opt2 = torch.optim.SGD(model2.parameters(), lr=0.1, momentum=0.9)
+    sched2 = torch.optim.lr_scheduler.CosineAnnealingLR(opt2, T_max=10)
+    ckpt.restore(model2, opt2, sched2)  # every RNG too
     assert (pyrandom.random(), np.random.rand()) == expected[:2]
     assert torch.equal(torch.rand(2), expected[2])
-    sched2 = torch.optim.lr_scheduler.CosineAnnealingLR(
-        torch.optim.SGD(model.parameters(), lr=0.1), T_max=10
-    )
-    sched2.load_state_dict(meta["objects"]["scheduler"])
+    assert torch.equal(model2.weight, model.weight)
+    assert torch.equal(opt2.state_dict()["state"][0]["momentum_buffer"],
+                       opt.state_dict()["state"][0]["momentum_buffer"])  # fmt: skip
     assert sched2.get_last_lr() == sched.get_last_lr()
     scaler2 = torch.amp.GradScaler("cpu")
-    scaler2.load_state_dict(meta["objects"]["scaler"])
+    scaler2.load_state_dict(ckpt.objects["scaler"])
     assert scaler2.get_scale() == scaler.get_scale() == 512.0
-    assert meta["state"] == {"epoch": 0, "batch": 1}
+    assert ckpt.state == {"epoch": 0, "batch": 1}

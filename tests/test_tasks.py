@@ -164,3 +164,23 @@ def test_gpt_tiny_is_causal() -> None:
     assert torch.equal(a[0, :5], b[0, :5]) and not torch.equal(a[0, 5:], b[0, 5:])
     assert model.head.weight is model.wte.weight  # tied
     assert kwargs["vocab_size"] == 256
+
+
+def test_warmup_ramps_then_the_schedule_decays() -> None:
+    from modelkit.errors import ConfigError
+    from modelkit.training.optim import build_scheduler, schedule_spec
+
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([p], lr=1.0)
+    spec = {"name": "CosineAnnealingLR", "warmup_steps": 4}
+    assert schedule_spec(spec)["warmup_steps"] == 4
+    sched = build_scheduler(spec, opt, steps_per_epoch=12, epochs=1)
+    lrs = []
+    for _ in range(12):
+        lrs.append(sched.last_lr())
+        opt.step()
+        sched.after_step()
+    assert lrs[:5] == pytest.approx([0.25, 0.4375, 0.625, 0.8125, 1.0])  # linear to the peak
+    assert all(a > b for a, b in zip(lrs[4:], lrs[5:], strict=False))  # then cosine decay
+    with pytest.raises(ConfigError, match="warmup_steps"):
+        schedule_spec({"name": "StepLR", "step_size": 1, "interval": "epoch", "warmup_steps": 2})

@@ -76,6 +76,15 @@ def test_train_records_the_task_and_tokens(gpt_run: Path) -> None:
 
 @pytest.mark.slow
 def test_eval_card_release_verify(gpt_run: Path, cli, in_tmp: Path) -> None:
+    import subprocess
+
+    # the project releasing it: a license for the card, a commit for the release to record
+    (in_tmp / "pyproject.toml").write_text('[project]\nname = "gpt"\nlicense = "MIT"\n')
+    (in_tmp / ".gitignore").write_text("registry/\n")
+    ident = ["-c", "user.email=t@example.com", "-c", "user.name=t"]
+    subprocess.run(["git", "init", "-q", str(in_tmp)], check=True)
+    subprocess.run(["git", "-C", str(in_tmp), "add", "-A"], check=True)
+    subprocess.run(["git", "-C", str(in_tmp), *ident, "commit", "-qm", "x"], check=True)
     code, out, err = cli("eval", gpt_run, "--format", "json")
     assert code == 0, err
     ev = json.loads(out)

@@ -504,11 +504,14 @@ def test_builtin_trainer_shape_is_read_by_eval(tmp_path: Path, cli) -> None:
     cfg = cfg.replace(model_kwargs=kwargs)
     ref = reference_for_name("mnist-mlp", kwargs=kwargs)
     out = tmp_path / "run"
-    with start_run(
-        out, train_config=cfg.to_dict(), name="mnist-mlp", reference=ref, model=model,
+    # modelkit train's own knobs live in the run core (RunSpec), not in start_run
+    from modelkit.runs import RunSpec, open_session
+
+    spec = RunSpec(
+        config=cfg.to_dict(), config_key="train", name="mnist-mlp", reference=ref, model=model,
         data=data, seed=cfg.seed, trainer="modelkit",
-    ) as run:  # fmt: skip
-        run.finish(model, metrics={"test_accuracy": 0.1})
+    )  # fmt: skip
+    open_session(out, spec).finish(model, metrics={"test_accuracy": 0.1})
     rec = read_run_record(out)
     assert rec.trainer == "modelkit" and rec.config_sha256 == cfg.digest()
     assert rec.data["spec"] == "digits" and rec.data["fingerprint"] == data.fingerprint
@@ -590,7 +593,7 @@ def test_deterministic_env_turns_on_deterministic_algorithms(
         assert modelkit.seed_everything(1)["use_deterministic_algorithms"] is True
     finally:
         torch.use_deterministic_algorithms(False)
-        monkeypatch.setattr("modelkit.tracking._seeding", None)
+        monkeypatch.setattr("modelkit.runs.seeding._seeding", None)
 
 
 @pytest.mark.parametrize(

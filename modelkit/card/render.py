@@ -137,9 +137,14 @@ def render_curves(run_dir: Path, task: Any = None) -> Path | None:
     import matplotlib.pyplot as plt
 
     key, label = (task or get_task(None)).curves()
+    if not _series(epochs, "epoch", key)[0]:  # an own loop's free-form epoch metric instead
+        free = [k for r in epochs for k, v in r.items() if isinstance(v, (int, float))]
+        key = next((k for k in free if k not in ("epoch", "step", "train_loss")), key)
+        label = key
+    held_out = "test_loss" if _series(epochs, "step", "test_loss")[0] else "val_loss"
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.2), dpi=100)
     ax1.plot(*_series(steps, "step", "loss"), label="train loss")
-    ax1.plot(*_series(epochs, "step", "test_loss"), "o-", label="held-out loss")
+    ax1.plot(*_series(epochs, "step", held_out), "o-", label="held-out loss")
     ax2.plot(*_series(epochs, "epoch", key), "o-")
     ax1.set(xlabel="step", ylabel="cross-entropy", title="loss")
     ax1.legend()

@@ -33,6 +33,7 @@ def command(fmt: FormatOpt = OutputFormat.text) -> None:
                         "source": e.source,
                         "input_shape": e.input_shape,
                         "default_data": e.default_data,
+                        "task": e.task,
                     }
                     for n, e in sorted(models.items())
                 },
@@ -42,10 +43,11 @@ def command(fmt: FormatOpt = OutputFormat.text) -> None:
         return
     o.table(
         "models",
-        ["name", "source", "input", "description"],
+        ["name", "task", "source", "input", "description"],
         [
             [
                 n,
+                e.task or "-",
                 e.source,
                 "x".join(map(str, e.input_shape)) if e.input_shape else "-",
                 e.description,

@@ -182,7 +182,7 @@ def _is_map_dataset(data: Any) -> bool:
 
 
 def _items_summary(data: Any) -> dict[str, Any]:
-    from modelkit.training.determinism import capture_rng, restore_rng
+    from modelkit.runs.rng import capture_rng, restore_rng
 
     n = len(data)
     if n <= DATA_SAMPLE_ITEMS:
@@ -226,7 +226,7 @@ def _hash_item(h: Any, item: Any) -> None:
         import torch
 
         if isinstance(item, torch.Tensor):
-            from modelkit.training.fingerprint import hash_tensors
+            from modelkit.runs.fingerprint import hash_tensors
 
             hash_tensors([("t", item)], h)
             return

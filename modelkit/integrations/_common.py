@@ -55,8 +55,18 @@ def determinism_block(seed: int | None, *, seeded_by: str) -> dict[str, Any]:
 
 
 def clean_config(values: dict[str, Any]) -> dict[str, Any]:
-    """``values`` without :data:`VOLATILE_KEYS` and credentials (any ``*token*`` key)."""
-    return {k: v for k, v in values.items() if k not in VOLATILE_KEYS and "token" not in k.lower()}
+    """``values`` without :data:`VOLATILE_KEYS` and credentials (any ``*token*`` key); a config
+    object among them (a dataclass in a Lightning module's hparams) as its values."""
+    from modelkit.models.configs import encode_config, kind_of
+
+    out = {}
+    for key, value in values.items():
+        if key in VOLATILE_KEYS or "token" in key.lower():
+            continue
+        if kind_of(value) is not None:
+            value = encode_config(value, reference="the config", argument=key)["values"]
+        out[key] = value
+    return out
 
 
 def save_tokenizer(tokenizer: Any, run: Any) -> list[str]:

@@ -15,7 +15,8 @@ per epoch, state fingerprints, and the weights at the end.
 
 Seeding: ``MODELKIT_SEED`` replaces the seed (``lightning.seed_everything``) and
 ``MODELKIT_DETERMINISTIC=1`` turns on deterministic algorithms in ``setup``, before the
-training DataLoader draws its shuffling seed. Resuming: Lightning's checkpoints hold no RNG
+training DataLoader draws its shuffling seed; with ``MODELKIT_RUN_DIR`` set, ``ModelCheckpoint``
+writes to ``<run dir>.ckpts`` so side-by-side runs keep their checkpoints apart. Resuming: Lightning's checkpoints hold no RNG
 state; the callback adds every RNG state to each checkpoint (``checkpoint["modelkit"]``) and
 restores it in ``on_fit_start`` of ``fit(ckpt_path=...)``, before the DataLoader is iterated,
 so a resume from an end-of-epoch checkpoint is bitwise identical to an uninterrupted run. A
@@ -58,7 +59,7 @@ class ModelkitCallback(Callback):
 
     ``data``: what to fingerprint (default: the training DataLoader's dataset); ``overwrite``:
     replace a finished run at ``path``; ``fingerprint_every``: K for the state fingerprint;
-    ``reference``/``model_kwargs``/``name``: as for :func:`modelkit.start_run`.
+    ``reference``/``model_kwargs``/``name``/``task``: as for :func:`modelkit.start_run`.
     """
 
     def __init__(
@@ -71,8 +72,10 @@ class ModelkitCallback(Callback):
         reference: Any = None,
         model_kwargs: dict[str, Any] | None = None,
         name: str | None = None,
+        task: str | None = None,
     ) -> None:
         self.path = Path(path)
+        self.task = task
         self.data = data
         self.overwrite = overwrite
         self.fingerprint_every = fingerprint_every
@@ -105,6 +108,11 @@ class ModelkitCallback(Callback):
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True)
             torch.backends.cudnn.benchmark = False
+        from modelkit.tracking import RUN_DIR_ENV
+
+        if os.environ.get(RUN_DIR_ENV):  # side-by-side runs (repro) keep their checkpoints apart
+            for cb in trainer.checkpoint_callbacks:
+                cb.dirpath = os.path.abspath(os.environ[RUN_DIR_ENV]) + ".ckpts"
         global_seed = os.environ.get("PL_GLOBAL_SEED")
         self._seed = seed if seed is not None else (int(global_seed) if global_seed else None)
 
@@ -137,23 +145,26 @@ class ModelkitCallback(Callback):
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
         """Open the run (continue it when ``fit`` resumed from a checkpoint)."""
         import modelkit
+        from modelkit.runs.seeding import seeded_by
 
         loader = trainer.train_dataloader
         data = self.data if self.data is not None else getattr(loader, "dataset", None)
         step = int(trainer.global_step)
-        self.run = modelkit.start_run(
-            self.path,
-            config=clean_config(dict(getattr(pl_module, "hparams", {}) or {})),
-            model=pl_module,
-            data=data,
-            reference=self.reference,
-            model_kwargs=self.model_kwargs,
-            name=self.name,
-            overwrite=self.overwrite,
-            resume=step > 0,
-            fingerprint_every=self.fingerprint_every,
-            determinism=determinism_block(self._seed, seeded_by="lightning (seed_everything)"),
-        )
+        # the framework seeded itself: its determinism is recorded, nothing is re-seeded
+        with seeded_by(determinism_block(self._seed, seeded_by="lightning (seed_everything)")):
+            self.run = modelkit.start_run(
+                self.path,
+                config=clean_config(dict(getattr(pl_module, "hparams", {}) or {})),
+                model=pl_module,
+                data=data,
+                reference=self.reference,
+                model_kwargs=self.model_kwargs,
+                name=self.name,
+                task=self.task,
+                overwrite=self.overwrite,
+                resume=step > 0,
+                fingerprint_every=self.fingerprint_every,
+            )
         self._last_step = step
         if step > 0:
             self.run.resume_at(step, checkpoint=_name(trainer.ckpt_path))

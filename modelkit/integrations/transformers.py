@@ -59,7 +59,9 @@ class ModelkitCallback(TrainerCallback):
     ``data``: what to fingerprint (default: the Trainer's train dataset); ``overwrite``:
     replace a finished run at ``path``; ``fingerprint_every``: K for the state fingerprint;
     ``save_tokenizer``: write the Trainer's tokenizer/processor into the run (default True);
-    ``reference``/``model_kwargs``/``name``: as for :func:`modelkit.start_run`.
+    ``reference``/``model_kwargs``/``name``/``task``: as for :func:`modelkit.start_run` (the
+    task defaults to the model class's: ``…ForCausalLM`` -> ``"language-modeling"``,
+    ``…ForSequenceClassification``/``…ForImageClassification`` -> ``"classification"``).
     """
 
     def __init__(
@@ -73,8 +75,10 @@ class ModelkitCallback(TrainerCallback):
         reference: Any = None,
         model_kwargs: dict[str, Any] | None = None,
         name: str | None = None,
+        task: str | None = None,
     ) -> None:
         self.path = Path(path)
+        self.task = task
         self.data = data
         self.overwrite = overwrite
         self.fingerprint_every = fingerprint_every
@@ -112,24 +116,27 @@ class ModelkitCallback(TrainerCallback):
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         """Open the run (continue it when the Trainer resumed from a checkpoint)."""
         import modelkit
+        from modelkit.runs.seeding import seeded_by
 
         model = kwargs.get("model")
         loader = kwargs.get("train_dataloader")
         data = self.data if self.data is not None else getattr(loader, "dataset", None)
         step = int(state.global_step)
-        self.run = modelkit.start_run(
-            self.path,
-            config=clean_config(args.to_dict()),
-            model=model,
-            data=data,
-            reference=self.reference,
-            model_kwargs=self.model_kwargs,
-            name=self.name,
-            overwrite=self.overwrite,
-            resume=step > 0,
-            fingerprint_every=self.fingerprint_every,
-            determinism=determinism_block(args.seed, seeded_by="transformers.Trainer (args.seed)"),
-        )
+        # the framework seeded itself: its determinism is recorded, nothing is re-seeded
+        with seeded_by(determinism_block(args.seed, seeded_by="transformers.Trainer (args.seed)")):
+            self.run = modelkit.start_run(
+                self.path,
+                config=clean_config(args.to_dict()),
+                model=model,
+                data=data,
+                reference=self.reference,
+                model_kwargs=self.model_kwargs,
+                name=self.name,
+                task=self.task or _task_of(model),
+                overwrite=self.overwrite,
+                resume=step > 0,
+                fingerprint_every=self.fingerprint_every,
+            )
         if step > 0:
             self.run.resume_at(step, checkpoint=_checkpoint_name(args, step))
 
@@ -186,6 +193,16 @@ def _numbers(logs: dict[str, Any]) -> dict[str, Any]:
             continue
         out[key] = value
     return out
+
+
+def _task_of(model: Any) -> str | None:
+    """The modelkit task a transformers model class implies (None: not one modelkit knows)."""
+    name = type(model).__name__
+    if name.endswith(("ForCausalLM", "LMHeadModel")):
+        return "language-modeling"
+    if name.endswith(("ForSequenceClassification", "ForImageClassification")):
+        return "classification"
+    return None
 
 
 def _checkpoint_name(args: Any, step: int) -> str:

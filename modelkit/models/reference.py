@@ -115,11 +115,13 @@ class ModelReference:
             factory = import_object(self.ref, what="model")
         except NotImportable as exc:
             provider = f"{self.package} {self.version or ''}".strip() if self.package else None
+            own_hint = exc.hint if exc.hint != exc.describe()[1] else None  # e.g. a refusal's
             raise ModelNotImportable(
                 self.ref,
                 exc.cause,
                 package=provider,
-                hint=f"pip install '{self.package}=={self.version}'" if self.package else None,
+                hint=own_hint
+                or (f"pip install '{self.package}=={self.version}'" if self.package else None),
             ) from None
         from modelkit.models.configs import decode_config
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from modelkit.errors import RunDirError, WeightsLayoutError
+from modelkit.release.artifacts import declared_artifacts
 from modelkit.release.paths import check_relpath, open_nofollow, run_member
 from modelkit.runs import RunRecord, open_run, read_run_record
 from modelkit.weights import WeightsLayout, read_layout, summarize
@@ -138,10 +139,12 @@ def safetensors_header(path: Path) -> dict[str, Any]:
     }
 
 
-def _disk_file(run_dir: Path, name: str) -> PackageFile:
-    """``name`` of the run, hashed in one pass (sha256, and the git blob id of a small file);
-    only a regular file inside the run, reached through no symlink (:func:`run_member`)."""
-    path = run_member(run_dir, name)
+def _disk_file(run_dir: Path, rel: str, name: str | None = None) -> PackageFile:
+    """``rel`` of the run (released as ``name``, default ``rel``), hashed in one pass (sha256,
+    and the git blob id of a small file); only a regular file inside the run, reached through
+    no symlink (:func:`run_member`)."""
+    path = run_member(run_dir, rel)
+    name = name or rel
     sha, oid = hashlib.sha256(), None
     with open_nofollow(path) as f:
         size = os.fstat(f.fileno()).st_size
@@ -185,19 +188,27 @@ def build_package(
     repo_id: str,
     card: bytes,
     sign_key: Path | str | None = None,
+    project: Any = None,
 ) -> Package:
     """Check a run directory and hash its release files (streaming) into a :class:`Package`.
 
     Either weights layout is released whole (``model.safetensors``, or every shard + the
     index), each file checked against run.json's record. ``card`` is the final README.md
     (its loading snippet pinned to ``version``); with ``sign_key`` (an EC private key PEM)
-    the manifest is signed (``manifest.sig`` + ``signer.pub``).
+    the manifest is signed (``manifest.sig`` + ``signer.pub``). The run's declared artifacts
+    (:mod:`modelkit.release.artifacts`; ``project`` holds the ``include`` globs) go along.
     """
     run, record = _complete_run(run_dir)
     layout, weights = _weights_files(run.path)
     files = [*weights, *_run_files(run.path, card)]
+    artifacts = declared_artifacts(
+        run.path, record=record.raw, project=project, released={f.path for f in files}
+    )
+    root = Path(run.path).resolve()
+    files += [_disk_file(run.path, p.relative_to(root).as_posix(), n) for n, p in artifacts.items()]
     _check_evaluations(run.path, identity=record.weights_sha256)
     manifest = _manifest(run, record, layout, files, repo_id=repo_id, version=version)
+    manifest["artifacts"] = sorted(artifacts)
     blob = (json.dumps(manifest, sort_keys=True, indent=2) + "\n").encode()
     files.append(memory_file(MANIFEST, blob))
     signer = None

@@ -122,7 +122,9 @@ def prepare(
     card = _card(
         run, target=tgt, version=version, project=project, allow_incomplete=allow_incomplete_card
     )
-    pkg = build_package(run, version=version, repo_id=tgt.repo_id, card=card, sign_key=sign_key)
+    pkg = build_package(
+        run, version=version, repo_id=tgt.repo_id, card=card, sign_key=sign_key, project=project
+    )
     state = tgt.state()
     return pkg, tgt, state, git
 

@@ -33,9 +33,9 @@ from typing import Any
 
 from modelkit.errors import BadInputError
 from modelkit.redact import redact
+from modelkit.runs.perturb import PERTURB_ENV
+from modelkit.runs.seeding import DETERMINISTIC_ENV, SEED_ENV
 
-PERTURB_ENV = "MODELKIT_PERTURB"
-DETERMINISTIC_ENV = "MODELKIT_DETERMINISTIC"
 FINGERPRINT_EVERY_ENV = "MODELKIT_FINGERPRINT_EVERY"
 DUMP_DIR_ENV = "MODELKIT_DUMP_DIR"
 DUMP_STEPS_ENV = "MODELKIT_DUMP_STEPS"
@@ -45,7 +45,7 @@ RESULT_FILE = "result.json"
 # every variable repro sets in a child (removed from the parent's env before it sets its own)
 REPRO_ENVS = (
     "MODELKIT_RUN_DIR",
-    "MODELKIT_SEED",
+    SEED_ENV,
     DETERMINISTIC_ENV,
     PERTURB_ENV,
     FINGERPRINT_EVERY_ENV,
@@ -143,16 +143,10 @@ class RunHooks:
         """The model (and the optimizer seen by ``run.checkpoint``) at ``step``."""
         if self.dump_dir is None:
             return
-        from modelkit.training.checkpoint import save_checkpoint
+        from modelkit.runs.checkpoint import Checkpoint
 
-        save_checkpoint(
-            self.dump_dir,
-            step=step,
-            model=model,
-            optimizer=self.optimizer,
-            state={},
-            keep=10**9,
-        )
+        ckpt = Checkpoint.capture(step=step, model=model, optimizer=self.optimizer, rng=False)
+        ckpt.save(self.dump_dir, keep=None)
         self._dumped.add(step)
 
     def on_finish(self, model: Any, step: int | None) -> None:

@@ -50,18 +50,18 @@ class TrainResult:
 
     def notes(self) -> list[str]:
         """What a resume did, in words (nothing for a new run)."""
-        record = self.record or {}
-        if not self.resumed or not record:
+        from modelkit.runs import RunRecord
+
+        if not self.resumed or not self.record:
             return []
-        if record.get("already_complete"):
+        if self.record.get("already_complete"):  # resume()'s answer, not a run.json field
             return [f"{self.out} is already complete; nothing to resume"]
-        last = record["resumes"][-1]
-        notes = [
-            f"skipped corrupt checkpoint {bad['checkpoint']}: {bad['reason']}"
-            for bad in last["rejected_checkpoints"]
-        ]
-        where = last["checkpoint"] or "no checkpoint yet"
-        return [*notes, f"resumed from step {last['from_step']} ({where})"]
+        last = RunRecord.from_dict(self.record, source=str(self.out)).last_resume
+        if last is None:
+            return []
+        notes = [f"skipped corrupt checkpoint {name}: {why}" for name, why in last.rejected]
+        where = last.checkpoint or "no checkpoint yet"
+        return [*notes, f"resumed from step {last.from_step} ({where})"]
 
 
 def run_training(
@@ -205,12 +205,10 @@ def launch_resume(
     run_dir: Path, launch_cfg: LaunchConfig, *, fallback: bool, worker_flags: list[str]
 ) -> None:
     """Resume a multi-process run at its recorded world size, under torchrun."""
-    from modelkit.runs import open_run
-    from modelkit.training.record import live_dir
+    from modelkit.runs import live_dir, open_run
 
     run = open_run(live_dir(run_dir).path, require=("config.json",))
-    record = run.read_record() if run.record.is_file() else {}
-    recorded = int((record.get("distributed") or {}).get("world_size") or 1)
+    recorded = run.run_record().world_size if run.record.is_file() else 1
     if recorded != launch_cfg.world_size:
         raise WorldSizeMismatch(recorded, launch_cfg.world_size, what=f"run {run_dir}")
     config = run.train_config()
@@ -226,8 +224,8 @@ def launch_resume(
 
 def _resume_hint(exc: ModelkitError, out: Path, launch_cfg: LaunchConfig) -> None:
     """After a failed rank: name the intact checkpoint and the command that continues."""
-    from modelkit.training.checkpoint import list_checkpoints
-    from modelkit.training.record import live_dir
+    from modelkit.runs import live_dir
+    from modelkit.runs.checkpoint import list_checkpoints
 
     ckpts = list_checkpoints(live_dir(out).checkpoints)
     if exc.exit_code == 1 and ckpts:

@@ -6,13 +6,16 @@ accuracy, confusion matrix; language modelling: perplexity, loss per token, bits
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from modelkit.tasks import Accumulator, Task, get_task
 from modelkit.tasks.classification import summarize
 from modelkit.weights import identity_of, verified_weights
+
+if TYPE_CHECKING:
+    from modelkit.runs import RunRecord
 
 __all__ = ["evaluate", "evaluate_counts", "evaluate_run", "evaluate_task", "summarize"]
 
@@ -111,7 +114,7 @@ def evaluate(
 
 
 def check_data_fits(
-    model: torch.nn.Module, data: Any, *, task: Task, spec: str, record: dict[str, Any],
+    model: torch.nn.Module, data: Any, *, task: Task, spec: str, record: RunRecord,
     device: Any, transform: Any = None,
 ) -> None:  # fmt: skip
     """A DataError (exit 2) when ``data`` does not fit the run: another task's data, samples
@@ -128,7 +131,7 @@ def check_data_fits(
     kind = getattr(data, "task", None)
     if kind is not None and kind != task.name:
         raise refuse(f"it is {kind} data, the run is a {task.name} model")
-    trained = (record.get("data") or {}).get("input_shape")
+    trained = record.input_shape
     if trained and list(data.input_shape) != list(trained):
         raise refuse(f"samples are {tuple(data.input_shape)}, trained on {tuple(trained)}")
     x, y = data.x_test[:2].to(device), data.y_test[:2].to(device)
@@ -143,12 +146,12 @@ def check_data_fits(
 
 
 def eval_transform(
-    record: dict[str, Any], model: Any = None
+    record: RunRecord, model: Any = None
 ) -> Callable[[torch.Tensor], torch.Tensor] | None:
     """The input preprocessing an own loop recorded (``start_run(eval_transform=...)``): a
     ``package.module:function``, or ``model.ATTR``, the model's own (a Lightning module's
     ``normalize``, say)."""
-    ref = record.get("eval_transform")
+    ref = record.eval_transform
     if not ref:
         return None
     from modelkit.errors import BadInputError
@@ -169,7 +172,7 @@ def eval_transform(
 
 
 def load_eval_data(
-    spec: str, *, project: Any, record: dict[str, Any], train_cfg: Any, skip: bool,
+    spec: str, *, project: Any, record: RunRecord, train_cfg: Any, skip: bool,
     batch_size: int,
 ) -> Any:  # fmt: skip
     """The held-out data a run is evaluated on, prepared as the run's training data was: the
@@ -177,8 +180,7 @@ def load_eval_data(
     may return any torch Dataset/DataLoader (a BatchSource)."""
     from modelkit.data import load_dataset
 
-    recorded = record.get("data") or {}
-    shape: dict[str, Any] = {"context_length": int(recorded.get("context_length") or 0)}
+    shape: dict[str, Any] = {"context_length": record.context_length}
     if train_cfg is not None:
         shape.update(
             image_size=train_cfg.image_size,
@@ -189,15 +191,13 @@ def load_eval_data(
 
 
 def _result_name(
-    spec: str, fingerprint: str, *, record: dict[str, Any], train_cfg: Any
+    spec: str, fingerprint: str, *, record: RunRecord, train_cfg: Any
 ) -> tuple[str, bool]:
     from modelkit.card.facts import dataset_name, other_data_name
 
-    recorded = record.get("data") or {}
-    same = fingerprint == recorded.get("fingerprint")
-    if same:
+    if fingerprint == record.data_fingerprint:
         return dataset_name(spec), True
-    training = recorded.get("spec") or (train_cfg.data if train_cfg else recorded.get("name"))
+    training = record.data_spec or (train_cfg.data if train_cfg else record.data_name)
     return other_data_name(spec, fingerprint, training=training), False
 
 
@@ -229,9 +229,9 @@ def evaluate_run(
 
     run = open_run(run_dir, require=("run.json", "config.json"))
     layout = verified_weights(run.path, trust_unrecorded=trust_unrecorded)  # either layout
-    record = read_run_record(run).raw
-    task, dev = task_of(record), resolve_device(device)
-    own_loop = record.get("trainer") == "user"
+    record = read_run_record(run)
+    task, dev = task_of(record.raw), resolve_device(device)
+    own_loop = record.own_loop
     if own_loop and data is None:
         raise RunDirError(
             f"{run.path} was trained by its own loop, so it names no modelkit data spec",
@@ -266,7 +266,7 @@ def evaluate_run(
 
 
 def _finish_result(
-    result: dict[str, Any], run: Any, *, spec: str, fingerprint: str, record: dict[str, Any],
+    result: dict[str, Any], run: Any, *, spec: str, fingerprint: str, record: RunRecord,
     train_cfg: Any, weights: str, device: Any, write: bool,
 ) -> dict[str, Any]:  # fmt: skip
     """Name the data, add provenance, and write eval.json or evals/NAME.json (``write``)."""

@@ -25,9 +25,10 @@ from typing import Any
 
 from modelkit.config import TrainConfig
 from modelkit.errors import DataError, ModelkitError, WorldSizeMismatch
+from modelkit.runs import live_dir
 from modelkit.training import distributed as D
 from modelkit.training.options import PERTURB_ENV, RunOptions
-from modelkit.training.record import RunWriter, live_dir
+from modelkit.training.record import RunWriter
 
 __all__ = ["PERTURB_ENV", "RunOptions", "resume", "train"]
 
@@ -108,34 +109,24 @@ def resume(
 
     options = options or RunOptions.from_env()
     live = open_run(live_dir(run_dir).path, require=("config.json",))
-    record = live.read_record() if live.record.is_file() else {}
-    if record.get("status") == "complete" and live.weights.is_file():
-        return {**record, "already_complete": True}
+    rec = live.run_record() if live.record.is_file() else None
+    if rec is not None and rec.complete and live.weights.is_file():
+        return {**rec.raw, "already_complete": True}
     _, size, _ = D.env_world()
-    recorded_world = int((record.get("distributed") or {}).get("world_size") or 1)
-    if record and recorded_world != size:
-        raise WorldSizeMismatch(recorded_world, size, what=f"run {run_dir}")
+    if rec is not None and rec.world_size != size:
+        raise WorldSizeMismatch(rec.world_size, size, what=f"run {run_dir}")
     config = live.train_config()
-    # the recorded runtime choices win over the defaults, so the run continues as it started
-    recorded_placement = (record.get("accel") or {}).get("data_placement")
-    options = replace(
-        options,
-        threads=options.threads or record.get("determinism", {}).get("threads"),
-        perturb=options.perturb or record.get("perturbed"),
-        data_placement=recorded_placement
-        if recorded_placement and options.data_placement == "auto"
-        else options.data_placement,
-    )
-    s = setup(config, project=project, download=False, options=options)
-    if record.get("data", {}).get("fingerprint") not in (None, s.data.fingerprint):
+    s = setup(config, project=project, download=False, options=_recorded(options, rec))
+    recorded = rec.data_fingerprint if rec is not None else None
+    if recorded not in (None, s.data.fingerprint):
         raise DataError(
             f"data '{config.data}' now has fingerprint {s.data.fingerprint}, "
-            f"the run started on {record['data']['fingerprint']}",
+            f"the run started on {recorded}",
             hint="resume only on the data the run started with",
         )
     writer, error = RunWriter(), None
     if s.world.main:
-        every = int(record.get("fingerprint_every") or config.fingerprint_every)
+        every = (rec.fingerprint_every if rec is not None else None) or config.fingerprint_every
         try:
             writer = RunWriter.start(
                 run_dir, s, project=project, fingerprint_every=every, resume=True
@@ -146,28 +137,34 @@ def resume(
     return _run(s, writer, options, on_event, out=Path(run_dir), fallback=fallback)
 
 
-def _restore(trainer: Any, writer: RunWriter, out: Path, *, fallback: bool) -> None:
-    """Rank 0's run cuts the metrics and records the resume; every rank loads the checkpoint."""
-    import torch
+def _recorded(options: RunOptions, rec: Any) -> RunOptions:
+    """The recorded runtime choices win over the defaults, so the run continues as it started."""
+    if rec is None:
+        return options
+    placement = rec.data_placement
+    return replace(
+        options,
+        threads=options.threads or rec.threads,
+        perturb=options.perturb or rec.perturbed,
+        data_placement=placement
+        if placement and options.data_placement == "auto"
+        else options.data_placement,
+    )
 
-    from modelkit.training.checkpoint import find_resume_checkpoint
+
+def _restore(trainer: Any, writer: RunWriter, out: Path, *, fallback: bool) -> None:
+    """Every rank loads the newest verified checkpoint (checked to fit first); rank 0's run
+    then cuts the metrics after it and records the resume."""
+    from modelkit.runs import Checkpoint
     from modelkit.training.state import restore
 
-    if writer.run is not None:
-        run = writer.run
-        # a sharded run's head file holds no model/optimizer tensors (they are in its shards)
-        model, optimizer = (
-            (torch.nn.Module(), None) if trainer.sharded else (trainer.model, trainer.optimizer)
-        )
-        run.resume(model, optimizer, trainer.scheduler, fallback=fallback)
-        entry = run.record["resumes"][-1]
-        entry.setdefault("from_step", 0)
-        entry.setdefault("checkpoint", None)
-        entry.setdefault("rejected_checkpoints", [])
-        run.dir.write_record(run.record)
-    path, tensors, meta, _ = find_resume_checkpoint(live_dir(out).checkpoints, fallback=fallback)
-    if path is not None:
-        restore(trainer, tensors, meta, path=path)
+    session = writer.run
+    directory = session.dir.checkpoints if session is not None else live_dir(out).checkpoints
+    ckpt, rejected = Checkpoint.latest(directory, fallback=fallback)
+    if ckpt is not None:
+        restore(trainer, ckpt)
+    if session is not None:
+        session.resumed_from(ckpt, rejected)
 
 
 def _final_weights(trainer: Any, s: Any) -> tuple[Any, dict[str, Any]]:

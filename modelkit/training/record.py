@@ -1,11 +1,11 @@
-"""Every write the built-in trainer makes to its run directory, through :mod:`modelkit.tracking`.
+"""Every write the built-in trainer makes to its run directory, through the run core.
 
-The built-in loop records its run with the same run-writing core as any user's own loop
-(:func:`modelkit.tracking.start_run`): config.json with the model's reference, run.json,
+The built-in loop records its run with the same core as any user's own loop
+(:func:`modelkit.runs.open_session`): config.json with the model's reference, run.json,
 metrics.jsonl, checkpoints and weights, written in a staging directory and published by
-``finish`` (see the tracking module for the transaction and the lock). Under DDP only rank 0
-writes: a :class:`RunWriter` with no run (other ranks) does nothing, so the loop never asks
-which rank it is before writing. Repro's state dumps (``dump_dir``) are plain checkpoint files.
+``finish`` (see :mod:`modelkit.runs.transaction`). Under DDP only rank 0 writes: a
+:class:`RunWriter` with no session (other ranks) does nothing, so the loop never asks which
+rank it is before writing. Repro's state dumps (``dump_dir``) are plain checkpoint files.
 """
 
 from __future__ import annotations
@@ -13,25 +13,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from modelkit.runs import RunDir
-from modelkit.training.checkpoint import save_checkpoint
+from modelkit.runs import RunDir, RunSpec, live_dir, open_session
+
+__all__ = ["BEST_WEIGHTS", "RunWriter", "live_dir", "throughput"]
 
 BEST_WEIGHTS = "best.safetensors"
 
 
-def live_dir(path: Path | str) -> RunDir:
-    """Where a run's files are now: its staging directory while unfinished, else ``path``."""
-    import os
-
-    from modelkit.tracking import staging_path
-
-    path = Path(path)
-    staging = staging_path(Path(os.path.abspath(path)))
-    return RunDir(staging if staging.is_dir() else path)
-
-
 class RunWriter:
-    """The run of one training process: a :class:`modelkit.tracking.Run` on rank 0, else None."""
+    """The run of one training process: a :class:`~modelkit.runs.session.RunSession` on
+    rank 0, else None."""
 
     def __init__(self, run: Any = None) -> None:
         self.run = run
@@ -51,12 +42,11 @@ class RunWriter:
         """Open (``resume``: reopen) the run at ``out`` for the built-in trainer's setup ``s``."""
         from modelkit.config import recipe
         from modelkit.models.reference import reference_for_name
-        from modelkit.tracking import start_run
 
         cfg = s.config
-        run = start_run(
-            out,
-            train_config=cfg.to_dict(),
+        spec = RunSpec(
+            config=cfg.to_dict(),
+            config_key="train",
             trainer="modelkit",
             name=cfg.model,
             reference=reference_for_name(cfg.model, project=project, kwargs=cfg.model_kwargs),
@@ -64,8 +54,6 @@ class RunWriter:
             determinism=s.determinism,
             device=s.device,
             fingerprint_every=fingerprint_every,
-            overwrite=overwrite,
-            resume=resume,
             project_root=getattr(project, "root", None),
             record_extra={
                 "task": s.task.name,
@@ -76,7 +64,7 @@ class RunWriter:
                 **(extra or {}),
             },
         )
-        return cls(run)
+        return cls(open_session(out, spec, overwrite=overwrite, resume=resume))
 
     @property
     def path(self) -> Path | None:
@@ -86,45 +74,25 @@ class RunWriter:
     # ---- during training ----------------------------------------------------------------
     def log(self, row: dict[str, Any]) -> None:
         """A metrics.jsonl row: ``{"kind": "step" | "epoch", ...}``."""
-        if self.run is None:
-            return
-        fields = {k: v for k, v in row.items() if k not in ("kind", "step", "epoch")}
-        if row["kind"] == "epoch":
-            self.run.log_epoch(row["epoch"], step=row["step"], **fields)
-        else:
-            self.run.log(row["step"], epoch=row["epoch"], **fields)
+        if self.run is not None:
+            self.run.add_row(row, loss=row.get("loss") if row["kind"] == "step" else None)
 
     def fingerprint(self, step: int, model: Any, loss: Any, *, epoch: int) -> None:
         """The state fingerprint of ``model`` (and the step's loss) after ``step``."""
         if self.run is not None:
             self.run.fingerprint(step, model, loss, epoch=epoch)
 
-    def checkpoint(self, payload: dict[str, Any], *, keep: int) -> Path | None:
-        """The run's checkpoint (see :func:`modelkit.training.state.checkpoint_payload`).
-
-        The run captures this process's RNG states and the scheduler itself; the rest of the
-        payload goes in as the loop's own tensors and objects."""
+    def checkpoint(self, ckpt: Any, *, keep: int) -> Path | None:
+        """Save the trainer's :class:`~modelkit.runs.Checkpoint` into the run."""
         if self.run is None:
             return None
-        extra = {k: v for k, v in payload["extra_tensors"].items() if not k.startswith("rng.")}
-        objects = {k: v for k, v in payload["objects"].items() if k not in ("rng", "scheduler")}
-        return self.run.checkpoint(
-            payload["model"],
-            payload["optimizer"],
-            payload["scheduler"],
-            step=payload["step"],
-            state=payload["state"],
-            extra_tensors=extra,
-            objects=objects,
-            keep=keep,
-        )
+        return self.run.save_checkpoint(ckpt, keep=keep)
 
-    def dump(self, directory: Path, payload: dict[str, Any]) -> Path | None:
+    def dump(self, directory: Path, ckpt: Any) -> Path | None:
         """A full state checkpoint outside the run (``modelkit repro`` compares them)."""
         if self.run is None:
             return None
-        kwargs = {k: v for k, v in payload.items() if k != "scheduler"}
-        return save_checkpoint(directory, keep=10**9, **kwargs)
+        return ckpt.save(directory, keep=None)
 
     def best_weights(self, model: Any, *, model_name: str) -> None:
         """Keep the best epoch's weights (``keep_best``)."""
@@ -153,36 +121,15 @@ class RunWriter:
 
         ``weights``: what to save instead of ``trainer.model`` (a sharded model's gathered
         state); ``extra``: more run.json fields."""
-        from modelkit.io import sha256_file
-
         run, cfg, st, task = self.run, trainer.config, trainer.state, trainer.task
         run.fingerprint_every = 0  # the loop fingerprints its last step itself
         extra = {
             **(extra or {}),
             **throughput(task, trainer.data, samples=st.samples, seconds=st.train_time),
         }
-        metrics: dict[str, Any] = {}
-        if not stopped:
-            # the last step always ends an epoch and is checkpointed: its rows are on disk
-            epochs = [r for r in run.dir.read_metrics() if r.get("kind") == "epoch"]
-            held_out = (
-                task.epoch_row(trainer.last_eval)
-                if trainer.last_eval
-                else {k: v for k, v in epochs[-1].items() if k.startswith("test_")}
-            )
-            metrics = {
-                **held_out,
-                "train_loss": epochs[-1]["train_loss"] if epochs else st.last_train_loss,
-            }
+        metrics = {} if stopped else _final_metrics(run, trainer)
         if cfg.keep_best and st.best_value is not None:
-            extra["best"] = {
-                "metric": cfg.keep_best,
-                "value": st.best_value,
-                "epoch": st.best_epoch,
-                "step": st.best_step,
-                "weights": BEST_WEIGHTS,
-                "weights_sha256": sha256_file(run.dir.path / BEST_WEIGHTS),
-            }
+            extra["best"] = _best(run, cfg, st)
         timings = {"data_load_s": round(load_s, 4), "train_s": round(st.train_time, 4)}
         record = run.finish(
             trainer.model if weights is None else weights,
@@ -195,6 +142,32 @@ class RunWriter:
             record.update(status="stopped", stopped_at_step=st.step, steps=st.step)
             RunDir(run.path).write_record(record)
         return record
+
+
+def _final_metrics(run: Any, trainer: Any) -> dict[str, Any]:
+    """The task's held-out metrics of the last evaluation and the last epoch's train loss."""
+    # the last step always ends an epoch and is checkpointed: its rows are on disk
+    epochs = [r for r in run.dir.metric_rows() if r.kind == "epoch"]
+    held_out = (
+        trainer.task.epoch_row(trainer.last_eval)
+        if trainer.last_eval
+        else {k: epochs[-1].value(k) for k in epochs[-1].values if k.startswith("test_")}
+    )
+    train_loss = epochs[-1].value("train_loss") if epochs else trainer.state.last_train_loss
+    return {**held_out, "train_loss": train_loss}
+
+
+def _best(run: Any, cfg: Any, st: Any) -> dict[str, Any]:
+    from modelkit.io import sha256_file
+
+    return {
+        "metric": cfg.keep_best,
+        "value": st.best_value,
+        "epoch": st.best_epoch,
+        "step": st.best_step,
+        "weights": BEST_WEIGHTS,
+        "weights_sha256": sha256_file(run.dir.path / BEST_WEIGHTS),
+    }
 
 
 def throughput(task: Any, data: Any, *, samples: int, seconds: float) -> dict[str, Any]:

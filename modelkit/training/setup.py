@@ -17,10 +17,11 @@ import torch
 
 from modelkit.config import TrainConfig, recipe
 from modelkit.errors import BadInputError, DataError
+from modelkit.runs.perturb import parse_perturb
+from modelkit.runs.rng import configure_determinism, seed_all
 from modelkit.training import accel, sharding
 from modelkit.training import distributed as D
-from modelkit.training.determinism import configure_determinism, seed_everything
-from modelkit.training.options import RunOptions, parse_perturb
+from modelkit.training.options import RunOptions
 
 
 @dataclass
@@ -88,7 +89,7 @@ def setup(config: TrainConfig, *, project: Any, download: bool, options: RunOpti
         s = _setup_data_and_model(config, project, download, options, device)
         s.world = world
         if world.rank > 0:  # different dropout masks per rank; rank 0 stays a single run's
-            seed_everything(rank_seed(config.seed, world.rank))
+            seed_all(rank_seed(config.seed, world.rank))
             s.determinism["rank_seed"] = rank_seed(config.seed, world.rank)
         if config.shard:  # every rank built the same model (same seed); each keeps its part
             s.world = replace(world, sharded=True)

@@ -9,7 +9,8 @@ One checkpoint after step S is two things in the run's ``checkpoints/`` folder:
   :data:`FILE_BYTES`), whose headers carry each shard's offsets in the whole tensor
   (``DCP_SHARDING_INFO``, JSON);
 - ``ckpt-0000000S.safetensors``: the ordinary checkpoint file of the run (the *head*, written by
-  rank 0 through :meth:`modelkit.tracking.Run.checkpoint`, atomic, checksummed): the loop
+  rank 0 through :meth:`modelkit.runs.session.RunSession.save_checkpoint`, atomic, checksummed):
+  the loop
   position, scheduler, every rank's RNG state and loss accumulator, the optimizer's
   hyperparameters and non-tensor state as JSON, and the sha256 of every shard file. The head
   is written last: it is the commit point, so a shard folder without a head is ignored (and
@@ -42,8 +43,8 @@ import torch
 
 from modelkit.errors import RunDirError
 from modelkit.io import fsync_dir, sha256_file
+from modelkit.runs.checkpoint import PREFIX, SUFFIX, Checkpoint
 from modelkit.training import distributed as D
-from modelkit.training.checkpoint import PREFIX, SUFFIX
 
 DIR_SUFFIX = ".dcp"
 # DCP's safetensors writer serialises a whole file in memory before writing it: a rank's part
@@ -132,12 +133,12 @@ def _hash_own(folder: Path, rank: int, *, main: bool) -> dict[str, str]:
     return out
 
 
-def save_sharded(t: Any, payload: dict[str, Any], *, keep: int) -> Path | None:
-    """Write trainer ``t``'s checkpoint (``payload``: :func:`~modelkit.training.state.
-    checkpoint_payload`) as shards + head; collective. Returns the head's path on rank 0."""
+def save_sharded(t: Any, ckpt: Checkpoint, *, keep: int) -> Path | None:
+    """Write trainer ``t``'s checkpoint (``ckpt``: :func:`~modelkit.training.state.capture`)
+    as shards + head; collective. Returns the head's path on rank 0."""
     import torch.distributed.checkpoint as dcp
 
-    world, step = t.world, int(payload["step"])
+    world, step = t.world, ckpt.step
     ckdir: Path = t.checkpoint_dir
     tmp = ckdir / f"{TMP_PREFIX}{step:08d}"
     error: BaseException | None = None
@@ -158,7 +159,7 @@ def save_sharded(t: Any, payload: dict[str, Any], *, keep: int) -> Path | None:
     head: Path | None = None
     if world.main:
         try:
-            head = _commit(t, payload, tmp, digests, opt_meta, keep=keep)
+            head = _commit(t, ckpt, tmp, digests, opt_meta, keep=keep)
         except Exception as exc:
             error = exc
     D.agree(world, error)
@@ -167,7 +168,7 @@ def save_sharded(t: Any, payload: dict[str, Any], *, keep: int) -> Path | None:
 
 def _commit(
     t: Any,
-    payload: dict[str, Any],
+    ckpt: Checkpoint,
     tmp: Path,
     digests: list[dict[str, str]],
     opt_meta: dict[str, Any],
@@ -175,7 +176,7 @@ def _commit(
     keep: int,
 ) -> Path:
     """Rank 0: move the shard folder into place, then write the head (the commit), prune."""
-    step = int(payload["step"])
+    step = ckpt.step
     files = {name: sha for part in digests for name, sha in part.items()}
     on_disk = sorted(p.name for p in tmp.iterdir())
     if sorted(files) != on_disk:
@@ -195,13 +196,9 @@ def _commit(
         "world_size": t.world.size,
         "optimizer": opt_meta,
     }
-    head_payload = {
-        **payload,
-        "model": torch.nn.Module(),  # the tensors are in the shard folder
-        "optimizer": None,
-        "objects": {**payload["objects"], "sharded": info},
-    }
-    head = t.writer.checkpoint(head_payload, keep=keep)
+    ckpt.model, ckpt.optimizer = {}, None  # the tensors are in the shard folder
+    ckpt.objects["sharded"] = info
+    head = t.writer.checkpoint(ckpt, keep=keep)
     prune(t.checkpoint_dir)
     return head
 

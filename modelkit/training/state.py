@@ -1,26 +1,25 @@
-"""What a checkpoint holds, built in one place and restored in one place.
+"""Where the built-in trainer is (:class:`TrainState`), and its :class:`~modelkit.runs.Checkpoint`.
 
 A checkpoint is everything needed to continue bitwise: model, optimizer, LR scheduler, grad
-scaler, every RNG state, the data position (epoch, batch, step) and the logging accumulators
-(:class:`TrainState`). :func:`checkpoint_payload` builds the one checkpoint dict the run
-writer saves; :func:`restore` loads a verified checkpoint back into a trainer.
+scaler, every RNG state, the data position (epoch, batch, step) and the logging accumulators.
+:func:`capture` builds the trainer's one :class:`~modelkit.runs.Checkpoint`; :func:`restore`
+loads one back into a trainer. The file format lives in :mod:`modelkit.runs.checkpoint` only
+(a sharded run's model and optimizer: :mod:`modelkit.training.sharded_checkpoint`).
 
-Under DDP building the payload is collective: each rank's RNG states and loss accumulator
-are gathered and rank 0 writes one file (``rank{r}.`` prefixes for r > 0).
+Under DDP capturing is collective: each rank's RNG states and loss accumulator are gathered
+and rank 0 writes one file (``rank{r}.`` prefixes for r > 0).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from modelkit.errors import BadInputError, WorldSizeMismatch
+from modelkit.runs.checkpoint import Checkpoint
 from modelkit.training import distributed as D
-from modelkit.training.checkpoint import split_tensors, unflatten_optimizer
-from modelkit.training.determinism import capture_rng, restore_rng
 
 
 @dataclass
@@ -44,80 +43,68 @@ class TrainState:
         return {k: v for k, v in asdict(self).items() if k != "loss_sum"}
 
 
-def checkpoint_payload(t: Any) -> dict[str, Any]:
-    """The checkpoint of trainer ``t``: keyword arguments of ``save_checkpoint`` (no directory).
+def capture(t: Any) -> Checkpoint:
+    """The checkpoint of trainer ``t`` now. Collective under DDP (every rank calls it).
 
-    Collective under DDP (every rank calls it; every rank gets the same payload back).
-    """
+    A sharded run's model and optimizer are written as shards by its checkpoint
+    (:func:`modelkit.training.sharded_checkpoint.save_sharded`), not captured here."""
     world = t.world
     cuda = [t.device.index or 0] if world.distributed and t.device.type == "cuda" else None
-    rng_tensors, rng_meta = capture_rng(cuda)
-    extra = {**rng_tensors, "loss_sum": t.state.loss_sum}
-    objects: dict[str, Any] = {"rng": rng_meta, "distributed": world.record()}
-    if t.scheduler is not None:
-        objects["scheduler"] = t.scheduler.state_dict()
+    objects: dict[str, Any] = {"distributed": world.record()}
     if t.scaler.is_enabled():
         objects["scaler"] = t.scaler.state_dict()
+    sharded = bool(getattr(t, "sharded", False))
+    ckpt = Checkpoint.capture(
+        step=t.state.step,
+        model=torch.nn.Module() if sharded else t.model,
+        optimizer=None if sharded else t.optimizer,
+        scheduler=t.scheduler,
+        state=t.state.to_meta(),
+        tensors={"loss_sum": t.state.loss_sum},
+        objects=objects,
+        cuda_devices=cuda,
+    )
     if world.distributed:
-        names = sorted(extra)
-        metas = D.all_gather_json({"names": names, "rng": rng_meta}, world)
-        parts = [D.all_gather_tensor(extra[name], world) for name in names]
+        mine = {**ckpt.rng_tensors, **ckpt.tensors}
+        names = sorted(mine)
+        metas = D.all_gather_json({"names": names, "rng": ckpt.rng}, world)
+        parts = [D.all_gather_tensor(mine[name], world) for name in names]
         for r in range(1, world.size):
             for i, name in enumerate(metas[r]["names"]):
-                extra[f"rank{r}.{name}"] = parts[i][r]
-        objects["rank_rng"] = [metas[r]["rng"] for r in range(1, world.size)]
-    return {
-        "step": t.state.step,
-        "model": t.model,
-        "optimizer": t.optimizer,
-        "scheduler": t.scheduler,
-        "state": t.state.to_meta(),
-        "extra_tensors": extra,
-        "objects": objects,
-    }
+                ckpt.tensors[f"rank{r}.{name}"] = parts[i][r]
+        ckpt.objects["rank_rng"] = [metas[r]["rng"] for r in range(1, world.size)]
+    return ckpt
 
 
-def restore(
-    t: Any, tensors: dict[str, torch.Tensor], meta: dict[str, Any], *, path: Path | None = None
-) -> None:
-    """Load a verified checkpoint (see :func:`checkpoint_payload`) into trainer ``t``.
-
-    A run's checkpoints (written by :meth:`modelkit.tracking.Run.checkpoint`) keep the loop's
-    own tensors and objects under ``user``; repro's dumps keep them at the top level. A
-    sharded run's checkpoint (``path``: its head file) holds the model and optimizer in the
-    shard folder it names (:mod:`modelkit.training.sharded_checkpoint`); collective then.
-    """
-    objects = meta.get("objects", {})
-    own = objects.get("user", objects)
-    saved_world = int((own.get("distributed") or {}).get("world_size") or 1)
+def restore(t: Any, ckpt: Checkpoint) -> None:
+    """Load ``ckpt`` (see :func:`capture`) into trainer ``t``; rank r > 0 takes its own RNGs.
+    Checks the world size, the sharding and (unsharded) that the checkpoint fits the model
+    and optimizer before loading anything. Collective for a sharded run."""
+    saved_world = int((ckpt.objects.get("distributed") or {}).get("world_size") or 1)
     if saved_world != t.world.size:
-        raise WorldSizeMismatch(saved_world, t.world.size, what=f"checkpoint step {meta['step']}")
-    sharded = own.get("sharded")
+        raise WorldSizeMismatch(saved_world, t.world.size, what=f"checkpoint step {ckpt.step}")
+    sharded = ckpt.objects.get("sharded")
     if bool(sharded) != bool(getattr(t, "sharded", False)):
         raise BadInputError(
-            f"checkpoint step {meta['step']} was written by a "
+            f"checkpoint step {ckpt.step} was written by a "
             f"{'sharded' if sharded else 'replicated (DDP)'} run; this one is not",
             hint="resume with the run's own config (shard as it was)",
         )
-    model_state, optim_tensors, extra = split_tensors(tensors)
-    if sharded and path is not None:
-        from modelkit.training.sharded_checkpoint import load_sharded
-
-        load_sharded(t, path, sharded)
-    else:
-        t.model.load_state_dict(model_state, strict=True)
-        t.optimizer.load_state_dict(unflatten_optimizer(optim_tensors, meta["optimizer"]))
-    if t.scheduler is not None:
-        t.scheduler.load_state_dict(objects["scheduler"])
-    if t.scaler.is_enabled() and "scaler" in own:
-        t.scaler.load_state_dict(own["scaler"])
-    rng = {k: v for k, v in extra.items() if k.startswith("rng.")}
-    mine = {k.removeprefix("user."): v for k, v in extra.items() if not k.startswith("rng.")}
-    rank, rng_meta = t.world.rank, objects["rng"]
+    rank = t.world.rank
     if rank > 0:
         prefix = f"rank{rank}."
-        mine = {k[len(prefix) :]: v for k, v in mine.items() if k.startswith(prefix)}
-        rng = {k: v for k, v in mine.items() if k.startswith("rng.")}
-        rng_meta = own["rank_rng"][rank - 1]
-    t.state = TrainState(**meta["state"], loss_sum=mine["loss_sum"].to(t.device, copy=True))
-    restore_rng(rng, rng_meta)
+        mine = {k[len(prefix) :]: v for k, v in ckpt.tensors.items() if k.startswith(prefix)}
+        ckpt.rng_tensors = {k: v for k, v in mine.items() if k.startswith("rng.")}
+        ckpt.rng = ckpt.objects["rank_rng"][rank - 1]
+        ckpt.tensors = {k: v for k, v in mine.items() if not k.startswith("rng.")}
+    if sharded and ckpt.path is not None:
+        from modelkit.training.sharded_checkpoint import load_sharded
+
+        load_sharded(t, ckpt.path, sharded)
+        ckpt.restore_progress(t.scheduler)
+    else:
+        ckpt.restore(t.model, t.optimizer, t.scheduler)
+    if t.scaler.is_enabled() and "scaler" in ckpt.objects:
+        t.scaler.load_state_dict(ckpt.objects["scaler"])
+    loss_sum = ckpt.tensors["loss_sum"].to(t.device, copy=True)
+    t.state = TrainState(**ckpt.state, loss_sum=loss_sum)

@@ -62,6 +62,16 @@ class Blocks(torch.utils.data.Dataset):
         return {"input_ids": t, "labels": t.clone()}
 
 
+def eval_windows() -> torch.utils.data.TensorDataset:
+    """Held-out text as (input windows, next tokens), for `modelkit eval --data hf_clm:eval_windows`."""
+    tokenizer = build_tokenizer()
+    ids = tokenizer(" ".join(reversed(TEXT[:6])))["input_ids"]
+    n = (len(ids) - 1) // BLOCK
+    x = torch.tensor(ids[: n * BLOCK]).view(n, BLOCK)
+    y = torch.tensor(ids[1 : n * BLOCK + 1]).view(n, BLOCK)
+    return torch.utils.data.TensorDataset(x, y)
+
+
 class KillAt(TrainerCallback):
     """Test hook: SIGKILL this process at the end of optimizer step ``step``."""
 

@@ -1,0 +1,352 @@
+"""run.json and metrics.jsonl as typed values: read once, then fields, never string keys.
+
+:class:`RunRecord` types every field a verb reads (``record.metrics``, ``record.data_fingerprint``,
+``record.world_size``, ``record.artifacts`` ...); :class:`MetricRow` types one metrics.jsonl
+row. ``raw`` keeps the whole parsed document for writers that lay new fields over it.
+
+NaN and infinities are never written as the non-standard JSON ``NaN``: a non-finite metric
+value is stored as ``null`` and its name listed under the row's (or the record's)
+``"nonfinite"`` key as ``{"name": "nan" | "inf" | "-inf"}`` (see :func:`encode_metrics`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from modelkit.errors import RunDirError
+from modelkit.runs.layout import RUN_RECORD_VERSION
+
+if TYPE_CHECKING:
+    from modelkit.runs.layout import RunDir
+
+_OBJ, _STR, _INT, _LIST = (dict,), (str,), (int,), (list,)
+# field -> (accepted types, nullable); the order is the order of the dataclass below
+_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
+    "version": (_INT, False),
+    "status": (_STR, False),
+    "started": (_STR, True),
+    "finished": (_STR, True),
+    "trainer": (_STR, False),
+    "command": (_OBJ, True),
+    "model": (_STR, True),
+    "seed": (_INT, True),
+    "config_sha256": (_STR, True),
+    "git": (_OBJ, False),
+    "env": (_OBJ, False),
+    "determinism": (_OBJ, False),
+    "data": (_OBJ, False),
+    "timings": (_OBJ, False),
+    "metrics": (_OBJ, False),
+    "weights_sha256": (_STR, True),
+    "fingerprint_every": (_INT, True),
+    "num_parameters": (_INT, True),
+    "reference": (_OBJ, True),
+    "steps": (_INT, True),
+    "error": (_STR, True),
+    "last_good_checkpoint": (_STR, True),
+    "perturbed": (_STR, True),
+    "resumes": (_LIST, False),
+    "distributed": (_OBJ, True),
+    "accel": (_OBJ, True),
+    "best": (_OBJ, True),
+    "config": (_OBJ, True),
+    "task": (_STR, True),
+    "eval_transform": (_STR, True),
+}
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A file the run declared (``run.add_artifact``), stored under ``artifacts/``."""
+
+    name: str
+    sha256: str
+    size: int
+
+    @property
+    def relpath(self) -> str:
+        """Its path inside the run directory."""
+        return f"artifacts/{self.name}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "sha256": self.sha256, "size": self.size}
+
+
+@dataclass(frozen=True)
+class ResumeNote:
+    """One entry of ``resumes``: where the run continued from, and the checkpoints it skipped
+    (``(file, reason)``) because they failed their checksums."""
+
+    from_step: int
+    checkpoint: str | None
+    rejected: list[tuple[str, str]]
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """``run.json`` as typed fields; ``raw`` keeps the whole record.
+
+    :meth:`from_dict` names a field of the wrong type, or null where a value is required,
+    with the file (exit 2) instead of failing later on a string key.
+    """
+
+    status: str
+    version: int = RUN_RECORD_VERSION
+    started: str | None = None
+    finished: str | None = None
+    trainer: str = "modelkit"
+    command: dict[str, Any] | None = None
+    model: str | None = None
+    seed: int | None = None
+    config_sha256: str | None = None
+    git: dict[str, Any] = field(default_factory=dict)
+    env: dict[str, Any] = field(default_factory=dict)
+    determinism: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    weights_sha256: str | None = None
+    fingerprint_every: int | None = None
+    num_parameters: int | None = None
+    reference: dict[str, Any] | None = None
+    steps: int | None = None
+    error: str | None = None
+    last_good_checkpoint: str | None = None
+    perturbed: str | None = None
+    resumes: list[dict[str, Any]] = field(default_factory=list)
+    distributed: dict[str, Any] | None = None
+    accel: dict[str, Any] | None = None
+    best: dict[str, Any] | None = None
+    config: dict[str, Any] | None = None
+    task: str | None = None
+    eval_transform: str | None = None
+    artifacts: tuple[Artifact, ...] = ()
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def complete(self) -> bool:
+        """True for a finished run (status ``complete``)."""
+        return self.status == "complete"
+
+    @property
+    def data_fingerprint(self) -> str | None:
+        """The training data's fingerprint, when recorded."""
+        value = self.data.get("fingerprint")
+        return value if isinstance(value, str) else None
+
+    @property
+    def data_spec(self) -> str | None:
+        """The modelkit data spec the run trained on (``digits``), when it names one."""
+        value = self.data.get("spec")
+        return value if isinstance(value, str) and value else None
+
+    @property
+    def data_name(self) -> str | None:
+        """The training data's name (an own loop's dataset class, say)."""
+        value = self.data.get("name")
+        return value if isinstance(value, str) else None
+
+    @property
+    def input_shape(self) -> list[int] | None:
+        """One training sample's shape, when recorded."""
+        value = self.data.get("input_shape")
+        return list(value) if isinstance(value, list) else None
+
+    @property
+    def context_length(self) -> int:
+        """The text context length the run trained with (0: not a text run)."""
+        value = self.data.get("context_length")
+        return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+    @property
+    def own_loop(self) -> bool:
+        """Written by a user's own loop (``start_run``), not by ``modelkit train``."""
+        return self.trainer == "user"
+
+    @property
+    def last_resume(self) -> ResumeNote | None:
+        """The newest resume of the run (None when it never resumed)."""
+        if not self.resumes or not isinstance(self.resumes[-1], dict):
+            return None
+        entry = self.resumes[-1]
+        rejected = entry.get("rejected_checkpoints") or []
+        return ResumeNote(
+            from_step=int(entry.get("from_step") or 0),
+            checkpoint=entry.get("checkpoint"),
+            rejected=[(str(r.get("checkpoint")), str(r.get("reason"))) for r in rejected],
+        )
+
+    @property
+    def world_size(self) -> int:
+        """How many processes trained the run (1 unless distributed)."""
+        return int((self.distributed or {}).get("world_size") or 1)
+
+    @property
+    def threads(self) -> int | None:
+        """The torch thread count the run fixed (its determinism block), when recorded."""
+        value = self.determinism.get("threads")
+        return value if isinstance(value, int) else None
+
+    @property
+    def data_placement(self) -> str | None:
+        """Where the built-in trainer kept the batches ("device" | "host")."""
+        value = (self.accel or {}).get("data_placement")
+        return value if isinstance(value, str) else None
+
+    @property
+    def train_s(self) -> float:
+        """Training seconds recorded so far (0.0 when none)."""
+        return float(self.timings.get("train_s") or 0.0)
+
+    @classmethod
+    def from_dict(cls, data: Any, *, source: str) -> RunRecord:
+        """Check the types of the known fields of ``data`` (a parsed run.json at ``source``)."""
+        if not isinstance(data, dict):
+            raise RunDirError(
+                f"{source} must hold a JSON object, got {type(data).__name__}",
+                hint="the file is corrupt or was edited by hand",
+            )
+        if "status" not in data:
+            raise RunDirError(
+                f"{source} has no 'status' field", hint="the file is corrupt or incomplete"
+            )
+        values = {
+            key: _checked(data[key], key, types, nullable, source)
+            for key, (types, nullable) in _FIELDS.items()
+            if key in data
+        }
+        artifacts = tuple(_artifact(a, source) for a in _checked_list(data, "artifacts", source))
+        return cls(**values, artifacts=artifacts, raw=dict(data))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as JSON-ready data (``raw`` with the typed fields laid over it)."""
+        out = dict(self.raw)
+        for key in _FIELDS:
+            value = getattr(self, key)
+            if key in self.raw or value not in (None, {}, []):
+                out[key] = value
+        if self.artifacts or "artifacts" in self.raw:
+            out["artifacts"] = [a.to_dict() for a in self.artifacts]
+        return out
+
+
+def _checked(value: Any, key: str, types: tuple[type, ...], nullable: bool, source: str) -> Any:
+    if value is None:
+        if nullable:
+            return None
+        raise RunDirError(
+            f"{source}: field '{key}' is null, expected {_names(types)}",
+            hint="the file is corrupt or was edited by hand",
+        )
+    if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
+        raise RunDirError(
+            f"{source}: field '{key}' must be {_names(types)}, "
+            f"got {type(value).__name__} {json.dumps(value)[:40]}",
+            hint="the file is corrupt or was edited by hand",
+        )
+    return value
+
+
+def _checked_list(data: dict[str, Any], key: str, source: str) -> list[Any]:
+    value = data.get(key)
+    return [] if value is None else _checked(value, key, _LIST, False, source)
+
+
+def _artifact(entry: Any, source: str) -> Artifact:
+    ok = (
+        isinstance(entry, dict)
+        and isinstance(entry.get("name"), str)
+        and isinstance(entry.get("sha256"), str)
+        and isinstance(entry.get("size"), int)
+    )
+    if not ok:
+        raise RunDirError(
+            f"{source}: field 'artifacts' holds an entry that is not "
+            f"{{name, sha256, size}}: {json.dumps(entry)[:60]}",
+            hint="the file is corrupt or was edited by hand",
+        )
+    return Artifact(name=entry["name"], sha256=entry["sha256"], size=entry["size"])
+
+
+def _names(types: tuple[type, ...]) -> str:
+    words = {
+        int: "an integer",
+        str: "a string",
+        dict: "an object",
+        float: "a number",
+        list: "a list",
+    }
+    return " or ".join(words.get(t, t.__name__) for t in types)
+
+
+def read_run_record(run: RunDir | Path | str) -> RunRecord:
+    """The typed :class:`RunRecord` of a run directory (exit 2 naming a bad field)."""
+    from modelkit.runs.layout import RunDir
+
+    run = run if isinstance(run, RunDir) else RunDir(Path(run))
+    return run.run_record()
+
+
+# ---- metrics.jsonl rows ---------------------------------------------------------------------
+_ROW_KEYS = ("kind", "step", "epoch", "sha256", "nonfinite")
+
+
+@dataclass(frozen=True)
+class MetricRow:
+    """One metrics.jsonl row: ``kind`` ("step" | "epoch" | "fingerprint"), its step (and
+    epoch), the logged ``values`` (name -> number, string or None for a non-finite value),
+    a fingerprint's ``sha256``; ``raw`` is the row as written."""
+
+    kind: str
+    step: int
+    epoch: int | None = None
+    values: dict[str, Any] = field(default_factory=dict)
+    sha256: str | None = None
+    nonfinite: dict[str, str] = field(default_factory=dict)
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def loss(self) -> float | None:
+        """The row's loss, when it logged a finite one."""
+        value = self.values.get("loss")
+        return float(value) if isinstance(value, (int, float)) else None
+
+    def value(self, name: str) -> Any:
+        """A logged value by name (``float("nan")``/``inf`` for an encoded non-finite one)."""
+        if name in self.nonfinite:
+            return float(self.nonfinite[name])
+        return self.values.get(name)
+
+    @classmethod
+    def from_dict(cls, row: dict[str, Any]) -> MetricRow:
+        """A parsed row (a row without a usable step counts as step 0)."""
+        step, epoch = row.get("step"), row.get("epoch")
+        nonfinite = row.get("nonfinite")
+        return cls(
+            kind=str(row.get("kind", "step")),
+            step=step if isinstance(step, int) and not isinstance(step, bool) else 0,
+            epoch=epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None,
+            values={k: v for k, v in row.items() if k not in _ROW_KEYS},
+            sha256=row.get("sha256") if isinstance(row.get("sha256"), str) else None,
+            nonfinite=dict(nonfinite) if isinstance(nonfinite, dict) else {},
+            raw=row,
+        )
+
+
+def encode_metrics(values: dict[str, Any]) -> dict[str, Any]:
+    """Metrics as standard JSON: each NaN/inf becomes ``null`` and is named under
+    ``"nonfinite"`` (``{"loss": "nan"}``); finite values are kept as they are."""
+    out: dict[str, Any] = {}
+    nonfinite: dict[str, str] = {}
+    for key, value in values.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            nonfinite[key] = "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+            value = None
+        out[key] = value
+    if nonfinite:
+        out["nonfinite"] = nonfinite
+    return out
