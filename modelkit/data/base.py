@@ -50,6 +50,16 @@ class Dataset:
                     f"data '{self.spec}': {split} labels are {y.dtype}, expected integers",
                     hint="labels are class indices (torch.int64)",
                 )
+            if y.dtype != torch.int64:  # torch's losses take int64 class indices only
+                raise DataError(
+                    f"data '{self.spec}': {split} labels are {y.dtype}, expected torch.int64",
+                    hint="return the labels as int64 class indices: y.long()",
+                )
+            if len(x) == 0:
+                raise DataError(
+                    f"data '{self.spec}': the {split} split is empty",
+                    hint="return at least one sample in each split (train and test)",
+                )
             if len(y) and (int(y.min()) < 0 or int(y.max()) >= len(self.classes)):
                 bad = int(y.min()) if int(y.min()) < 0 else int(y.max())
                 raise DataError(
