@@ -26,10 +26,11 @@ bytes only: nothing on disk is unpickled. (DCP still exchanges its save/load *pl
 the ranks of the live process group with ``gather_object``, i.e. pickle over the process
 group's own sockets between our own processes; nothing from a file.)
 
-Loading (:func:`load_sharded`) needs the world size the checkpoint was written with (the
-caller checks it first: :class:`modelkit.errors.WorldSizeMismatch`); every rank verifies its
-own shard's sha256 (rank 0 also the set of files), then DCP reads each rank's shards back into
-its DTensors in place.
+Resuming: :func:`latest_sharded` picks the newest checkpoint whose head and shards verify
+(every rank checks its own shard files' sha256, rank 0 also that none is missing or extra; a
+damaged one is named, and skipped with ``fallback``); the world size was checked first
+(:class:`modelkit.errors.WorldSizeMismatch`). :func:`load_sharded` then lets DCP read each
+rank's shards back into its DTensors in place.
 """
 
 from __future__ import annotations
