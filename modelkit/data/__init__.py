@@ -104,6 +104,7 @@ def load_dataset(
     normalize: Mapping[str, Any] | None = None,
     context_length: int = 0,
     batches: int = 0,
+    text: Mapping[str, Any] | None = None,
 ) -> Any:
     """Resolve a data spec and load it (a :class:`modelkit.data.base.Dataset`, or a
     :class:`modelkit.data.text.TokenDataset` for text).
@@ -113,6 +114,7 @@ def load_dataset(
     (``{mean, std}``) is applied per channel after loading. ``batches`` (a batch size; 0: no)
     lets a ``package.module:loader`` return a torch ``Dataset``/``DataLoader`` yielding
     ``(inputs, targets)`` (a :class:`modelkit.data.batches.BatchSource`, for evaluation).
+    ``text`` (``{tokenizer, chars}``) reaches text loaders: a run's own tokenization.
     """
     ds = _load(
         spec,
@@ -124,6 +126,7 @@ def load_dataset(
             "channels": channels,
             "context_length": context_length,
             "batches": batches,
+            **dict(text or {}),
         },
     )
     if normalize:

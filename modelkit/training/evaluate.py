@@ -190,6 +190,10 @@ def load_eval_data(
     from modelkit.data import load_dataset
 
     shape: dict[str, Any] = {"context_length": record.context_length}
+    tokenizer = record.data.get("tokenizer")
+    if isinstance(tokenizer, str):  # text is tokenized as the run's was (a char vocabulary too)
+        chars = record.data.get("chars")
+        shape["text"] = {"tokenizer": tokenizer, **({"chars": chars} if chars else {})}
     if train_cfg is not None:
         shape.update(
             image_size=train_cfg.image_size,
