@@ -143,7 +143,7 @@ def check_data_fits(
     problem = task.check_fit(out, y, data)
     if problem is not None:
         raise refuse(problem)
-    classes = record.data.get("classes")
+    classes = record.data_classes
     have = getattr(data, "classes", None)
     if isinstance(classes, list) and isinstance(have, list) and len(have) != len(classes):
         raise refuse(f"it has {len(have)} classes, the run was trained on {len(classes)}")
