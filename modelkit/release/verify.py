@@ -340,8 +340,8 @@ def _re_evaluate(snapshot: Path, model: Any, *, project: Any) -> dict[str, Any]:
             "cannot re-evaluate: the release holds no evaluation", hint="verify without --eval"
         )
     recorded = json.loads(files[0].read_text(encoding="utf-8"))
-    record = RunDir(snapshot).read_record()
-    task = task_of(record)
+    record = RunDir(snapshot).run_record()
+    task = task_of(record.raw)
     spec, train = _eval_spec(snapshot, recorded)
     ds = load_eval_data(
         spec, project=project, record=record, train_cfg=train, skip=False, batch_size=1024
