@@ -106,18 +106,24 @@ class RunDir:
             os.fsync(f.fileno())
 
     def read_metrics(self) -> list[dict[str, Any]]:
-        """All object rows of ``metrics.jsonl`` (a torn last line from a crash, or a line that
-        is not a JSON object, is skipped); prefer :meth:`metric_rows`."""
+        """All rows of ``metrics.jsonl`` (a torn last line from a crash is skipped; a line that
+        is JSON but not an object is a RunDirError naming it); prefer :meth:`metric_rows`."""
         if not self.metrics.is_file():
             return []
         rows = []
-        for line in self.metrics.read_text(encoding="utf-8").splitlines():
+        lines = self.metrics.read_text(encoding="utf-8", errors="replace").splitlines()
+        for number, line in enumerate(lines, 1):
             try:
                 row = json.loads(line)
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, RecursionError):
                 continue
-            if isinstance(row, dict):
-                rows.append(row)
+            if not isinstance(row, dict):
+                raise RunDirError(
+                    f"{self.metrics} line {number} is not a JSON object: {line[:40]!r}",
+                    hint="each line of metrics.jsonl is one object ({\"step\": ..., ...}); "
+                    "remove or fix that line",
+                )
+            rows.append(row)
         return rows
 
     def metric_rows(self) -> list[MetricRow]:

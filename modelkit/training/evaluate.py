@@ -143,6 +143,10 @@ def check_data_fits(
     problem = task.check_fit(out, y, data)
     if problem is not None:
         raise refuse(problem)
+    classes = record.data_classes
+    have = getattr(data, "classes", None)
+    if isinstance(classes, list) and isinstance(have, list) and len(have) != len(classes):
+        raise refuse(f"it has {len(have)} classes, the run was trained on {len(classes)}")
 
 
 def eval_transform(
@@ -154,7 +158,10 @@ def eval_transform(
     ref = record.eval_transform
     if not ref:
         return None
+    import functools
+
     from modelkit.errors import BadInputError
+    from modelkit.usercode import call_user
 
     if str(ref).startswith("model."):
         target: Any = model
@@ -165,10 +172,12 @@ def eval_transform(
                 f"the run's eval_transform '{ref}' is not a callable of the model",
                 hint="record an importable function instead: 'package.module:function'",
             )
-        return target
-    from modelkit.project import import_object
+        return functools.partial(call_user, "eval transform", str(ref), target)
 
-    return import_object(str(ref), what="eval transform")
+    from modelkit.models.imports import import_object
+
+    fn = import_object(str(ref), what="eval transform")
+    return functools.partial(call_user, "eval transform", str(ref), fn)
 
 
 def load_eval_data(
@@ -181,6 +190,10 @@ def load_eval_data(
     from modelkit.data import load_dataset
 
     shape: dict[str, Any] = {"context_length": record.context_length}
+    tokenizer = record.data.get("tokenizer")
+    if isinstance(tokenizer, str):  # text is tokenized as the run's was (a char vocabulary too)
+        chars = record.data.get("chars")
+        shape["text"] = {"tokenizer": tokenizer, **({"chars": chars} if chars else {})}
     if train_cfg is not None:
         shape.update(
             image_size=train_cfg.image_size,
@@ -214,11 +227,9 @@ def evaluate_run(
 ) -> dict[str, Any]:
     """Evaluate a run's weights on the held-out split of its data (or ``data``), by its task.
 
-    The training data's result goes to ``eval.json``; a result on other data goes to
-    ``evals/<dataset name>.json`` and never replaces it. ``result["path"]`` says which.
-    The weights (either layout) are checked against run.json's record (``trust_unrecorded``
-    accepts a run that records none); the result names their identity (``weights_sha256``).
-    The format of both files is in docs/tasks.md ("Evaluation files").
+    The training data's result goes to ``eval.json``, other data's to ``evals/<name>.json``
+    (``result["path"]``; format: docs/tasks.md). The weights are checked against run.json
+    (``trust_unrecorded`` accepts a run that records none); ``weights_sha256`` names them.
     """
     from modelkit.data.batches import BatchSource
     from modelkit.errors import RunDirError
@@ -230,7 +241,7 @@ def evaluate_run(
     run = open_run(run_dir, require=("run.json", "config.json"))
     layout = verified_weights(run.path, trust_unrecorded=trust_unrecorded)  # either layout
     record = read_run_record(run)
-    task, dev = task_of(record.raw), resolve_device(device)
+    task, dev = task_of(record), resolve_device(device)
     own_loop = record.own_loop
     if own_loop and data is None:
         raise RunDirError(
@@ -258,10 +269,9 @@ def evaluate_run(
     acc = _accumulate_checked(
         model, batches, task=task, data=ds, spec=spec, device=dev, transform=transform
     )
-    result = {"task": task.name, **acc.summary()}
     return _finish_result(
-        result, run, spec=spec, fingerprint=ds.fingerprint, record=record, train_cfg=train_cfg,
-        weights=actual, device=dev, write=write,
+        {"task": task.name, **acc.summary()}, run, spec=spec, fingerprint=ds.fingerprint,
+        record=record, train_cfg=train_cfg, weights=actual, device=dev, write=write,
     )  # fmt: skip
 
 
