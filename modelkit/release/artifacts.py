@@ -46,6 +46,8 @@ def _recorded(run_dir: Path, record: dict[str, Any]) -> list[str]:
     """The paths run.json's ``artifacts`` declares, relative to the run."""
     out = []
     for item in record.get("artifacts") or []:
+        if isinstance(item, dict) and "path" not in item and isinstance(item.get("name"), str):
+            continue  # run.add_artifact's entry: its file lies in artifacts/, released below
         path = item.get("path") if isinstance(item, dict) else item
         if not isinstance(path, str) or not path:
             raise RunDirError(
