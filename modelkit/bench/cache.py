@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from modelkit.bench import harness, worktree
+from modelkit.config import tomllib
 from modelkit.io import write_json_atomic
 
 LOCK_PATTERNS = ("requirements*.txt", "constraints*.txt", "*.lock", "pylock*.toml")
@@ -33,8 +34,6 @@ def cache_dir() -> Path:
 
 
 def _pyproject_dependencies(path: Path) -> Any:
-    from modelkit.config import tomllib
-
     try:
         doc = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):

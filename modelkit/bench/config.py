@@ -97,6 +97,25 @@ def _number(key: str, value: Any, where: str) -> float:
     return float(value)
 
 
+def _per_benchmark(raw_per: Any, where: str) -> dict[str, dict[str, float]]:
+    """``per_benchmark`` tables: pattern -> metric settings."""
+    if not isinstance(raw_per, dict):
+        raise ConfigError(f"{where}: 'per_benchmark' must be a table", hint="see docs/benchmark.md")
+    per: dict[str, dict[str, float]] = {}
+    for pattern, sub in raw_per.items():
+        w = f"{where} per_benchmark.{pattern}"
+        if not isinstance(sub, dict):
+            raise ConfigError(f"{w} must be a table", hint="e.g. threshold = 0.1")
+        for k in sub:
+            if k not in METRIC_KEYS:
+                raise ConfigError(
+                    f"{w}: unknown key '{k}'{did_you_mean(k, METRIC_KEYS)}",
+                    hint=f"valid keys: {', '.join(METRIC_KEYS)}",
+                )
+        per[str(pattern)] = {k: _number(k, v, w) for k, v in sub.items()}
+    return per
+
+
 def parse_bench_config(table: dict[str, Any] | None, **overrides: Any) -> BenchConfig:
     """Validate ``[tool.modelkit.benchmark]`` and apply CLI overrides (None = not given)."""
     table = dict(table or {})
@@ -110,21 +129,7 @@ def parse_bench_config(table: dict[str, Any] | None, **overrides: Any) -> BenchC
     metric = {k: _number(k, table[k], where) for k in METRIC_KEYS if k in table}
     if "alpha" in metric and not 0 < metric["alpha"] < 1:
         raise ConfigError(f"{where}: 'alpha' must be in (0, 1)", hint="e.g. alpha = 0.05")
-    per: dict[str, dict[str, float]] = {}
-    raw_per = table.get("per_benchmark", {})
-    if not isinstance(raw_per, dict):
-        raise ConfigError(f"{where}: 'per_benchmark' must be a table", hint="see docs/benchmark.md")
-    for pattern, sub in raw_per.items():
-        w = f"{where} per_benchmark.{pattern}"
-        if not isinstance(sub, dict):
-            raise ConfigError(f"{w} must be a table", hint="e.g. threshold = 0.1")
-        for k in sub:
-            if k not in METRIC_KEYS:
-                raise ConfigError(
-                    f"{w}: unknown key '{k}'{did_you_mean(k, METRIC_KEYS)}",
-                    hint=f"valid keys: {', '.join(METRIC_KEYS)}",
-                )
-        per[str(pattern)] = {k: _number(k, v, w) for k, v in sub.items()}
+    per = _per_benchmark(table.get("per_benchmark", {}), where)
     values: dict[str, Any] = {}
     for key in ("suite", "markers", "keyword", "package", "mode"):
         if key in table:

@@ -17,7 +17,8 @@ from modelkit.bench.config import BenchConfig
 from modelkit.bench.deciders import evaluate
 from modelkit.bench.outcome import Outcome
 from modelkit.bench.plan import Event, Plan, loop, resolve_lane
-from modelkit.bench.results import ProcessResult, results_document, suite_digest
+from modelkit.bench.results import ProcessResult, load_results, results_document, suite_digest
+from modelkit.bench.sides import covered_by_instructions
 from modelkit.errors import BadInputError
 from modelkit.io import write_json_atomic
 
@@ -58,7 +59,10 @@ class Context:
                     warnings=self.warnings, device=self.plan.device)  # fmt: skip
         if state is not None:
             o.rounds, o.stopped, o.metrics, o.errors = (
-                state.rounds, state.stopped, state.results, state.errors
+                state.rounds,
+                state.stopped,
+                state.results,
+                state.errors,
             )
             o.head_doc = self.document(state.head, self.head_info["commit"], self.head.dirty)
         return o
@@ -253,9 +257,6 @@ def _compare(ctx: Context, ref: str) -> Outcome:
 
 
 def _against_baseline(ctx: Context, baseline: Path, force: bool) -> Outcome:
-    from modelkit.bench.results import load_results
-    from modelkit.bench.sides import covered_by_instructions
-
     plan = ctx.plan
     base_procs, meta = load_results(baseline)
     base_fp = meta.get("fingerprint") or {}
@@ -264,17 +265,23 @@ def _against_baseline(ctx: Context, baseline: Path, force: bool) -> Outcome:
     if diffs:
         msg = f"baseline {baseline} was measured on another machine ({'; '.join(diffs)})"
         if not force:
-            raise BadInputError(msg, hint="timings are not comparable; re-run it here or force")
+            raise BadInputError(
+                msg, hint="timings are not comparable; re-run it here or pass --force"
+            )
         ctx.warnings.append(msg + " (--force)")
     if len(base_procs) < 2:
-        ctx.warnings.append("the baseline holds one process: timings stay undecided "
-                            "(record it with `modelkit benchmark --processes 5 --out FILE`)")
+        ctx.warnings.append(
+            "the baseline holds one process: timings stay undecided "
+            "(record it with `modelkit benchmark --processes 5 --out FILE`)"
+        )
     base_info = {"ref": str(baseline), "commit": meta.get("commit"), "how": "saved results"}
     counted = None
     if plan.lane == "instructions":
         if not covered_by_instructions(base_procs):
-            ctx.warnings.append(f"baseline {baseline} holds no instruction counts (record it "
-                                "with `modelkit benchmark --mode instructions --out FILE`)")
+            ctx.warnings.append(
+                f"baseline {baseline} holds no instruction counts (record it "
+                "with `modelkit benchmark --mode instructions --out FILE`)"
+            )
         counted = plan.count({"head": plan.root})
     state = loop(plan, {"head": plan.root}, paired=False, saved_base=base_procs, counted=counted)
     return ctx.outcome("baseline", base_info, state)

@@ -83,7 +83,9 @@ class Plan:
     def how(self, lane: str) -> runner.SuiteRun:
         """The process settings for a lane (callgrind runs ~5x slower, ~50x where it counts)."""
         cfg = self.cfg
-        timeout = max(900.0, 3 * cfg.max_time) if lane == "instructions" else max(120.0, cfg.max_time)
+        timeout = (
+            max(900.0, 3 * cfg.max_time) if lane == "instructions" else max(120.0, cfg.max_time)
+        )
         return runner.SuiteRun(
             self.root, self.suite, self.harness_dir, self.device, cfg.markers, cfg.keyword,
             cfg.bench_min_rounds, cfg.bench_max_time, timeout,
@@ -194,5 +196,7 @@ def loop(
         if state.rounds >= plan.cfg.min_rounds:
             selection = _undecided(state.results)
         if not selection:
-            state.stopped = "decided by instruction counts" if covered else "nothing left to measure"
+            state.stopped = (
+                "decided by instruction counts" if covered else "nothing left to measure"
+            )
             return state

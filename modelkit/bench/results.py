@@ -214,8 +214,6 @@ def load_results(path: Path) -> tuple[list[ProcessResult], dict[str, Any]]:
     return [proc], {"fingerprint": fp, "commit": commit, "dirty": None}
 
 
-
-
 def merge_processes(parts: list[ProcessResult]) -> ProcessResult:
     """One side's process result from processes that each ran some of the suite's files."""
     first = parts[0]

@@ -64,41 +64,73 @@ CompareOpt = Annotated[str | None, typer.Option(
     "--compare", help="Ref to gate against (branch = its merge-base with HEAD, tag or commit); "
     "without a ref: the merge-base with the default branch (origin/HEAD, else main or master).",
 )]  # fmt: skip
-BaselineOpt = Annotated[Path | None, typer.Option(
-    "--baseline", help="Compare against saved results instead of re-running REF.")]
+BaselineOpt = Annotated[
+    Path | None,
+    typer.Option("--baseline", help="Compare against saved results instead of re-running REF."),
+]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Accept a baseline from another machine.")]
-SuiteOpt = Annotated[str | None, typer.Option(
-    "--suite", help="Benchmark folder or file (default benchmarks).")]
-MarkersOpt = Annotated[str | None, typer.Option(
-    "--markers", "-m", help="pytest -m expression, e.g. 'not slow'.")]
+SuiteOpt = Annotated[
+    str | None, typer.Option("--suite", help="Benchmark folder or file (default benchmarks).")
+]
+MarkersOpt = Annotated[
+    str | None, typer.Option("--markers", "-m", help="pytest -m expression, e.g. 'not slow'.")
+]
 KeywordOpt = Annotated[str | None, typer.Option("-k", help="pytest -k expression.")]
-MaxTimeOpt = Annotated[float | None, NumberOpt(
-    "--max-time", help="Time budget for --compare, seconds.", gt=0)]
+MaxTimeOpt = Annotated[
+    float | None, NumberOpt("--max-time", help="Time budget for --compare, seconds.", gt=0)
+]
 MinRoundsOpt = Annotated[int | None, NumberOpt(help="ABBA rounds before early stop.", ge=1)]
 MaxRoundsOpt = Annotated[int | None, NumberOpt(help="Most ABBA rounds.", ge=1)]
-ThresholdOpt = Annotated[float | None, NumberOpt(
-    help="Timing change that matters (0.03 = 3%).", ge=0)]
-ModeOpt = Annotated[str | None, typer.Option(
-    "--mode", help="instructions (callgrind counts, CPU) | time | auto (default: instructions on "
-    "CPU when valgrind is installed, else time; always time on CUDA).")]
-InstrOpt = Annotated[float | None, typer.Option(
-    "--instr-threshold", help="Instruction lane: a change of this fraction or more in "
-    "instructions per call is flagged (default 0.005 = 0.5%; in (0, 1)).")]
-AcceptOpt = Annotated[list[str] | None, typer.Option(
-    "--accept", help="Accept an intended change: BENCH:METRIC (matched literally, '*' the only "
-    "wildcard; repeatable). Commit trailers 'Benchmark-Accept: BENCH METRIC [reason]' do the "
-    "same.")]
-StrictOpt = Annotated[bool, typer.Option(
-    "--strict", help="Fail (exit 3) when a benchmark records nothing the gate can judge.")]
-ProcessesOpt = Annotated[int, NumberOpt(
-    help="Without --compare: processes to run (samples per benchmark).", ge=1)]
-OutOpt = Annotated[Path | None, typer.Option(
-    "--out", "-o", help="Write HEAD's results (pytest-benchmark JSON).")]
+ThresholdOpt = Annotated[
+    float | None, NumberOpt(help="Timing change that matters (0.03 = 3%).", ge=0)
+]
+ModeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--mode",
+        help="instructions (callgrind counts, CPU) | time | auto (default: instructions on "
+        "CPU when valgrind is installed, else time; always time on CUDA).",
+    ),
+]
+InstrOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--instr-threshold",
+        help="Instruction lane: a change of this fraction or more in "
+        "instructions per call is flagged (default 0.005 = 0.5%; in (0, 1)).",
+    ),
+]
+AcceptOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--accept",
+        help="Accept an intended change: BENCH:METRIC (matched literally, '*' the only "
+        "wildcard; repeatable). Commit trailers 'Benchmark-Accept: BENCH METRIC [reason]' do the "
+        "same.",
+    ),
+]
+StrictOpt = Annotated[
+    bool,
+    typer.Option(
+        "--strict", help="Fail (exit 3) when a benchmark records nothing the gate can judge."
+    ),
+]
+ProcessesOpt = Annotated[
+    int, NumberOpt(help="Without --compare: processes to run (samples per benchmark).", ge=1)
+]
+OutOpt = Annotated[
+    Path | None, typer.Option("--out", "-o", help="Write HEAD's results (pytest-benchmark JSON).")
+]
 ReportMdOpt = Annotated[Path | None, typer.Option("--report-md", help="Markdown report.")]
 ReportJsonOpt = Annotated[Path | None, typer.Option("--report-json", help="JSON report.")]
 NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Ignore cached results.")]
-CacheKeyOpt = Annotated[bool, typer.Option(
-    "--cache-key", help="Print the cache key of REF's results (for CI's actions/cache) and exit.")]
+CacheKeyOpt = Annotated[
+    bool,
+    typer.Option(
+        "--cache-key",
+        help="Print the cache key of REF's results (for CI's actions/cache) and exit.",
+    ),
+]
 
 
 def _check_flags(device: str | None, mode: str | None, instr_threshold: float | None) -> None:

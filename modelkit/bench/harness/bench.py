@@ -146,5 +146,3 @@ class Bench(Timers):
         self.record(name, values, kind=kind, unit=unit, higher_is_better=direction == "higher",
                     seeds=seeds)  # fmt: skip
         return values
-
-

@@ -121,5 +121,3 @@ def _valgrind_version() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None
-
-

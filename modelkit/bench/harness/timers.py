@@ -74,4 +74,3 @@ class Timers(Recorder):
         stats = getattr(self.benchmark, "stats", None)
         inner = getattr(stats, "stats", None)
         return list(getattr(inner, "data", []) or [])
-
