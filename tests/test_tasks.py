@@ -201,3 +201,28 @@ def test_eval_data_is_tokenized_as_the_run_was(tmp_path: Path) -> None:
     )  # fmt: skip
     assert (ds.tokenizer, ds.vocab_size, ds.context_length) == ("char", 5, 8)
     assert int(ds.x_test.max()) <= 3  # ' ', 'a', 'b', 'c' under the run's ids
+
+
+SEAM = sorted(
+    [*Path(__file__).resolve().parents[1].joinpath("modelkit", "tasks").glob("*.py")]
+    + [
+        Path(__file__).resolve().parents[1] / "modelkit" / rel
+        for rel in ("data/text.py", "data/batches.py", "models/gpt.py", "training/evaluate.py")
+    ]
+)
+
+
+@pytest.mark.parametrize("path", SEAM, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_task_seam_modules_stay_readable(path: Path) -> None:
+    """No module over 400 lines, no function over 60 (the limits of issue 24)."""
+    import ast
+
+    source = path.read_text(encoding="utf-8")
+    assert len(source.splitlines()) <= 400
+    long = [
+        node.name
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+        and node.end_lineno - node.lineno + 1 > 60
+    ]
+    assert long == []

@@ -143,7 +143,7 @@ def check_data_fits(
     problem = task.check_fit(out, y, data)
     if problem is not None:
         raise refuse(problem)
-    classes = (record.get("data") or {}).get("classes")
+    classes = record.data_classes
     have = getattr(data, "classes", None)
     if isinstance(classes, list) and isinstance(have, list) and len(have) != len(classes):
         raise refuse(f"it has {len(have)} classes, the run was trained on {len(classes)}")
@@ -227,11 +227,9 @@ def evaluate_run(
 ) -> dict[str, Any]:
     """Evaluate a run's weights on the held-out split of its data (or ``data``), by its task.
 
-    The training data's result goes to ``eval.json``; a result on other data goes to
-    ``evals/<dataset name>.json`` and never replaces it. ``result["path"]`` says which.
-    The weights (either layout) are checked against run.json's record (``trust_unrecorded``
-    accepts a run that records none); the result names their identity (``weights_sha256``).
-    The format of both files is in docs/tasks.md ("Evaluation files").
+    The training data's result goes to ``eval.json``, other data's to ``evals/<name>.json``
+    (``result["path"]``; format: docs/tasks.md). The weights are checked against run.json
+    (``trust_unrecorded`` accepts a run that records none); ``weights_sha256`` names them.
     """
     from modelkit.data.batches import BatchSource
     from modelkit.errors import RunDirError
@@ -271,10 +269,9 @@ def evaluate_run(
     acc = _accumulate_checked(
         model, batches, task=task, data=ds, spec=spec, device=dev, transform=transform
     )
-    result = {"task": task.name, **acc.summary()}
     return _finish_result(
-        result, run, spec=spec, fingerprint=ds.fingerprint, record=record, train_cfg=train_cfg,
-        weights=actual, device=dev, write=write,
+        {"task": task.name, **acc.summary()}, run, spec=spec, fingerprint=ds.fingerprint,
+        record=record, train_cfg=train_cfg, weights=actual, device=dev, write=write,
     )  # fmt: skip
 
 
