@@ -28,6 +28,7 @@ from typing import Any
 
 from modelkit.config import read_text_file, tomllib
 from modelkit.errors import ConfigError
+from modelkit.models.imports import import_object as import_object  # re-exported
 
 
 @dataclass(frozen=True)
@@ -128,44 +129,3 @@ def _datasets(path: Path, table: dict[str, Any]) -> dict[str, str | dict[str, An
         else:
             out[str(name)] = str(value)
     return out
-
-
-def import_object(spec: str, *, what: str) -> Any:
-    """Import ``package.module:attr`` and return the attribute (typed error when it fails)."""
-    import importlib
-
-    from modelkit.errors import BadInputError
-
-    module_name, _, attr = spec.partition(":")
-    if not module_name or not attr:
-        raise BadInputError(
-            f"invalid {what} reference '{spec}'", hint="use the form package.module:callable"
-        )
-    from modelkit.models.imports import add_fallback_paths, refuse_training_module
-
-    add_fallback_paths([Path.cwd()])  # as `python -m` has it (the console script does not)
-    refuse_training_module(module_name, reference=spec)
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        from modelkit.errors import ModelNotImportable, NotImportable
-
-        cls = ModelNotImportable if what == "model" else NotImportable
-        kind = {} if what == "model" else {"what": what}
-        raise cls(spec, f"no module named '{exc.name or module_name}'", **kind) from None
-    except Exception as exc:
-        raise BadInputError(
-            f"importing '{module_name}' for {what} '{spec}' failed: {type(exc).__name__}: {exc}",
-            hint="fix the error in that module",
-        ) from None
-    obj = module
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise BadInputError(
-                f"module '{module_name}' has no attribute '{attr}' ({what} '{spec}')",
-                hint=f"define {attr} in {module_name}",
-            )
-        obj = getattr(obj, part)
-    if not callable(obj):
-        raise BadInputError(f"{what} '{spec}' is not callable", hint="point at a function or class")
-    return obj

@@ -45,7 +45,10 @@ from modelkit.errors import (
     RunDirError,
     TrainingError,
 )
+from modelkit.repro.hooks import RunHooks
 from modelkit.runs import values as V
+from modelkit.runs.artifacts import artifact_name
+from modelkit.runs.exits import install_error_hook, watch
 from modelkit.runs.opening import RunSpec, config_digest, open_session
 from modelkit.runs.perturb import PERTURB_ENV, env_perturb, parse_perturb, unwrap
 from modelkit.runs.seeding import DETERMINISTIC_ENV, SEED_ENV, seed_everything
@@ -100,9 +103,6 @@ def start_run(
     input preprocessing before ``model(x)`` at evaluation (``package.module:function`` or
     ``"model.ATTR"``), so ``modelkit eval`` evaluates what the script did.
     """
-    from modelkit.repro.hooks import RunHooks
-    from modelkit.runs.exits import install_error_hook, watch
-
     install_error_hook()  # the first modelkit call of a script: its errors end it as a verb
     V.check_start_args(path, model, seed, fingerprint_every, name, overwrite, resume)
     hooks = RunHooks.from_env()  # modelkit repro's env hooks
@@ -316,8 +316,6 @@ class Run:
     def add_artifact(self, path: Path | str, *, name: str | None = None) -> Path:
         """Copy the regular file ``path`` into the run (``artifacts/<name>``, default its own
         name) and record it; a release carries it. Returns where it lies in the run."""
-        from modelkit.runs.artifacts import artifact_name
-
         if not isinstance(path, (str, os.PathLike)):
             raise InvalidArgument("path", path, "a file path", hint="run.add_artifact('vocab.txt')")
         source = Path(path)

@@ -463,3 +463,20 @@ def test_cli_train_overwrite_through_a_link(tmp_path: Path) -> None:
         os.chdir(cwd)
     assert (tmp_path / "link").is_symlink() and read_run_record(tmp_path / "real").complete
     assert not list(tmp_path.glob(".*"))  # no staging, lock or old copy left
+
+
+def test_an_added_artifact_is_released_once_under_its_name(tmp_path: Path) -> None:
+    from modelkit.release.artifacts import declared_artifacts
+
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("a\nb\n")
+    model = torch.nn.Linear(4, 2)
+    with start_run(tmp_path / "run", model=model) as run:
+        run.add_artifact(vocab)
+        run.finish(model)
+    record = json.loads((tmp_path / "run/run.json").read_text())
+    assert record["artifacts"][0]["path"] == "artifacts/vocab.txt"
+    found = declared_artifacts(tmp_path / "run", record=record, project=None, released=set())
+    assert found == {"vocab.txt": (tmp_path / "run/artifacts/vocab.txt").resolve()} or found == {
+        "vocab.txt": tmp_path / "run/artifacts/vocab.txt"
+    }

@@ -1,7 +1,7 @@
 """Sharded training (FSDP2) through torchrun: 2 gloo processes on CPU, the MNIST MLP on digits.
 
 Real subprocesses, real torchrun, real gloo, real torch.distributed.checkpoint files. The model
-is the registry's MnistMLP with one test hook (FAIL_RANK=R: rank R crashes in its 16th training
+is the registry's MnistMLP behind a BatchNorm, with one test hook (FAIL_RANK=R: rank R crashes in its 16th training
 forward, i.e. in epoch 2 after the epoch-1 checkpoint), so an interrupted run can be resumed.
 """
 
@@ -26,14 +26,21 @@ ARGS += ["--fingerprint-every", "4", "--max-shard-size", "200KB", "-q"]
 
 FLAKY_MLP = '''
 import os
+from torch import nn
 from modelkit.models.mlp import MnistMLP
 
 class FailsOnOneRank(MnistMLP):
-    """MnistMLP; FAIL_RANK=R makes rank R crash in its 16th training forward."""
+    """MnistMLP behind a BatchNorm (buffers: kept equal across ranks as DDP does);
+    FAIL_RANK=R makes rank R crash in its 16th training forward."""
 
     calls = 0
 
+    def __init__(self, num_classes: int = 10):
+        super().__init__(num_classes)
+        self.norm = nn.BatchNorm1d(784)
+
     def forward(self, x):
+        x = self.norm(x.flatten(1))
         if self.training:
             self.calls += 1
             fail = os.environ.get("FAIL_RANK")
@@ -78,15 +85,16 @@ def test_sharded_run_checkpoints_with_dcp_and_resumes_bitwise(project: Path) -> 
     rec = a.read_record()
     assert rec["distributed"] == {"world_size": 2, "backend": "gloo", "strategy": "fsdp2"}
     assert rec["status"] == "complete" and rec["metrics"]["test_accuracy"] > 0.5
-    assert rec["sharding"] == {"strategy": "fsdp2", "units": 4}  # three Linear + the root
+    assert rec["sharding"] == {"strategy": "fsdp2", "units": 5}  # BatchNorm, 3 Linear, root
     assert [set(r) for r in rec["peak_memory_per_rank"]] == [{"peak_rss_bytes"}] * 2
     # the gathered final weights: the Hub's sharded layout, every parameter whole
-    assert rec["weights"]["layout"] == "sharded" and rec["num_parameters"] == 109_386
+    assert rec["weights"]["layout"] == "sharded" and rec["num_parameters"] == 109_386 + 2 * 784
     from modelkit.weights.layout import read_layout
     from modelkit.weights.load import read_state_dict
 
     state = read_state_dict(read_layout(project / "a"))
     assert state["net.0.weight"].shape == (128, 784) and state["net.4.bias"].shape == (10,)
+    assert int(state["norm.num_batches_tracked"]) == 24  # rank 0's buffers
     fingerprints = [r["step"] for r in a.read_metrics() if r["kind"] == "fingerprint"]
     assert fingerprints == [0, 4, 8, 12, 16, 20, 24]
     # its checkpoints: a head file + a folder of per-rank safetensors shards, nothing pickled

@@ -117,3 +117,48 @@ def test_repro_identical_and_control_differs(trained: Path, cli, monkeypatch) ->
     assert r["fingerprints_compared"] == 3  # steps 5, 10, 15
     c = r["control"]  # MODELKIT_SEED=1 reached lightning's seed_everything: another data order
     assert c["differs"] and c["seed"] == 1
+
+
+def test_released_to_a_registry_it_loads_as_litmodule_hparams_and_verifies_elsewhere(
+    trained: Path, tmp_path: Path, cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+    from release_helpers import git_project
+    from safetensors.torch import load_file
+
+    import modelkit
+    from modelkit.loading import resolve_directory
+
+    root = tmp_path / "proj"
+    root.mkdir()
+    shutil.copy(trained / "lit_digits.py", root / "lit_digits.py")
+    git_project(root)
+    shutil.copytree(trained / "runs/lit", root / "runs/lit")
+    monkeypatch.chdir(root)
+    code, _, err = cli("eval", "runs/lit", "--data", "lit_digits:val_set")
+    assert code == 0, err
+    assert cli("card", "runs/lit")[0] == 0
+    code, _, err = cli(
+        "release", "v0.1", "--run", "runs/lit", "--to", "registry", "--repo", "o/lit"
+    )
+    assert code == 0, err
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    registry = root / "registry"
+    code, _, err = cli("verify", f"{registry}@v0.1", "--repo", "o/lit")
+    assert code == 0, err
+    # the framework's own way: LitModule(**hparams) + load_state_dict, from the released files
+    snap = resolve_directory(registry, "v0.1", repo="o/lit")
+    hparams = json.loads((snap / "config.json").read_text())["modelkit"]["reference"]["kwargs"]
+    sys.path.insert(0, str(root))
+    try:
+        from lit_digits import LitMLP
+
+        lit = LitMLP(**hparams)
+        lit.load_state_dict(load_file(snap / "model.safetensors"))
+    finally:
+        sys.path.remove(str(root))
+    x = torch.linspace(0, 1, 5 * 64).reshape(5, 64)
+    with torch.no_grad():
+        assert torch.equal(lit.eval()(x), modelkit.load(trained / "runs/lit")(x))

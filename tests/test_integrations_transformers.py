@@ -68,7 +68,9 @@ def test_the_trainer_run_is_recorded(trained: Path) -> None:
     assert [r["step"] for r in steps] == list(range(1, 9))
     assert all(r["loss"] > 0 and "learning_rate" in r for r in steps)
     assert [r["step"] for r in rows if r["kind"] == "fingerprint"] == [2, 4, 6, 8]
-    assert {"tokenizer.json", "tokenizer_config.json"} <= {p.name for p in run.iterdir()}
+    artifacts = {a["name"] for a in record["artifacts"]}  # declared: a release carries them
+    assert {"tokenizer.json", "tokenizer_config.json"} <= artifacts
+    assert artifacts == {p.name for p in (run / "artifacts").iterdir()}
 
 
 def test_the_run_loads_with_transformers_and_modelkit(trained: Path) -> None:
@@ -81,7 +83,7 @@ def test_the_run_loads_with_transformers_and_modelkit(trained: Path) -> None:
     script = _script_module(trained)
     text = "the quick brown fox predicts the next token"
     ids = script.build_tokenizer()(text)["input_ids"]
-    tokenizer = AutoTokenizer.from_pretrained(run)
+    tokenizer = AutoTokenizer.from_pretrained(run / "artifacts")
     assert tokenizer(text)["input_ids"] == ids and len(ids) > 3
     x = torch.tensor([ids[:16]])
     hf = AutoModelForCausalLM.from_pretrained(run).eval()
@@ -127,7 +129,7 @@ def test_released_to_a_registry_it_loads_with_transformers_and_verifies_elsewher
 ) -> None:
     import torch
     from release_helpers import git_project
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     import modelkit
 
@@ -151,10 +153,18 @@ def test_released_to_a_registry_it_loads_with_transformers_and_verifies_elsewher
     registry = root / "registry"
     code, _, err = cli("verify", f"{registry}@v0.1", "--repo", "org/clm")
     assert code == 0, err
-    hf = AutoModelForCausalLM.from_pretrained(
-        "org/clm", revision="v0.1", cache_dir=str(registry), local_files_only=True
-    ).eval()
+    from modelkit.loading import resolve_directory
+
+    card = (resolve_directory(registry, "v0.1", repo="org/clm") / "README.md").read_text()
+    assert "Or with transformers' own loader:" in card
+    assert "model = GPT2LMHeadModel.from_pretrained(folder)" in card
+    where = {"revision": "v0.1", "cache_dir": str(registry), "local_files_only": True}
+    hf = AutoModelForCausalLM.from_pretrained("org/clm", **where).eval()
+    tokenizer = AutoTokenizer.from_pretrained("org/clm", **where)
+    text = "a model card says what the tokenizer splits"
+    ids = _script_module(trained).build_tokenizer()(text)["input_ids"]
+    assert tokenizer(text)["input_ids"] == ids and len(ids) > 3
     trained_model = modelkit.load(trained / "runs/clm")
-    x = torch.tensor([[3, 5, 7, 11, 13]])
+    x = torch.tensor([ids])
     with torch.no_grad():
         assert torch.equal(hf(x).logits, trained_model(x).logits)

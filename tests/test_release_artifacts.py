@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from release_helpers import copy_run, git_project
 
-from modelkit.errors import ConfigError, RunDirError, UnsafeRunFile
+from modelkit.errors import ConfigError, IntegrityError, RunDirError, UnsafeRunFile
 from modelkit.project import Project
 from modelkit.release import release, verify_release
 from modelkit.release.local import LocalRegistry
@@ -33,15 +33,19 @@ def tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     tok.train_from_iterator(TEXT, trainers.WordLevelTrainer(special_tokens=["[UNK]", "[PAD]"]))
     out = tmp_path_factory.mktemp("tokenizer")
-    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]").save_pretrained(out)
+    PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]"
+    ).save_pretrained(out)
     return out
 
 
 def _project(root: Path, include: list[str] | None) -> Project:
-    project = git_project(root)
+    git_project(root)
     if include is not None:
         text = (root / "pyproject.toml").read_text()
-        (root / "pyproject.toml").write_text(text + f"\n[tool.modelkit.release]\ninclude = {json.dumps(include)}\n")
+        (root / "pyproject.toml").write_text(
+            text + f"\n[tool.modelkit.release]\ninclude = {json.dumps(include)}\n"
+        )
         git = ["git", "-C", str(root), "-c", "user.email=t@example.com", "-c", "user.name=t"]
         subprocess.run([*git, "commit", "-qam", "include"], check=True)
     from modelkit.project import load_project
@@ -60,10 +64,13 @@ def _place_in_folder(run: Path, tok: Path) -> None:
 
 
 def _place_recorded(run: Path, tok: Path) -> None:
-    for p in tok.iterdir():
-        shutil.copy(p, run / p.name)
+    """What ``run.add_artifact(path)`` leaves: the copy in artifacts/, its entry in run.json."""
+    from modelkit.runs.artifacts import copy_artifact
+    from modelkit.runs.layout import RunDir
+
     record = json.loads((run / "run.json").read_text())
-    record["artifacts"] = sorted(p.name for p in tok.iterdir())  # what run.add_artifact records
+    entries = [copy_artifact(p, RunDir(run), p.name).to_dict() for p in sorted(tok.iterdir())]
+    record["artifacts"] = entries
     (run / "run.json").write_text(json.dumps(record, indent=2))
 
 
@@ -113,3 +120,16 @@ def test_bad_declarations_are_refused(trained_run, tmp_path, monkeypatch) -> Non
     with pytest.raises(ConfigError, match="include must be a list"):
         release("v1.0", run_dir=run, target="registry", repo_id="org/x", project=project)
     assert not (project.root / "registry" / "models--org--x" / "refs").exists()
+
+
+def test_a_recorded_artifact_changed_afterwards_is_refused(
+    trained_run, tmp_path, monkeypatch, tokenizer_dir
+) -> None:
+    project = _project(tmp_path / "proj", None)
+    monkeypatch.chdir(project.root)
+    run = copy_run(trained_run, project.root, project=project)
+    _place_recorded(run, tokenizer_dir)
+    (run / "artifacts" / "tokenizer.json").write_text("{}")
+    with pytest.raises(IntegrityError, match="tokenizer.json") as err:
+        release("v1.0", run_dir=run, target="registry", repo_id="org/x", project=project)
+    assert err.value.exit_code == 3

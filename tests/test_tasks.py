@@ -184,3 +184,20 @@ def test_warmup_ramps_then_the_schedule_decays() -> None:
     assert all(a > b for a, b in zip(lrs[4:], lrs[5:], strict=False))  # then cosine decay
     with pytest.raises(ConfigError, match="warmup_steps"):
         schedule_spec({"name": "StepLR", "step_size": 1, "interval": "epoch", "warmup_steps": 2})
+
+
+def test_eval_data_is_tokenized_as_the_run_was(tmp_path: Path) -> None:
+    """A char-level run evaluated on other text keeps its vocabulary and context length
+    (the ids would otherwise mean other characters)."""
+    from modelkit.runs import RunRecord
+    from modelkit.training.evaluate import load_eval_data
+
+    (tmp_path / "other.txt").write_text("cab " * 100)
+    data = {"tokenizer": "char", "chars": " abcd", "context_length": 8}
+    record = RunRecord.from_dict({"status": "complete", "data": data}, source="run.json")
+    ds = load_eval_data(
+        f"text:{tmp_path / 'other.txt'}", project=None, record=record, train_cfg=None,
+        skip=False, batch_size=4,
+    )  # fmt: skip
+    assert (ds.tokenizer, ds.vocab_size, ds.context_length) == ("char", 5, 8)
+    assert int(ds.x_test.max()) <= 3  # ' ', 'a', 'b', 'c' under the run's ids

@@ -93,7 +93,9 @@ def usage_section(arch: dict[str, Any], target: UsageTarget) -> str:
             registry=target.registry if target.kind == "local" else None,
             configs=ref.get("configs"),
         )
-        lines += ["", "Or with plain PyTorch:", "", "```python", plain.rstrip(), "```"]
+        hf = any(c.get("kind") == "transformers" for c in (ref.get("configs") or {}).values())
+        label = "Or with transformers' own loader:" if hf else "Or with plain PyTorch:"
+        lines += ["", label, "", "```python", plain.rstrip(), "```"]
     if arch["mixin"]:
         lines += [
             "",

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from modelkit.errors import BadInputError, DataError, unknown
+from modelkit.usercode import call_user
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,7 @@ class DataSource:
         """Import the loader and call it with the path (if any) and the options it accepts."""
         import inspect
 
-        from modelkit.project import import_object
+        from modelkit.models.imports import import_object
 
         fn = import_object(self.loader, what="data loader")
         accepted = inspect.signature(fn).parameters
@@ -103,6 +104,7 @@ def load_dataset(
     normalize: Mapping[str, Any] | None = None,
     context_length: int = 0,
     batches: int = 0,
+    text: Mapping[str, Any] | None = None,
 ) -> Any:
     """Resolve a data spec and load it (a :class:`modelkit.data.base.Dataset`, or a
     :class:`modelkit.data.text.TokenDataset` for text).
@@ -112,6 +114,7 @@ def load_dataset(
     (``{mean, std}``) is applied per channel after loading. ``batches`` (a batch size; 0: no)
     lets a ``package.module:loader`` return a torch ``Dataset``/``DataLoader`` yielding
     ``(inputs, targets)`` (a :class:`modelkit.data.batches.BatchSource`, for evaluation).
+    ``text`` (``{tokenizer, chars}``) reaches text loaders: a run's own tokenization.
     """
     ds = _load(
         spec,
@@ -123,6 +126,7 @@ def load_dataset(
             "channels": channels,
             "context_length": context_length,
             "batches": batches,
+            **dict(text or {}),
         },
     )
     if normalize:
@@ -166,7 +170,7 @@ def _builtin(
     merged = {**options, **kwargs}
     import inspect
 
-    from modelkit.project import import_object
+    from modelkit.models.imports import import_object
 
     accepted = inspect.signature(import_object(source.loader, what="data loader")).parameters
     for key in ("image_size", "channels"):
@@ -201,7 +205,7 @@ def _call_loader(
     from modelkit.data.base import Dataset
     from modelkit.data.text import TokenDataset
     from modelkit.errors import did_you_mean
-    from modelkit.project import import_object
+    from modelkit.models.imports import import_object
 
     kind, sep, arg = ref.partition(":")
     if kind in DATA_SOURCES:
@@ -227,7 +231,9 @@ def _call_loader(
         ) from None
     except ValueError:  # no signature (a builtin); let the call decide
         pass
-    ds = loader(**kwargs)
+    else:
+        _check_value_types(loader, kwargs, spec=spec, ref=ref)
+    ds = call_user("dataset loader", ref, loader, **kwargs)
     if options.get("batches") and not isinstance(ds, (Dataset, TokenDataset)):
         from modelkit.data.batches import BatchSource, is_batch_source
 
@@ -241,3 +247,35 @@ def _call_loader(
     if kwargs:
         ds.info.setdefault("loader", {"ref": ref, "kwargs": kwargs})
     return ds
+
+
+SIMPLE_TYPES: dict[str, type] = {"int": int, "float": float, "str": str, "bool": bool}
+
+
+def _check_value_types(
+    loader: Callable[..., Any], kwargs: dict[str, Any], *, spec: str, ref: str
+) -> None:
+    """A dataset table value of another type than the loader's parameter takes (its annotation,
+    else its default's type; int, float, str and bool only) is a DataError naming the key."""
+    import inspect
+
+    params = inspect.signature(loader).parameters
+    for key, value in kwargs.items():
+        param = params.get(key)
+        if param is None:
+            continue
+        note = param.annotation
+        expected = SIMPLE_TYPES.get(note) if isinstance(note, str) else note
+        if expected not in SIMPLE_TYPES.values():
+            default = param.default
+            expected = type(default) if type(default) in SIMPLE_TYPES.values() else None
+        if expected is None:
+            continue
+        ok = isinstance(value, expected) and (expected is bool or not isinstance(value, bool))
+        ok = ok or (expected is float and isinstance(value, int) and not isinstance(value, bool))
+        if not ok:
+            raise DataError(
+                f"dataset '{spec}': {key} = {value!r} must be {expected.__name__} "
+                f"(the parameter {key} of loader {ref})",
+                hint=f"give {key} a value of type {expected.__name__} in [tool.modelkit.datasets.{spec}]",
+            )

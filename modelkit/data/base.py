@@ -1,4 +1,6 @@
-"""The in-memory dataset every loader returns, and its content fingerprint."""
+"""The in-memory classification dataset (images or features with class labels) and the
+content fingerprint. Token windows for language models are :mod:`modelkit.data.text`; what
+either is used for (loss, metrics, fit checks) belongs to its task (:mod:`modelkit.tasks`)."""
 
 from __future__ import annotations
 
@@ -48,6 +50,16 @@ class Dataset:
                     f"data '{self.spec}': {split} labels are {y.dtype}, expected integers",
                     hint="labels are class indices (torch.int64)",
                 )
+            if y.dtype != torch.int64:  # torch's losses take int64 class indices only
+                raise DataError(
+                    f"data '{self.spec}': {split} labels are {y.dtype}, expected torch.int64",
+                    hint="return the labels as int64 class indices: y.long()",
+                )
+            if len(x) == 0:
+                raise DataError(
+                    f"data '{self.spec}': the {split} split is empty",
+                    hint="return at least one sample in each split (train and test)",
+                )
             if len(y) and (int(y.min()) < 0 or int(y.max()) >= len(self.classes)):
                 bad = int(y.min()) if int(y.min()) < 0 else int(y.max())
                 raise DataError(
@@ -88,27 +100,6 @@ class Dataset:
             "classes": list(self.classes),
             **self.info,
         }
-
-    def model_outputs(
-        self, model: torch.nn.Module, *, spec: str, record: dict[str, Any], device: Any
-    ) -> int:
-        """How many classes ``model`` outputs for one held-out sample -- or a DataError (exit 2)
-        when the data does not fit the model: a sample shape other than the one the run was
-        trained on (run.json ``data.input_shape``), or a shape the model rejects."""
-        from modelkit.errors import DataError
-
-        trained = list((record.get("data") or {}).get("input_shape") or self.input_shape)
-        try:
-            if list(self.input_shape) != trained:
-                raise RuntimeError(f"samples are {self.input_shape}")
-            with torch.no_grad():
-                return int(model(self.x_test[:1].to(device)).shape[1])
-        except (RuntimeError, ValueError, IndexError) as exc:  # a shape mismatch in the model
-            raise DataError(
-                f"data '{spec}' does not fit the model (trained on samples of shape "
-                f"{tuple(trained)}): {(str(exc).splitlines() or [type(exc).__name__])[0]}",
-                hint="evaluate on data shaped like the training data (see run.json data)",
-            ) from None
 
     def to(self, device: torch.device | str) -> Dataset:
         """Move every tensor to ``device`` (data lives on the training device)."""

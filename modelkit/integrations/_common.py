@@ -70,15 +70,15 @@ def clean_config(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def save_tokenizer(tokenizer: Any, run: Any) -> list[str]:
-    """Write ``tokenizer`` (anything with ``save_pretrained``) into the run directory; returns
-    the files written (they travel with the run: its release carries them)."""
+    """Declare ``tokenizer``'s files (anything with ``save_pretrained``) as run artifacts
+    (``artifacts/``; a release carries them beside config.json); returns their names."""
+    import tempfile
+
     if tokenizer is None or not hasattr(tokenizer, "save_pretrained"):
         return []
-    directory = Path(run.dir.path)
-    before = {p.name for p in directory.iterdir()}
-    tokenizer.save_pretrained(str(directory))
-    written = sorted(p.name for p in directory.iterdir() if p.name not in before)
-    add = getattr(run, "add_artifact", None)  # the run core's artifact list, where it exists
-    for name in written if callable(add) else ():
-        add(directory / name)
-    return written
+    with tempfile.TemporaryDirectory(prefix="modelkit-tokenizer-") as tmp:
+        tokenizer.save_pretrained(tmp)
+        files = sorted(p for p in Path(tmp).iterdir() if p.is_file())
+        for path in files:
+            run.add_artifact(path)
+    return [p.name for p in files]

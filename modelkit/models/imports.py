@@ -14,12 +14,14 @@ before it is imported: rebuilding a model must never re-run (and replace) a trai
 from __future__ import annotations
 
 import ast
+import importlib
 import importlib.util
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
-from modelkit.errors import ModelNotImportable
+from modelkit.errors import BadInputError, ModelNotImportable, NotImportable
 
 __all__ = ["add_fallback_paths", "recorded_roots", "refuse_training_module"]
 
@@ -118,3 +120,36 @@ def _is_main_guard(test: ast.expr) -> bool:
         and test.left.id == "__name__"
         and any(isinstance(c, ast.Constant) and c.value == "__main__" for c in test.comparators)
     )
+
+
+def import_object(spec: str, *, what: str) -> Any:
+    """Import ``package.module:attr`` and return the attribute (typed error when it fails)."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise BadInputError(
+            f"invalid {what} reference '{spec}'", hint="use the form package.module:callable"
+        )
+    add_fallback_paths([Path.cwd()])  # as `python -m` has it (the console script does not)
+    refuse_training_module(module_name, reference=spec)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        cls = ModelNotImportable if what == "model" else NotImportable
+        kind = {} if what == "model" else {"what": what}
+        raise cls(spec, f"no module named '{exc.name or module_name}'", **kind) from None
+    except Exception as exc:
+        raise BadInputError(
+            f"importing '{module_name}' for {what} '{spec}' failed: {type(exc).__name__}: {exc}",
+            hint="fix the error in that module",
+        ) from None
+    obj = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise BadInputError(
+                f"module '{module_name}' has no attribute '{attr}' ({what} '{spec}')",
+                hint=f"define {attr} in {module_name}",
+            )
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise BadInputError(f"{what} '{spec}' is not callable", hint="point at a function or class")
+    return obj

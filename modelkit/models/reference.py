@@ -109,7 +109,7 @@ class ModelReference:
         """Import ``ref`` and call it with ``kwargs``; the result must be an ``nn.Module``."""
         import torch
 
-        from modelkit.project import import_object
+        from modelkit.models.imports import import_object
 
         try:
             factory = import_object(self.ref, what="model")

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from modelkit.errors import BadInputError, unknown
+from modelkit.errors import BadInputError, ModelkitError, UserCodeError, unknown
 
 _REGISTRY: dict[str, ModelEntry] = {}
 
@@ -76,7 +76,7 @@ def list_models(project: Any = None) -> dict[str, ModelEntry]:
 
 def _lazy(spec: str) -> Callable[..., Any]:
     def factory(**kwargs: Any) -> Any:
-        from modelkit.project import import_object
+        from modelkit.models.imports import import_object
 
         return import_object(spec, what="model")(**kwargs)
 
@@ -87,7 +87,7 @@ def _lazy(spec: str) -> Callable[..., Any]:
 def resolve_model(name: str, *, project: Any = None) -> ModelEntry:
     """Find a model by registry name, project name or ``package.module:factory``."""
     if ":" in name:
-        from modelkit.project import import_object
+        from modelkit.models.imports import import_object
 
         return ModelEntry(name, import_object(name, what="model"), description=name, source=name)
     entries = list_models(project)
@@ -116,7 +116,7 @@ def signature_target(entry: ModelEntry, *, follow_alias: bool = True) -> Callabl
     target = entry.factory
     spec = getattr(target, "__modelkit_spec__", None)
     if spec is not None and follow_alias:  # a project alias: the object it names
-        from modelkit.project import import_object
+        from modelkit.models.imports import import_object
 
         target = import_object(spec, what="model")
     try:
@@ -162,6 +162,10 @@ def build_model(
             f"model '{name}' rejected its arguments {sorted(resolved)}: {exc}",
             hint="check model_kwargs against the factory's signature",
         ) from None
+    except ModelkitError:
+        raise
+    except Exception as exc:  # the factory's own code failed: name it
+        raise UserCodeError("model factory", name, exc) from exc
     if not isinstance(module, torch.nn.Module):
         raise BadInputError(
             f"model factory '{name}' returned {type(module).__name__}, not a torch.nn.Module",

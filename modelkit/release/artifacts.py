@@ -4,10 +4,11 @@ and the signature.
 
 Three ways to declare them, all inside the run directory (a release never reads outside it):
 
-* the run declared them: ``run.add_artifact(path)`` records them in run.json (``artifacts``:
-  a list of paths relative to the run, or objects with a ``path``), released at that path;
-* the run wrote them into its ``artifacts/`` folder: ``artifacts/tokenizer.json`` is released
-  as ``tokenizer.json`` (beside ``config.json``, where ``AutoTokenizer.from_pretrained`` looks);
+* the run declared them: ``run.add_artifact(path)`` copies the file into the run's
+  ``artifacts/`` folder and records its name, sha256 and size in run.json (``artifacts``);
+  ``artifacts/tokenizer.json`` is released as ``tokenizer.json`` (beside ``config.json``,
+  where ``AutoTokenizer.from_pretrained`` looks), and must still match its recorded sha256;
+* any other file in the run's ``artifacts/`` folder is released the same way;
 * the project lists globs, relative to the run directory, in pyproject.toml::
 
       [tool.modelkit.release]
@@ -20,7 +21,7 @@ that would replace one of the release's own files is refused.
 from __future__ import annotations
 
 import fnmatch
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from modelkit.errors import ConfigError, RunDirError
@@ -42,27 +43,11 @@ def include_patterns(project: Any) -> list[str]:
     return patterns
 
 
-def _recorded(run_dir: Path, record: dict[str, Any]) -> list[str]:
-    """The paths run.json's ``artifacts`` declares, relative to the run."""
-    out = []
-    for item in record.get("artifacts") or []:
-        path = item.get("path") if isinstance(item, dict) else item
-        if not isinstance(path, str) or not path:
-            raise RunDirError(
-                f"{run_dir}/run.json: 'artifacts' holds {item!r}, not a path",
-                hint="declare artifacts with run.add_artifact(path)",
-            )
-        p = Path(path)
-        if p.is_absolute():
-            root = Path(run_dir).resolve()
-            if not p.resolve().is_relative_to(root):
-                raise RunDirError(
-                    f"artifact {path} is outside the run {run_dir}",
-                    hint="save the file into the run directory, then declare it",
-                )
-            p = p.resolve().relative_to(root)
-        out.append(PurePosixPath(p).as_posix())
-    return out
+def _recorded(record: Any) -> dict[str, tuple[str, str | None]]:
+    """``{release name: (path in the run, recorded sha256)}`` of what ``run.add_artifact``
+    recorded (run.json's ``artifacts``, typed by the run record: the file is
+    ``artifacts/<name>``)."""
+    return {a.name: (a.relpath, a.sha256) for a in getattr(record, "artifacts", ())}
 
 
 def _globbed(run_dir: Path, patterns: list[str]) -> list[str]:
@@ -76,21 +61,23 @@ def _globbed(run_dir: Path, patterns: list[str]) -> list[str]:
 
 
 def declared_artifacts(
-    run_dir: Path, *, record: dict[str, Any], project: Any, released: set[str]
-) -> dict[str, Path]:
-    """``{release name: file}`` of every declared artifact; ``released``: the names the
-    release already holds (weights, run files), which an artifact may not replace."""
+    run_dir: Path, *, record: Any, project: Any, released: set[str]
+) -> dict[str, tuple[Path, str | None]]:
+    """``{release name: (file, recorded sha256 or None)}`` of every declared artifact
+    (``record``: the typed run record); ``released``: the names the release already holds (weights, run files), which an
+    artifact may not replace."""
     run_dir = Path(run_dir)
-    wanted: dict[str, str] = {rel: rel for rel in _recorded(run_dir, record)}
-    wanted |= {rel: rel for rel in _globbed(run_dir, include_patterns(project))}
+    wanted: dict[str, tuple[str, str | None]] = {}
     folder = run_dir / ARTIFACTS_DIR
     if folder.is_dir() and not folder.is_symlink():
         for p in sorted(folder.rglob("*")):
             if p.is_file() or p.is_symlink():
                 rel = p.relative_to(run_dir).as_posix()
-                wanted[rel.split("/", 1)[1]] = rel
-    out: dict[str, Path] = {}
-    for name, rel in sorted(wanted.items()):
+                wanted[rel.split("/", 1)[1]] = (rel, None)
+    wanted |= {rel: (rel, None) for rel in _globbed(run_dir, include_patterns(project))}
+    wanted |= _recorded(record)
+    out: dict[str, tuple[Path, str | None]] = {}
+    for name, (rel, sha) in sorted(wanted.items()):
         if name in released and rel == name:
             continue  # a glob that also matches a run file: released once, as itself
         if name in released or name in RESERVED:
@@ -98,5 +85,5 @@ def declared_artifacts(
                 f"artifact {rel} would replace the release's own {name}",
                 hint="rename the artifact",
             )
-        out[name] = run_member(run_dir, rel)
+        out[name] = (run_member(run_dir, rel), sha)
     return out

@@ -16,7 +16,9 @@ from typing import Any
 
 from modelkit.errors import BadInputError
 from modelkit.release.hub_client import HubClient, RetryPolicy, is_transient, resolve_token
+from modelkit.release.package import read_manifest
 from modelkit.release.remote import ParentMoved, RemoteFile, RemoteState
+from modelkit.release.signing import PUBLIC_KEY, SIGNATURE
 from modelkit.release.version import parse_version
 
 RECORDS = ".modelkit/releases"  # release records on main: the commit each tag was created on
@@ -184,8 +186,6 @@ class HubTarget(HubClient):
         """Download ``version`` into a clean cache with stock huggingface_hub; returns the snapshot dir."""
         from huggingface_hub import hf_hub_download
 
-        from modelkit.release.package import read_manifest
-
         def get(name: str) -> Path:
             return Path(
                 self.call(
@@ -201,8 +201,6 @@ class HubTarget(HubClient):
             )
 
         from huggingface_hub.errors import EntryNotFoundError
-
-        from modelkit.release.signing import PUBLIC_KEY, SIGNATURE
 
         m_path = get("manifest.json")
         manifest = read_manifest(m_path.read_bytes(), source=self.describe())

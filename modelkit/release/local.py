@@ -34,10 +34,9 @@ from typing import Any, TypeVar
 
 from modelkit.errors import BadInputError, CheckFailed, ModelkitError
 from modelkit.io import fsync_dir
-from modelkit.release.paths import inside
+from modelkit.release.files import FileId, file_id
 from modelkit.release.package import git_blob_oid, read_manifest
 from modelkit.release.remote import RemoteFile, RemoteState
-from modelkit.release.signing import PUBLIC_KEY, SIGNATURE
 from modelkit.release.version import parse_version
 from modelkit.weights.hashing import hash_file
 
@@ -69,6 +68,7 @@ class LocalRegistry:
         org, name = repo_id.split("/")
         self.repo = self.root / f"models--{org}--{name}"
         self._held = threading.local()  # how deep this thread holds the lock (re-entrant)
+        self.written: dict[str, FileId] = {}  # blobs this object wrote: name -> identity
 
     @contextlib.contextmanager
     def serialised(self) -> Iterator[None]:
@@ -198,7 +198,10 @@ class LocalRegistry:
             blob = blobs / (f.sha256 if f.lfs else f.git_oid)
             if blob.is_file() and blob.stat().st_size == f.size:
                 continue
-            _copy_verified(f, blob, tmp_dir=self._tmp_dir())
+            if not _copy_unchanged(f, blob, tmp_dir=self._tmp_dir()):
+                _copy_verified(f, blob, tmp_dir=self._tmp_dir())
+            self.written[f.path] = file_id(blob)
+        fsync_dir(blobs)
         final = snaps / commit
         if not final.is_dir():
             tmp = Path(tempfile.mkdtemp(prefix=f"snap-{commit}.", dir=self._tmp_dir()))
@@ -268,7 +271,9 @@ class LocalRegistry:
                         p.unlink(missing_ok=True)
 
     def download(self, version: str, cache_dir: Path) -> Path:
-        """Fetch ``version`` with stock huggingface_hub (offline, from this registry) into ``cache_dir``."""
+        """Resolve ``version`` with stock huggingface_hub (offline, from this registry); the
+        registry is already an HF cache, so its snapshot is read in place (nothing is copied;
+        ``cache_dir`` is for targets that download)."""
         from huggingface_hub import hf_hub_download
 
         def get(name: str) -> Path:
@@ -289,19 +294,33 @@ class LocalRegistry:
                 ) from None
 
         manifest = read_manifest(get("manifest.json").read_bytes(), source=self.describe())
-        out = Path(cache_dir) / "snapshot"
-        out.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(get("manifest.json"), out / "manifest.json")
-        present = [n for n in (SIGNATURE, PUBLIC_KEY) if self.read_file(version, n) is not None]
-        for name in [*manifest["files"], *present]:
-            dst = inside(out, name, source=f"{self.describe()}@{version}: manifest.json")
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(get(name), dst)
-        return out
+        for name in manifest["files"]:
+            get(name)  # resolvable through refs/ and snapshots/ the way stock loaders do it
+        return get("manifest.json").parent
 
 
 def _sha256(path: Path) -> str:
     return hash_file(path)[0]
+
+
+def _copy_unchanged(f: Any, blob: Path, *, tmp_dir: Path) -> bool:
+    """Copy ``f``'s source with the kernel (no second hash) when it is provably the file that
+    was hashed: the same identity before and after the copy. False when it is not."""
+    if f.source is None or f.source_id is None or file_id(f.source) != f.source_id:
+        return False
+    fd, tmp = tempfile.mkstemp(prefix="blob-", dir=tmp_dir)
+    os.close(fd)
+    try:
+        shutil.copyfile(f.source, tmp, follow_symlinks=False)  # copy_file_range / sendfile
+        with open(tmp, "rb") as out:
+            os.fsync(out.fileno())
+        if file_id(f.source) != f.source_id or os.path.getsize(tmp) != f.size:
+            return False  # it changed meanwhile: copy it again, hashing
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, blob)
+        return True
+    finally:
+        Path(tmp).unlink(missing_ok=True)
 
 
 def _copy_verified(f: Any, blob: Path, *, tmp_dir: Path) -> None:

@@ -8,32 +8,26 @@ Only the card (its loading snippet pinned to the release tag) and the manifest l
 
 from __future__ import annotations
 
-import fnmatch
-import hashlib
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from modelkit.errors import RunDirError, WeightsLayoutError
+from modelkit import __version__
+from modelkit.errors import CheckFailed, IntegrityError, RunDirError, WeightsLayoutError
 from modelkit.release.artifacts import declared_artifacts
-from modelkit.release.paths import check_relpath, open_nofollow, run_member
+from modelkit.release.files import PackageFile, disk_file, git_blob_oid, is_lfs, memory_file
+from modelkit.release.paths import check_relpath
+from modelkit.release.signing import PUBLIC_KEY, SIGNATURE, sign_manifest
 from modelkit.runs import RunRecord, open_run, read_run_record
 from modelkit.weights import WeightsLayout, read_layout, summarize
-from modelkit.weights.hashing import CHUNK
 from modelkit.weights.layout import read_header
 from modelkit.weights.verify import compare_hashes, recorded_hashes
 
+__all__ = ["Package", "PackageFile", "build_package", "git_blob_oid", "is_lfs", "memory_file"]
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
-LFS_THRESHOLD = 10 * 1024 * 1024  # the Hub stores files >= 10 MB in LFS
-# the Hub's default .gitattributes (the patterns that matter for model repos) + images
-LFS_PATTERNS = (
-    "*.safetensors", "*.bin", "*.pt", "*.pth", "*.ckpt", "*.h5", "*.onnx", "*.msgpack",
-    "*.npy", "*.npz", "*.pkl", "*.pickle", "*.tar", "*.tar.*", "*.gz", "*.zip", "*.zst",
-    "*.png", "*.jpg", "*.jpeg", "*.gif", "*.webp",
-)  # fmt: skip
 REQUIRED_RUN_FILES = ("config.json", "run.json")  # + the weights (either layout) + the card
 OPTIONAL = ("eval.json", "training_curves.png")
 EVALS = "evals"  # evals/<dataset>.json: evaluations on data other than the training data's
@@ -61,28 +55,6 @@ def require_evaluation(run_dir: Path, *, task: Any = None) -> list[Path]:
 
 
 @dataclass(frozen=True)
-class PackageFile:
-    """One file of a release: where it comes from, its size and hashes, regular or LFS."""
-
-    path: str
-    size: int
-    sha256: str
-    lfs: bool
-    source: Path | None = None  # read from disk...
-    data: bytes | None = None  # ...or held in memory (card, manifest)
-    git_oid: str | None = None  # git blob sha1 (regular files: what the Hub reports as blob id)
-
-    def open(self) -> Any:
-        """A binary file object over the content."""
-        import io
-
-        if self.data is not None:
-            return io.BytesIO(self.data)
-        assert self.source is not None
-        return open_nofollow(self.source)
-
-
-@dataclass(frozen=True)
 class Package:
     """Everything a target needs to publish one version."""
 
@@ -106,21 +78,6 @@ class Package:
         return sum(f.size for f in self.files)
 
 
-def git_blob_oid(data: bytes) -> str:
-    """The git blob id (sha1 of ``blob <size>\\0`` + content), what the Hub reports for regular files."""
-    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
-
-
-def is_lfs(path: str, *, size: int, sample: bytes) -> bool:
-    """Whether the Hub stores ``path`` in LFS: a binary pattern, >= 10 MB, or binary content."""
-    name = path.rsplit("/", 1)[-1]
-    return (
-        any(fnmatch.fnmatch(name, p) for p in LFS_PATTERNS)
-        or size >= LFS_THRESHOLD
-        or b"\0" in sample[:8000]
-    )
-
-
 def safetensors_header(path: Path) -> dict[str, Any]:
     """Parse and check one safetensors header; returns metadata, tensors, dtypes, parameter
     count (a damaged file is a :class:`~modelkit.errors.WeightsLayoutError` naming it)."""
@@ -137,48 +94,6 @@ def safetensors_header(path: Path) -> dict[str, Any]:
         "num_parameters": sum(t.numel for t in header.tensors.values()),
         "dtypes": dtypes,
     }
-
-
-def _disk_file(run_dir: Path, rel: str, name: str | None = None) -> PackageFile:
-    """``rel`` of the run (released as ``name``, default ``rel``), hashed in one pass (sha256,
-    and the git blob id of a small file); only a regular file inside the run, reached through
-    no symlink (:func:`run_member`)."""
-    path = run_member(run_dir, rel)
-    name = name or rel
-    sha, oid = hashlib.sha256(), None
-    with open_nofollow(path) as f:
-        size = os.fstat(f.fileno()).st_size
-        sample = f.read(8000)
-        lfs = is_lfs(name, size=size, sample=sample)
-        if not lfs:
-            oid = hashlib.sha1(b"blob %d\0" % size)
-        for block in _blocks(f, sample):
-            sha.update(block)
-            if oid is not None:
-                oid.update(block)
-    return PackageFile(
-        name, size, sha.hexdigest(), lfs, source=path, git_oid=oid.hexdigest() if oid else None
-    )
-
-
-def _blocks(f: Any, first: bytes) -> Any:
-    """``first``, then the rest of ``f`` in fixed-size chunks."""
-    yield first
-    while block := f.read(CHUNK):
-        yield block
-
-
-def memory_file(name: str, data: bytes) -> PackageFile:
-    """A package file held in memory (the card, the manifest)."""
-    lfs = is_lfs(name, size=len(data), sample=data[:8000])
-    return PackageFile(
-        name,
-        len(data),
-        hashlib.sha256(data).hexdigest(),
-        lfs,
-        data=data,
-        git_oid=None if lfs else git_blob_oid(data),
-    )
 
 
 def build_package(
@@ -202,10 +117,16 @@ def build_package(
     layout, weights = _weights_files(run.path)
     files = [*weights, *_run_files(run.path, card)]
     artifacts = declared_artifacts(
-        run.path, record=record.raw, project=project, released={f.path for f in files}
+        run.path, record=record, project=project, released={f.path for f in files}
     )
     root = Path(run.path).resolve()
-    files += [_disk_file(run.path, p.relative_to(root).as_posix(), n) for n, p in artifacts.items()]
+    for name, (path, recorded) in artifacts.items():
+        f = disk_file(run.path, path.relative_to(root).as_posix(), name)
+        if recorded is not None and recorded != f.sha256:
+            raise IntegrityError(
+                path, expected=recorded, actual=f.sha256, record="run.json's artifacts"
+            )
+        files.append(f)
     _check_evaluations(run.path, identity=record.weights_sha256)
     manifest = _manifest(run, record, layout, files, repo_id=repo_id, version=version)
     manifest["artifacts"] = sorted(artifacts)
@@ -213,8 +134,6 @@ def build_package(
     files.append(memory_file(MANIFEST, blob))
     signer = None
     if sign_key is not None:
-        from modelkit.release.signing import PUBLIC_KEY, SIGNATURE, sign_manifest
-
         signature = sign_manifest(blob, key=sign_key)
         files.append(memory_file(SIGNATURE, signature.bundle))
         files.append(memory_file(PUBLIC_KEY, signature.public_key))
@@ -247,7 +166,7 @@ def _weights_files(run_dir: Path) -> tuple[WeightsLayout, list[PackageFile]]:
                 problem="has no 'format' in its safetensors metadata",
                 hint="save weights with metadata={'format': 'pt'} (modelkit does)",
             )
-    files = [_disk_file(run_dir, name) for name in layout.files]
+    files = [disk_file(run_dir, name) for name in layout.files]
     expected = recorded_hashes(run_dir, trust_unrecorded=False)
     compare_hashes(layout, {f.path: f.sha256 for f in files}, expected or {}, against="run.json")
     return layout, files
@@ -255,12 +174,12 @@ def _weights_files(run_dir: Path) -> tuple[WeightsLayout, list[PackageFile]]:
 
 def _run_files(run_dir: Path, card: bytes) -> list[PackageFile]:
     """config.json, run.json, the card, and the optional files and evaluations that exist."""
-    files = [_disk_file(run_dir, name) for name in REQUIRED_RUN_FILES]
-    files.append(memory_file("README.md", card))
-    files += [_disk_file(run_dir, n) for n in OPTIONAL if os.path.lexists(run_dir / n)]
+    names = [*REQUIRED_RUN_FILES, *(n for n in OPTIONAL if os.path.lexists(run_dir / n))]
     evals = run_dir / EVALS
     if evals.is_dir():  # results on other data, each under its own dataset name
-        files += [_disk_file(run_dir, f"{EVALS}/{p.name}") for p in sorted(evals.glob("*.json"))]
+        names += [f"{EVALS}/{p.name}" for p in sorted(evals.glob("*.json"))]
+    files = [disk_file(run_dir, name) for name in names]
+    files.append(memory_file("README.md", card))
     return files
 
 
@@ -291,8 +210,6 @@ def _manifest(
     version: str,
 ) -> dict[str, Any]:
     """The manifest: what was released (every file's size and hashes), from which run."""
-    from modelkit import __version__
-
     summary = summarize(layout)
     return {
         "manifest_version": MANIFEST_VERSION,
@@ -327,8 +244,6 @@ def _manifest(
 def read_manifest(data: bytes, *, source: str) -> dict[str, Any]:
     """Parse a manifest, with a clear error when it is not one; every file name in it is a
     plain relative path (:func:`check_relpath`) before any caller writes under it."""
-    from modelkit.errors import CheckFailed
-
     try:
         m = json.loads(data)
         files = m["files"]

@@ -7,20 +7,23 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
+from modelkit import __version__
 from modelkit.errors import BadInputError, ModelkitError, RunDirError
-from modelkit.release.package import Package, build_package
+from modelkit.gitinfo import git_info
+from modelkit.release.package import Package, build_package, require_evaluation
 from modelkit.release.paths import run_member
 from modelkit.release.remote import ParentMoved, Target, main_version
+from modelkit.release.signing import PUBLIC_KEY, fingerprint
 from modelkit.release.targets import parse_target
+from modelkit.release.verify import verify_release
 from modelkit.release.version import check_greater, parse_version
+from modelkit.runs import latest_run, open_run
 
 CAS_ATTEMPTS = 8  # releases that may land first before this one gives up (Hub)
 
 
 def resolve_run(run_dir: Path | str | None, *, project: Any) -> Path:
     """``--run``, else ``[tool.modelkit] run``, else the latest complete run under runs/."""
-    from modelkit.runs import latest_run
-
     if run_dir is not None:
         return Path(run_dir)
     if getattr(project, "run", None):
@@ -35,8 +38,6 @@ def resolve_run(run_dir: Path | str | None, *, project: Any) -> Path:
 
 
 def _check_git(project: Any, *, allow_dirty: bool) -> dict[str, Any]:
-    from modelkit.gitinfo import git_info
-
     info = git_info(getattr(project, "root", None) or Path.cwd())
     if allow_dirty:
         return info
@@ -62,8 +63,6 @@ def _card(
     if not path.is_file():
         raise RunDirError(f"no model card in {run}", hint=f"write one: modelkit card {run}")
     run_member(run, "README.md")  # the card too: a regular file of the run, no link
-    from modelkit.release.package import require_evaluation
-
     require_evaluation(run)
     text = path.read_text(encoding="utf-8")
     errors = validate_card(text)
@@ -107,8 +106,6 @@ def prepare(
     parse_version(version)
     run = resolve_run(run_dir, project=project)
     git = _check_git(project, allow_dirty=allow_dirty)
-    from modelkit.runs import open_run
-
     record = open_run(run).read_record()
     tgt = parse_target(
         target,
@@ -188,8 +185,6 @@ def _record(tgt: Target, version: str, *, commit: str, pkg: Package, resumed: bo
     """Write the release record (the tag's commit, the manifest's sha256, the signer) once."""
     from datetime import datetime, timezone
 
-    from modelkit import __version__
-
     writer = getattr(tgt, "write_release_record", None)
     if writer is None or tgt.read_release_record(version) is not None:  # type: ignore[attr-defined]
         return
@@ -201,8 +196,6 @@ def _record(tgt: Target, version: str, *, commit: str, pkg: Package, resumed: bo
     )
     signer = pkg.signer
     if resumed:  # describe what the tag holds, not this run's package
-        from modelkit.release.signing import PUBLIC_KEY, fingerprint
-
         pub = tgt.read_file(commit, PUBLIC_KEY)
         signer = fingerprint(pub) if pub is not None else None
     writer(
@@ -277,36 +270,37 @@ def release(
     ``sign_key``: an elliptic-curve private key (PEM) to sign the manifest with
     (OpenSSF model-signing); ``allow_incomplete_card`` publishes a card with unfilled sections.
     """
-    from modelkit.release.verify import verify_release
-
     pkg, tgt, state, git = prepare(
-        version,
-        run_dir=run_dir,
-        target=target,
-        repo_id=repo_id,
-        project=project,
-        allow_dirty=allow_dirty,
-        dry_run=dry_run,
-        endpoint=endpoint,
-        retry=retry,
-        sign_key=sign_key,
-        allow_incomplete_card=allow_incomplete_card,
-    )
+        version, run_dir=run_dir, target=target, repo_id=repo_id, project=project,
+        allow_dirty=allow_dirty, dry_run=dry_run, endpoint=endpoint, retry=retry,
+        sign_key=sign_key, allow_incomplete_card=allow_incomplete_card,
+    )  # fmt: skip
     resumed = _already_released(tgt, state, pkg)
     if not resumed:
         check_greater(version, state.tags, target=tgt.describe())
     if dry_run:
-        result = plan(pkg, tgt, state, git)
-        result["already_released"] = resumed
-        return result
-    commit, resumed = _publish_in_order(tgt, pkg) if not resumed else (state.tags[version], True)
+        return plan(pkg, tgt, state, git) | {"already_released": resumed}
+    if resumed:
+        commit = state.tags[version]
+    else:
+        commit, resumed = _publish_in_order(tgt, pkg)
     _record(tgt, version, commit=commit, pkg=pkg, resumed=resumed)
+    return _verified(tgt, pkg, project=project, resumed=resumed, signed=sign_key is not None)
+
+
+def _verified(
+    tgt: Target, pkg: Package, *, project: Any, resumed: bool, signed: bool
+) -> dict[str, Any]:
+    """Verify what was just released; the files this release wrote (and hashed while writing)
+    are recognised by their identity instead of being hashed a second time."""
+    written = {} if resumed else dict(getattr(tgt, "written", {}))
     report = verify_release(
         tgt,
-        version,
+        pkg.version,
         project=project,
         expected_manifest=pkg.manifest,
-        require_signature=sign_key is not None and not resumed,
+        require_signature=signed and not resumed,
+        written=written,
     )
     report.update(
         already_released=resumed,

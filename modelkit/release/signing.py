@@ -64,7 +64,12 @@ def _public_pem(private_key_path: Path, password: bytes | None) -> bytes:
             f"cannot read the signing key {private_key_path}: {exc.strerror}",
             hint="pass the path of an elliptic-curve private key (PEM)",
         ) from None
-    except TypeError:
+    except TypeError:  # a password for a plain key, or none for an encrypted one
+        if password is not None:
+            raise BadInputError(
+                f"the signing key {private_key_path} is not encrypted, but a password is set",
+                hint=f"unset the {PASSWORD_ENV} environment variable for this key",
+            ) from None
         raise BadInputError(
             f"the signing key {private_key_path} is encrypted",
             hint=f"put its password in the {PASSWORD_ENV} environment variable",

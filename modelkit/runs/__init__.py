@@ -31,10 +31,11 @@ from modelkit.runs.layout import (
     latest_run,
     now_iso,
     open_run,
+    read_run_record,
 )
 from modelkit.runs.opening import RunSpec, config_digest, open_session
 from modelkit.runs.perturb import PERTURB_ENV
-from modelkit.runs.record import Artifact, MetricRow, RunRecord, encode_metrics, read_run_record
+from modelkit.runs.record import Artifact, MetricRow, ResumeNote, RunRecord, encode_metrics
 from modelkit.runs.seeding import DETERMINISTIC_ENV, SEED_ENV, seed_everything
 from modelkit.runs.transaction import (
     RunLock,
@@ -60,6 +61,7 @@ __all__ = [
     "MetricRow",
     "RunDir",
     "RunLock",
+    "ResumeNote",
     "RunRecord",
     "RunSession",
     "RunSpec",

@@ -84,4 +84,5 @@ def copy_artifact(source: Path, run: RunDir, name: str) -> Artifact:
                 h.update(block)
                 dst.write(block)
                 size += len(block)
-    return Artifact(name=name, sha256=h.hexdigest(), size=size)
+    rel = f"{run.artifacts.name}/{name}"
+    return Artifact(name=name, path=rel, sha256=h.hexdigest(), size=size)

@@ -19,16 +19,17 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from modelkit import validation
 from modelkit.errors import RunDirError
 from modelkit.io import write_bytes_atomic, write_json_atomic
+from modelkit.redact import redact
+from modelkit.runs.record import RUN_RECORD_VERSION, MetricRow, RunRecord
 
-if TYPE_CHECKING:
-    from modelkit.runs.record import MetricRow, RunRecord
+__all__ = ["RUN_FILES", "RUN_RECORD_VERSION", "RunDir", "open_run", "read_run_record"]
 
 RUN_FILES = ("config.json", "run.json", "metrics.jsonl", "model.safetensors")
-RUN_RECORD_VERSION = 1
 ARTIFACTS_DIR = "artifacts"
 
 
@@ -72,8 +73,6 @@ class RunDir:
 
     def run_record(self) -> RunRecord:
         """The typed run record (a field of the wrong type is exit 2, naming the file)."""
-        from modelkit.runs.record import RunRecord
-
         return RunRecord.from_dict(self.read_record(), source=str(self.record))
 
     def read_config(self) -> dict[str, Any]:
@@ -94,8 +93,6 @@ class RunDir:
 
     def write_record(self, record: dict[str, Any]) -> None:
         """Atomically (re)write ``run.json`` (secrets redacted: they never enter a record)."""
-        from modelkit.redact import redact
-
         write_json_atomic(self.record, redact(record))
 
     def append_metrics(self, rows: list[dict[str, Any]]) -> None:
@@ -109,24 +106,28 @@ class RunDir:
             os.fsync(f.fileno())
 
     def read_metrics(self) -> list[dict[str, Any]]:
-        """All object rows of ``metrics.jsonl`` (a torn last line from a crash, or a line that
-        is not a JSON object, is skipped); prefer :meth:`metric_rows`."""
+        """All rows of ``metrics.jsonl`` (a torn last line from a crash is skipped; a line that
+        is JSON but not an object is a RunDirError naming it); prefer :meth:`metric_rows`."""
         if not self.metrics.is_file():
             return []
         rows = []
-        for line in self.metrics.read_text(encoding="utf-8").splitlines():
+        lines = self.metrics.read_text(encoding="utf-8", errors="replace").splitlines()
+        for number, line in enumerate(lines, 1):
             try:
                 row = json.loads(line)
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, RecursionError):
                 continue
-            if isinstance(row, dict):
-                rows.append(row)
+            if not isinstance(row, dict):
+                raise RunDirError(
+                    f"{self.metrics} line {number} is not a JSON object: {line[:40]!r}",
+                    hint="each line of metrics.jsonl is one object ({\"step\": ..., ...}); "
+                    "remove or fix that line",
+                )
+            rows.append(row)
         return rows
 
     def metric_rows(self) -> list[MetricRow]:
         """Every row of ``metrics.jsonl`` typed (see :class:`~modelkit.runs.record.MetricRow`)."""
-        from modelkit.runs.record import MetricRow
-
         return [MetricRow.from_dict(row) for row in self.read_metrics()]
 
     def keep_metrics_until(self, step: int) -> None:
@@ -141,10 +142,16 @@ class RunDir:
 def _read_json(path: Path, *, what: str) -> dict[str, Any]:
     """Typed read of a run file: missing, unreadable, not JSON or a field of the wrong type
     each give one RunDirError naming the file and key (schemas in modelkit.validation)."""
-    from modelkit import validation as v
+    schema = {"run.json": validation.RunRecordFile, "config.json": validation.RunConfigFile}
+    return validation.read_json_file(
+        path, what=what, error=RunDirError, schema=schema.get(path.name)
+    )
 
-    schema = {"run.json": v.RunRecordFile, "config.json": v.RunConfigFile}
-    return v.read_json_file(path, what=what, error=RunDirError, schema=schema.get(path.name))
+
+def read_run_record(run: RunDir | Path | str) -> RunRecord:
+    """The typed :class:`RunRecord` of a run directory (exit 2 naming a bad field)."""
+    run = run if isinstance(run, RunDir) else RunDir(Path(run))
+    return run.run_record()
 
 
 def open_run(path: Path | str, *, require: tuple[str, ...] = ("run.json", "config.json")) -> RunDir:

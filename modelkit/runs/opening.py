@@ -18,7 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from modelkit.errors import RunDirError
+from modelkit.data.fingerprint import UNKNOWN, data_summary
+from modelkit.env import diff_environments, environment
+from modelkit.errors import DataError, RunDirError
+from modelkit.gitinfo import git_info
 from modelkit.redact import redact
 from modelkit.runs.layout import RUN_RECORD_VERSION, now_iso
 from modelkit.runs.transaction import (
@@ -147,10 +150,6 @@ def base_record(
     spec: RunSpec, *, digest: str, determinism: dict[str, Any], model: Any, ref: Any
 ) -> dict[str, Any]:
     """The first run.json of a new run (status running)."""
-    from modelkit.data.fingerprint import data_summary
-    from modelkit.env import environment
-    from modelkit.gitinfo import git_info
-
     return {
         "version": RUN_RECORD_VERSION,
         "status": "running",
@@ -185,15 +184,10 @@ def resume_entry(
     record: Any, spec: RunSpec, *, path: Path, model: Any, removed: list[str]
 ) -> dict[str, Any]:
     """Refuse other data than the run started on; the new ``resumes`` entry (env diff)."""
-    from modelkit.data.fingerprint import UNKNOWN, data_summary
-    from modelkit.env import diff_environments, environment
-
     recorded = record.data_fingerprint or UNKNOWN
     if spec.data is not None and recorded != UNKNOWN:
         now = data_summary(spec.data)["fingerprint"]
         if now != recorded:
-            from modelkit.errors import DataError
-
             raise DataError(
                 f"cannot resume {path}: the data has fingerprint {now}, "
                 f"the run started on {recorded}",

@@ -14,14 +14,11 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from modelkit.errors import RunDirError
-from modelkit.runs.layout import RUN_RECORD_VERSION
 
-if TYPE_CHECKING:
-    from modelkit.runs.layout import RunDir
+RUN_RECORD_VERSION = 1
 
 _OBJ, _STR, _INT, _LIST = (dict,), (str,), (int,), (list,)
 # field -> (accepted types, nullable); the order is the order of the dataclass below
@@ -61,19 +58,22 @@ _FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
 
 @dataclass(frozen=True)
 class Artifact:
-    """A file the run declared (``run.add_artifact``), stored under ``artifacts/``."""
+    """A file the run declared: ``run.add_artifact`` copies it to ``artifacts/<name>`` and
+    records ``{"name", "path", "sha256", "size"}``; a plain path string (a file already in the
+    run) is read as an artifact without a recorded hash. ``path`` is relative to the run."""
 
     name: str
-    sha256: str
-    size: int
+    path: str
+    sha256: str | None = None
+    size: int | None = None
 
     @property
     def relpath(self) -> str:
         """Its path inside the run directory."""
-        return f"artifacts/{self.name}"
+        return self.path
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "sha256": self.sha256, "size": self.size}
+        return {"name": self.name, "path": self.path, "sha256": self.sha256, "size": self.size}
 
 
 @dataclass(frozen=True)
@@ -257,19 +257,23 @@ def _checked_list(data: dict[str, Any], key: str, source: str) -> list[Any]:
 
 
 def _artifact(entry: Any, source: str) -> Artifact:
+    if isinstance(entry, str) and entry:
+        return Artifact(name=entry.rsplit("/", 1)[-1], path=entry)
     ok = (
         isinstance(entry, dict)
-        and isinstance(entry.get("name"), str)
-        and isinstance(entry.get("sha256"), str)
-        and isinstance(entry.get("size"), int)
+        and isinstance(entry.get("path"), str)
+        and isinstance(entry.get("sha256"), (str, type(None)))
+        and isinstance(entry.get("size"), (int, type(None)))
     )
     if not ok:
         raise RunDirError(
-            f"{source}: field 'artifacts' holds an entry that is not "
-            f"{{name, sha256, size}}: {json.dumps(entry)[:60]}",
+            f"{source}: field 'artifacts' holds an entry that is neither a path nor "
+            f"{{name, path, sha256, size}}: {json.dumps(entry)[:60]}",
             hint="the file is corrupt or was edited by hand",
         )
-    return Artifact(name=entry["name"], sha256=entry["sha256"], size=entry["size"])
+    path = entry["path"]
+    name = entry.get("name") if isinstance(entry.get("name"), str) else path.rsplit("/", 1)[-1]
+    return Artifact(name=name, path=path, sha256=entry.get("sha256"), size=entry.get("size"))
 
 
 def _names(types: tuple[type, ...]) -> str:
@@ -281,14 +285,6 @@ def _names(types: tuple[type, ...]) -> str:
         list: "a list",
     }
     return " or ".join(words.get(t, t.__name__) for t in types)
-
-
-def read_run_record(run: RunDir | Path | str) -> RunRecord:
-    """The typed :class:`RunRecord` of a run directory (exit 2 naming a bad field)."""
-    from modelkit.runs.layout import RunDir
-
-    run = run if isinstance(run, RunDir) else RunDir(Path(run))
-    return run.run_record()
 
 
 # ---- metrics.jsonl rows ---------------------------------------------------------------------

@@ -14,11 +14,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modelkit.errors import ModelkitError, RunDirError, WriteFailed
+from modelkit.io import write_json_atomic
 from modelkit.redact import redact
 from modelkit.runs import opening as O
+from modelkit.runs.artifacts import copy_artifact
 from modelkit.runs.layout import RunDir, now_iso
 from modelkit.runs.perturb import unwrap
 from modelkit.runs.record import RunRecord, encode_metrics
+from modelkit.runs.seeding import env_seed, forget_seeding, run_determinism
 from modelkit.runs.transaction import publish_run
 
 if TYPE_CHECKING:
@@ -33,8 +36,6 @@ class RunSession:
     written; ``last_step`` / ``last_loss`` are the newest logged step and loss."""
 
     def __init__(self, opened: O.Opened, spec: O.RunSpec) -> None:
-        from modelkit.runs.seeding import env_seed, run_determinism
-
         spec.config = redact(spec.config)  # secrets never enter a record (nor its digest)
         self.path, self.dir, self.spec = opened.target, RunDir(opened.staging), spec
         self.model = unwrap(spec.model) if spec.model is not None else None
@@ -106,8 +107,6 @@ class RunSession:
 
     def write_config(self) -> None:
         """config.json: the model's init kwargs + ``modelkit: {model, reference, <key>}``."""
-        from modelkit.io import write_json_atomic
-
         ref = self.ref
         kwargs = dict(ref.kwargs) if ref is not None else {}
         if ref is not None and ref.transformers_config() is not None:
@@ -233,11 +232,13 @@ class RunSession:
     # ---- artifacts -------------------------------------------------------------------------
     def add_artifact(self, source: Path, name: str) -> Any:
         """Copy the regular file ``source`` to ``artifacts/<name>`` atomically; recorded."""
-        from modelkit.runs.artifacts import copy_artifact
-
         self.check_open()
         artifact = _disk_errors(lambda: copy_artifact(source, self.dir, name), self.path)
-        entries = [a for a in self.record.get("artifacts", []) if a.get("name") != name]
+        entries = [
+            a
+            for a in self.record.get("artifacts", [])
+            if a != artifact.path and (not isinstance(a, dict) or a.get("name") != name)
+        ]
         self.record["artifacts"] = [*entries, artifact.to_dict()]
         self.dir.write_record(self.record)
         return artifact
@@ -303,8 +304,6 @@ class RunSession:
 
     def close(self) -> None:
         """Release the lock; the next run in this process is not 'seeded' by this one's seeding."""
-        from modelkit.runs.seeding import forget_seeding
-
         self.closed = True
         self._lock.release()
         forget_seeding()

@@ -6,12 +6,15 @@ pair) naming the argument, instead of a traceback from deep inside a write.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import numbers
 import os
 from typing import Any
 
 from modelkit.errors import BadInputError, InvalidArgument
+from modelkit.runs.seeding import checked_seed
+from modelkit.tasks import get_task
 
 RESERVED = ("kind", "sha256", "nonfinite")  # metrics.jsonl fields a metric may not take
 
@@ -90,8 +93,6 @@ def checked_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
 
 def config_dict(config: Any) -> dict[str, Any]:
     """A JSON-able dict from a dict, an argparse Namespace or a dataclass instance."""
-    import dataclasses
-
     if config is None:
         return {}
     if dataclasses.is_dataclass(config) and not isinstance(config, type):
@@ -121,8 +122,6 @@ def _json_default(value: Any) -> Any:
 
 def task_fields(task: str | None, eval_transform: Any) -> dict[str, Any]:
     """run.json's ``task`` (checked against the registry) and ``eval_transform`` reference."""
-    from modelkit.tasks import get_task
-
     out: dict[str, Any] = {}
     if task is not None:
         out["task"] = get_task(task).name
@@ -181,8 +180,6 @@ def check_start_args(
     if model is not None:
         checked_module(model)
     if seed is not None:
-        from modelkit.runs.seeding import checked_seed
-
         checked_seed(seed)
     checked_int(every, name="fingerprint_every", hint="25 (the default) or 0 for none")
     if name is not None and (not isinstance(name, str) or not name.strip()):

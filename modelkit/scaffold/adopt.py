@@ -188,12 +188,48 @@ def find_adoption(
                 hint=f"pick the one to register: --model {models[0]}",
             )
         model = models[0]
+    elif model not in models:
+        _check_defined(root, model, models)
     if script is None and scripts:
         # prefer the script that defines or imports the model's module
         module = model.partition(":")[0]
         preferred = [s for s in scripts if _module_name(root, root / s) == module]
         script = (preferred or scripts)[0]
     return Adoption(model_name=name, model_ref=model, script=script, candidates=tuple(models))
+
+
+def _check_defined(root: Path, model: str, models: list[str]) -> None:
+    """Refuse a ``module:attr`` whose module is not in ``root`` or does not define ``attr``
+    (read, never imported: init runs no code of the repository)."""
+    import ast
+
+    module, _, attr = model.partition(":")
+    rel = Path(*module.split("."))
+    found = [p for base in (root, root / "src")
+             for p in (base / rel.with_suffix(".py"), base / rel / "__init__.py") if p.is_file()]  # fmt: skip
+    seen = f" (model classes found: {', '.join(models)})" if models else ""
+    if not found:
+        raise BadInputError(
+            f"--model '{model}': no module '{module}' in {root}{seen}",
+            hint=f"name a module of the repository: --model {models[0] if models else 'train:Net'}",
+        )
+    try:
+        tree = ast.parse(found[0].read_text(encoding="utf-8"))
+    except (SyntaxError, UnicodeDecodeError, ValueError):
+        return  # the module's own problem; registering it is still what was asked
+    names = set()
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign):
+            names.update(t.id for t in node.targets if isinstance(t, ast.Name))
+        elif isinstance(node, ast.ImportFrom | ast.Import):
+            names.update((a.asname or a.name).split(".")[0] for a in node.names)
+    if attr not in names:
+        raise BadInputError(
+            f"--model '{model}': {found[0].relative_to(root)} defines no '{attr}'{seen}",
+            hint=f"name a class or factory it defines: --model {models[0] if models else module + ':Net'}",
+        )
 
 
 def adopt_files(files: dict[str, str], adoption: Adoption, *, package: str) -> dict[str, str]:

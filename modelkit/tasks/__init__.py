@@ -49,8 +49,10 @@ def list_tasks() -> dict[str, Task]:
 
 
 def task_of(record: Any) -> Task:
-    """The task a run record states (``run.json["task"]``); classification when it states none."""
-    return get_task((record or {}).get("task") if isinstance(record, dict) else None)
+    """The task a run record states (``run.json["task"]``, a dict or a typed ``RunRecord``);
+    classification when it states none."""
+    name = record.get("task") if isinstance(record, dict) else getattr(record, "task", None)
+    return get_task(name)
 
 
 def metric_directions() -> dict[str, dict[str, str]]:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from modelkit.errors import BadInputError, ModelkitError, RunDirError, WorldSizeMismatch
+from modelkit.runs.transaction import check_run_target, resolve_run_path
 from modelkit.training import distributed as D
 from modelkit.training.launch import LaunchConfig, launch, launch_device_type, validate_launch
 
@@ -114,23 +115,7 @@ def _run_training(req: TrainRequest, on_event: Any) -> TrainResult:
     if req.data_placement != "auto":
         worker_flags += ["--data-placement", req.data_placement]
     if req.resume is not None:
-        given = [k for k, v in req.overrides.items() if v is not None]
-        given += [
-            name
-            for name, value in (
-                ("config", req.config_file),
-                ("out", req.out),
-                ("overwrite", req.overwrite),
-                ("download", req.download),
-            )
-            if value
-        ]
-        if given:
-            raise BadInputError(
-                f"--resume takes the run's own config; --{given[0].replace('_', '-')} "
-                "cannot be combined with it",
-                hint=f"modelkit train --resume {req.resume}",
-            )
+        _only_resume_flags(req)
         if launching:
             launch_resume(
                 req.resume, req.launch, fallback=req.fallback_checkpoint, worker_flags=worker_flags
@@ -156,6 +141,8 @@ def _run_training(req: TrainRequest, on_event: Any) -> TrainResult:
             )
         launch_train(cfg, out, req.launch, overwrite=req.overwrite, worker_flags=worker_flags)
         return TrainResult(out)
+    # a linked --out resolved (a dangling one refused) and checked before the data loads
+    check_run_target(resolve_run_path(out), overwrite=req.overwrite, resume=False)
     record = train(
         cfg,
         out=out,
@@ -166,6 +153,27 @@ def _run_training(req: TrainRequest, on_event: Any) -> TrainResult:
         options=options,
     )
     return TrainResult(out, record if worker_rank() in (None, 0) else None)
+
+
+def _only_resume_flags(req: TrainRequest) -> None:
+    """``--resume`` takes the run's own config: no config, out, overwrite or download flags."""
+    given = [k for k, v in req.overrides.items() if v is not None]
+    given += [
+        name
+        for name, value in (
+            ("config", req.config_file),
+            ("out", req.out),
+            ("overwrite", req.overwrite),
+            ("download", req.download),
+        )
+        if value
+    ]
+    if given:
+        raise BadInputError(
+            f"--resume takes the run's own config; --{given[0].replace('_', '-')} "
+            "cannot be combined with it",
+            hint=f"modelkit train --resume {req.resume}",
+        )
 
 
 def launch_train(

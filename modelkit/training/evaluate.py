@@ -143,6 +143,10 @@ def check_data_fits(
     problem = task.check_fit(out, y, data)
     if problem is not None:
         raise refuse(problem)
+    classes = (record.get("data") or {}).get("classes")
+    have = getattr(data, "classes", None)
+    if isinstance(classes, list) and isinstance(have, list) and len(have) != len(classes):
+        raise refuse(f"it has {len(have)} classes, the run was trained on {len(classes)}")
 
 
 def eval_transform(
@@ -154,7 +158,10 @@ def eval_transform(
     ref = record.eval_transform
     if not ref:
         return None
+    import functools
+
     from modelkit.errors import BadInputError
+    from modelkit.usercode import call_user
 
     if str(ref).startswith("model."):
         target: Any = model
@@ -165,10 +172,12 @@ def eval_transform(
                 f"the run's eval_transform '{ref}' is not a callable of the model",
                 hint="record an importable function instead: 'package.module:function'",
             )
-        return target
-    from modelkit.project import import_object
+        return functools.partial(call_user, "eval transform", str(ref), target)
 
-    return import_object(str(ref), what="eval transform")
+    from modelkit.models.imports import import_object
+
+    fn = import_object(str(ref), what="eval transform")
+    return functools.partial(call_user, "eval transform", str(ref), fn)
 
 
 def load_eval_data(
@@ -181,6 +190,10 @@ def load_eval_data(
     from modelkit.data import load_dataset
 
     shape: dict[str, Any] = {"context_length": record.context_length}
+    tokenizer = record.data.get("tokenizer")
+    if isinstance(tokenizer, str):  # text is tokenized as the run's was (a char vocabulary too)
+        chars = record.data.get("chars")
+        shape["text"] = {"tokenizer": tokenizer, **({"chars": chars} if chars else {})}
     if train_cfg is not None:
         shape.update(
             image_size=train_cfg.image_size,

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from modelkit.errors import BadInputError, ConfigError, did_you_mean
+from modelkit.usercode import call_user
 
 LossFn = Callable[..., torch.Tensor]
 
@@ -88,9 +89,16 @@ def build_loss(spec: str | Mapping[str, Any]) -> LossFn:
     name = table.pop("name")
     if ":" not in name:
         return BUILTIN_LOSSES[name](**table)
-    from modelkit.project import import_object
+    from modelkit.models.imports import import_object
 
     fn = import_object(name, what="loss")
+    if isinstance(fn, type):  # torch.nn:CrossEntropyLoss: a loss module class, built with the table
+        if not issubclass(fn, torch.nn.Module):
+            raise BadInputError(
+                f"loss '{name}' is a class, not a loss function or module",
+                hint="name a function fn(output, target) or an nn.Module loss class",
+            )
+        fn, table = call_user("loss", name, fn, **table), {}
     user = functools.partial(fn, **table) if table else fn
     try:
         inspect.signature(user).bind(None, None)
@@ -99,23 +107,24 @@ def build_loss(spec: str | Mapping[str, Any]) -> LossFn:
             f"loss '{name}' cannot be called as fn(output, target): {exc}",
             hint="define it as def fn(output, target, **options) -> scalar tensor",
         ) from None
-    return _UserLoss(user)
+    return _UserLoss(user, name)
 
 
 class _UserLoss:
     """A user callable returning the batch-mean loss, given ``reduction`` like torch's losses."""
 
-    def __init__(self, fn: Callable[..., torch.Tensor]) -> None:
+    def __init__(self, fn: Callable[..., torch.Tensor], name: str) -> None:
         self.fn = fn
+        self.name = name
 
     def __call__(
         self, output: torch.Tensor, target: torch.Tensor, *, reduction: str = "mean"
     ) -> torch.Tensor:
-        loss = self.fn(output, target)
+        loss = call_user("loss", self.name, self.fn, output, target)
         if not isinstance(loss, torch.Tensor) or loss.ndim != 0:
             shape = list(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
             raise BadInputError(
-                f"loss function returned {shape}, not a scalar tensor",
+                f"loss {self.name} returned {shape}, not a scalar tensor",
                 hint="return the batch mean, e.g. losses.mean()",
             )
         return loss * len(target) if reduction == "sum" else loss

@@ -107,6 +107,25 @@ def _check_kwargs(kind: str, cls: type, kwargs: Mapping[str, Any], *, skip: int)
             f"{', '.join(repr(k) for k in unknown)}{did_you_mean(key, accepted)}",
             hint=f"{cls.__name__} accepts: {', '.join(accepted) or '(nothing)'}",
         )
+    for key, value in kwargs.items():
+        _check_like_default(kind, cls, key, value, accepted[key].default)
+
+
+def _check_like_default(kind: str, cls: type, key: str, value: Any, default: Any) -> None:
+    """A value unlike torch's default for it: a number given as text, a pair given as three."""
+    number = isinstance(default, int | float) and not isinstance(default, bool)
+    if number and isinstance(value, str | bool):
+        raise ConfigError(
+            f"{kind} {cls.__name__}: {key} must be a number, got {value!r}",
+            hint=f"e.g. {key} = {default!r} (torch's default)",
+        )
+    pair = isinstance(default, tuple) and isinstance(value, list | tuple)
+    if pair and len(value) != len(default):
+        raise ConfigError(
+            f"{kind} {cls.__name__}: {key} takes {len(default)} values, got {len(value)} "
+            f"({list(value)})",
+            hint=f"e.g. {key} = {list(default)} (torch's default)",
+        )
 
 
 def _table(kind: str, spec: Any) -> dict[str, Any]:

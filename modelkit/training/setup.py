@@ -175,6 +175,7 @@ def _setup_data_and_model(
 def _setup_optimizer(s: Setup) -> None:
     """Optimizer, LR schedule, loss and augmentation from the config's recipe tables."""
     from modelkit.data.augment import build_augment
+    from modelkit.training.dryrun import dry_build
     from modelkit.training.losses import build_loss
     from modelkit.training.optim import build_optimizer, build_scheduler
 
@@ -189,6 +190,7 @@ def _setup_optimizer(s: Setup) -> None:
     )
     s.loss_fn = build_loss(s.config.loss)
     s.augment = build_augment(s.config.augment)
+    dry_build(s, tables)  # every table exercised once, before the first step
 
 
 def run_task(config: TrainConfig, data: Any, *, project: Any) -> Any:

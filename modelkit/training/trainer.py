@@ -284,6 +284,8 @@ class Trainer:
         if self.sharded:
             from modelkit.training.sharded_checkpoint import save_sharded
 
+            if self.buffers:  # DCP saves a replicated tensor from any rank: make it rank 0's
+                sharding.sync_buffers(self.model, self.world)
             save_sharded(self, ckpt, keep=keep)
         else:
             self.writer.checkpoint(ckpt, keep=keep)

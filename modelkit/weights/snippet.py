@@ -38,8 +38,6 @@ def loading_snippet(
     its own ``from_pretrained(folder)`` instead. The layout and the shared tensors come from
     ``layout`` (or ``sharded``/``shared`` without one); ``imports`` are the lines ``folder`` needs.
     """
-    from modelkit.models.configs import config_expression
-
     module, _, attr = reference.partition(":")
     top = attr.split(".")[0]
     configs = configs or {}
@@ -50,22 +48,17 @@ def loading_snippet(
         ) + "\n"  # fmt: skip
     if layout is not None:
         sharded, shared = layout.kind == "sharded", layout.shared
-    built = {k: config_expression(v) for k, v in sorted(configs.items())}
-    args = [f"{k}={expr}" for k, (_, expr) in built.items()]
-    if kwargs:
-        args.append(f"**{_kwargs_literal(kwargs)}")
+    config_imports, build = _build_line(attr, kwargs, configs)
     lines = [
         "import json, os" if sharded else "import os",
         "",
         *imports,
         "from safetensors.torch import load_file",
-        *sorted({line for line, _ in built.values()}),
+        *config_imports,
         f"from {module} import {top}",
         "",
         f"folder = {folder}",
-        f"model = {attr}({', '.join(args)})"
-        if built
-        else f"model = {attr}(**{_kwargs_literal(kwargs)})",
+        build,
     ]
     if sharded:
         lines += [
@@ -82,6 +75,21 @@ def loading_snippet(
         lines += [f'state["{d}"] = state["{k}"]' for d, k in sorted(shared.items())]
     lines += ["model.load_state_dict(state)  # strict: every key must match", "model.eval()"]
     return "\n".join(lines) + "\n"
+
+
+def _build_line(
+    attr: str, kwargs: dict[str, Any], configs: dict[str, dict[str, Any]]
+) -> tuple[list[str], str]:
+    """The config classes' import lines and ``model = attr(...)`` (config objects rebuilt)."""
+    from modelkit.models.configs import config_expression
+
+    if not configs:
+        return [], f"model = {attr}(**{_kwargs_literal(kwargs)})"
+    built = {k: config_expression(v) for k, v in sorted(configs.items())}
+    args = [f"{k}={expr}" for k, (_, expr) in built.items()]
+    if kwargs:
+        args.append(f"**{_kwargs_literal(kwargs)}")
+    return sorted({line for line, _ in built.values()}), f"model = {attr}({', '.join(args)})"
 
 
 def release_snippet(

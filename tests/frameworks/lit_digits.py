@@ -70,6 +70,11 @@ def loaders() -> tuple[DataLoader, DataLoader]:
     return DataLoader(train, batch_size=100, shuffle=True), DataLoader(val, batch_size=300)
 
 
+def val_set() -> TensorDataset:
+    """The held-out digits, for `modelkit eval --data lit_digits:val_set`."""
+    return loaders()[1].dataset
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--epochs", type=int, default=3)

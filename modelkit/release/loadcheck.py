@@ -1,0 +1,132 @@
+"""The load checks of a verification: the model rebuilt on ``meta`` with every shard loaded
+into it (one shard in memory at a time), and the optional re-evaluation of the whole model."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from modelkit.errors import BadInputError, CheckFailed, ModelkitError, NotImportable
+from modelkit.weights import read_layout
+
+
+@contextlib.contextmanager
+def _as_load_failure(target: Any, version: str) -> Iterator[None]:
+    """A model that cannot be rebuilt here is exit 2 (the release may be fine); weights that
+    do not load into it are a failed check (exit 3)."""
+    where = f"{target.describe()}@{version}"
+    default = "the release's config.json and its weights disagree"
+    try:
+        yield
+    except NotImportable as exc:
+        raise BadInputError(
+            f"{where}: every hash matches, but the model cannot be rebuilt here: {exc.message}",
+            hint=exc.hint,
+        ) from None
+    except ModelkitError as exc:
+        raise CheckFailed(
+            f"{where}: the weights do not load: {exc.message}", hint=exc.hint or default
+        ) from None
+    except Exception as exc:
+        raise CheckFailed(f"{where}: the weights do not load: {exc}", hint=default) from None
+
+
+def check_loads(
+    target: Any, version: str, snapshot: Path, *, project: Any, log: list[str]
+) -> dict[str, Any]:
+    """Build the model on ``meta`` and load every shard into it, one at a time."""
+    from modelkit.models.weights import check_model_loads
+
+    with _as_load_failure(target, version):
+        layout = read_layout(snapshot)
+        model, _, name = check_model_loads(snapshot, layout, project=project)
+    shards = f"{len(layout.headers)} shards" if layout.index else layout.files[0]
+    log.append(f"the model rebuilds from {name} and the weights load (strict, {shards})")
+    return {"num_parameters": sum(p.numel() for p in model.parameters())}
+
+
+def load_whole(target: Any, version: str, snapshot: Path, *, project: Any) -> Any:
+    from modelkit.models.weights import load_model_from_dir
+
+    with _as_load_failure(target, version):
+        return load_model_from_dir(snapshot, project=project, layout=read_layout(snapshot))[0]
+
+
+def re_evaluate(snapshot: Path, model: Any, *, project: Any) -> dict[str, Any]:
+    """Evaluate the downloaded weights on the run's data by the run's task; must reproduce the
+    released evaluation's primary metric (accuracy, perplexity, ...)."""
+    import math
+
+    from modelkit.data.batches import BatchSource
+    from modelkit.release.package import evaluation_files
+    from modelkit.runs import RunDir
+    from modelkit.tasks import task_of
+    from modelkit.training.evaluate import (
+        _tensor_batches,
+        accumulate,
+        eval_transform,
+        load_eval_data,
+    )
+
+    files = evaluation_files(snapshot)  # eval.json first; else the first evals/*.json
+    if not files:
+        raise CheckFailed(
+            "cannot re-evaluate: the release holds no evaluation", hint="verify without --eval"
+        )
+    recorded = json.loads(files[0].read_text(encoding="utf-8"))
+    record = RunDir(snapshot).run_record()
+    task = task_of(record)
+    spec, train = _eval_spec(snapshot, recorded)
+    ds = load_eval_data(
+        spec, project=project, record=record, train_cfg=train, skip=False, batch_size=1024
+    )
+    batches = (
+        ds.batches() if isinstance(ds, BatchSource) else _tensor_batches(ds.x_test, ds.y_test, 1024)
+    )
+    acc = accumulate(
+        model, batches, task=task, acc=task.accumulator(ds), transform=eval_transform(record, model)
+    )
+    if ds.fingerprint != recorded.get("data", {}).get("fingerprint"):
+        raise CheckFailed(
+            f"data '{spec}' here has fingerprint {ds.fingerprint[:19]}…, the release was "
+            f"evaluated on {str(recorded.get('data', {}).get('fingerprint'))[:19]}…",
+            hint="re-evaluation needs the same data",
+        )
+    key = task.primary.key
+    value, released = float(acc.summary()[key]), float(recorded[key])
+    if not math.isclose(value, released, rel_tol=1e-6, abs_tol=1e-9):
+        raise CheckFailed(
+            f"re-evaluated {key} {value:.6f} != released {released:.6f}",
+            hint="the weights or the evaluation code changed",
+        )
+    return {
+        "metric": key,
+        key: value,
+        "value": value,
+        "recorded": released,
+        "spec": spec,
+        "file": files[0].relative_to(snapshot).as_posix(),
+    }
+
+
+def _eval_spec(snapshot: Path, recorded: dict[str, Any]) -> tuple[str, Any]:
+    """The data spec the release was evaluated on, and its training config (None: own loop)."""
+    from types import SimpleNamespace
+
+    cfg = json.loads((snapshot / "config.json").read_text(encoding="utf-8"))
+    train = (cfg.get("modelkit") or {}).get("train") or {}
+    spec = (recorded.get("data") or {}).get("spec") or train.get("data")
+    if not spec:
+        raise CheckFailed(
+            "cannot re-evaluate: the release does not record which data it was evaluated on",
+            hint="verify without --eval",
+        )
+    shape = SimpleNamespace(
+        image_size=train.get("image_size", 0),
+        channels=train.get("channels", 0),
+        normalize=train.get("normalize"),
+    )
+    return spec, shape if train else None
