@@ -259,6 +259,7 @@ def evaluate_run(
     actual = identity_of(run.path, layout)
     transform = eval_transform(record, model)
     if isinstance(ds, BatchSource):
+        ds.classes = record.data_classes  # a loader's batches name none: the run's
         batches: Any = ds.batches()
     else:
         check_data_fits(
