@@ -346,7 +346,7 @@ def test_disk_full_is_one_clear_error_and_nothing_half_written(tmp_path: Path, w
     """
     p = _script(tmp_path, body)
     assert p.returncode == 1, p.stderr
-    assert p.stderr.startswith("error: cannot write the run ") and "File too large" in p.stderr
+    assert p.stderr.startswith("error: cannot write the run ") and "file too large" in p.stderr
     assert "hint: " in p.stderr and "Traceback" not in p.stderr
     staged = tmp_path / "runs/.a.partial"
     assert not (tmp_path / "runs/a").exists()

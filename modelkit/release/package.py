@@ -22,10 +22,13 @@ from modelkit.release.paths import check_relpath
 from modelkit.release.signing import PUBLIC_KEY, SIGNATURE, sign_manifest
 from modelkit.runs import RunRecord, open_run, read_run_record
 from modelkit.weights import WeightsLayout, read_layout, summarize
+from modelkit.weights.hashing import hash_file
 from modelkit.weights.layout import read_header
 from modelkit.weights.verify import compare_hashes, recorded_hashes
 
-__all__ = ["Package", "PackageFile", "build_package", "git_blob_oid", "is_lfs", "memory_file"]
+__all__ = [
+    "Package", "PackageFile", "build_package", "git_blob_oid", "hash_file", "is_lfs", "memory_file",
+]  # fmt: skip
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
 REQUIRED_RUN_FILES = ("config.json", "run.json")  # + the weights (either layout) + the card

@@ -241,7 +241,7 @@ def evaluate_run(
     run = open_run(run_dir, require=("run.json", "config.json"))
     layout = verified_weights(run.path, trust_unrecorded=trust_unrecorded)  # either layout
     record = read_run_record(run)
-    task, dev = task_of(record.raw), resolve_device(device)
+    task, dev = task_of(record), resolve_device(device)
     own_loop = record.own_loop
     if own_loop and data is None:
         raise RunDirError(
