@@ -330,8 +330,8 @@ class WriteFailed(ModelkitError):
 
     def describe(self) -> tuple[str, str | None]:
         return (
-            f"cannot write {self.path}: {self.reason}",
-            "free disk space (or fix permissions), then resume the run; nothing was half-written",
+            f"cannot write {self.path}: {self.reason[:1].lower()}{self.reason[1:]}",
+            "free some space (or fix permissions), then run it again; nothing was half-written",
         )
 
 

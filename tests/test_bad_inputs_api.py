@@ -346,7 +346,7 @@ def test_disk_full_is_one_clear_error_and_nothing_half_written(tmp_path: Path, w
     """
     p = _script(tmp_path, body)
     assert p.returncode == 1, p.stderr
-    assert p.stderr.startswith("error: cannot write the run ") and "File too large" in p.stderr
+    assert p.stderr.startswith("error: cannot write the run ") and "file too large" in p.stderr
     assert "hint: " in p.stderr and "Traceback" not in p.stderr
     staged = tmp_path / "runs/.a.partial"
     assert not (tmp_path / "runs/a").exists()
@@ -474,9 +474,9 @@ def test_an_added_artifact_is_released_once_under_its_name(tmp_path: Path) -> No
     with start_run(tmp_path / "run", model=model) as run:
         run.add_artifact(vocab)
         run.finish(model)
-    record = json.loads((tmp_path / "run/run.json").read_text())
-    assert record["artifacts"][0]["path"] == "artifacts/vocab.txt"
+    record = read_run_record(tmp_path / "run")
+    assert record.raw["artifacts"][0]["path"] == "artifacts/vocab.txt"
     found = declared_artifacts(tmp_path / "run", record=record, project=None, released=set())
-    assert found == {"vocab.txt": (tmp_path / "run/artifacts/vocab.txt").resolve()} or found == {
-        "vocab.txt": tmp_path / "run/artifacts/vocab.txt"
-    }
+    sha = record.artifacts[0].sha256
+    assert list(found) == ["vocab.txt"] and found["vocab.txt"][1] == sha
+    assert found["vocab.txt"][0].read_text() == "a\nb\n"

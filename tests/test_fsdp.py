@@ -22,7 +22,7 @@ pytestmark = pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs 2 CPU c
 
 # digits: 1433 training samples / 128 = 12 steps per epoch; a checkpoint per epoch
 ARGS = ["-m", "flaky:build", "--epochs", "2", "--batch-size", "128", "--device", "cpu"]
-ARGS += ["--fingerprint-every", "4", "--max-shard-size", "200KB", "-q"]
+ARGS += ["--fingerprint-every", "4", "--max-shard-size", "200KB", "-c", "ckpt.toml", "-q"]
 
 FLAKY_MLP = '''
 import os
@@ -56,6 +56,7 @@ def build(num_classes: int = 10):
 @pytest.fixture()
 def project(tmp_path: Path) -> Path:
     (tmp_path / "flaky.py").write_text(FLAKY_MLP)
+    (tmp_path / "ckpt.toml").write_text("checkpoint_every = 4\n")  # no flag for it
     return tmp_path
 
 
@@ -76,10 +77,45 @@ def _rows(run: RunDir) -> list[dict]:
     return [{k: v for k, v in r.items() if k not in strip} for r in run.read_metrics()]
 
 
+SHARDED = ["--shard", "--nproc-per-node", "2"]
+
+
 @pytest.mark.slow
 def test_sharded_run_checkpoints_with_dcp_and_resumes_bitwise(project: Path) -> None:
-    # a: FSDP2 on 2 processes, uninterrupted
-    p = modelkit("train", *ARGS, "--shard", "--nproc-per-node", "2", "--out", "a", cwd=project)
+    rec, shards = _uninterrupted(project)  # a
+    _crash_then_refuse_another_world_size(project)  # b, interrupted; c, its copy
+    # resumed at the same world size: bitwise the uninterrupted run
+    p = modelkit("train", "--resume", "b", "--nproc-per-node", "2", "-q", cwd=project)
+    assert p.returncode == 0, p.stderr
+    b = RunDir(project / "b")
+    b_rec = b.read_record()
+    assert b_rec["status"] == "complete" and b_rec["resumes"][-1]["from_step"] == 12
+    assert b_rec["weights_sha256"] == rec["weights_sha256"]
+    assert _rows(RunDir(project / "a")) == _rows(b)  # every loss, metric and fingerprint
+
+    # a damaged shard is refused by name before anything is loaded; --fallback-checkpoint
+    # resumes from the previous checkpoint instead, still bitwise
+    shard = project / ".c.partial" / "checkpoints" / "ckpt-00000012.dcp" / shards[1]
+    data = bytearray(shard.read_bytes())
+    data[-1] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    p = modelkit("train", "--resume", "c", "--nproc-per-node", "2", "-q", cwd=project)
+    assert p.returncode == 2, p.stderr
+    assert f"shard {shards[1]} fails its checksum" in p.stderr and "Traceback" not in p.stderr
+    assert "--fallback-checkpoint" in p.stderr
+    args = ["--resume", "c", "--nproc-per-node", "2", "--fallback-checkpoint", "-q"]
+    p = modelkit("train", *args, cwd=project)
+    assert p.returncode == 0, p.stderr
+    c_rec = RunDir(project / "c").read_record()
+    last = c_rec["resumes"][-1]
+    assert last["from_step"] == 8
+    assert last["rejected_checkpoints"][0]["checkpoint"] == "ckpt-00000012.safetensors"
+    assert c_rec["weights_sha256"] == rec["weights_sha256"]
+
+
+def _uninterrupted(project: Path) -> tuple[dict, list[str]]:
+    """Run a: FSDP2 on 2 processes, uninterrupted; its record and its last shard files."""
+    p = modelkit("train", *ARGS, *SHARDED, "--out", "a", cwd=project)
     assert p.returncode == 0, p.stderr
     a = RunDir(project / "a")
     rec = a.read_record()
@@ -98,10 +134,9 @@ def test_sharded_run_checkpoints_with_dcp_and_resumes_bitwise(project: Path) -> 
     fingerprints = [r["step"] for r in a.read_metrics() if r["kind"] == "fingerprint"]
     assert fingerprints == [0, 4, 8, 12, 16, 20, 24]
     # its checkpoints: a head file + a folder of per-rank safetensors shards, nothing pickled
-    ckpts = sorted(p.name for p in a.checkpoints.iterdir())
-    assert ckpts == [
-        "ckpt-00000012.dcp",
-        "ckpt-00000012.safetensors",
+    assert sorted(p.name for p in a.checkpoints.iterdir()) == [  # every 4 steps, newest 2
+        "ckpt-00000020.dcp",
+        "ckpt-00000020.safetensors",
         "ckpt-00000024.dcp",
         "ckpt-00000024.safetensors",
     ]
@@ -111,45 +146,29 @@ def test_sharded_run_checkpoints_with_dcp_and_resumes_bitwise(project: Path) -> 
         "shard-00002-model-00001-of-00001.safetensors",
     ]
     _assert_safetensors_only(a.checkpoints / "ckpt-00000024.dcp")
+    return rec, shards
 
-    # b: rank 1 crashes in epoch 2; every rank stops, the epoch-1 checkpoint stays intact
+
+def _crash_then_refuse_another_world_size(project: Path) -> None:
+    """Run b: rank 1 crashes in epoch 2; every rank stops, the checkpoints stay intact; a
+    resume at another world size is refused with the typed error and the way on."""
     env = {"FAIL_RANK": "1"}
-    p = modelkit(
-        "train", *ARGS, "--shard", "--nproc-per-node", "2", "--out", "b", cwd=project, env=env
-    )
+    p = modelkit("train", *ARGS, *SHARDED, "--out", "b", cwd=project, env=env)
     assert p.returncode == 1, p.stderr
     assert "rank 1 failed" in p.stderr and "lost its host" in p.stderr
     assert "--resume b --nproc-per-node 2" in p.stderr and "Traceback" not in p.stderr
     staged = project / ".b.partial"
     assert sorted(q.name for q in (staged / "checkpoints").iterdir()) == [
+        "ckpt-00000008.dcp",
+        "ckpt-00000008.safetensors",
         "ckpt-00000012.dcp",
         "ckpt-00000012.safetensors",
     ]
-    shutil.copytree(staged, project / ".c.partial")  # for the damaged-shard case below
-
-    # a different world size is refused with the typed error and the way on
+    shutil.copytree(staged, project / ".c.partial")  # for the damaged-shard case
     p = modelkit("train", "--resume", "b", cwd=project)
     assert p.returncode == 2, p.stderr
     assert "was written by 2 process(es); this one has 1" in p.stderr
     assert "--nproc-per-node 2" in p.stderr and "Traceback" not in p.stderr
-
-    # resumed at the same world size: bitwise the uninterrupted run
-    p = modelkit("train", "--resume", "b", "--nproc-per-node", "2", "-q", cwd=project)
-    assert p.returncode == 0, p.stderr
-    b = RunDir(project / "b")
-    b_rec = b.read_record()
-    assert b_rec["status"] == "complete" and b_rec["resumes"][-1]["from_step"] == 12
-    assert b_rec["weights_sha256"] == rec["weights_sha256"]
-    assert _rows(a) == _rows(b)  # every loss, metric and state fingerprint
-
-    # a damaged shard is refused by name before anything is loaded
-    shard = project / ".c.partial" / "checkpoints" / "ckpt-00000012.dcp" / shards[1]
-    data = bytearray(shard.read_bytes())
-    data[-1] ^= 0xFF
-    shard.write_bytes(bytes(data))
-    p = modelkit("train", "--resume", "c", "--nproc-per-node", "2", "-q", cwd=project)
-    assert p.returncode == 2, p.stderr
-    assert f"shard {shards[1]} fails its checksum" in p.stderr and "Traceback" not in p.stderr
 
 
 def _assert_safetensors_only(folder: Path) -> None:

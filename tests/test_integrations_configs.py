@@ -233,3 +233,57 @@ def test_a_transformers_config_is_recorded_the_transformers_way() -> None:
     assert ref.transformers_config()["n_embd"] == 8
     rebuilt = ModelReference.from_dict(json.loads(json.dumps(ref.to_dict())), source="t").build()
     assert type(rebuilt) is type(model) and rebuilt.config.n_embd == 8
+
+
+def test_a_dataclass_gpt_is_released_with_its_source_and_verified_with_no_project(
+    tmp_path: Path, cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No factory, no pyproject entry: the run declares the model's source file as an artifact,
+    the release carries it, and verify rebuilds the model from it after the project is gone."""
+    import shutil
+
+    import torch
+    from release_helpers import git_project
+
+    root = tmp_path / "proj"
+    root.mkdir()
+    (root / "gptmodel.py").write_text(
+        GPT_MODULE
+        + "\n\ndef windows():\n    g = torch.Generator().manual_seed(1)\n"
+        + "    x = torch.randint(0, 40, (6, 8), generator=g)\n"
+        + "    return torch.utils.data.TensorDataset(x, torch.roll(x, -1, 1))\n"
+    )
+    (root / "train.py").write_text(
+        TRAIN_SCRIPT.replace(
+            'config={"lr": 0.1}', 'config={"lr": 0.1}, task="language-modeling"'
+        ).replace(
+            "run.finish(model)", 'run.add_artifact("gptmodel.py")\n        run.finish(model)'
+        )
+    )
+    git_project(root)
+    r = subprocess.run([sys.executable, "train.py"], cwd=root, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    monkeypatch.chdir(root)
+    code, _, err = cli("eval", "runs/gpt", "--data", "gptmodel:windows")
+    assert code == 0, err
+    assert cli("card", "runs/gpt")[0] == 0
+    code, _, err = cli(
+        "release", "v0.1", "--run", "runs/gpt", "--to", "registry", "--repo", "o/gpt"
+    )
+    assert code == 0, err
+    registry = tmp_path / "registry"
+    shutil.move(root / "registry", registry)
+    expected = modelkit.load(root / "runs/gpt")
+    shutil.rmtree(root)  # the project, its run and its script are gone
+    sys.modules.pop("gptmodel", None)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(root))])
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    code, _, err = cli("verify", f"{registry}@v0.1", "--repo", "o/gpt")
+    assert code == 0, err
+    loaded = modelkit.load(registry, "v0.1", repo="o/gpt")
+    assert type(loaded.config).__name__ == "GPTConfig"
+    x = torch.arange(8).reshape(1, 8)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), expected(x))

@@ -135,7 +135,7 @@ def test_released_to_a_registry_it_loads_as_litmodule_hparams_and_verifies_elsew
     git_project(root)
     shutil.copytree(trained / "runs/lit", root / "runs/lit")
     monkeypatch.chdir(root)
-    code, _, err = cli("eval", "runs/lit", "--data", "lit_digits:val_set")
+    code, _, err = cli("eval", "runs/lit", "--data", "digits")  # through the eval_transform
     assert code == 0, err
     assert cli("card", "runs/lit")[0] == 0
     code, _, err = cli(

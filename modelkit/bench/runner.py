@@ -31,6 +31,7 @@ from modelkit.bench.results import (
 from modelkit.errors import BadInputError, ModelkitError
 
 HARNESS_MODULE = "_modelkit_bench_plugin"
+MIN_PER_GROUP = 3  # benchmarks per callgrind process before a side is split over the cores
 
 
 def make_harness_dir() -> Path:
@@ -302,7 +303,10 @@ def run_instruction_sides(
             by_file.setdefault(n.split("::")[0], []).append(n)
         ordered = [n for f in sorted(by_file) for n in by_file[f]]
         split = [ordered[i::groups_per_side] for i in range(groups_per_side)]
-        groups = [g for g in split if g] or [None]
+        # each group pays one interpreter start and imports under valgrind: worth it only when
+        # there are a few benchmarks per group
+        if len(ordered) >= MIN_PER_GROUP * groups_per_side:
+            groups = [g for g in split if g] or [None]
     tasks = [(tree, side, g) for tree, side in jobs for g in groups]
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(tasks)))) as pool:
         futures = [

@@ -158,21 +158,8 @@ def render_curves(run_dir: Path, task: Any = None) -> Path | None:
     return path
 
 
-def write_card(
-    run_dir: Path | str,
-    *,
-    repo_id: str | None = None,
-    version: str | None = None,
-    project: Any = None,
-    strict: bool = False,
-) -> CardResult:
-    """Write (or regenerate) ``RUN_DIR/README.md`` and the training-curves PNG; validate it."""
-    from modelkit.errors import CheckFailed
-    from modelkit.io import write_bytes_atomic
-
-    run_dir = Path(run_dir)
-    path = run_dir / "README.md"
-    existing = path.read_text(encoding="utf-8") if path.is_file() else None
+def _check_release_args(repo_id: str | None, version: str | None) -> None:
+    """Reject a malformed version or repo id before anything is rendered."""
     if version is not None:
         from modelkit.release.version import parse_version
 
@@ -181,15 +168,15 @@ def write_card(
         from modelkit.release.targets import check_repo_id
 
         check_repo_id(repo_id)
-    # render (and fail) before touching anything on disk
-    from modelkit.runs import RunDir
-    from modelkit.tasks import task_of
 
-    curves = any(r.get("kind") in ("step", "epoch") for r in RunDir(run_dir).read_metrics())
-    text = render_card(
-        run_dir, repo_id=repo_id, version=version, project=project, existing=existing, curves=curves
-    )
-    meta, _, _ = split_front_matter(text)
+
+def _check_card(text: str, *, strict: bool) -> tuple[list[str], list[str]]:
+    """``(metadata errors, unfilled sections)`` of a rendered card; raise where it may not be written.
+
+    ``strict`` refuses any error or unfilled section; otherwise only a missing license passes.
+    """
+    from modelkit.errors import CheckFailed
+
     errors = validate_card(text)
     todos = card_incomplete(text)
     if strict and (errors or todos):
@@ -203,6 +190,33 @@ def write_card(
             "card metadata errors: " + "; ".join(blocking),
             hint="fix [tool.modelkit.card] in pyproject.toml or the README's YAML front matter",
         )
+    return errors, todos
+
+
+def write_card(
+    run_dir: Path | str,
+    *,
+    repo_id: str | None = None,
+    version: str | None = None,
+    project: Any = None,
+    strict: bool = False,
+) -> CardResult:
+    """Write (or regenerate) ``RUN_DIR/README.md`` and the training-curves PNG; validate it."""
+    from modelkit.io import write_bytes_atomic
+    from modelkit.runs import RunDir
+    from modelkit.tasks import task_of
+
+    run_dir = Path(run_dir)
+    path = run_dir / "README.md"
+    existing = path.read_text(encoding="utf-8") if path.is_file() else None
+    _check_release_args(repo_id, version)
+    # render (and fail) before touching anything on disk
+    curves = any(r.get("kind") in ("step", "epoch") for r in RunDir(run_dir).read_metrics())
+    text = render_card(
+        run_dir, repo_id=repo_id, version=version, project=project, existing=existing, curves=curves
+    )
+    meta, _, _ = split_front_matter(text)
+    errors, todos = _check_card(text, strict=strict)
     png = render_curves(run_dir, task_of(RunDir(run_dir).read_record())) if curves else None
     write_bytes_atomic(path, text.encode("utf-8"))
     kept = [

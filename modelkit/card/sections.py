@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,8 +37,8 @@ class UsageTarget:
     registry: str | None = None  # a local registry's absolute path
 
 
-def usage_section(arch: dict[str, Any], target: UsageTarget) -> str:
-    """The "How to use" text: exactly what loads this release from ``target``."""
+def _install_needs(arch: dict[str, Any]) -> str:
+    """What to ``pip install`` for the model's module: modelkit and the package providing it."""
     ref = arch.get("reference") or {}
     module = (ref.get("ref") or f"{arch['module']}:").partition(":")[0]
     package, version = ref.get("package"), ref.get("version")
@@ -47,31 +48,58 @@ def usage_section(arch: dict[str, Any], target: UsageTarget) -> str:
             if version
             else f"`pip install modelkit {package}`"
         )
-        needs += f" (`{package}` provides `{module}`, which defines the model)"
-    elif package == "modelkit":
-        needs = "`pip install modelkit` (the model is one of modelkit's own)"
-    else:
-        needs = (
-            f"`pip install modelkit` and the package that provides `{module}` "
-            "(its name was not recorded: the model's module was not installed as a package)"
-        )
+        return needs + f" (`{package}` provides `{module}`, which defines the model)"
+    if package == "modelkit":
+        return "`pip install modelkit` (the model is one of modelkit's own)"
+    return (
+        f"`pip install modelkit` and the package that provides `{module}` "
+        "(its name was not recorded: the model's module was not installed as a package)"
+    )
+
+
+def _load_calls(arch: dict[str, Any], target: UsageTarget) -> tuple[str, str, str, str]:
+    """``(where, modelkit.load call, mixin from_pretrained call, verify command)`` for ``target``."""
     if target.kind == "local":
-        where = f"the local registry `{target.registry}`"
-        call = f'modelkit.load("{target.registry}", "{target.version}", repo="{target.repo_id}")'
-        mixin_call = (
+        return (
+            f"the local registry `{target.registry}`",
+            f'modelkit.load("{target.registry}", "{target.version}", repo="{target.repo_id}")',
             f'{arch["class_name"]}.from_pretrained("{target.repo_id}", revision="{target.version}", '
-            f'cache_dir="{target.registry}", local_files_only=True)'
+            f'cache_dir="{target.registry}", local_files_only=True)',
+            f"modelkit verify {target.registry}@{target.version} --repo {target.repo_id}",
         )
-        check = f"modelkit verify {target.registry}@{target.version} --repo {target.repo_id}"
-    else:
-        where = f"the Hugging Face Hub (`{target.repo_id}`)"
-        call = f'modelkit.load("hf://{target.repo_id}", "{target.version}")'
-        mixin_call = (
-            f'{arch["class_name"]}.from_pretrained("{target.repo_id}", revision="{target.version}")'
-        )
-        check = f"modelkit verify hf://{target.repo_id}@{target.version}"
+    return (
+        f"the Hugging Face Hub (`{target.repo_id}`)",
+        f'modelkit.load("hf://{target.repo_id}", "{target.version}")',
+        f'{arch["class_name"]}.from_pretrained("{target.repo_id}", revision="{target.version}")',
+        f"modelkit verify hf://{target.repo_id}@{target.version}",
+    )
+
+
+def _plain_load_lines(arch: dict[str, Any], target: UsageTarget) -> list[str]:
+    """The loading snippet without modelkit (plain PyTorch or transformers), when it can be written."""
+    ref = arch.get("reference") or {}
+    if not (ref.get("ref") and arch.get("weights") is not None):
+        return []
+    plain = release_snippet(
+        ref["ref"],
+        arch["kwargs"],
+        weights=arch["weights"],
+        repo_id=target.repo_id,
+        revision=target.version,
+        registry=target.registry if target.kind == "local" else None,
+        configs=ref.get("configs"),
+    )
+    hf = any(c.get("kind") == "transformers" for c in (ref.get("configs") or {}).values())
+    label = "Or with transformers' own loader:" if hf else "Or with plain PyTorch:"
+    return ["", label, "", "```python", plain.rstrip(), "```"]
+
+
+def usage_section(arch: dict[str, Any], target: UsageTarget) -> str:
+    """The "How to use" text: exactly what loads this release from ``target``."""
+    ref = arch.get("reference") or {}
+    where, call, mixin_call, check = _load_calls(arch, target)
     lines = [
-        f"Load release `{target.version}` from {where}; needs {needs}:",
+        f"Load release `{target.version}` from {where}; needs {_install_needs(arch)}:",
         "",
         "```python",
         "import modelkit",
@@ -82,20 +110,8 @@ def usage_section(arch: dict[str, Any], target: UsageTarget) -> str:
         "`modelkit.load` rebuilds the model from the reference in `config.json` "
         f"(`{known(ref.get('ref'))}`), checks the weights' sha256 against `run.json` and "
         "`manifest.json`, and loads the safetensors weights (no pickle).",
+        *_plain_load_lines(arch, target),
     ]
-    if ref.get("ref") and arch.get("weights") is not None:  # no modelkit needed to load it
-        plain = release_snippet(
-            ref["ref"],
-            arch["kwargs"],
-            weights=arch["weights"],
-            repo_id=target.repo_id,
-            revision=target.version,
-            registry=target.registry if target.kind == "local" else None,
-            configs=ref.get("configs"),
-        )
-        hf = any(c.get("kind") == "transformers" for c in (ref.get("configs") or {}).values())
-        label = "Or with transformers' own loader:" if hf else "Or with plain PyTorch:"
-        lines += ["", label, "", "```python", plain.rstrip(), "```"]
     if arch["mixin"]:
         lines += [
             "",
@@ -124,17 +140,21 @@ def eval_table(ev: dict[str, Any], task: Any) -> list[str]:
     return ["| metric | value |", "|---|---|", *rows]
 
 
-def generated_sections(f: dict[str, Any], *, target: UsageTarget, curves: bool) -> dict[str, str]:
-    rec, ev, hdr, arch, train = f["record"], f["eval"], f["header"], f["arch"], f["train"]
-    task = f["task"]
-    data = rec.get("data") or {}
-    env = rec.get("env") or {}
-    git = rec.get("git") or {}
-    timings = rec.get("timings") or {}
-    name = f["data_name"]
-    dtypes = ", ".join(f"{k}: {fmt(v)}" for k, v in sorted(hdr["dtypes"].items()))
-    weights_size = hdr["file_bytes"]
-    s: dict[str, str] = {}
+@dataclass(frozen=True)
+class _Inputs:
+    """What every section builder reads: the card's facts, the usage target, whether curves exist."""
+
+    f: dict[str, Any]
+    target: UsageTarget
+    curves: bool
+
+    def rec(self, key: str) -> dict[str, Any]:
+        """A sub-record of ``run.json`` (``data``, ``env``, ``git``, ``timings``), ``{}`` if absent."""
+        return self.f["record"].get(key) or {}
+
+
+def _summary(x: _Inputs) -> str:
+    ev, arch, task = x.f["eval"], x.f["arch"], x.f["task"]
     primary = task.primary
     held_out = (
         f"Held-out {primary.label.lower()} **{ev[primary.key]:.4f}** on "
@@ -142,22 +162,30 @@ def generated_sections(f: dict[str, Any], *, target: UsageTarget, curves: bool) 
         if ev is not None
         else "Not evaluated on the training data's held-out split."
     )
-    s["summary"] = (
-        f"`{arch['name']}` ({arch['summary']}), trained with {modelkit_link()} on `{name}`. "
-        + held_out
+    return (
+        f"`{arch['name']}` ({arch['summary']}), trained with {modelkit_link()} on "
+        f"`{x.f['data_name']}`. " + held_out
     )
+
+
+def _details(x: _Inputs) -> str:
+    rec, hdr, arch, env = x.f["record"], x.f["header"], x.f["arch"], x.rec("env")
+    dtypes = ", ".join(f"{k}: {fmt(v)}" for k, v in sorted(hdr["dtypes"].items()))
     ref = arch.get("reference") or {}
     provider = f"{ref['package']} {known(ref.get('version'))}" if ref.get("package") else "unknown"
-    s["details"] = "\n".join(
+    model_type = x.f["task"].model_type(
+        {**x.rec("data"), "model_kwargs": arch["kwargs"]}, x.f["eval"]
+    )
+    return "\n".join(
         [
             f"- **Architecture:** `{arch['class']}` — {arch['description'] or arch['summary']}",
             f"- **Rebuilt from:** `{known(ref.get('ref'))}` (package: {provider})",
             f"- **Model kwargs:** `{json.dumps(arch['kwargs'], sort_keys=True)}`",
             f"- **Parameters:** {fmt(hdr['num_parameters'])} in {hdr['num_tensors']} tensors "
             f"({dtypes}), read from the safetensors header",
-            f"- **Weights:** {hdr['label']}, {fmt(weights_size)} bytes, sha256 "
+            f"- **Weights:** {hdr['label']}, {fmt(hdr['file_bytes'])} bytes, sha256 "
             f"`{known(rec.get('weights_sha256'))}`",
-            *task.model_type({**data, "model_kwargs": arch["kwargs"]}, ev),
+            *model_type,
             f"- **Framework:** PyTorch {known(env.get('torch'))}, modelkit {known(env.get('modelkit'))}",
             f"- **Trained:** {known(rec.get('started'))} → {known(rec.get('finished'))}",
             "",
@@ -170,97 +198,132 @@ def generated_sections(f: dict[str, Any], *, target: UsageTarget, curves: bool) 
             "</details>",
         ]
     )
+
+
+def _training_data(x: _Inputs) -> str:
+    data, name = x.rec("data"), x.f["data_name"]
     source = data.get("source")
-    s["training-data"] = "\n".join(
+    return "\n".join(
         [
             f"- **Dataset:** `{name}`"
             + (f" (source: {source})" if source and not looks_local(source) else ""),
             f"- **Fingerprint:** `{known(data.get('fingerprint'))}`",
-            *task.data_lines(data, ev),
+            *x.f["task"].data_lines(data, x.f["eval"]),
         ]
         + ([f"- **Skipped files:** {data['skipped_files']}"] if data.get("skipped_files") else [])
     )
+
+
+def _hyperparameter_keys(train: dict[str, Any]) -> tuple[str, ...]:
+    """The training config's keys the card's table shows: the basics, then the recipe's set ones."""
     opt = train.get("optimizer")
     opt_name = str(opt.get("name") if isinstance(opt, dict) else opt or "").lower()
     # `momentum` is the flag for SGD only: an Adam card would show a value that was never used
     momentum = ("momentum",) if opt_name in ("sgd", "") else ()
     keys = ("epochs", "batch_size", "lr", "optimizer", "weight_decay", *momentum, "seed")
     recipe = ("lr_schedule", "loss", "grad_clip", "max_steps", "normalize", "augment")
-    keys += tuple(k for k in recipe if train.get(k) not in (None, "", 0, {}, "none"))
+    return keys + tuple(k for k in recipe if train.get(k) not in (None, "", 0, {}, "none"))
+
+
+def _training(x: _Inputs) -> str:
+    train, env, task = x.f["train"], x.rec("env"), x.f["task"]
+    keys = _hyperparameter_keys(train)
     hp = "\n".join(f"| {k} | `{known(train.get(k))}` |" for k in keys if k in train)
     lines = (["| hyperparameter | value |", "|---|---|", hp, ""] if hp else []) + [
         f"- **Hardware:** {known(env.get('device_type'))} — {known(env.get('device_name'))}"
         f" ({known(env.get('threads'))} threads; CUDA {known(env.get('cuda'), unknown='none')})",
-        training_time(rec, timings, task.unit),
+        training_time(x.f["record"], x.rec("timings"), task.unit),
     ]
-    if curves:
+    if x.curves:
         shown = task.curves()[1]
         lines += ["", f"![Training curves: loss per step and {shown} per epoch]({CURVES})"]
-    s["training"] = "\n".join(lines)
-    ev_lines: list[str] = []
+    return "\n".join(lines)
+
+
+def _reported_lines(f: dict[str, Any]) -> list[str]:
+    """The metrics the training script reported itself (``run.finish(metrics=...)``), if any."""
+    reported = {k: v for k, v in (f.get("reported") or {}).items() if isinstance(v, (int, float))}
+    if not reported:
+        return []
+    return [
+        "",
+        "Reported by the training script at the end of training (`run.finish(metrics=...)`; "
+        "its own data and split, not re-computed by modelkit):",
+        "",
+        "| metric | value |",
+        "|---|---|",
+        *[f"| {k} | {v:.4f} |" for k, v in sorted(reported.items())],
+    ]
+
+
+def _other_eval_lines(other: dict[str, Any], task: Any) -> list[str]:
+    """An evaluation on data other than the training data's held-out split."""
+    d = other["data"]
+    return [
+        "",
+        f"### On other data: `{d['name']}`",
+        "",
+        f"Held-out split of `{d['name']}` (fingerprint `{known(d.get('fingerprint'))}`), "
+        f"not the training data; {known(other.get('evaluated'))}.",
+        "",
+        *eval_table(other, task),
+    ]
+
+
+def _evaluation(x: _Inputs) -> str:
+    ev, task = x.f["eval"], x.f["task"]
     if ev is not None:
-        ev_lines += [
-            f"Evaluated on the held-out split of the training data `{name}` (fingerprint "
-            f"`{known((ev.get('data') or {}).get('fingerprint'))}`), {known(ev.get('evaluated'))}.",
+        lines = [
+            f"Evaluated on the held-out split of the training data `{x.f['data_name']}` "
+            f"(fingerprint `{known((ev.get('data') or {}).get('fingerprint'))}`), "
+            f"{known(ev.get('evaluated'))}.",
             "",
             *eval_table(ev, task),
             *task.eval_details(ev),
         ]
     else:
-        ev_lines.append("Not evaluated by modelkit on the held-out split of the training data.")
-    reported = {k: v for k, v in (f.get("reported") or {}).items() if isinstance(v, (int, float))}
-    if reported:
-        ev_lines += [
-            "",
-            "Reported by the training script at the end of training (`run.finish(metrics=...)`; "
-            "its own data and split, not re-computed by modelkit):",
-            "",
-            "| metric | value |",
-            "|---|---|",
-            *[f"| {k} | {v:.4f} |" for k, v in sorted(reported.items())],
-        ]
-    for other in f["other_evals"]:
-        d = other["data"]
-        ev_lines += [
-            "",
-            f"### On other data: `{d['name']}`",
-            "",
-            f"Held-out split of `{d['name']}` (fingerprint `{known(d.get('fingerprint'))}`), "
-            f"not the training data; {known(other.get('evaluated'))}.",
-            "",
-            *eval_table(other, task),
-        ]
-    s["evaluation"] = "\n".join(ev_lines)
-    lim = [task.scope_line(name, data, others=bool(f["other_evals"])), *task.limitations(ev)]
+        lines = ["Not evaluated by modelkit on the held-out split of the training data."]
+    lines += _reported_lines(x.f)
+    for other in x.f["other_evals"]:
+        lines += _other_eval_lines(other, task)
+    return "\n".join(lines)
+
+
+def _limitations(x: _Inputs) -> str:
+    task, git = x.f["task"], x.rec("git")
+    others = bool(x.f["other_evals"])
+    lim = [task.scope_line(x.f["data_name"], x.rec("data"), others=others)]
+    lim += task.limitations(x.f["eval"])
     if git.get("dirty"):
         lim.append("- The run was trained from a git tree with uncommitted changes.")
     if not git.get("commit"):
         lim.append("- The run was not trained inside a git repository: the code is not pinned.")
     lim.append("- Not evaluated for robustness to adversarial or out-of-distribution inputs.")
-    s["limitations"] = "\n".join(lim)
-    s["usage"] = usage_section(arch, target)
-    env_keys = (
-        "python",
-        "torch",
-        "numpy",
-        "device_type",
-        "device_name",
-        "threads",
-        "deterministic",
-    )
-    shown = dict(train)
+    return "\n".join(lim)
+
+
+def _usage(x: _Inputs) -> str:
+    return usage_section(x.f["arch"], x.target)
+
+
+ENV_KEYS = ("python", "torch", "numpy", "device_type", "device_name", "threads", "deterministic")
+
+
+def _reproducibility(x: _Inputs) -> str:
+    rec, env, git = x.f["record"], x.rec("env"), x.rec("git")
+    shown = dict(x.f["train"])
     if "data" in shown:
-        shown["data"] = name  # the dataset's name; a local path stays out of the card
-    s["reproducibility"] = "\n".join(
+        shown["data"] = x.f["data_name"]  # the dataset's name; a local path stays out of the card
+    return "\n".join(
         [
             f"- **Git commit:** `{known(git.get('commit'))}`"
             + (" (dirty tree)" if git.get("dirty") else ""),
             f"- **Seed:** `{known(rec.get('seed'))}`",
             f"- **Config sha256:** `{known(rec.get('config_sha256'))}`",
             f"- **Weights sha256:** `{known(rec.get('weights_sha256'))}`",
-            f"- **Environment:** {', '.join(f'{k} `{known(env.get(k))}`' for k in env_keys)}",
+            f"- **Environment:** {', '.join(f'{k} `{known(env.get(k))}`' for k in ENV_KEYS)}",
             "",
-            f"Training config (`config.json` → `modelkit.{f.get('config_key', 'train')}`"
+            f"Training config (`config.json` → `modelkit.{x.f.get('config_key', 'train')}`"
             + ("; `data` shown by name):" if "data" in shown else "):"),
             "",
             "```json",
@@ -275,7 +338,25 @@ def generated_sections(f: dict[str, Any], *, target: UsageTarget, curves: bool) 
             "```",
         ]
     )
-    return s
+
+
+# the generated blocks, in the card's order: (block name, builder)
+SECTIONS: tuple[tuple[str, Callable[[_Inputs], str]], ...] = (
+    ("summary", _summary),
+    ("details", _details),
+    ("training-data", _training_data),
+    ("training", _training),
+    ("evaluation", _evaluation),
+    ("limitations", _limitations),
+    ("usage", _usage),
+    ("reproducibility", _reproducibility),
+)
+
+
+def generated_sections(f: dict[str, Any], *, target: UsageTarget, curves: bool) -> dict[str, str]:
+    """``{block name: markdown}`` for every generated block, built from the card's facts ``f``."""
+    x = _Inputs(f, target, curves)
+    return {name: build(x) for name, build in SECTIONS}
 
 
 def training_time(rec: dict[str, Any], timings: dict[str, Any], unit: str) -> str:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from modelkit.cli import _output as o
 from modelkit.cli._options import FormatOpt, OutputFormat
+
+if TYPE_CHECKING:
+    from modelkit.scaffold import InitResult
 
 EXAMPLES = """
 Examples:
@@ -27,62 +30,46 @@ Examples:
 """
 
 
-@o.handle_errors
-def command(
-    path: Annotated[
-        Path, typer.Argument(help="Directory to create (or an empty one).", show_default=False)
-    ],
-    name: Annotated[
-        str | None,
-        typer.Option("--name", "-n", help="Project name (default: the directory's name)."),
-    ] = None,
-    force: Annotated[
-        bool,
-        typer.Option(
-            "--force", help="Scaffold into a non-empty directory; existing files are kept."
-        ),
-    ] = False,
-    git: Annotated[
-        bool, typer.Option("--git/--no-git", help="git init + a first commit (new repos only).")
-    ] = True,
-    requirement: Annotated[
-        str | None,
-        typer.Option(
-            "--modelkit-requirement",
-            help="The project's modelkit dependency (default: where this modelkit came from).",
-        ),
-    ] = None,
-    model: Annotated[
-        str | None,
-        typer.Option(
-            "--model",
-            help="With --force on an existing repository: its model as module:Class or "
-            "module:factory (default: the one nn.Module subclass found in its code).",
-        ),
-    ] = None,
-    script: Annotated[
-        str | None,
-        typer.Option(
-            "--script", help="Its training script (default: the one found); make run runs it."
-        ),
-    ] = None,
-    fmt: FormatOpt = OutputFormat.text,
-) -> None:
-    """Create a model repository: model, config, tests, benchmarks, CI workflows, pre-commit."""
-    from modelkit.scaffold import init_project
+# the verb's own options (shared ones live in modelkit.cli._options)
+PathArg = Annotated[
+    Path, typer.Argument(help="Directory to create (or an empty one).", show_default=False)
+]
+NameOpt = Annotated[
+    str | None,
+    typer.Option("--name", "-n", help="Project name (default: the directory's name)."),
+]
+ForceOpt = Annotated[
+    bool,
+    typer.Option("--force", help="Scaffold into a non-empty directory; existing files are kept."),
+]
+GitOpt = Annotated[
+    bool, typer.Option("--git/--no-git", help="git init + a first commit (new repos only).")
+]
+RequirementOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--modelkit-requirement",
+        help="The project's modelkit dependency (default: where this modelkit came from).",
+    ),
+]
+AdoptModelOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        help="With --force on an existing repository: its model as module:Class or "
+        "module:factory (default: the one nn.Module subclass found in its code).",
+    ),
+]
+ScriptOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--script", help="Its training script (default: the one found); make run runs it."
+    ),
+]
 
-    result = init_project(
-        path,
-        name=name,
-        force=force,
-        git=git,
-        requirement=requirement,
-        model=model,
-        script=script,
-    )
-    if fmt is OutputFormat.json:
-        o.print_json(result.to_dict())
-        return
+
+def _report(result: InitResult, path: Path) -> None:
+    """The text summary of a scaffold: what was created, adopted and kept, git, what to run next."""
     o.success(
         f"created {result.name} (package {result.package}) in {result.root}: "
         f"{len(result.created)} files"
@@ -107,6 +94,35 @@ def command(
     elif result.git.get("note"):
         o.info(f"git: {result.git['note']}")
     o.info(f"next: cd {path} && make run && make test")
+
+
+@o.handle_errors
+def command(
+    path: PathArg,
+    name: NameOpt = None,
+    force: ForceOpt = False,
+    git: GitOpt = True,
+    requirement: RequirementOpt = None,
+    model: AdoptModelOpt = None,
+    script: ScriptOpt = None,
+    fmt: FormatOpt = OutputFormat.text,
+) -> None:
+    """Create a model repository: model, config, tests, benchmarks, CI workflows, pre-commit."""
+    from modelkit.scaffold import init_project
+
+    result = init_project(
+        path,
+        name=name,
+        force=force,
+        git=git,
+        requirement=requirement,
+        model=model,
+        script=script,
+    )
+    if fmt is OutputFormat.json:
+        o.print_json(result.to_dict())
+        return
+    _report(result, path)
 
 
 command.__doc__ = (command.__doc__ or "") + EXAMPLES

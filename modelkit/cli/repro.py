@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -36,73 +37,72 @@ loop"); repro points each run at its own directory through MODELKIT_RUN_DIR.
 """
 
 
+# the verb's own options (shared ones live in modelkit.cli._options)
+TargetArg = Annotated[
+    list[str] | None,
+    typer.Argument(
+        help="A config file (.toml/.yaml/.json) or a run directory to train twice; or, "
+        "after `--`, any training command that records its run with modelkit.start_run.",
+        metavar="CONFIG_OR_RUN_DIR | -- CMD [ARGS...]",
+        show_default=False,
+    ),
+]
+AgainstOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--against",
+        help="Regenerate this recorded run from its record and compare with its weights.",
+        metavar="RUN_DIR",
+    ),
+]
+StepsOpt = Annotated[int | None, NumberOpt(help="Prove only the first N steps (long runs).", ge=1)]
+ControlOpt = Annotated[
+    bool, typer.Option(help="Also run a perturbed-seed negative control (must differ).")
+]
+AtolOpt = Annotated[
+    float,
+    NumberOpt(help="Tolerance when the environment rules out bitwise equality.", ge=0),
+]
+WorkDirOpt = Annotated[
+    Path | None,
+    typer.Option(help="Keep the runs in this (new or empty) directory instead of a temp dir."),
+]
+CommandDeterministicOpt = Annotated[
+    bool,
+    typer.Option(
+        help="-- CMD: deterministic algorithms in the command (MODELKIT_DETERMINISTIC=1); "
+        "config and run targets always are."
+    ),
+]
+NprocPerNodeOpt = Annotated[
+    int | None,
+    NumberOpt(
+        help="Processes per run (torchrun + DDP); default: the run's recorded world size, else 1.",
+        ge=1,
+    ),
+]
+
+
 @o.handle_errors
 def command(
-    args: Annotated[
-        list[str] | None,
-        typer.Argument(
-            help="A config file (.toml/.yaml/.json) or a run directory to train twice; or, "
-            "after `--`, any training command that records its run with modelkit.start_run.",
-            metavar="CONFIG_OR_RUN_DIR | -- CMD [ARGS...]",
-            show_default=False,
-        ),
-    ] = None,
-    against: Annotated[
-        Path | None,
-        typer.Option(
-            "--against",
-            help="Regenerate this recorded run from its record and compare with its weights.",
-            metavar="RUN_DIR",
-        ),
-    ] = None,
-    steps: Annotated[
-        int | None, NumberOpt(help="Prove only the first N steps (long runs).", ge=1)
-    ] = None,
-    control: Annotated[
-        bool, typer.Option(help="Also run a perturbed-seed negative control (must differ).")
-    ] = False,
-    atol: Annotated[
-        float,
-        NumberOpt(help="Tolerance when the environment rules out bitwise equality.", ge=0),
-    ] = 1e-4,
-    work_dir: Annotated[
-        Path | None,
-        typer.Option(help="Keep the runs in this (new or empty) directory instead of a temp dir."),
-    ] = None,
-    deterministic: Annotated[
-        bool,
-        typer.Option(
-            help="-- CMD: deterministic algorithms in the command (MODELKIT_DETERMINISTIC=1); "
-            "config and run targets always are."
-        ),
-    ] = False,
-    nproc_per_node: Annotated[
-        int | None,
-        NumberOpt(
-            help="Processes per run (torchrun + DDP); default: the run's recorded world size, else 1.",
-            ge=1,
-        ),
-    ] = None,
+    args: TargetArg = None,
+    against: AgainstOpt = None,
+    steps: StepsOpt = None,
+    control: ControlOpt = False,
+    atol: AtolOpt = 1e-4,
+    work_dir: WorkDirOpt = None,
+    deterministic: CommandDeterministicOpt = False,
+    nproc_per_node: NprocPerNodeOpt = None,
     fmt: FormatOpt = OutputFormat.text,
     quiet: QuietOpt = False,
 ) -> None:
     """Train twice in fresh processes (or regenerate a recorded run) and compare bit for bit."""
-    from modelkit.errors import BadInputError, CheckFailed
     from modelkit.project import load_project
-    from modelkit.repro import repro_against, repro_twice
+    from modelkit.repro import repro_twice
 
     target, cmd = _split_args(args or [])
     if cmd is not None:
-        if against is not None:
-            raise BadInputError(
-                "give either -- CMD or --against RUN_DIR (exactly one)",
-                hint="modelkit repro -- python train.py  |  modelkit repro --against runs/a",
-            )
-        if steps is not None or nproc_per_node is not None:
-            raise BadInputError(
-                "--steps and --nproc-per-node apply to config and run targets, not to -- CMD",
-                hint="pass your command's own options after `--`",
-            )
+        _check_command_flags(against=against, steps=steps, nproc_per_node=nproc_per_node)
         _run_command(
             cmd,
             control=control,
@@ -112,24 +112,11 @@ def command(
             quiet=quiet,
         )
         return
-    if (target is None) == (against is None):
-        raise BadInputError(
-            "give either CONFIG_OR_RUN_DIR or --against RUN_DIR (exactly one)",
-            hint="modelkit repro configs/mnist.toml  |  modelkit repro --against runs/a",
-        )
-    if against is not None and control:
-        raise BadInputError(
-            "--control applies to the two-run check, not --against",
-            hint="modelkit repro RUN_DIR --control",
-        )
-    progress = (
-        (lambda m: o.info(f"[dim]{o.escape(m)}[/]"))
-        if not quiet and fmt is OutputFormat.text
-        else None
-    )
+    _check_target_flags(target, against=against, control=control)
+    progress = _progress(fmt, quiet=quiet)
     project = load_project()
     if against is not None:
-        report = repro_against(
+        _run_against(
             against,
             steps=steps,
             atol=atol,
@@ -137,18 +124,8 @@ def command(
             project=project,
             on_event=progress,
             nproc_per_node=nproc_per_node,
+            fmt=fmt,
         )
-        _render_against(report, fmt)
-        if not report["ok"]:
-            raise CheckFailed(
-                f"regenerated run {report['verdict']}"
-                + (
-                    f": first divergent step {report['first_divergent_step']}"
-                    if report["first_divergent_step"] is not None
-                    else ""
-                ),
-                hint="see the tensors above; `modelkit repro RUN_DIR` checks this machine alone",
-            )
         return
     assert target is not None
     report = repro_twice(
@@ -162,6 +139,67 @@ def command(
     )
     _render_twice(report, fmt)
     _verdict(report, control=control)
+
+
+def _progress(fmt: OutputFormat, *, quiet: bool) -> Callable[[str], None] | None:
+    """Progress lines (dimmed, on stderr) for text output; none when quiet or for JSON."""
+    if quiet or fmt is not OutputFormat.text:
+        return None
+    return lambda m: o.info(f"[dim]{o.escape(m)}[/]")
+
+
+def _check_command_flags(
+    *, against: Path | None, steps: int | None, nproc_per_node: int | None
+) -> None:
+    """``-- CMD`` takes neither ``--against`` nor the options of config and run targets."""
+    from modelkit.errors import BadInputError
+
+    if against is not None:
+        raise BadInputError(
+            "give either -- CMD or --against RUN_DIR (exactly one)",
+            hint="modelkit repro -- python train.py  |  modelkit repro --against runs/a",
+        )
+    if steps is not None or nproc_per_node is not None:
+        raise BadInputError(
+            "--steps and --nproc-per-node apply to config and run targets, not to -- CMD",
+            hint="pass your command's own options after `--`",
+        )
+
+
+def _check_target_flags(target: Path | None, *, against: Path | None, control: bool) -> None:
+    """Exactly one of a target and ``--against``; ``--control`` only with a target."""
+    from modelkit.errors import BadInputError
+
+    if (target is None) == (against is None):
+        raise BadInputError(
+            "give either CONFIG_OR_RUN_DIR or --against RUN_DIR (exactly one)",
+            hint="modelkit repro configs/mnist.toml  |  modelkit repro --against runs/a",
+        )
+    if against is not None and control:
+        raise BadInputError(
+            "--control applies to the two-run check, not --against",
+            hint="modelkit repro RUN_DIR --control",
+        )
+
+
+def _run_against(against: Path, *, fmt: OutputFormat, **options: Any) -> None:
+    """Regenerate the recorded run ``against`` (``options``: ``repro_against``'s keywords) and
+    compare; a check failure if it does not match."""
+    from modelkit.errors import CheckFailed
+    from modelkit.repro import repro_against
+
+    report = repro_against(against, **options)
+    _render_against(report, fmt)
+    if not report["ok"]:
+        raise CheckFailed(
+            f"regenerated run {report['verdict']}"
+            + (
+                f": first divergent step {report['first_divergent_step']}"
+                if report["first_divergent_step"] is not None
+                else ""
+            ),
+            hint="see the tensors above; `modelkit repro RUN_DIR` checks this machine alone",
+        )
 
 
 def _split_args(args: list[str]) -> tuple[Path | None, list[str] | None]:
@@ -186,11 +224,7 @@ def _run_command(
 ) -> None:
     from modelkit.repro.command import CommandFailed, repro_command
 
-    progress = (
-        (lambda m: o.info(f"[dim]{o.escape(m)}[/]"))
-        if not quiet and fmt is OutputFormat.text
-        else None
-    )
+    progress = _progress(fmt, quiet=quiet)
     try:
         report = repro_command(
             cmd,

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from modelkit.cli import _options as opt
 from modelkit.cli import _output as o
 from modelkit.cli._options import OutputFormat
+
+if TYPE_CHECKING:
+    from modelkit.training.entry import TrainRequest
 
 EXAMPLES = """
 Examples:
@@ -34,6 +39,15 @@ CONFIG_FLAGS = {
     + ("max_shard_size", "shard")
 } | {"compile_model": "compile"}
 REQUEST_FLAGS = ("out", "resume", "fallback_checkpoint", "overwrite", "download", "data_placement")
+# LaunchConfig.requested's arguments, in order
+LAUNCH_FLAGS = (
+    "nproc_per_node",
+    "nnodes",
+    "node_rank",
+    "master_addr",
+    "master_port",
+    "rdzv_endpoint",
+)
 
 
 @o.handle_errors
@@ -80,25 +94,30 @@ def command(
     quiet: opt.QuietOpt = False,
 ) -> None:
     """Train a model and write a run directory (config, run record, metrics, weights)."""
-    from modelkit.training.entry import TrainRequest, run_training, worker_rank
-    from modelkit.training.launch import LaunchConfig
+    from modelkit.training.entry import run_training, worker_rank
 
-    given = locals()
-    request = TrainRequest(
-        config_file=config,
-        overrides={key: given[flag] for flag, key in CONFIG_FLAGS.items()}
-        | {"skip_bad_files": skip_bad_files or None},
-        launch=LaunchConfig.requested(
-            nproc_per_node, nnodes, node_rank, master_addr, master_port, rdzv_endpoint
-        ),
-        worker_flags=("--format", fmt.value, *(["--quiet"] if quiet else [])),
-        **{k: given[k] for k in REQUEST_FLAGS},
-    )
+    request = _request(locals())
     shown = not quiet and fmt is OutputFormat.text and worker_rank() in (None, 0)
     with o.training_progress(enabled=shown) as on_event:
         result = run_training(request, on_event=on_event)
     if result.record is not None:
         _render(result.record, str(result.out), result.notes(), fmt)
+
+
+def _request(given: dict[str, Any]) -> TrainRequest:
+    """The library's training request from the verb's flags (``given``: ``command``'s locals)."""
+    from modelkit.training.entry import TrainRequest
+    from modelkit.training.launch import LaunchConfig
+
+    fmt, quiet = given["fmt"], given["quiet"]
+    return TrainRequest(
+        config_file=given["config"],
+        overrides={key: given[flag] for flag, key in CONFIG_FLAGS.items()}
+        | {"skip_bad_files": given["skip_bad_files"] or None},
+        launch=LaunchConfig.requested(*(given[k] for k in LAUNCH_FLAGS)),
+        worker_flags=("--format", fmt.value, *(["--quiet"] if quiet else [])),
+        **{k: given[k] for k in REQUEST_FLAGS},
+    )
 
 
 def _render(record: dict, out: str, notes: list[str], fmt: OutputFormat) -> None:

@@ -130,9 +130,13 @@ def load_dataset(
         },
     )
     if normalize:
-        from modelkit.data.augment import normalize_
+        from modelkit.data.augment import normalize_, normalize_spec
+        from modelkit.data.batches import BatchSource
 
-        normalize_(ds, normalize)
+        if isinstance(ds, BatchSource):  # a loader's batches: normalised as they stream
+            ds.normalize = normalize_spec(normalize, channels=None)
+        else:
+            normalize_(ds, normalize)
     return ds
 
 

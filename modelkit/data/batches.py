@@ -15,6 +15,12 @@ class BatchSource:
 
     task = None  # unknown: the run's task decides
     tokenizer = None
+    classes: list[str] | None = None  # the run's class names, when it records them
+    normalize: dict[str, list[float]] | None = None  # the run's per-channel (x - mean) / std
+
+    @property
+    def num_classes(self) -> int | None:
+        return len(self.classes) if self.classes else None
 
     def __init__(self, spec: str, source: Any, *, batch_size: int) -> None:
         self.spec = spec
@@ -48,8 +54,18 @@ class BatchSource:
                 t = t.detach().cpu().contiguous()
                 self._hash.update(f"{tuple(t.shape)}|{t.dtype}|".encode())
                 self._hash.update(t.numpy().tobytes())
-            yield x, y
+            yield self._normalized(x), y
         self.fingerprint = "sha256:" + self._hash.hexdigest()
+
+    def _normalized(self, x: Any) -> Any:
+        """Images ``(N, C, H, W)`` normalised as the run's training data was."""
+        if not self.normalize or x.ndim != 4 or not x.is_floating_point():
+            return x
+        import torch
+
+        mean = torch.tensor(self.normalize["mean"], dtype=x.dtype, device=x.device)
+        std = torch.tensor(self.normalize["std"], dtype=x.dtype, device=x.device)
+        return (x - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
 
 
 def is_batch_source(obj: Any) -> bool:

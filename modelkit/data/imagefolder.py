@@ -111,19 +111,13 @@ def _split_of(relpath: str) -> str:
     return "test" if h % 100 < HELD_OUT_PERCENT else "train"
 
 
-def load_imagefolder_dataset(
-    path: str, *, image_size: int = 28, channels: int = 3, skip_bad_files: bool = False
-) -> Dataset:
-    """Load an image folder (see module docstring): ``image_size`` square, ``channels`` 3 (RGB)
-    or 1 (grayscale)."""
-    if channels not in (1, 3):
-        raise DataError(f"channels must be 1 or 3, got {channels}", hint="channels = 3 (RGB)")
-    root = Path(path).expanduser()
-    if not root.is_dir():
-        raise DataError(
-            f"image folder not found: {root}",
-            hint="pass imagefolder:PATH to a folder of class folders",
-        )
+# one image: (split "train" | "test", the folder its path is relative to, relative path, label)
+Entry = tuple[str, Path, str, int]
+
+
+def _entries(root: Path) -> tuple[list[str], list[Entry], str]:
+    """``(classes, entries, how the split was made)``: ``train/`` + ``val/`` (or ``test/``)
+    folders when ``root`` has them, else a stable hash of each relative path."""
     split_dirs = {s: root / s for s in ("train", "val", "test") if (root / s).is_dir()}
     if "train" in split_dirs and ("val" in split_dirs or "test" in split_dirs):
         held = split_dirs.get("val") or split_dirs["test"]
@@ -138,49 +132,79 @@ def load_imagefolder_dataset(
                 hint=f"both need the same classes: {classes}",
             )
         entries += [("test", held, f, y) for f, y in _files(held, classes)]
-        split = f"folders train/ and {held.name}/"
-    else:
-        classes = _classes(root)
-        entries = [(_split_of(f), root, f, y) for f, y in _files(root, classes)]
-        split = f"hash of relative path, {HELD_OUT_PERCENT}% held out"
+        return classes, entries, f"folders train/ and {held.name}/"
+    classes = _classes(root)
+    entries = [(_split_of(f), root, f, y) for f, y in _files(root, classes)]
+    return classes, entries, f"hash of relative path, {HELD_OUT_PERCENT}% held out"
 
+
+def _fingerprint(entries: list[Entry]) -> str:
+    """sha256 over each image's split, relative path, label and file bytes."""
     h = hashlib.sha256(b"imagefolder-v1|")
     for part, base, rel, label in entries:
         h.update(f"{part}/{rel}|{label}|".encode())
         h.update(hashlib.sha256((base / rel).read_bytes()).digest())
-    fingerprint = "sha256:" + h.hexdigest()
+    return "sha256:" + h.hexdigest()
 
-    cache = (
+
+def _cache_path(fingerprint: str, image_size: int, channels: int, skip_bad_files: bool) -> Path:
+    """The decoded tensors' cache file: keyed by the fingerprint and the decoding options."""
+    return (
         cache_dir() / f"{fingerprint[7:31]}-{image_size}{'' if channels == 3 else f'-c{channels}'}"
         f"{'-skip' if skip_bad_files else ''}.safetensors"
     )
+
+
+def _decode_all(
+    root: Path, entries: list[Entry], image_size: int, channels: int, skip_bad_files: bool
+) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """``({x_train, y_train, x_test, y_test} as uint8/int64 tensors, skipped relative paths)``."""
+    xs: dict[str, list[np.ndarray]] = {"train": [], "test": []}
+    ys: dict[str, list[int]] = {"train": [], "test": []}
+    skipped: list[str] = []
+    for part, base, rel, label in entries:
+        try:
+            xs[part].append(_decode(base / rel, image_size, channels))
+        except DataError:
+            if not skip_bad_files:
+                raise
+            skipped.append(rel)
+            continue
+        ys[part].append(label)
+    for part in ("train", "test"):
+        if not xs[part]:
+            raise DataError(
+                f"{root}: no usable images in the {part} split",
+                hint="add images (or check --skip-bad-files counts)",
+            )
+    tensors = {
+        "x_train": torch.from_numpy(np.stack(xs["train"])),
+        "y_train": torch.tensor(ys["train"], dtype=torch.int64),
+        "x_test": torch.from_numpy(np.stack(xs["test"])),
+        "y_test": torch.tensor(ys["test"], dtype=torch.int64),
+    }
+    return {k: v.contiguous() for k, v in tensors.items()}, skipped
+
+
+def load_imagefolder_dataset(
+    path: str, *, image_size: int = 28, channels: int = 3, skip_bad_files: bool = False
+) -> Dataset:
+    """Load an image folder (see module docstring): ``image_size`` square, ``channels`` 3 (RGB)
+    or 1 (grayscale)."""
+    if channels not in (1, 3):
+        raise DataError(f"channels must be 1 or 3, got {channels}", hint="channels = 3 (RGB)")
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise DataError(
+            f"image folder not found: {root}",
+            hint="pass imagefolder:PATH to a folder of class folders",
+        )
+    classes, entries, split = _entries(root)
+    fingerprint = _fingerprint(entries)
+    cache = _cache_path(fingerprint, image_size, channels, skip_bad_files)
     tensors, skipped = _load_cache(cache)
     if tensors is None:
-        xs: dict[str, list[np.ndarray]] = {"train": [], "test": []}
-        ys: dict[str, list[int]] = {"train": [], "test": []}
-        skipped = []
-        for part, base, rel, label in entries:
-            try:
-                xs[part].append(_decode(base / rel, image_size, channels))
-            except DataError:
-                if not skip_bad_files:
-                    raise
-                skipped.append(rel)
-                continue
-            ys[part].append(label)
-        for part in ("train", "test"):
-            if not xs[part]:
-                raise DataError(
-                    f"{root}: no usable images in the {part} split",
-                    hint="add images (or check --skip-bad-files counts)",
-                )
-        tensors = {
-            "x_train": torch.from_numpy(np.stack(xs["train"])),
-            "y_train": torch.tensor(ys["train"], dtype=torch.int64),
-            "x_test": torch.from_numpy(np.stack(xs["test"])),
-            "y_test": torch.tensor(ys["test"], dtype=torch.int64),
-        }
-        tensors = {k: v.contiguous() for k, v in tensors.items()}
+        tensors, skipped = _decode_all(root, entries, image_size, channels, skip_bad_files)
         _save_cache(cache, tensors, skipped)
     return Dataset(
         spec=f"imagefolder:{path}",

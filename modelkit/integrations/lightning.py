@@ -59,7 +59,7 @@ class ModelkitCallback(Callback):
 
     ``data``: what to fingerprint (default: the training DataLoader's dataset); ``overwrite``:
     replace a finished run at ``path``; ``fingerprint_every``: K for the state fingerprint;
-    ``reference``/``model_kwargs``/``name``/``task``: as for :func:`modelkit.start_run`.
+    ``reference``/``model_kwargs``/``name``/``task``/``eval_transform``: as for :func:`modelkit.start_run`.
     """
 
     def __init__(
@@ -73,9 +73,10 @@ class ModelkitCallback(Callback):
         model_kwargs: dict[str, Any] | None = None,
         name: str | None = None,
         task: str | None = None,
+        eval_transform: Any = None,
     ) -> None:
         self.path = Path(path)
-        self.task = task
+        self.task, self.eval_transform = task, eval_transform
         self.data = data
         self.overwrite = overwrite
         self.fingerprint_every = fingerprint_every
@@ -161,6 +162,7 @@ class ModelkitCallback(Callback):
                 model_kwargs=self.model_kwargs,
                 name=self.name,
                 task=self.task,
+                eval_transform=self.eval_transform,
                 overwrite=self.overwrite,
                 resume=step > 0,
                 fingerprint_every=self.fingerprint_every,

@@ -59,7 +59,7 @@ class ModelkitCallback(TrainerCallback):
     ``data``: what to fingerprint (default: the Trainer's train dataset); ``overwrite``:
     replace a finished run at ``path``; ``fingerprint_every``: K for the state fingerprint;
     ``save_tokenizer``: write the Trainer's tokenizer/processor into the run (default True);
-    ``reference``/``model_kwargs``/``name``/``task``: as for :func:`modelkit.start_run` (the
+    ``reference``/``model_kwargs``/``name``/``task``/``eval_transform``: as for :func:`modelkit.start_run` (the
     task defaults to the model class's: ``…ForCausalLM`` -> ``"language-modeling"``,
     ``…ForSequenceClassification``/``…ForImageClassification`` -> ``"classification"``).
     """
@@ -76,9 +76,10 @@ class ModelkitCallback(TrainerCallback):
         model_kwargs: dict[str, Any] | None = None,
         name: str | None = None,
         task: str | None = None,
+        eval_transform: Any = None,
     ) -> None:
         self.path = Path(path)
-        self.task = task
+        self.task, self.eval_transform = task, eval_transform
         self.data = data
         self.overwrite = overwrite
         self.fingerprint_every = fingerprint_every
@@ -133,6 +134,7 @@ class ModelkitCallback(TrainerCallback):
                 model_kwargs=self.model_kwargs,
                 name=self.name,
                 task=self.task or _task_of(model),
+                eval_transform=self.eval_transform,
                 overwrite=self.overwrite,
                 resume=step > 0,
                 fingerprint_every=self.fingerprint_every,

@@ -33,6 +33,7 @@ from typing import Any
 
 from modelkit.errors import BadInputError
 from modelkit.redact import redact
+from modelkit.repro.records import state_sha256
 from modelkit.runs.perturb import PERTURB_ENV
 from modelkit.runs.seeding import DETERMINISTIC_ENV, SEED_ENV
 
@@ -153,7 +154,6 @@ class RunHooks:
         """The final state's dump and sha256 (``result.json``), so the parent need not load it."""
         if self.dump_dir is None:
             return
-        from modelkit.repro.sides import state_sha256
         from modelkit.training.checkpoint import PREFIX, SUFFIX, load_checkpoint
 
         final = step if step is not None else 0

@@ -61,3 +61,14 @@ def compare_metrics(
             },
         }
     return {"identical": True, "rows": len(ra)}
+
+
+def state_sha256(tensors: dict[str, Any], meta: dict[str, Any]) -> str:
+    """sha256 of params, buffers and optimizer state (+ scheduler) of a dumped state."""
+    from modelkit.training.fingerprint import state_digest
+
+    keep = {k: v for k, v in tensors.items() if k.startswith(("model.", "optim."))}
+    objects = meta.get("objects", {})
+    return state_digest(
+        keep, {"optimizer": meta["optimizer"], "scheduler": objects.get("scheduler")}
+    )

@@ -74,17 +74,6 @@ def recorded_world(run_dir: Path) -> int:
     return int((record.get("distributed") or {}).get("world_size") or 1)
 
 
-def state_sha256(tensors: dict[str, Any], meta: dict[str, Any]) -> str:
-    """sha256 of params, buffers and optimizer state (+ scheduler) of a dumped state."""
-    from modelkit.training.fingerprint import state_digest
-
-    keep = {k: v for k, v in tensors.items() if k.startswith(("model.", "optim."))}
-    objects = meta.get("objects", {})
-    return state_digest(
-        keep, {"optimizer": meta["optimizer"], "scheduler": objects.get("scheduler")}
-    )
-
-
 def run_worker(config: Any, *, label: str, workspace: Workspace, options: dict[str, Any]) -> Side:
     """Train ``config`` in a fresh Python process; typed errors come back as typed errors."""
     return run_workers([(config, label, options)], workspace=workspace)[0]

@@ -11,6 +11,8 @@ import json
 import sys
 from pathlib import Path
 
+from modelkit.repro.records import state_sha256
+
 
 def main(argv: list[str]) -> int:
     """Run the spec in ``argv[1]``; returns the exit code."""
@@ -40,7 +42,6 @@ def main(argv: list[str]) -> int:
     if rank != 0:  # under torchrun only rank 0 writes
         return 0
     if opts.get("dump_dir"):  # the final state's sha256, so the parent need not load torch
-        from modelkit.repro.sides import state_sha256
         from modelkit.training.checkpoint import list_checkpoints, load_checkpoint
 
         tensors, meta = load_checkpoint(list_checkpoints(opts["dump_dir"])[-1])

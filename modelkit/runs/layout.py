@@ -120,7 +120,7 @@ class RunDir:
             if not isinstance(row, dict):
                 raise RunDirError(
                     f"{self.metrics} line {number} is not a JSON object: {line[:40]!r}",
-                    hint="each line of metrics.jsonl is one object ({\"step\": ..., ...}); "
+                    hint='each line of metrics.jsonl is one object ({"step": ..., ...}); '
                     "remove or fix that line",
                 )
             rows.append(row)

@@ -151,6 +151,12 @@ class RunRecord:
         return value if isinstance(value, str) else None
 
     @property
+    def data_classes(self) -> list[str] | None:
+        """The training data's class names, when recorded (classification)."""
+        value = self.data.get("classes")
+        return [str(c) for c in value] if isinstance(value, list) else None
+
+    @property
     def input_shape(self) -> list[int] | None:
         """One training sample's shape, when recorded."""
         value = self.data.get("input_shape")

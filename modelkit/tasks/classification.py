@@ -12,13 +12,23 @@ from modelkit.tasks.base import Accumulator, Metric, Task, count, model_logits
 class ConfusionAccumulator(Accumulator):
     """A confusion matrix (int64, CPU) and the summed cross-entropy (float64)."""
 
-    def __init__(self, num_classes: int, classes: list[str] | None = None) -> None:
+    def __init__(self, num_classes: int | None, classes: list[str] | None = None) -> None:
+        """``num_classes`` None (a loader's data that names no classes): the model's output
+        width, taken from the first batch."""
+        import torch
+
+        self.classes = list(classes or [])
+        self.loss_sum = torch.zeros((), dtype=torch.float64)
+        self.num_classes = 0
+        if num_classes is not None:
+            self._size(num_classes)
+
+    def _size(self, num_classes: int) -> None:
         import torch
 
         self.num_classes = num_classes
-        self.classes = classes or [str(i) for i in range(num_classes)]
+        self.classes = self.classes or [str(i) for i in range(num_classes)]
         self.confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
-        self.loss_sum = torch.zeros((), dtype=torch.float64)
 
     def update(self, output: Any, target: Any) -> None:
         """Add a batch: logits (N, C), labels (N,)."""
@@ -26,6 +36,8 @@ class ConfusionAccumulator(Accumulator):
         import torch.nn.functional as F
 
         logits = model_logits(output).float()
+        if not self.num_classes:
+            self._size(logits.shape[1])
         loss = F.cross_entropy(logits, target, reduction="sum").double()
         self.loss_sum = self.loss_sum.to(loss.device) + loss
         k = self.num_classes
@@ -87,14 +99,18 @@ class Classification(Task):
         return loss_fn(logits, target, reduction=reduction)
 
     def accumulator(self, data: Any) -> ConfusionAccumulator:
-        return ConfusionAccumulator(data.num_classes, list(data.classes))
+        return ConfusionAccumulator(data.num_classes, list(data.classes or []))
 
     def check_fit(self, output: Any, target: Any, data: Any) -> str | None:
         logits = model_logits(output)
         if logits.ndim != 2:
             return f"outputs shape {list(logits.shape)}, not (batch, classes)"
-        if logits.shape[1] < data.num_classes:
+        if data.num_classes and logits.shape[1] < data.num_classes:
             return f"outputs {logits.shape[1]} classes, the data has {data.num_classes}"
+        if target.ndim != 1 or target.is_floating_point():
+            return f"targets are {target.dtype} of shape {list(target.shape)}, not class indices"
+        if len(target) and int(target.max()) >= logits.shape[1]:
+            return f"a label is {int(target.max())}, the model outputs {logits.shape[1]} classes"
         return None
 
     def model_type(self, data: dict[str, Any], ev: dict[str, Any] | None) -> list[str]:

@@ -143,7 +143,7 @@ def check_data_fits(
     problem = task.check_fit(out, y, data)
     if problem is not None:
         raise refuse(problem)
-    classes = record.data.get("classes")
+    classes = record.data_classes
     have = getattr(data, "classes", None)
     if isinstance(classes, list) and isinstance(have, list) and len(have) != len(classes):
         raise refuse(f"it has {len(have)} classes, the run was trained on {len(classes)}")
@@ -241,7 +241,7 @@ def evaluate_run(
     run = open_run(run_dir, require=("run.json", "config.json"))
     layout = verified_weights(run.path, trust_unrecorded=trust_unrecorded)  # either layout
     record = read_run_record(run)
-    task, dev = task_of(record.raw), resolve_device(device)
+    task, dev = task_of(record), resolve_device(device)
     own_loop = record.own_loop
     if own_loop and data is None:
         raise RunDirError(
@@ -259,6 +259,7 @@ def evaluate_run(
     actual = identity_of(run.path, layout)
     transform = eval_transform(record, model)
     if isinstance(ds, BatchSource):
+        ds.classes = record.data_classes  # a loader's batches name none: the run's
         batches: Any = ds.batches()
     else:
         check_data_fits(

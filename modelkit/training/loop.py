@@ -160,7 +160,12 @@ def _restore(trainer: Any, writer: RunWriter, out: Path, *, fallback: bool) -> N
 
     session = writer.run
     directory = session.dir.checkpoints if session is not None else live_dir(out).checkpoints
-    ckpt, rejected = Checkpoint.latest(directory, fallback=fallback)
+    if trainer.sharded:  # its shards verified on every rank too
+        from modelkit.training.sharded_checkpoint import latest_sharded
+
+        ckpt, rejected = latest_sharded(trainer.world, directory, fallback=fallback)
+    else:
+        ckpt, rejected = Checkpoint.latest(directory, fallback=fallback)
     if ckpt is not None:
         restore(trainer, ckpt)
     if session is not None:

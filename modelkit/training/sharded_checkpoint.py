@@ -26,10 +26,11 @@ bytes only: nothing on disk is unpickled. (DCP still exchanges its save/load *pl
 the ranks of the live process group with ``gather_object``, i.e. pickle over the process
 group's own sockets between our own processes; nothing from a file.)
 
-Loading (:func:`load_sharded`) needs the world size the checkpoint was written with (the
-caller checks it first: :class:`modelkit.errors.WorldSizeMismatch`); every rank verifies its
-own shard's sha256 (rank 0 also the set of files), then DCP reads each rank's shards back into
-its DTensors in place.
+Resuming: :func:`latest_sharded` picks the newest checkpoint whose head and shards verify
+(every rank checks its own shard files' sha256, rank 0 also that none is missing or extra; a
+damaged one is named, and skipped with ``fallback``); the world size was checked first
+(:class:`modelkit.errors.WorldSizeMismatch`). :func:`load_sharded` then lets DCP read each
+rank's shards back into its DTensors in place.
 """
 
 from __future__ import annotations
@@ -243,19 +244,47 @@ def _mine(files: dict[str, str], rank: int, *, main: bool) -> dict[str, str]:
     }
 
 
+def latest_sharded(
+    world: D.World, directory: Path, *, fallback: bool = False
+) -> tuple[Checkpoint | None, list[dict[str, str]]]:
+    """:meth:`Checkpoint.latest` for a sharded run: a checkpoint counts only when its head
+    and every shard verify (each rank checks its own shard). Collective; every rank returns
+    (or raises) the same. A damaged one raises :class:`RunDirError` naming the file, unless
+    ``fallback``: then the previous one is tried and the damaged ones are listed."""
+    from modelkit.training.checkpoint import list_checkpoints
+
+    rejected: list[dict[str, str]] = []
+    for path in reversed(list_checkpoints(directory)):
+        ckpt, reason = None, None
+        try:
+            ckpt = Checkpoint.load(path)
+            info = ckpt.objects.get("sharded") or {}
+            folder = path.parent / str(info.get("dir"))
+            verify_shards(folder, info.get("files") or {}, rank=world.rank, main=world.main)
+        except RunDirError as exc:
+            reason = exc.message
+        reasons = [r for r in D.all_gather_json(reason, world) if r]
+        if not reasons:
+            return ckpt, rejected
+        if not fallback:
+            raise RunDirError(
+                reasons[0], hint="resume from the previous one with --fallback-checkpoint"
+            )
+        rejected.append({"checkpoint": path.name, "reason": reasons[0]})
+    if rejected:
+        raise RunDirError(
+            f"no checkpoint in {directory} verifies ({len(rejected)} damaged)",
+            hint="start the run again",
+        )
+    return None, rejected
+
+
 def load_sharded(t: Any, head: Path, info: dict[str, Any]) -> None:
-    """Restore trainer ``t``'s model and optimizer from the shard folder a head names;
-    collective (every rank verifies its shard first; a failure on any rank stops all)."""
+    """Restore trainer ``t``'s model and optimizer from the shard folder a head names (its
+    shards verified by :func:`latest_sharded`); collective."""
     import torch.distributed.checkpoint as dcp
 
-    world = t.world
     folder = head.parent / info["dir"]
-    error: BaseException | None = None
-    try:
-        verify_shards(folder, info["files"], rank=world.rank, main=world.main)
-    except Exception as exc:
-        error = exc
-    D.agree(world, error)
     tensors, _ = flat_state(t.model, t.optimizer)  # the live DTensors: DCP reads into them
     dcp.load(tensors, storage_reader=dcp.HuggingFaceStorageReader(str(folder)))
     apply_state(t.model, t.optimizer, tensors, info["optimizer"])

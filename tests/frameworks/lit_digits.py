@@ -70,9 +70,9 @@ def loaders() -> tuple[DataLoader, DataLoader]:
     return DataLoader(train, batch_size=100, shuffle=True), DataLoader(val, batch_size=300)
 
 
-def val_set() -> TensorDataset:
-    """The held-out digits, for `modelkit eval --data lit_digits:val_set`."""
-    return loaders()[1].dataset
+def to_8x8(x: torch.Tensor) -> torch.Tensor:
+    """modelkit's 1x28x28 digits (8x8 resized to 20x20, centred) back to this model's 64 inputs."""
+    return nn.functional.adaptive_avg_pool2d(x[:, :, 4:24, 4:24], 8).flatten(1)
 
 
 def main() -> None:
@@ -85,10 +85,12 @@ def main() -> None:
     L.seed_everything(0, verbose=False)
     train, val = loaders()
     model = LitMLP(hidden=32, lr=0.01)
+    # fmt: off
     callbacks = [
         ModelCheckpoint(dirpath=a.out, every_n_epochs=1, save_top_k=-1),
-        ModelkitCallback("runs/lit", fingerprint_every=5),  # modelkit
+        ModelkitCallback("runs/lit", fingerprint_every=5, eval_transform="lit_digits:to_8x8"),  # modelkit
     ]
+    # fmt: on
     if a.kill_at is not None:
         callbacks.append(KillAt(a.kill_at))
     trainer = L.Trainer(
