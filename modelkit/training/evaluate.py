@@ -214,6 +214,27 @@ def _result_name(
     return other_data_name(spec, fingerprint, training=training), False
 
 
+def _data_to_evaluate(
+    run: Any, record: RunRecord, *, data: str | None, skip_bad_files: bool
+) -> tuple[Any, str, bool]:
+    """``(training config or None, data spec, skip bad files)``: ``data``, else the run's own.
+
+    A run trained by its own loop records no modelkit data spec, so it needs ``data``.
+    """
+    from modelkit.errors import RunDirError
+
+    own_loop = record.own_loop
+    if own_loop and data is None:
+        raise RunDirError(
+            f"{run.path} was trained by its own loop, so it names no modelkit data spec",
+            hint="pass the held-out data: --data SPEC (e.g. --data digits)",
+        )
+    train_cfg = None if own_loop else run.train_config()
+    spec = data or train_cfg.data
+    skip = skip_bad_files or bool(train_cfg and train_cfg.skip_bad_files)
+    return train_cfg, spec, skip
+
+
 def evaluate_run(
     run_dir: Any,
     *,
@@ -232,7 +253,6 @@ def evaluate_run(
     (``trust_unrecorded`` accepts a run that records none); ``weights_sha256`` names them.
     """
     from modelkit.data.batches import BatchSource
-    from modelkit.errors import RunDirError
     from modelkit.models.weights import load_model_from_dir
     from modelkit.runs import open_run, read_run_record
     from modelkit.tasks import task_of
@@ -242,15 +262,7 @@ def evaluate_run(
     layout = verified_weights(run.path, trust_unrecorded=trust_unrecorded)  # either layout
     record = read_run_record(run)
     task, dev = task_of(record), resolve_device(device)
-    own_loop = record.own_loop
-    if own_loop and data is None:
-        raise RunDirError(
-            f"{run.path} was trained by its own loop, so it names no modelkit data spec",
-            hint="pass the held-out data: --data SPEC (e.g. --data digits)",
-        )
-    train_cfg = None if own_loop else run.train_config()
-    spec = data or train_cfg.data
-    skip = skip_bad_files or bool(train_cfg and train_cfg.skip_bad_files)
+    train_cfg, spec, skip = _data_to_evaluate(run, record, data=data, skip_bad_files=skip_bad_files)
     ds = load_eval_data(
         spec, project=project, record=record, train_cfg=train_cfg, skip=skip,
         batch_size=batch_size,
