@@ -14,8 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
+from modelkit.data.augment import Augment, normalize_spec
 from modelkit.errors import ConfigError, InvalidArgument, did_you_mean
+from modelkit.models.registry import builtin_models
 from modelkit.readers import loads_json, loads_toml, loads_yaml
+from modelkit.tasks import metric_directions
+from modelkit.validation import Ge, Le, validate_fields
+from modelkit.weights.save import parse_shard_size
 
 if sys.version_info >= (3, 11):
     import tomllib  # noqa: F401 (re-exported: modelkit.config.tomllib)
@@ -29,9 +34,6 @@ DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16", "fp16")
 # the data order seeds torch.Generator with seed * 1_000_003 + epoch, which must fit 64 bits
 SEED_MAX = 2**32 - 1
-
-from modelkit.validation import Ge, Le, validate_fields  # noqa: E402 (types and ranges)
-from modelkit.weights.save import parse_shard_size  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -153,8 +155,6 @@ def validate_train_mapping(data: dict[str, Any], *, source: str) -> None:
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(data) - names)
     if unknown:
-        from modelkit.errors import did_you_mean
-
         key = unknown[0]
         raise ConfigError(
             f"{source}: unknown key '{key}'{did_you_mean(key, names)}",
@@ -228,7 +228,6 @@ def read_text_file(path: Path, *, what: str) -> str:
 
 def keep_best_metrics() -> list[str]:
     """``test_<metric>`` of every task's metrics (the run's task checks its own at setup)."""
-    from modelkit.tasks import metric_directions
 
     names = {f"test_{m}" for table in metric_directions().values() for m in table}
     return sorted(names)
@@ -274,7 +273,6 @@ def recipe(config: TrainConfig) -> dict[str, Any]:
 
     Raises :class:`ConfigError` for unknown names or arguments (imports torch).
     """
-    from modelkit.data.augment import Augment, normalize_spec
     from modelkit.training.losses import loss_spec
     from modelkit.training.optim import optimizer_spec, schedule_spec
 
@@ -297,7 +295,6 @@ def model_defaults(model: str, *, project: Any = None) -> dict[str, Any]:
     """The recommended hyperparameters a registered model declares (empty for others)."""
     if ":" in model or model in (getattr(project, "models", None) or {}):
         return {}
-    from modelkit.models.registry import builtin_models
 
     entry = builtin_models().get(model)
     return dict(entry.defaults or {}) if entry else {}

@@ -29,6 +29,7 @@ from typing import Any
 from modelkit.config import read_text_file, tomllib
 from modelkit.errors import ConfigError
 from modelkit.models.imports import import_object as import_object  # re-exported
+from modelkit.validation import check_finite, validate_fields
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,6 @@ def validate_project_table(table: dict[str, Any], *, source: str) -> None:
     """Check ``[tool.modelkit]`` by the types of :class:`Project`'s fields, and its
     ``defaults`` by :class:`~modelkit.config.TrainConfig`'s (keys, types and ranges)."""
     from modelkit.config import validate_train_mapping
-    from modelkit.validation import check_finite, validate_fields
 
     validate_fields(Project, table, source=source, keys=TABLE_KEYS)
     check_finite(table, source=source)  # NaN/inf anywhere (e.g. benchmark.threshold) is a typo

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from modelkit.errors import RunDirError
+from modelkit.models.registry import resolve_model
+from modelkit.tasks import get_task, task_of
 from modelkit.weights import INDEX, summarize
 
 UNKNOWN = "unknown"
@@ -56,7 +58,6 @@ def known(value: object, *, unknown: str = UNKNOWN) -> str:
 def gather_facts(run_dir: Path, *, project: Any) -> dict[str, Any]:
     from modelkit.release.package import EVALS, require_evaluation
     from modelkit.runs import open_run
-    from modelkit.tasks import task_of
 
     run = open_run(run_dir, require=("run.json", "config.json"))
     header = weights_facts(run.path)  # either layout, checked; a bad shard is named
@@ -117,7 +118,6 @@ def _own_name(data: dict[str, Any]) -> str | None:
 
 def read_eval(path: Path, task: Any = None) -> dict[str, Any]:
     """An evaluation file (docs/tasks.md, "Evaluation files"), checked against ``task``."""
-    from modelkit.tasks import get_task
 
     try:
         ev = json.loads(path.read_text(encoding="utf-8"))
@@ -165,8 +165,6 @@ def architecture(run_dir: Path, cfg: dict[str, Any], *, project: Any) -> dict[st
     module_doc = (__import__(cls.__module__, fromlist=["_"]).__doc__ or "").strip().splitlines()
     description = None
     try:
-        from modelkit.models.registry import resolve_model
-
         description = resolve_model(name, project=project).description
     except Exception:  # a model known only by its reference
         description = None

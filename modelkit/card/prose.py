@@ -15,6 +15,7 @@ from typing import Any
 
 from modelkit.card.metadata import split_front_matter
 from modelkit.errors import BadInputError
+from modelkit.models.imports import recorded_roots
 
 BEGIN = "<!-- modelkit:begin {} -->"
 
@@ -115,8 +116,6 @@ def prose_path(project: Any, run_dir: Path | None = None) -> Path | None:
     """
     root = getattr(project, "root", None)
     if root is None:
-        from modelkit.models.imports import recorded_roots
-
         found = [d / PROSE_FILE for d in recorded_roots(run_dir) if run_dir is not None]
         return next((p for p in found if p.is_file()), None)
     card_cfg = (getattr(project, "raw", None) or {}).get("card", {}) or {}

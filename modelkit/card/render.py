@@ -34,7 +34,10 @@ from modelkit.card.sections import (
     generated_sections,
     usage_section,
 )
-from modelkit.errors import BadInputError
+from modelkit.errors import BadInputError, CheckFailed
+from modelkit.io import atomic_path, write_bytes_atomic
+from modelkit.release.version import parse_version
+from modelkit.tasks import get_task, task_of
 
 
 @dataclass
@@ -122,9 +125,7 @@ def _series(rows: list[dict[str, Any]], x: str, y: str) -> tuple[list[Any], list
 def render_curves(run_dir: Path, task: Any = None) -> Path | None:
     """Plot metrics.jsonl (loss per step, the task's held-out metric per epoch) into
     training_curves.png; a metric the rows do not hold is left out, never a KeyError."""
-    from modelkit.io import atomic_path
     from modelkit.runs import RunDir
-    from modelkit.tasks import get_task
 
     rows = RunDir(run_dir).read_metrics()
     steps = [r for r in rows if r.get("kind") == "step"]
@@ -161,8 +162,6 @@ def render_curves(run_dir: Path, task: Any = None) -> Path | None:
 def _check_release_args(repo_id: str | None, version: str | None) -> None:
     """Reject a malformed version or repo id before anything is rendered."""
     if version is not None:
-        from modelkit.release.version import parse_version
-
         parse_version(version)
     if repo_id is not None:
         from modelkit.release.targets import check_repo_id
@@ -175,7 +174,6 @@ def _check_card(text: str, *, strict: bool) -> tuple[list[str], list[str]]:
 
     ``strict`` refuses any error or unfilled section; otherwise only a missing license passes.
     """
-    from modelkit.errors import CheckFailed
 
     errors = validate_card(text)
     todos = card_incomplete(text)
@@ -202,9 +200,7 @@ def write_card(
     strict: bool = False,
 ) -> CardResult:
     """Write (or regenerate) ``RUN_DIR/README.md`` and the training-curves PNG; validate it."""
-    from modelkit.io import write_bytes_atomic
     from modelkit.runs import RunDir
-    from modelkit.tasks import task_of
 
     run_dir = Path(run_dir)
     path = run_dir / "README.md"

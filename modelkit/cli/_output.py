@@ -24,6 +24,7 @@ except ImportError:  # pragma: no cover
 from rich.table import Table
 
 from modelkit.errors import EXIT_BAD_INPUT, EXIT_FAILURE, ModelkitError
+from modelkit.tasks import get_task
 
 out = Console(highlight=False, soft_wrap=True)  # stdout: data
 err = Console(stderr=True, highlight=False, soft_wrap=True)  # stderr: messages
@@ -269,7 +270,6 @@ def training_progress(enabled: bool = True) -> Iterator[Callable[[dict[str, Any]
         console=err,
         transient=False,
     )
-    from modelkit.tasks import get_task
 
     task = None
     kind_of_model = get_task(None)

@@ -11,6 +11,7 @@ import typer
 
 from modelkit import __version__
 from modelkit.cli._output import Group
+from modelkit.training.distributed import exit_process
 
 # verb name -> module in modelkit.cli (each defines `command`)
 VERBS: dict[str, str] = {
@@ -62,7 +63,6 @@ def _root(
 
 def main() -> None:
     """Console-script entry point."""
-    from modelkit.training.distributed import exit_process
 
     try:
         app(prog_name="modelkit")

@@ -8,8 +8,10 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperCommand
 
+from modelkit.bench.config import parse_bench_config
 from modelkit.cli import _output as o
 from modelkit.cli._options import DeviceOpt, FormatOpt, NumberOpt, OutputFormat, QuietOpt
+from modelkit.errors import BadInputError
 
 EXAMPLES = """
 Examples:
@@ -134,7 +136,6 @@ CacheKeyOpt = Annotated[
 
 
 def _check_flags(device: str | None, mode: str | None, instr_threshold: float | None) -> None:
-    from modelkit.errors import BadInputError
 
     if device not in (None, "cpu") and not str(device).startswith("cuda"):
         raise BadInputError(f"unknown device '{device}'", hint="use cpu, cuda or cuda:N")
@@ -180,7 +181,6 @@ def command(
     cache_key: CacheKeyOpt = False, fmt: FormatOpt = OutputFormat.text, quiet: QuietOpt = False,
 ) -> None:  # fmt: skip
     """Run the benchmark suite; with --compare/--baseline, gate timings, memory and quality."""
-    from modelkit.bench.config import parse_bench_config
     from modelkit.bench.gate import base_cache_key, run_benchmark
     from modelkit.bench.report import write_reports
     from modelkit.project import load_project

@@ -8,6 +8,7 @@ import typer
 
 from modelkit.cli import _output as o
 from modelkit.cli._options import DataOpt, DeviceOpt, FormatOpt, OutputFormat, RunDirArg, SkipBadOpt
+from modelkit.tasks import get_task
 
 TrustUnrecordedOpt = Annotated[
     bool,
@@ -56,7 +57,6 @@ def command(
     if fmt is OutputFormat.json:
         o.print_json(result)
         return
-    from modelkit.tasks import get_task
 
     task = get_task(result.get("task"))
     o.table(

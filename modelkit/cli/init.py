@@ -9,6 +9,7 @@ import typer
 
 from modelkit.cli import _output as o
 from modelkit.cli._options import FormatOpt, OutputFormat
+from modelkit.scaffold import init_project
 
 if TYPE_CHECKING:
     from modelkit.scaffold import InitResult
@@ -108,7 +109,6 @@ def command(
     fmt: FormatOpt = OutputFormat.text,
 ) -> None:
     """Create a model repository: model, config, tests, benchmarks, CI workflows, pre-commit."""
-    from modelkit.scaffold import init_project
 
     result = init_project(
         path,

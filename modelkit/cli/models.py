@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from modelkit.cli import _output as o
 from modelkit.cli._options import FormatOpt, OutputFormat
+from modelkit.data import list_data_sources
+from modelkit.models import list_models
 
 EXAMPLES = """
 Examples:
@@ -17,8 +19,6 @@ Examples:
 @o.handle_errors
 def command(fmt: FormatOpt = OutputFormat.text) -> None:
     """List registered models (built-in and [tool.modelkit.models]) and data specs."""
-    from modelkit.data import list_data_sources
-    from modelkit.models import list_models
     from modelkit.project import load_project
 
     project = load_project()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -87,27 +87,37 @@ def command(
     )  # fmt: skip
     if fmt is OutputFormat.json:
         o.print_json(result)
-        return
-    if dry_run:
-        o.table(
-            f"release {result['tag']} of {result['run_dir']} to {result['target']} (dry run)",
-            ["file", "size", "storage", "sha256"],
-            [
-                [f["path"], _human(f["size"]), f["storage"], f["sha256"][:16] + "…"]
-                for f in result["files"]
-            ],
-        )
-        for step in result["steps"]:
-            o.info(f"would: {step}")
-        o.info("card diff against the remote:" if result["card_diff"] else "card: unchanged")
-        for line in result["card_diff"]:
-            o.out.print(o.escape(line))
-        if result["already_released"]:
-            o.info(
-                f"{result['tag']} is already released with identical content: nothing to publish"
-            )
-        o.success("dry run: nothing was changed")
-        return
+    elif dry_run:
+        _show_plan(result)
+    else:
+        _show_release(result, version)
+
+
+command.__doc__ = (command.__doc__ or "") + EXAMPLES
+
+
+def _show_plan(result: dict[str, Any]) -> None:
+    """What a dry run would publish: the files, the steps and the card's diff."""
+    o.table(
+        f"release {result['tag']} of {result['run_dir']} to {result['target']} (dry run)",
+        ["file", "size", "storage", "sha256"],
+        [
+            [f["path"], _human(f["size"]), f["storage"], f["sha256"][:16] + "…"]
+            for f in result["files"]
+        ],
+    )
+    for step in result["steps"]:
+        o.info(f"would: {step}")
+    o.info("card diff against the remote:" if result["card_diff"] else "card: unchanged")
+    for line in result["card_diff"]:
+        o.out.print(o.escape(line))
+    if result["already_released"]:
+        o.info(f"{result['tag']} is already released with identical content: nothing to publish")
+    o.success("dry run: nothing was changed")
+
+
+def _show_release(result: dict[str, Any], version: str) -> None:
+    """What was published and checked."""
     for line in result.get("log", []):
         o.info(line)
     if result["already_released"]:
@@ -121,6 +131,3 @@ def command(
         o.info(f"checked: {check}")
     signed = f", signed by {result['signer']}" if result.get("signer") else ""
     o.success(f"released {version}{signed}: hashes, sizes, tag and a clean-cache load verified")
-
-
-command.__doc__ = (command.__doc__ or "") + EXAMPLES

@@ -10,6 +10,7 @@ import typer
 
 from modelkit.cli import _output as o
 from modelkit.cli._options import FormatOpt, NumberOpt, OutputFormat, QuietOpt
+from modelkit.errors import BadInputError, CheckFailed
 
 EXAMPLES = """
 Examples:
@@ -152,7 +153,6 @@ def _check_command_flags(
     *, against: Path | None, steps: int | None, nproc_per_node: int | None
 ) -> None:
     """``-- CMD`` takes neither ``--against`` nor the options of config and run targets."""
-    from modelkit.errors import BadInputError
 
     if against is not None:
         raise BadInputError(
@@ -168,7 +168,6 @@ def _check_command_flags(
 
 def _check_target_flags(target: Path | None, *, against: Path | None, control: bool) -> None:
     """Exactly one of a target and ``--against``; ``--control`` only with a target."""
-    from modelkit.errors import BadInputError
 
     if (target is None) == (against is None):
         raise BadInputError(
@@ -185,7 +184,6 @@ def _check_target_flags(target: Path | None, *, against: Path | None, control: b
 def _run_against(against: Path, *, fmt: OutputFormat, **options: Any) -> None:
     """Regenerate the recorded run ``against`` (``options``: ``repro_against``'s keywords) and
     compare; a check failure if it does not match."""
-    from modelkit.errors import CheckFailed
     from modelkit.repro import repro_against
 
     report = repro_against(against, **options)
@@ -242,7 +240,6 @@ def _run_command(
 
 
 def _verdict(report: dict[str, Any], *, control: bool) -> None:
-    from modelkit.errors import CheckFailed
 
     if not report["identical"]:
         raise CheckFailed(

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any
 from modelkit.cli import _options as opt
 from modelkit.cli import _output as o
 from modelkit.cli._options import OutputFormat
+from modelkit.tasks import task_of
+from modelkit.training.launch import LaunchConfig
 
 if TYPE_CHECKING:
     from modelkit.training.entry import TrainRequest
@@ -107,7 +109,6 @@ def command(
 def _request(given: dict[str, Any]) -> TrainRequest:
     """The library's training request from the verb's flags (``given``: ``command``'s locals)."""
     from modelkit.training.entry import TrainRequest
-    from modelkit.training.launch import LaunchConfig
 
     fmt, quiet = given["fmt"], given["quiet"]
     return TrainRequest(
@@ -126,7 +127,6 @@ def _render(record: dict, out: str, notes: list[str], fmt: OutputFormat) -> None
     if fmt is OutputFormat.json:
         o.print_json({"run_dir": out, **record})
         return
-    from modelkit.tasks import task_of
 
     m, task = record["metrics"], task_of(record)
     o.success(f"run written to {out}")

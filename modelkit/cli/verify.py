@@ -9,6 +9,7 @@ import typer
 
 from modelkit.cli import _output as o
 from modelkit.cli._options import FormatOpt, OutputFormat
+from modelkit.release.signing import read_public_key
 
 EXAMPLES = """
 Examples:
@@ -51,7 +52,6 @@ def command(
 ) -> None:
     """Check a release: the tag vs the release record, manifest hashes and sizes (remote and downloaded), weights vs run.json, the signature, the weights load; optional re-eval (exit 3 on mismatch)."""
     from modelkit.project import load_project
-    from modelkit.release.signing import read_public_key
     from modelkit.release.targets import parse_target, split_ref
     from modelkit.release.verify import verify_release
 

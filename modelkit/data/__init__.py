@@ -16,7 +16,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from modelkit.errors import BadInputError, DataError, unknown
+from modelkit.data.augment import normalize_, normalize_spec
+from modelkit.data.batches import BatchSource, is_batch_source
+from modelkit.errors import BadInputError, DataError, did_you_mean, unknown
+from modelkit.models.imports import import_object
 from modelkit.usercode import call_user
 
 
@@ -33,8 +36,6 @@ class DataSource:
     def load(self, arg: str, **options: Any) -> Any:
         """Import the loader and call it with the path (if any) and the options it accepts."""
         import inspect
-
-        from modelkit.models.imports import import_object
 
         fn = import_object(self.loader, what="data loader")
         accepted = inspect.signature(fn).parameters
@@ -130,9 +131,6 @@ def load_dataset(
         },
     )
     if normalize:
-        from modelkit.data.augment import normalize_, normalize_spec
-        from modelkit.data.batches import BatchSource
-
         if isinstance(ds, BatchSource):  # a loader's batches: normalised as they stream
             ds.normalize = normalize_spec(normalize, channels=None)
         else:
@@ -174,8 +172,6 @@ def _builtin(
     merged = {**options, **kwargs}
     import inspect
 
-    from modelkit.models.imports import import_object
-
     accepted = inspect.signature(import_object(source.loader, what="data loader")).parameters
     for key in ("image_size", "channels"):
         if merged.get(key) and key not in accepted:
@@ -208,8 +204,6 @@ def _call_loader(
 
     from modelkit.data.base import Dataset
     from modelkit.data.text import TokenDataset
-    from modelkit.errors import did_you_mean
-    from modelkit.models.imports import import_object
 
     kind, sep, arg = ref.partition(":")
     if kind in DATA_SOURCES:
@@ -238,11 +232,9 @@ def _call_loader(
     else:
         _check_value_types(loader, kwargs, spec=spec, ref=ref)
     ds = call_user("dataset loader", ref, loader, **kwargs)
-    if options.get("batches") and not isinstance(ds, (Dataset, TokenDataset)):
-        from modelkit.data.batches import BatchSource, is_batch_source
-
-        if is_batch_source(ds):
-            return BatchSource(spec, ds, batch_size=options["batches"])
+    batched = options.get("batches") and not isinstance(ds, (Dataset, TokenDataset))
+    if batched and is_batch_source(ds):
+        return BatchSource(spec, ds, batch_size=options["batches"])
     if not isinstance(ds, (Dataset, TokenDataset)):
         raise BadInputError(
             f"dataset loader '{ref}' returned {type(ds).__name__}, not a Dataset",

@@ -10,6 +10,8 @@ from typing import Any
 
 import torch
 
+from modelkit.errors import DataError
+
 
 @dataclass
 class Dataset:
@@ -28,7 +30,6 @@ class Dataset:
     def __post_init__(self) -> None:
         """Check shapes and labels now, before any training step (a label outside the classes
         otherwise surfaces as a crash an epoch later, a shape mismatch in the first batch)."""
-        from modelkit.errors import DataError
 
         for split, x, y in (
             ("train", self.x_train, self.y_train),

@@ -18,6 +18,7 @@ import torch
 
 from modelkit.data.base import Dataset
 from modelkit.errors import DataError
+from modelkit.io import atomic_path
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 HELD_OUT_PERCENT = 20
@@ -241,8 +242,6 @@ def _load_cache(path: Path) -> tuple[dict[str, torch.Tensor] | None, list[str]]:
 
 def _save_cache(path: Path, tensors: dict[str, torch.Tensor], skipped: list[str]) -> None:
     from safetensors.torch import save_file
-
-    from modelkit.io import atomic_path
 
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from modelkit.errors import BadInputError
+from modelkit.models.configs import encode_config, kind_of
 
 # keys of a framework's arguments that do not change the result (where it writes, how it
 # reports, credentials): left out of the recorded config, so a run written to another folder
@@ -57,7 +58,6 @@ def determinism_block(seed: int | None, *, seeded_by: str) -> dict[str, Any]:
 def clean_config(values: dict[str, Any]) -> dict[str, Any]:
     """``values`` without :data:`VOLATILE_KEYS` and credentials (any ``*token*`` key); a config
     object among them (a dataclass in a Lightning module's hparams) as its values."""
-    from modelkit.models.configs import encode_config, kind_of
 
     out = {}
     for key, value in values.items():

@@ -48,6 +48,7 @@ from modelkit.integrations._common import (
     env_deterministic,
     env_seed,
 )
+from modelkit.runs.seeding import seeded_by
 
 __all__ = ["ModelkitCallback"]
 
@@ -146,7 +147,6 @@ class ModelkitCallback(Callback):
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
         """Open the run (continue it when ``fit`` resumed from a checkpoint)."""
         import modelkit
-        from modelkit.runs.seeding import seeded_by
 
         loader = trainer.train_dataloader
         data = self.data if self.data is not None else getattr(loader, "dataset", None)

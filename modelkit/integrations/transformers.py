@@ -46,6 +46,7 @@ from modelkit.integrations._common import (
     env_seed,
     save_tokenizer,
 )
+from modelkit.runs.seeding import seeded_by
 
 __all__ = ["ModelkitCallback"]
 
@@ -117,7 +118,6 @@ class ModelkitCallback(TrainerCallback):
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         """Open the run (continue it when the Trainer resumed from a checkpoint)."""
         import modelkit
-        from modelkit.runs.seeding import seeded_by
 
         model = kwargs.get("model")
         loader = kwargs.get("train_dataloader")

@@ -21,6 +21,7 @@ import json
 from typing import Any
 
 from modelkit.errors import BadInputError, NotRecordable
+from modelkit.models.imports import _qualified, import_object
 
 __all__ = ["KINDS", "config_expression", "decode_config", "encode_config", "kind_of"]
 
@@ -47,7 +48,6 @@ def encode_config(value: Any, *, reference: str, argument: str) -> dict[str, Any
     """``{"class", "kind", "values"}`` for a config object passed as ``argument`` of the model
     ``reference``; :class:`NotRecordable` when ``value`` is no config object or holds values
     JSON cannot store."""
-    from modelkit.models.reference import _qualified
 
     kind = kind_of(value)
     if kind is None:
@@ -85,7 +85,6 @@ def _check_flat_dataclass(value: Any, *, reference: str, argument: str) -> None:
 
 def decode_config(entry: dict[str, Any], *, source: str) -> Any:
     """The config object ``entry`` (from :func:`encode_config`) describes, rebuilt."""
-    from modelkit.project import import_object
 
     kind, cls_ref, values = entry.get("kind"), entry.get("class"), entry.get("values")
     if kind not in KINDS or not isinstance(cls_ref, str) or not isinstance(values, dict):

@@ -153,3 +153,41 @@ def import_object(spec: str, *, what: str) -> Any:
     if not callable(obj):
         raise BadInputError(f"{what} '{spec}' is not callable", hint="point at a function or class")
     return obj
+
+
+def _qualified(obj: Any) -> str:
+    """``module:qualname`` for a class or function, mapping ``__main__`` to its module name."""
+    module = getattr(obj, "__module__", None) or ""
+    qualname = getattr(obj, "__qualname__", "") or getattr(obj, "__name__", "")
+    if "<locals>" in qualname or not qualname:
+        raise BadInputError(
+            f"{qualname or obj!r} is defined inside a function, so nothing can import it",
+            hint="define the model class (or factory) at module level",
+        )
+    if module == "__main__":
+        module = _main_module_name()
+    return f"{module}:{qualname}"
+
+
+def _main_module_name() -> str:
+    """The importable name of the script running as ``__main__`` (``python train.py`` -> train)."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and spec.name and spec.name != "__main__":  # python -m pkg.mod
+        return spec.name
+    file = getattr(main, "__file__", None)
+    if file:
+        path = Path(file).resolve()
+        roots = [Path(p or ".").resolve() for p in sys.path] + [Path.cwd().resolve()]
+        for root in roots:
+            try:
+                rel = path.with_suffix("").relative_to(root)
+            except ValueError:
+                continue
+            parts = rel.parts
+            if parts and all(p.isidentifier() for p in parts):
+                return ".".join(parts)
+    raise BadInputError(
+        "the model class is defined in a script that cannot be imported by name",
+        hint="move the model class into a module, or pass reference='module:Class' to start_run",
+    )

@@ -20,13 +20,14 @@ import functools
 import importlib.metadata
 import inspect
 import json
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from modelkit.errors import BadInputError, ModelNotImportable, NotImportable, RunDirError
+from modelkit.models.configs import decode_config, encode_config
+from modelkit.models.imports import _qualified, import_object
+from modelkit.models.registry import resolve_model
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,6 @@ class ModelReference:
     configs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:  # kwargs as JSON will hold them (tuples become lists)
-        from modelkit.models.configs import encode_config
 
         plain, configs = {}, dict(self.configs)
         for key, value in self.kwargs.items():
@@ -109,8 +109,6 @@ class ModelReference:
         """Import ``ref`` and call it with ``kwargs``; the result must be an ``nn.Module``."""
         import torch
 
-        from modelkit.models.imports import import_object
-
         try:
             factory = import_object(self.ref, what="model")
         except NotImportable as exc:
@@ -123,7 +121,6 @@ class ModelReference:
                 hint=own_hint
                 or (f"pip install '{self.package}=={self.version}'" if self.package else None),
             ) from None
-        from modelkit.models.configs import decode_config
 
         configs = {
             k: decode_config(v, source=f"config argument '{k}' of {self.ref}")
@@ -148,7 +145,6 @@ def reference_for_name(
     name: str, *, project: Any = None, kwargs: dict[str, Any] | None = None
 ) -> ModelReference:
     """The reference for a model given as a registry name, a project alias or ``pkg.mod:f``."""
-    from modelkit.models.registry import resolve_model
 
     entry = resolve_model(name, project=project)
     spec = getattr(entry.factory, "__modelkit_spec__", None)  # a project alias
@@ -175,44 +171,6 @@ def reference_for_model(model: Any, *, kwargs: dict[str, Any] | None = None) -> 
         if entry["kind"] == "transformers" and not entry["values"].get("architectures"):
             entry["values"]["architectures"] = [cls.__name__]
     return ref
-
-
-def _qualified(obj: Any) -> str:
-    """``module:qualname`` for a class or function, mapping ``__main__`` to its module name."""
-    module = getattr(obj, "__module__", None) or ""
-    qualname = getattr(obj, "__qualname__", "") or getattr(obj, "__name__", "")
-    if "<locals>" in qualname or not qualname:
-        raise BadInputError(
-            f"{qualname or obj!r} is defined inside a function, so nothing can import it",
-            hint="define the model class (or factory) at module level",
-        )
-    if module == "__main__":
-        module = _main_module_name()
-    return f"{module}:{qualname}"
-
-
-def _main_module_name() -> str:
-    """The importable name of the script running as ``__main__`` (``python train.py`` -> train)."""
-    main = sys.modules.get("__main__")
-    spec = getattr(main, "__spec__", None)
-    if spec is not None and spec.name and spec.name != "__main__":  # python -m pkg.mod
-        return spec.name
-    file = getattr(main, "__file__", None)
-    if file:
-        path = Path(file).resolve()
-        roots = [Path(p or ".").resolve() for p in sys.path] + [Path.cwd().resolve()]
-        for root in roots:
-            try:
-                rel = path.with_suffix("").relative_to(root)
-            except ValueError:
-                continue
-            parts = rel.parts
-            if parts and all(p.isidentifier() for p in parts):
-                return ".".join(parts)
-    raise BadInputError(
-        "the model class is defined in a script that cannot be imported by name",
-        hint="move the model class into a module, or pass reference='module:Class' to start_run",
-    )
 
 
 def _instance_kwargs(model: Any) -> dict[str, Any]:

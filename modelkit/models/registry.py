@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from modelkit.errors import BadInputError, ModelkitError, UserCodeError, unknown
+from modelkit.models.imports import import_object
 
 _REGISTRY: dict[str, ModelEntry] = {}
 
@@ -76,8 +77,6 @@ def list_models(project: Any = None) -> dict[str, ModelEntry]:
 
 def _lazy(spec: str) -> Callable[..., Any]:
     def factory(**kwargs: Any) -> Any:
-        from modelkit.models.imports import import_object
-
         return import_object(spec, what="model")(**kwargs)
 
     factory.__modelkit_spec__ = spec  # type: ignore[attr-defined]
@@ -87,8 +86,6 @@ def _lazy(spec: str) -> Callable[..., Any]:
 def resolve_model(name: str, *, project: Any = None) -> ModelEntry:
     """Find a model by registry name, project name or ``package.module:factory``."""
     if ":" in name:
-        from modelkit.models.imports import import_object
-
         return ModelEntry(name, import_object(name, what="model"), description=name, source=name)
     entries = list_models(project)
     if name not in entries:
@@ -116,8 +113,6 @@ def signature_target(entry: ModelEntry, *, follow_alias: bool = True) -> Callabl
     target = entry.factory
     spec = getattr(target, "__modelkit_spec__", None)
     if spec is not None and follow_alias:  # a project alias: the object it names
-        from modelkit.models.imports import import_object
-
         target = import_object(spec, what="model")
     try:
         params = list(inspect.signature(target).parameters.values())

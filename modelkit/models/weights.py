@@ -9,14 +9,18 @@ from typing import Any
 import torch
 
 from modelkit.errors import RunDirError
+from modelkit.io import atomic_path
+from modelkit.models.imports import add_fallback_paths, recorded_roots
+from modelkit.models.reference import ModelReference
+from modelkit.models.registry import build_model
 from modelkit.weights import WeightsLayout, verified_weights
+from modelkit.weights.load import empty_parameters, load_weights
 
 
 def save_weights(model: torch.nn.Module, path: Path, *, metadata: dict[str, str]) -> None:
     """Save ``model``'s state to ``path`` as safetensors, atomically."""
     from safetensors.torch import save_model
 
-    from modelkit.io import atomic_path
     from modelkit.weights.save import canonicalise_header
 
     with atomic_path(path) as tmp:
@@ -32,8 +36,6 @@ def build_from_config(
     Goes through ``modelkit.reference`` (portable); runs written before references existed
     fall back to resolving ``modelkit.model`` in the registry or the project.
     """
-    from modelkit.models.imports import add_fallback_paths, recorded_roots
-    from modelkit.models.reference import ModelReference
 
     directory = Path(source).parent  # a release may carry the model's source; run.json where
     add_fallback_paths([directory, *recorded_roots(directory)])  # the script ran
@@ -43,7 +45,6 @@ def build_from_config(
     if meta.get("reference") is not None:
         ref = ModelReference.from_dict(meta["reference"], source=source)
         return ref.build(), ref.ref
-    from modelkit.models.registry import build_model
 
     name = meta.get("model")
     if not name:
@@ -58,7 +59,6 @@ def build_from_config(
 
 def build_empty(cfg: dict[str, Any], *, source: str, project: Any = None) -> tuple[Any, str]:
     """:func:`build_from_config` with the parameters on ``meta``: no memory, no random init."""
-    from modelkit.weights.load import empty_parameters
 
     with empty_parameters():
         return build_from_config(cfg, source=source, project=project)
@@ -91,7 +91,6 @@ def load_model_from_dir(
     already; the model is built on ``meta`` from ``modelkit.reference`` (else from the model
     name, runs made before references) and loaded shard by shard with ``assign=True``.
     """
-    from modelkit.weights.load import load_weights
 
     directory = Path(directory)
     cfg = read_config(directory)
@@ -107,7 +106,6 @@ def check_model_loads(
 ) -> tuple[torch.nn.Module, dict[str, Any], str]:
     """Check that the weights load into the model config.json describes (strict, shard by
     shard, each shard dropped after it loaded); returns the empty model, the config, its name."""
-    from modelkit.weights.load import load_weights
 
     cfg = read_config(Path(directory))
     model, name = build_empty(cfg, source=str(Path(directory) / "config.json"), project=project)

@@ -9,7 +9,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from modelkit.data.batches import BatchSource
 from modelkit.errors import BadInputError, CheckFailed, ModelkitError, NotImportable
+from modelkit.tasks import task_of
 from modelkit.weights import read_layout
 
 
@@ -60,10 +62,8 @@ def re_evaluate(snapshot: Path, model: Any, *, project: Any) -> dict[str, Any]:
     released evaluation's primary metric (accuracy, perplexity, ...)."""
     import math
 
-    from modelkit.data.batches import BatchSource
     from modelkit.release.package import evaluation_files
     from modelkit.runs import RunDir
-    from modelkit.tasks import task_of
     from modelkit.training.evaluate import (
         _tensor_batches,
         accumulate,

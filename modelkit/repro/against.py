@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from modelkit.env import diff_environments
 from modelkit.errors import BadInputError, DataError, NoWeights, RunDirError
 from modelkit.repro.command import describe, recorded_command, run_commands
 from modelkit.repro.diverge import Event
@@ -198,7 +199,6 @@ def _against_report(
 
 def _env_diff(record: dict[str, Any], new: dict[str, Any]) -> list[dict[str, Any]]:
     """The environment fields that differ, the world size and backend included."""
-    from modelkit.env import diff_environments
 
     env_diff = diff_environments(record.get("env", {}), new.get("env", {}))
     was = record.get("distributed") or {"world_size": 1, "backend": None}

@@ -15,6 +15,7 @@ from typing import Any
 from modelkit.errors import BadInputError, ModelkitError
 from modelkit.repro.hooks import PERTURB_ENV, RESULT_FILE
 from modelkit.repro.procs import Workspace
+from modelkit.training.launch import LaunchConfig, launch_device_type, validate_launch
 
 
 @dataclass
@@ -167,8 +168,6 @@ def check_world(world: int, config: Any) -> None:
     if world < 1:
         raise BadInputError("--nproc-per-node must be >= 1", hint="e.g. --nproc-per-node 2")
     if world > 1:
-        from modelkit.training.launch import LaunchConfig, launch_device_type, validate_launch
-
         validate_launch(
             LaunchConfig(nproc_per_node=world), device_type=launch_device_type(config.device)
         )

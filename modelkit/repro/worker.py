@@ -11,13 +11,14 @@ import json
 import sys
 from pathlib import Path
 
+from modelkit.errors import ModelkitError
 from modelkit.repro.records import state_sha256
+from modelkit.training.distributed import PeerFailure, RemoteError, env_world
 
 
 def main(argv: list[str]) -> int:
     """Run the spec in ``argv[1]``; returns the exit code."""
     from modelkit.config import TrainConfig
-    from modelkit.errors import ModelkitError
     from modelkit.project import load_project
     from modelkit.training.loop import RunOptions, train
 
@@ -27,7 +28,6 @@ def main(argv: list[str]) -> int:
     if opts.get("dump_dir"):
         opts["dump_dir"] = Path(opts["dump_dir"])
     opts["dump_steps"] = tuple(opts.get("dump_steps", ()))
-    from modelkit.training.distributed import PeerFailure, RemoteError, env_world
 
     rank = env_world()[0]
     try:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from modelkit.errors import InvalidArgument
 from modelkit.io import atomic_path
+from modelkit.runs.record import Artifact
 
 if TYPE_CHECKING:
     from modelkit.runs.layout import RunDir
@@ -67,7 +68,6 @@ def check_regular_file(source: Path) -> os.stat_result:
 
 def copy_artifact(source: Path, run: RunDir, name: str) -> Artifact:
     """Copy ``source`` to ``run.artifacts / name`` atomically; returns its record entry."""
-    from modelkit.runs.record import Artifact
 
     check_regular_file(source)
     run.artifacts.mkdir(exist_ok=True)

@@ -27,6 +27,7 @@ import torch
 
 from modelkit.errors import BadInputError, RunDirError
 from modelkit.io import atomic_path
+from modelkit.runs.compat import check_model_fits, check_optimizer_fits
 
 PREFIX, SUFFIX = "ckpt-", ".safetensors"
 
@@ -164,7 +165,6 @@ class Checkpoint:
 
     def restore(self, model: Any, optimizer: Any = None, scheduler: Any = None) -> None:
         """Load into the live objects and restore every RNG, after checking that they fit."""
-        from modelkit.runs.compat import check_model_fits, check_optimizer_fits
 
         where = str(self.path or f"checkpoint step {self.step}")
         check_model_fits(self.model, model, where=where)

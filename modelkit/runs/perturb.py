@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from modelkit.errors import BadInputError
+from modelkit.errors import BadInputError, did_you_mean
 
 PERTURB_ENV = "MODELKIT_PERTURB"
 
@@ -45,7 +45,6 @@ def parse_perturb(spec: str | None, model: Any) -> Perturbation | None:
         raise BadInputError(
             f"{PERTURB_ENV}='{spec}' needs the model", hint="pass model= to start_run"
         )
-    from modelkit.errors import did_you_mean
 
     step_s, _, name = spec.partition(":")
     params = dict(unwrap(model).named_parameters())

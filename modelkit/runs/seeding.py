@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from modelkit.errors import BadInputError
+from modelkit.runs.exits import install_error_hook
 
 SEED_ENV = "MODELKIT_SEED"
 DETERMINISTIC_ENV = "MODELKIT_DETERMINISTIC"  # "1": deterministic algorithms
@@ -31,7 +32,6 @@ def seed_everything(
     ``seed``. ``threads`` fixes torch's intra-op thread count (CPU results depend on it).
     """
     global _seeding
-    from modelkit.runs.exits import install_error_hook
     from modelkit.runs.rng import configure_determinism
 
     install_error_hook()  # the first modelkit call of a training script: errors end it as a verb

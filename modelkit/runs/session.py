@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from modelkit.errors import ModelkitError, RunDirError, WriteFailed
 from modelkit.io import write_json_atomic
+from modelkit.models.reference import ModelReference, reference_for_model
 from modelkit.redact import redact
 from modelkit.runs import opening as O
 from modelkit.runs.artifacts import copy_artifact
@@ -93,8 +94,6 @@ class RunSession:
             )
         self._elapsed_before = rec.train_s
         if self.ref is None and rec.reference is not None:
-            from modelkit.models.reference import ModelReference
-
             self.ref = ModelReference.from_dict(rec.reference, source=str(self.dir.record))
         return dict(rec.raw)
 
@@ -294,7 +293,6 @@ class RunSession:
         return dict(self.record)
 
     def _adopt_reference(self, model: Any) -> None:
-        from modelkit.models.reference import reference_for_model
 
         self.ref = reference_for_model(model)
         if self.name is None:

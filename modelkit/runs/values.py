@@ -13,6 +13,8 @@ import os
 from typing import Any
 
 from modelkit.errors import BadInputError, InvalidArgument
+from modelkit.models.reference import ModelReference, _provider, reference_for_model
+from modelkit.runs.perturb import unwrap
 from modelkit.runs.seeding import checked_seed
 from modelkit.tasks import get_task
 
@@ -149,8 +151,6 @@ def task_fields(task: str | None, eval_transform: Any) -> dict[str, Any]:
 
 def resolve_reference(reference: Any, model: Any, model_kwargs: dict[str, Any] | None) -> Any:
     """The :class:`ModelReference` to record: given, or taken from the model instance."""
-    from modelkit.models.reference import ModelReference, reference_for_model
-    from modelkit.runs.perturb import unwrap
 
     model = unwrap(model) if model is not None else None
     if reference is None:
@@ -158,8 +158,6 @@ def resolve_reference(reference: Any, model: Any, model_kwargs: dict[str, Any] |
     if isinstance(reference, ModelReference):
         return reference
     if isinstance(reference, str):
-        from modelkit.models.reference import _provider
-
         return ModelReference(
             ref=reference, kwargs=dict(model_kwargs or {}), **_provider(reference)
         )

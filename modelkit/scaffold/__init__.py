@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from modelkit.errors import BadInputError
+from modelkit.scaffold.adopt import adopt_files, find_adoption
 from modelkit.scaffold.render import (
     class_name,
     modelkit_requirement,
@@ -149,7 +150,6 @@ def _adopt(
     script: str | None,
 ) -> tuple[Any, dict[str, str]]:
     """``init --force`` on an existing repository: its model instead of the template's."""
-    from modelkit.scaffold.adopt import adopt_files, find_adoption
 
     if model is None and script is None and not (root.is_dir() and any(root.iterdir())):
         return None, files

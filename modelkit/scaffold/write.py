@@ -12,6 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from modelkit.errors import BadInputError
+from modelkit.gitinfo import git
+from modelkit.io import write_bytes_atomic
+from modelkit.scaffold.adopt import pyproject_addition
 
 
 def check_target(root: Path, *, force: bool) -> None:
@@ -46,8 +49,6 @@ def check_target(root: Path, *, force: bool) -> None:
 
 def register_in_pyproject(path: Path, adoption: Any) -> None:
     """Append the [tool.modelkit] registration to the user's pyproject.toml (if it has none)."""
-    from modelkit.io import write_bytes_atomic
-    from modelkit.scaffold.adopt import pyproject_addition
 
     text = path.read_text(encoding="utf-8")
     if "[tool.modelkit" in text:
@@ -65,7 +66,6 @@ def _umask() -> int:
 def git_init(root: Path, *, files: list[str]) -> dict[str, Any]:
     """``git init`` + a first commit of ``files`` (only what init wrote), unless ``root``
     already lies in a git work tree."""
-    from modelkit.gitinfo import git
 
     state: dict[str, Any] = {"initialised": False, "committed": False, "note": ""}
     try:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from modelkit.errors import unknown
 from modelkit.tasks.base import Accumulator, Metric, Task, model_logits
 
 DEFAULT_TASK = "classification"
@@ -32,7 +33,6 @@ _LOADED: dict[str, Task] = {}
 
 def get_task(name: str | None = None) -> Task:
     """The task named ``name`` (None or "": classification, the default)."""
-    from modelkit.errors import unknown
 
     key = _ALIASES.get(name or DEFAULT_TASK, name or DEFAULT_TASK)
     if not isinstance(key, str) or key not in TASKS:

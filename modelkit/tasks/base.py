@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from modelkit.errors import BadInputError, unknown
+
 
 @dataclass(frozen=True)
 class Metric:
@@ -38,7 +40,6 @@ def model_logits(output: Any) -> Any:
     """The logits in a model's output: a tensor as it is, a tuple/list's first element
     (nanoGPT's ``(logits, loss)``), or an output object's ``.logits`` (transformers'
     ``ModelOutput``, also when it is a mapping)."""
-    from modelkit.errors import BadInputError
 
     logits = getattr(output, "logits", None)
     if logits is None and isinstance(output, dict):
@@ -99,7 +100,6 @@ class Task:
 
     def metric(self, key: str) -> Metric:
         """The metric named ``key`` (``accuracy`` or ``test_accuracy``)."""
-        from modelkit.errors import unknown
 
         key = key.removeprefix("test_")
         for m in self.metrics:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from modelkit.errors import BadInputError, ModelkitError, TrainingError
+from modelkit.io import exit_now
 
 ERROR_FILE_ENV = "TORCHELASTIC_ERROR_FILE"
 
@@ -42,7 +43,6 @@ def exit_process(code: int | str | None) -> NoReturn:
     """
     if not in_worker():
         raise SystemExit(code)
-    from modelkit.io import exit_now
 
     if code is not None and not isinstance(code, int):
         sys.stderr.write(f"{code}\n")

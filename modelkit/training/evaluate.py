@@ -10,8 +10,14 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from modelkit.tasks import Accumulator, Task, get_task
-from modelkit.tasks.classification import summarize
+from modelkit.data import load_dataset
+from modelkit.data.batches import BatchSource
+from modelkit.errors import BadInputError, DataError, RunDirError
+from modelkit.io import write_json_atomic
+from modelkit.models.imports import import_object
+from modelkit.tasks import Accumulator, Task, get_task, task_of
+from modelkit.tasks.classification import ConfusionAccumulator, summarize
+from modelkit.usercode import call_user
 from modelkit.weights import identity_of, verified_weights
 
 if TYPE_CHECKING:
@@ -89,7 +95,6 @@ def evaluate_counts(
     **kwargs: Any,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Classification: ``(confusion matrix int64 on CPU, summed loss float64)``."""
-    from modelkit.tasks.classification import ConfusionAccumulator
 
     task = get_task("classification")
     acc = ConfusionAccumulator(num_classes)
@@ -120,7 +125,6 @@ def check_data_fits(
     """A DataError (exit 2) when ``data`` does not fit the run: another task's data, samples
     shaped unlike the training data's (run.json ``data.input_shape``), or an output the task
     cannot read against the data's targets."""
-    from modelkit.errors import DataError
 
     def refuse(why: str) -> DataError:
         return DataError(
@@ -160,9 +164,6 @@ def eval_transform(
         return None
     import functools
 
-    from modelkit.errors import BadInputError
-    from modelkit.usercode import call_user
-
     if str(ref).startswith("model."):
         target: Any = model
         for part in str(ref).split(".")[1:]:
@@ -173,8 +174,6 @@ def eval_transform(
                 hint="record an importable function instead: 'package.module:function'",
             )
         return functools.partial(call_user, "eval transform", str(ref), target)
-
-    from modelkit.models.imports import import_object
 
     fn = import_object(str(ref), what="eval transform")
     return functools.partial(call_user, "eval transform", str(ref), fn)
@@ -187,7 +186,6 @@ def load_eval_data(
     """The held-out data a run is evaluated on, prepared as the run's training data was: the
     same image size, channels and normalisation, the same context length for text; a loader
     may return any torch Dataset/DataLoader (a BatchSource)."""
-    from modelkit.data import load_dataset
 
     shape: dict[str, Any] = {"context_length": record.context_length}
     tokenizer = record.data.get("tokenizer")
@@ -221,7 +219,6 @@ def _data_to_evaluate(
 
     A run trained by its own loop records no modelkit data spec, so it needs ``data``.
     """
-    from modelkit.errors import RunDirError
 
     own_loop = record.own_loop
     if own_loop and data is None:
@@ -252,10 +249,8 @@ def evaluate_run(
     (``result["path"]``; format: docs/tasks.md). The weights are checked against run.json
     (``trust_unrecorded`` accepts a run that records none); ``weights_sha256`` names them.
     """
-    from modelkit.data.batches import BatchSource
     from modelkit.models.weights import load_model_from_dir
     from modelkit.runs import open_run, read_run_record
-    from modelkit.tasks import task_of
     from modelkit.training.setup import resolve_device
 
     run = open_run(run_dir, require=("run.json", "config.json"))
@@ -294,7 +289,6 @@ def _finish_result(
 ) -> dict[str, Any]:  # fmt: skip
     """Name the data, add provenance, and write eval.json or evals/NAME.json (``write``)."""
     from modelkit.card.facts import slug
-    from modelkit.io import write_json_atomic
     from modelkit.runs import now_iso
 
     name, same = _result_name(spec, fingerprint, record=record, train_cfg=train_cfg)
@@ -324,7 +318,6 @@ def _accumulate_checked(
     model: Any, batches: Any, *, task: Task, data: Any, spec: str, device: Any, transform: Any
 ) -> Accumulator:
     """Accumulate; a loader's first batch that does not fit is a DataError, not a crash."""
-    from modelkit.errors import DataError
 
     acc = task.accumulator(data)
 

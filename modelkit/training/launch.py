@@ -113,9 +113,16 @@ def validate_launch(cfg: LaunchConfig, *, device_type: str) -> LaunchConfig:
         raise BadInputError(
             "this torch build has no torch.distributed", hint="install a standard torch wheel"
         )
-    if device_type == "cuda":
-        import torch
+    _check_processes_fit(cfg, device_type=device_type)
+    return _check_rendezvous(cfg)
 
+
+def _check_processes_fit(cfg: LaunchConfig, *, device_type: str) -> None:
+    """As many processes as GPUs (or cores) at most, with the collective backend they need."""
+    import torch
+    import torch.distributed as dist
+
+    if device_type == "cuda":
         gpus = torch.cuda.device_count()
         if cfg.nproc_per_node > gpus:
             raise BadInputError(
@@ -139,6 +146,10 @@ def validate_launch(cfg: LaunchConfig, *, device_type: str) -> LaunchConfig:
                 "gloo is not available in this torch build; CPU training across processes needs it",
                 hint="install a standard torch wheel",
             )
+
+
+def _check_rendezvous(cfg: LaunchConfig) -> LaunchConfig:
+    """A HOST:PORT rendezvous endpoint, or a free master port (multi-node: a given one)."""
     if cfg.rdzv_endpoint:
         if ":" not in cfg.rdzv_endpoint:
             raise BadInputError(

@@ -27,6 +27,7 @@ from modelkit.config import TrainConfig
 from modelkit.errors import DataError, ModelkitError, WorldSizeMismatch
 from modelkit.runs import live_dir
 from modelkit.training import distributed as D
+from modelkit.training import sharding
 from modelkit.training.options import PERTURB_ENV, RunOptions
 from modelkit.training.record import RunWriter
 
@@ -176,7 +177,6 @@ def _final_weights(trainer: Any, s: Any) -> tuple[Any, dict[str, Any]]:
     """``(what the run saves as its weights, run.json extras)``: the model itself, or for a
     sharded model its whole state gathered on rank 0 (None elsewhere). A multi-process run
     records every rank's peak memory (``peak_memory_per_rank``). Collective."""
-    from modelkit.training import sharding
 
     world = trainer.world
     if not world.distributed:

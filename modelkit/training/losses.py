@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from modelkit.errors import BadInputError, ConfigError, did_you_mean
+from modelkit.models.imports import import_object
 from modelkit.usercode import call_user
 
 LossFn = Callable[..., torch.Tensor]
@@ -89,7 +90,6 @@ def build_loss(spec: str | Mapping[str, Any]) -> LossFn:
     name = table.pop("name")
     if ":" not in name:
         return BUILTIN_LOSSES[name](**table)
-    from modelkit.models.imports import import_object
 
     fn = import_object(name, what="loss")
     if isinstance(fn, type):  # torch.nn:CrossEntropyLoss: a loss module class, built with the table

@@ -13,6 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from modelkit.io import sha256_file
+from modelkit.models.reference import reference_for_name
 from modelkit.runs import RunDir, RunSpec, live_dir, open_session
 
 __all__ = ["BEST_WEIGHTS", "RunWriter", "live_dir", "throughput"]
@@ -41,7 +43,6 @@ class RunWriter:
     ) -> RunWriter:
         """Open (``resume``: reopen) the run at ``out`` for the built-in trainer's setup ``s``."""
         from modelkit.config import recipe
-        from modelkit.models.reference import reference_for_name
 
         cfg = s.config
         spec = RunSpec(
@@ -158,7 +159,6 @@ def _final_metrics(run: Any, trainer: Any) -> dict[str, Any]:
 
 
 def _best(run: Any, cfg: Any, st: Any) -> dict[str, Any]:
-    from modelkit.io import sha256_file
 
     return {
         "metric": cfg.keep_best,

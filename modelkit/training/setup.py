@@ -16,9 +16,13 @@ from typing import Any
 import torch
 
 from modelkit.config import TrainConfig, recipe
+from modelkit.data import load_dataset
+from modelkit.data.augment import build_augment
 from modelkit.errors import BadInputError, DataError
+from modelkit.models.registry import build_model, resolve_model
 from modelkit.runs.perturb import parse_perturb
 from modelkit.runs.rng import configure_determinism, seed_all
+from modelkit.tasks import get_task
 from modelkit.training import accel, sharding
 from modelkit.training import distributed as D
 from modelkit.training.options import RunOptions
@@ -108,8 +112,6 @@ def _setup_data_and_model(
     options: RunOptions,
     device: torch.device,
 ) -> Setup:
-    from modelkit.data import load_dataset
-    from modelkit.models.registry import build_model
 
     # determinism first: the model's init below consumes the seeded RNG
     accel.check_precision(config.precision, device)
@@ -119,32 +121,7 @@ def _setup_data_and_model(
         threads=options.threads or config.threads,
         deterministic=config.deterministic or options.force_deterministic,
     )
-    # data: on the device when it fits, else pinned host batches
-    t_load = time.perf_counter()
-    data = load_dataset(
-        config.data,
-        project=project,
-        skip_bad_files=config.skip_bad_files,
-        download=download,
-        image_size=config.image_size,
-        channels=config.channels,
-        normalize=config.normalize,
-        context_length=config.context_length or int(config.model_kwargs.get("context_length", 0)),
-    )
-    task = run_task(config, data, project=project)
-    expected = options.expect_data_fingerprint
-    if expected and data.fingerprint != expected:
-        raise DataError(
-            f"data '{config.data}' has fingerprint {data.fingerprint}, "
-            f"but the recorded run used {expected}",
-            hint="reproduce on the same data; a different dataset cannot reproduce the run",
-        )
-    placement = accel.choose_placement(
-        accel.data_nbytes(data), device, requested=options.data_placement
-    )
-    if placement == "device":
-        data.to(device)
-    t_load = time.perf_counter() - t_load
+    data, task, placement, t_load = _load_data(config, project, download, options, device)
     # model: its kwargs resolved against the data (classes, channels, image size)
     model, model_kwargs = build_model(
         config.model, project=project, kwargs=config.model_kwargs, data_hints=data.model_hints()
@@ -172,9 +149,41 @@ def _setup_data_and_model(
     return s
 
 
+def _load_data(
+    config: TrainConfig, project: Any, download: bool, options: RunOptions, device: torch.device
+) -> tuple[Any, Any, str, float]:
+    """The data, its task, where it lives (on the device when it fits, else pinned host
+    batches) and the seconds loading took."""
+    t_load = time.perf_counter()
+    data = load_dataset(
+        config.data,
+        project=project,
+        skip_bad_files=config.skip_bad_files,
+        download=download,
+        image_size=config.image_size,
+        channels=config.channels,
+        normalize=config.normalize,
+        context_length=config.context_length or int(config.model_kwargs.get("context_length", 0)),
+    )
+    task = run_task(config, data, project=project)
+    expected = options.expect_data_fingerprint
+    if expected and data.fingerprint != expected:
+        raise DataError(
+            f"data '{config.data}' has fingerprint {data.fingerprint}, "
+            f"but the recorded run used {expected}",
+            hint="reproduce on the same data; a different dataset cannot reproduce the run",
+        )
+    placement = accel.choose_placement(
+        accel.data_nbytes(data), device, requested=options.data_placement
+    )
+    if placement == "device":
+        data.to(device)
+    t_load = time.perf_counter() - t_load
+    return data, task, placement, t_load
+
+
 def _setup_optimizer(s: Setup) -> None:
     """Optimizer, LR schedule, loss and augmentation from the config's recipe tables."""
-    from modelkit.data.augment import build_augment
     from modelkit.training.dryrun import dry_build
     from modelkit.training.losses import build_loss
     from modelkit.training.optim import build_optimizer, build_scheduler
@@ -196,8 +205,6 @@ def _setup_optimizer(s: Setup) -> None:
 def run_task(config: TrainConfig, data: Any, *, project: Any) -> Any:
     """The run's task: the data's (token windows: language modelling), which a registered
     model's declared task must match; ``keep_best`` must name one of its metrics."""
-    from modelkit.models.registry import resolve_model
-    from modelkit.tasks import get_task
 
     task = get_task(getattr(data, "task", None))
     declared = resolve_model(config.model, project=project).task

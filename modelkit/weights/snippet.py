@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from modelkit.models.configs import config_expression
 from modelkit.weights.layout import INDEX, SINGLE, WeightsLayout
 
 
@@ -81,7 +82,6 @@ def _build_line(
     attr: str, kwargs: dict[str, Any], configs: dict[str, dict[str, Any]]
 ) -> tuple[list[str], str]:
     """The config classes' import lines and ``model = attr(...)`` (config objects rebuilt)."""
-    from modelkit.models.configs import config_expression
 
     if not configs:
         return [], f"model = {attr}(**{_kwargs_literal(kwargs)})"
