@@ -256,9 +256,7 @@ def test_a_dataclass_gpt_is_released_with_its_source_and_verified_with_no_projec
     (root / "train.py").write_text(
         TRAIN_SCRIPT.replace(
             'config={"lr": 0.1}', 'config={"lr": 0.1}, task="language-modeling"'
-        ).replace(
-            "run.finish(model)", 'run.add_artifact("gptmodel.py")\n        run.finish(model)'
-        )
+        ).replace("run.finish(model)", 'run.add_artifact("gptmodel.py")\n        run.finish(model)')
     )
     git_project(root)
     r = subprocess.run([sys.executable, "train.py"], cwd=root, capture_output=True, text=True)
