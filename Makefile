@@ -16,7 +16,7 @@ run: $(STAMP)
 	$(BIN)/modelkit train --out runs/quickstart --overwrite
 
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --dist loadfile
 
 # pre-commit (ruff, formatting, hygiene) on every file, then actionlint on the workflows
 lint: $(STAMP)
