@@ -146,3 +146,18 @@ def test_not_a_git_repo(in_tmp: Path, cli):
     (in_tmp / "benchmarks").mkdir()
     code, out, err = cli("benchmark", "--compare", "main")
     assert code == 2 and "not inside a git repository" in err
+
+
+def test_side_env_leaves_out_the_callers_pytest_settings(tmp_path: Path, monkeypatch):
+    """The gate run from a pytest-xdist worker (PYTEST_XDIST_WORKER set) or with PYTEST_ADDOPTS:
+    a side's pytest must not see them (pytest-benchmark disables itself in an xdist worker, and
+    no benchmark would be timed)."""
+    from modelkit.bench.runner import side_env
+
+    monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw0")
+    monkeypatch.setenv("PYTEST_ADDOPTS", "-n 2")
+    monkeypatch.setenv("MODELKIT_TEST_KEEP", "1")
+    for lane in ("time", "instructions"):
+        env = side_env(tmp_path, tmp_path, "cpu", None, lane=lane)
+        assert not [k for k in env if k.startswith("PYTEST_")], lane
+        assert env["MODELKIT_TEST_KEEP"] == "1" and env["MODELKIT_BENCH_LANE"] == lane
