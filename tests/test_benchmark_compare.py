@@ -82,9 +82,12 @@ def test_run_baseline_cache_and_fingerprint(tiny: Path, cli, tmp_path: Path):
     assert doc["modelkit"]["fingerprint"]["cpu_count"] and len(doc["modelkit"]["processes"]) == 2
     fwd = next(b for b in doc["benchmarks"] if b["name"] == "test_forward")
     assert len(fwd["stats"]["data"]) >= 10  # raw samples kept
-    # readable by pytest-benchmark's own compare
-    pb = Path(sys.executable).parent / "pytest-benchmark"
-    res = subprocess.run([str(pb), "compare", str(base)], capture_output=True, text=True)
+    # readable by pytest-benchmark's own compare (its console script's entry point, run by this
+    # interpreter: a venv that shares its site-packages has no script of its own)
+    entry = "import sys; from pytest_benchmark.cli import main; sys.exit(main())"
+    res = subprocess.run(
+        [sys.executable, "-c", entry, "compare", str(base)], capture_output=True, text=True
+    )
     assert res.returncode == 0 and "test_forward" in res.stdout, res.stderr
     # the same clean commit again: cached results reused
     code, out, err = cli(
