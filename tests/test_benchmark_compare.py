@@ -82,9 +82,12 @@ def test_run_baseline_cache_and_fingerprint(tiny: Path, cli, tmp_path: Path):
     assert doc["modelkit"]["fingerprint"]["cpu_count"] and len(doc["modelkit"]["processes"]) == 2
     fwd = next(b for b in doc["benchmarks"] if b["name"] == "test_forward")
     assert len(fwd["stats"]["data"]) >= 10  # raw samples kept
-    # readable by pytest-benchmark's own compare
-    pb = Path(sys.executable).parent / "pytest-benchmark"
-    res = subprocess.run([str(pb), "compare", str(base)], capture_output=True, text=True)
+    # readable by pytest-benchmark's own compare (its console script's entry point, run by this
+    # interpreter: a venv that shares its site-packages has no script of its own)
+    entry = "import sys; from pytest_benchmark.cli import main; sys.exit(main())"
+    res = subprocess.run(
+        [sys.executable, "-c", entry, "compare", str(base)], capture_output=True, text=True
+    )
     assert res.returncode == 0 and "test_forward" in res.stdout, res.stderr
     # the same clean commit again: cached results reused
     code, out, err = cli(
@@ -146,3 +149,18 @@ def test_not_a_git_repo(in_tmp: Path, cli):
     (in_tmp / "benchmarks").mkdir()
     code, out, err = cli("benchmark", "--compare", "main")
     assert code == 2 and "not inside a git repository" in err
+
+
+def test_side_env_leaves_out_the_callers_pytest_settings(tmp_path: Path, monkeypatch):
+    """The gate run from a pytest-xdist worker (PYTEST_XDIST_WORKER set) or with PYTEST_ADDOPTS:
+    a side's pytest must not see them (pytest-benchmark disables itself in an xdist worker, and
+    no benchmark would be timed)."""
+    from modelkit.bench.runner import side_env
+
+    monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw0")
+    monkeypatch.setenv("PYTEST_ADDOPTS", "-n 2")
+    monkeypatch.setenv("MODELKIT_TEST_KEEP", "1")
+    for lane in ("time", "instructions"):
+        env = side_env(tmp_path, tmp_path, "cpu", None, lane=lane)
+        assert not [k for k in env if k.startswith("PYTEST_")], lane
+        assert env["MODELKIT_TEST_KEEP"] == "1" and env["MODELKIT_BENCH_LANE"] == lane

@@ -17,6 +17,7 @@ import bench_demo as demo  # noqa: E402
 
 from modelkit.bench import compare  # noqa: E402
 from modelkit.bench.accepts import matches, name_matches  # noqa: E402
+from modelkit.bench.config import Thresholds  # noqa: E402
 from modelkit.bench.deciders import mark_blocking  # noqa: E402
 from modelkit.bench.stats import MetricResult, decide_instructions, decide_quality  # noqa: E402
 
@@ -215,7 +216,11 @@ def test_trailer_cache_and_default_branch_end_to_end(master_repo: Path, cli, tmp
     assert again["base"]["from_cache"]["key"] and "reused from the cache" in out + err
     again_ins = next(m for m in again["metrics"] if m["metric"] == "instructions")
     assert again_ins["base"] == ins["base"]  # REF's count is the cached one
-    assert again_ins["ratio"] == pytest.approx(ins["ratio"], rel=1e-3)  # HEAD re-measured
+    # HEAD re-measured in another process: its count is reproducible within what the gate
+    # calls a change (instr_threshold, 0.5%: docs/benchmark.md), not to the instruction (the tiny
+    # step's count moved 0.22% between two compares at load 4); the same decision either way
+    assert abs(again_ins["ratio"] / ins["ratio"] - 1) < Thresholds().instr_threshold
+    assert again_ins["verdict"] == "regression" and again_ins["accepted"]
     assert second_s < first_s, (first_s, second_s)  # the gate's CPU seconds: REF not re-run
 
     (master_repo / "requirements.txt").write_text("numpy\nscipy\n")  # a dependency change

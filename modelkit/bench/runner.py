@@ -68,7 +68,10 @@ def side_env(
     Instruction lane: padded to the same total size on both sides, so the two trees' path
     lengths cannot shift the stack and change a count (measured: 3 KB more environment moved
     an MLP step's count by 0.01%)."""
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    # the caller's pytest settings stay out: PYTEST_XDIST_WORKER (the gate run from a
+    # pytest-xdist worker) makes pytest-benchmark disable itself, so nothing would be timed
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PYTHONPATH", "PYTHONHOME") and not k.startswith("PYTEST_")}  # fmt: skip
     paths = [str(p) for p in (tree / "src", tree) if p.is_dir()] + [str(harness_dir)]
     env.update(
         PYTHONPATH=os.pathsep.join(paths),
