@@ -180,7 +180,9 @@ def test_instruction_lane_aa_counts_match_across_trees(tiny: Path, cli, tmp_path
     report = json.loads(js.read_text())
     assert report["lane"] == "instructions"  # auto, on CPU, with valgrind
     ins = next(m for m in report["metrics"] if m["metric"] == "instructions")
-    assert ins["verdict"] == "unchanged" and abs(ins["ratio"] - 1) < 1e-4, ins
+    # counts are nearly deterministic: up to ~0.2% between processes when another process
+    # loads the machine (docs/benchmark.md), well inside the gate's 0.5% change threshold
+    assert ins["verdict"] == "unchanged" and abs(ins["ratio"] - 1) < 0.002, ins
     assert ins["base"] > 1e5  # 40 x (64x64 matmul + tanh): a real count, not a stub
     t = next(m for m in report["metrics"] if m["metric"] == "time")
     assert t["verdict"] == "info" and t["lane"] == "info"  # wall time, reported only
