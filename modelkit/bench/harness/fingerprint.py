@@ -12,6 +12,8 @@ import sys
 from importlib import metadata
 from typing import Any
 
+from modelkit.env import cpu_model
+
 
 def _cpu_flags_digest() -> str | None:
     """A short digest of the CPU's feature flags (AVX-512 or not changes the code paths)."""
@@ -24,17 +26,6 @@ def _cpu_flags_digest() -> str | None:
     except OSError:
         pass
     return None
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _dist_version(name: str) -> str | None:
@@ -86,7 +77,7 @@ def machine_fingerprint(device: str = "cpu") -> dict[str, Any]:
     """CPU model and cores, GPU model, driver and clocks, CUDA, torch, python, valgrind: what a
     measurement depends on."""
     info: dict[str, Any] = {
-        "cpu_model": _cpu_model(),
+        "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
         "system": platform.system(),
         "machine": platform.machine(),
