@@ -46,6 +46,7 @@ __all__ = [
     "validate_document",
     "validate_fields",
     "validate_value",
+    "validation_error",
 ]
 
 INT64_MAX = 2**63 - 1
@@ -205,6 +206,15 @@ def validate_value(tp: Any, value: Any, *, key: str, source: str) -> Any:
         ) from None
     _check_ints(value, key, source=source)
     return value
+
+
+def validation_error(tp: Any, value: Any) -> str | None:
+    """Why ``value`` does not fit the annotation ``tp`` (strict, finite), or None when it does."""
+    try:
+        _adapter(tp).validate_python(value)
+    except Exception as exc:  # pydantic.ValidationError (pydantic is imported lazily)
+        return str(exc)
+    return None
 
 
 def _is_branch(part: Any) -> bool:

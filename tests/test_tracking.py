@@ -70,18 +70,18 @@ def test_own_loop_writes_a_complete_record(own_run: Path) -> None:
     assert rec.status == "complete" and rec.trainer == "user"
     assert raw["command"]["argv"][0].endswith("train_digits.py")
     assert Path(raw["command"]["cwd"]).resolve() == SCRIPT_DIR
-    assert rec.git["commit"] is None or len(rec.git["commit"]) == 40
-    assert rec.env["torch"] == torch.__version__
-    assert rec.seed == 1 and rec.determinism["seeded"][:3] == ["python", "numpy", "torch_cpu"]
-    assert rec.data["fingerprint"].startswith("sha256:") and rec.data["size"] == 1433
-    assert rec.reference == {
+    assert rec.git.commit is None or len(rec.git.commit) == 40
+    assert rec.env.torch == torch.__version__
+    assert rec.seed == 1 and rec.determinism.seeded[:3] == ["python", "numpy", "torch_cpu"]
+    assert rec.data.fingerprint.startswith("sha256:") and rec.data.size == 1433
+    assert rec.reference is not None and rec.reference.as_dict() == {
         "ref": "train_digits:Net",
         "kwargs": {"dropout": 0.25, "hidden": 32},
         "package": None,
         "version": None,
     }
     cfg = json.loads((own_run / "config.json").read_text())
-    assert cfg["hidden"] == 32 and cfg["modelkit"]["reference"] == rec.reference
+    assert cfg["hidden"] == 32 and cfg["modelkit"]["reference"] == rec.reference.as_dict()
     assert cfg["modelkit"]["config"]["lr"] == 1.0 and rec.config_sha256
     assert verified_weights(own_run).files == ["model.safetensors"]
     assert weights_sha256(own_run) == rec.weights_sha256  # the tensors' identity
@@ -413,7 +413,7 @@ def test_seed_everything_is_recorded(tmp_path: Path) -> None:
     with start_run(tmp_path / "run", model=model) as run:
         run.finish(model)
     rec = read_run_record(tmp_path / "run")
-    assert rec.seed == 7 and rec.determinism["seeded"][:3] == ["python", "numpy", "torch_cpu"]
+    assert rec.seed == 7 and rec.determinism.seeded[:3] == ["python", "numpy", "torch_cpu"]
 
 
 def test_import_modelkit_does_not_import_torch() -> None:
@@ -450,8 +450,8 @@ def test_init_template_loop_writes_a_run(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     rec = read_run_record(root / "runs/own")
-    assert rec.complete and rec.trainer == "user" and rec.determinism["enabled"] is True
-    assert rec.reference is not None and rec.reference["ref"] == "digit_net.model:DigitNet"
+    assert rec.complete and rec.trainer == "user" and rec.determinism.enabled is True
+    assert rec.reference is not None and rec.reference.ref == "digit_net.model:DigitNet"
     assert rec.metrics["test_accuracy"] > 0.3
     assert (root / "runs/own/checkpoints/ckpt-00000022.safetensors").is_file()
 
@@ -514,7 +514,7 @@ def test_builtin_trainer_shape_is_read_by_eval(tmp_path: Path, cli) -> None:
     open_session(out, spec).finish(model, metrics={"test_accuracy": 0.1})
     rec = read_run_record(out)
     assert rec.trainer == "modelkit" and rec.config_sha256 == cfg.digest()
-    assert rec.data["spec"] == "digits" and rec.data["fingerprint"] == data.fingerprint
+    assert rec.data.spec == "digits" and rec.data.fingerprint == data.fingerprint
     config = json.loads((out / "config.json").read_text())
     assert (
         config["modelkit"]["model"] == "mnist-mlp"
@@ -537,7 +537,7 @@ def test_resume_after_sigkill_on_cuda_is_bitwise_identical(tmp_path: Path) -> No
     resumed = train(tmp_path / "run", *args)
     assert resumed.returncode == 0, resumed.stderr
     a, b = read_run_record(tmp_path / "whole"), read_run_record(tmp_path / "run")
-    assert a.weights_sha256 == b.weights_sha256 and a.env["device_type"] == "cuda"
+    assert a.weights_sha256 == b.weights_sha256 and a.env.device_type == "cuda"
     assert "rng.cuda.0" in _checkpoint_tensor_names(tmp_path / "run" / "checkpoints")
 
 

@@ -20,7 +20,7 @@ from modelkit.release.artifacts import declared_artifacts
 from modelkit.release.files import PackageFile, disk_file, git_blob_oid, is_lfs, memory_file
 from modelkit.release.paths import check_relpath
 from modelkit.release.signing import PUBLIC_KEY, SIGNATURE, sign_manifest
-from modelkit.runs import RunRecord, open_run, read_run_record
+from modelkit.runs import EVALS_DIR, RunRecord, open_run, read_run_record
 from modelkit.weights import WeightsLayout, read_layout, summarize
 from modelkit.weights.hashing import hash_file
 from modelkit.weights.layout import read_header
@@ -33,7 +33,7 @@ MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
 REQUIRED_RUN_FILES = ("config.json", "run.json")  # + the weights (either layout) + the card
 OPTIONAL = ("eval.json", "training_curves.png")
-EVALS = "evals"  # evals/<dataset>.json: evaluations on data other than the training data's
+EVALS = EVALS_DIR  # evals/<dataset>.json: evaluations on data other than the training data's
 
 
 def evaluation_files(run_dir: Path) -> list[Path]:
@@ -222,8 +222,8 @@ def _manifest(
         "run": {
             "model": record.model,
             "config_sha256": record.config_sha256,
-            "git_commit": record.git.get("commit"),
-            "data_fingerprint": record.data.get("fingerprint"),
+            "git_commit": record.git.commit,
+            "data_fingerprint": record.data_fingerprint,
             "weights_sha256": record.weights_sha256,
             "reference": (run.read_config().get("modelkit") or {}).get("reference"),
         },

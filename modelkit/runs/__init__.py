@@ -3,6 +3,9 @@
 =========================  =====================================================================
 :mod:`~.layout`            the run directory's files (:class:`RunDir`), :func:`open_run`
 :mod:`~.record`            typed run.json (:class:`RunRecord`) and metrics rows (:class:`MetricRow`)
+:mod:`~.parts`             run.json's blocks typed (:class:`GitInfo`, :class:`DataInfo`, ...)
+:mod:`~.documents`         typed config.json (:class:`RunConfig`), eval files (:class:`EvalRecord`)
+:mod:`~.typed`             :func:`read_typed`: a JSON record into its dataclass (the one reader)
 :mod:`~.transaction`       staging sibling, lock, publish; symlinked run paths resolved first
 :mod:`~.opening`           :class:`RunSpec` + :func:`open_session`: the one door for writers
 :mod:`~.session`           :class:`RunSession`: rows, fingerprints, checkpoints, finish, fail
@@ -23,8 +26,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from modelkit.runs.documents import (
+    EvalData,
+    EvalRecord,
+    ModelkitSection,
+    RunConfig,
+    read_eval_record,
+)
 from modelkit.runs.layout import (
     ARTIFACTS_DIR,
+    EVALS_DIR,
     RUN_FILES,
     RUN_RECORD_VERSION,
     RunDir,
@@ -34,6 +45,20 @@ from modelkit.runs.layout import (
     read_run_record,
 )
 from modelkit.runs.opening import RunSpec, config_digest, open_session
+from modelkit.runs.parts import (
+    Accel,
+    Best,
+    CommandInfo,
+    DataInfo,
+    Determinism,
+    Distributed,
+    EnvInfo,
+    GitInfo,
+    Normalization,
+    Reference,
+    Timings,
+    WeightsInfo,
+)
 from modelkit.runs.perturb import PERTURB_ENV
 from modelkit.runs.record import Artifact, MetricRow, ResumeNote, RunRecord, encode_metrics
 from modelkit.runs.seeding import DETERMINISTIC_ENV, SEED_ENV, seed_everything
@@ -52,6 +77,24 @@ from modelkit.runs.transaction import (
 __all__ = [
     "ARTIFACTS_DIR",
     "DETERMINISTIC_ENV",
+    "EVALS_DIR",
+    "Accel",
+    "Best",
+    "CommandInfo",
+    "DataInfo",
+    "Determinism",
+    "Distributed",
+    "EnvInfo",
+    "EvalData",
+    "EvalRecord",
+    "GitInfo",
+    "ModelkitSection",
+    "Normalization",
+    "Reference",
+    "RunConfig",
+    "Timings",
+    "WeightsInfo",
+    "read_eval_record",
     "PERTURB_ENV",
     "RUN_FILES",
     "RUN_RECORD_VERSION",

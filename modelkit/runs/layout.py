@@ -25,12 +25,14 @@ from modelkit import validation
 from modelkit.errors import RunDirError
 from modelkit.io import write_bytes_atomic, write_json_atomic
 from modelkit.redact import redact
+from modelkit.runs.documents import EvalRecord, RunConfig, read_eval_record
 from modelkit.runs.record import RUN_RECORD_VERSION, MetricRow, RunRecord
 
 __all__ = ["RUN_FILES", "RUN_RECORD_VERSION", "RunDir", "open_run", "read_run_record"]
 
 RUN_FILES = ("config.json", "run.json", "metrics.jsonl", "model.safetensors")
 ARTIFACTS_DIR = "artifacts"
+EVALS_DIR = "evals"  # evals/<dataset>.json: evaluations on data other than the training data's
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,18 @@ class RunDir:
     def read_config(self) -> dict[str, Any]:
         """The saved ``config.json``."""
         return _read_json(self.config, what="run config")
+
+    def run_config(self) -> RunConfig:
+        """The typed ``config.json`` (model kwargs + the ``modelkit`` section)."""
+        return RunConfig.from_dict(self.read_config(), source=str(self.config))
+
+    def eval_record(self) -> EvalRecord | None:
+        """The typed ``eval.json`` (None when the run was not evaluated)."""
+        return read_eval_record(self.eval) if self.eval.is_file() else None
+
+    def other_evals(self) -> list[EvalRecord]:
+        """The typed ``evals/*.json`` (evaluations on other data), by file name."""
+        return [read_eval_record(p) for p in sorted((self.path / EVALS_DIR).glob("*.json"))]
 
     def train_config(self) -> Any:
         """The resolved :class:`TrainConfig` the run used."""

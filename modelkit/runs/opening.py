@@ -196,7 +196,9 @@ def resume_entry(
     return {
         "at": now_iso(),
         "removed_temp_files": removed,
-        "env_diff": diff_environments(record.env, environment(model_device(model, spec.device))),
+        "env_diff": diff_environments(
+            record.env.as_dict(), environment(model_device(model, spec.device))
+        ),
     }
 
 

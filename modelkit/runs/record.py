@@ -11,49 +11,29 @@ value is stored as ``null`` and its name listed under the row's (or the record's
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from modelkit.errors import RunDirError
+from modelkit.runs.parts import (
+    Accel,
+    Best,
+    CommandInfo,
+    DataInfo,
+    Determinism,
+    Distributed,
+    EnvInfo,
+    GitInfo,
+    Reference,
+    Timings,
+    WeightsInfo,
+)
+from modelkit.runs.typed import read_typed, to_plain
 
 RUN_RECORD_VERSION = 1
-
-_OBJ, _STR, _INT, _LIST = (dict,), (str,), (int,), (list,)
-# field -> (accepted types, nullable); the order is the order of the dataclass below
-_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
-    "version": (_INT, False),
-    "status": (_STR, False),
-    "started": (_STR, True),
-    "finished": (_STR, True),
-    "trainer": (_STR, False),
-    "command": (_OBJ, True),
-    "model": (_STR, True),
-    "seed": (_INT, True),
-    "config_sha256": (_STR, True),
-    "git": (_OBJ, False),
-    "env": (_OBJ, False),
-    "determinism": (_OBJ, False),
-    "data": (_OBJ, False),
-    "timings": (_OBJ, False),
-    "metrics": (_OBJ, False),
-    "weights_sha256": (_STR, True),
-    "fingerprint_every": (_INT, True),
-    "num_parameters": (_INT, True),
-    "reference": (_OBJ, True),
-    "steps": (_INT, True),
-    "error": (_STR, True),
-    "last_good_checkpoint": (_STR, True),
-    "perturbed": (_STR, True),
-    "resumes": (_LIST, False),
-    "distributed": (_OBJ, True),
-    "accel": (_OBJ, True),
-    "best": (_OBJ, True),
-    "config": (_OBJ, True),
-    "task": (_STR, True),
-    "eval_transform": (_STR, True),
-}
 
 
 @dataclass(frozen=True)
@@ -99,32 +79,36 @@ class RunRecord:
     started: str | None = None
     finished: str | None = None
     trainer: str = "modelkit"
-    command: dict[str, Any] | None = None
+    command: CommandInfo | None = None
     model: str | None = None
     seed: int | None = None
     config_sha256: str | None = None
-    git: dict[str, Any] = field(default_factory=dict)
-    env: dict[str, Any] = field(default_factory=dict)
-    determinism: dict[str, Any] = field(default_factory=dict)
-    data: dict[str, Any] = field(default_factory=dict)
-    timings: dict[str, Any] = field(default_factory=dict)
+    git: GitInfo = field(default_factory=GitInfo)
+    env: EnvInfo = field(default_factory=EnvInfo)
+    determinism: Determinism = field(default_factory=Determinism)
+    data: DataInfo = field(default_factory=DataInfo)
+    timings: Timings = field(default_factory=Timings)
     metrics: dict[str, Any] = field(default_factory=dict)
     weights_sha256: str | None = None
+    weights: WeightsInfo | None = None
     fingerprint_every: int | None = None
     num_parameters: int | None = None
-    reference: dict[str, Any] | None = None
+    reference: Reference | None = None
     steps: int | None = None
+    samples_seen: int | None = None
+    samples_per_second: float | None = None
     error: str | None = None
     last_good_checkpoint: str | None = None
     perturbed: str | None = None
     resumes: list[dict[str, Any]] = field(default_factory=list)
-    distributed: dict[str, Any] | None = None
-    accel: dict[str, Any] | None = None
-    best: dict[str, Any] | None = None
+    distributed: Distributed | None = None
+    accel: Accel | None = None
+    best: Best | None = None
     config: dict[str, Any] | None = None
+    recipe: dict[str, Any] | None = None
     task: str | None = None
     eval_transform: str | None = None
-    artifacts: tuple[Artifact, ...] = ()
+    artifacts: tuple[Artifact, ...] = field(default=(), metadata={"derived": True})
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -135,38 +119,33 @@ class RunRecord:
     @property
     def data_fingerprint(self) -> str | None:
         """The training data's fingerprint, when recorded."""
-        value = self.data.get("fingerprint")
-        return value if isinstance(value, str) else None
+        return self.data.fingerprint
 
     @property
     def data_spec(self) -> str | None:
         """The modelkit data spec the run trained on (``digits``), when it names one."""
-        value = self.data.get("spec")
-        return value if isinstance(value, str) and value else None
+        return self.data.spec or None
 
     @property
     def data_name(self) -> str | None:
         """The training data's name (an own loop's dataset class, say)."""
-        value = self.data.get("name")
-        return value if isinstance(value, str) else None
+        return self.data.name
 
     @property
     def data_classes(self) -> list[str] | None:
         """The training data's class names, when recorded (classification)."""
-        value = self.data.get("classes")
-        return [str(c) for c in value] if isinstance(value, list) else None
+        value = self.data.classes
+        return [str(c) for c in value] if value is not None else None
 
     @property
     def input_shape(self) -> list[int] | None:
         """One training sample's shape, when recorded."""
-        value = self.data.get("input_shape")
-        return list(value) if isinstance(value, list) else None
+        return self.data.input_shape
 
     @property
     def context_length(self) -> int:
         """The text context length the run trained with (0: not a text run)."""
-        value = self.data.get("context_length")
-        return value if isinstance(value, int) and not isinstance(value, bool) else 0
+        return self.data.context_length or 0
 
     @property
     def own_loop(self) -> bool:
@@ -189,24 +168,22 @@ class RunRecord:
     @property
     def world_size(self) -> int:
         """How many processes trained the run (1 unless distributed)."""
-        return int((self.distributed or {}).get("world_size") or 1)
+        return self.distributed.world_size if self.distributed else 1
 
     @property
     def threads(self) -> int | None:
         """The torch thread count the run fixed (its determinism block), when recorded."""
-        value = self.determinism.get("threads")
-        return value if isinstance(value, int) else None
+        return self.determinism.threads
 
     @property
     def data_placement(self) -> str | None:
         """Where the built-in trainer kept the batches ("device" | "host")."""
-        value = (self.accel or {}).get("data_placement")
-        return value if isinstance(value, str) else None
+        return self.accel.data_placement if self.accel else None
 
     @property
     def train_s(self) -> float:
         """Training seconds recorded so far (0.0 when none)."""
-        return float(self.timings.get("train_s") or 0.0)
+        return float(self.timings.train_s or 0.0)
 
     @classmethod
     def from_dict(cls, data: Any, *, source: str) -> RunRecord:
@@ -220,46 +197,33 @@ class RunRecord:
             raise RunDirError(
                 f"{source} has no 'status' field", hint="the file is corrupt or incomplete"
             )
-        values = {
-            key: _checked(data[key], key, types, nullable, source)
-            for key, (types, nullable) in _FIELDS.items()
-            if key in data
-        }
+        record = read_typed(cls, data, source=source)
         artifacts = tuple(_artifact(a, source) for a in _checked_list(data, "artifacts", source))
-        return cls(**values, artifacts=artifacts, raw=dict(data))
+        return dataclasses.replace(record, artifacts=artifacts)
+
+    def metric(self, name: str) -> Any:
+        """A final metric by name (``float("nan")``/``inf`` for an encoded non-finite one)."""
+        nonfinite = self.metrics.get("nonfinite")
+        if isinstance(nonfinite, dict) and name in nonfinite:
+            return float(nonfinite[name])
+        return self.metrics.get(name)
 
     def to_dict(self) -> dict[str, Any]:
         """The record as JSON-ready data (``raw`` with the typed fields laid over it)."""
-        out = dict(self.raw)
-        for key in _FIELDS:
-            value = getattr(self, key)
-            if key in self.raw or value not in (None, {}, []):
-                out[key] = value
+        out = to_plain(self)
         if self.artifacts or "artifacts" in self.raw:
             out["artifacts"] = [a.to_dict() for a in self.artifacts]
         return out
 
 
-def _checked(value: Any, key: str, types: tuple[type, ...], nullable: bool, source: str) -> Any:
-    if value is None:
-        if nullable:
-            return None
-        raise RunDirError(
-            f"{source}: field '{key}' is null, expected {_names(types)}",
-            hint="the file is corrupt or was edited by hand",
-        )
-    if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
-        raise RunDirError(
-            f"{source}: field '{key}' must be {_names(types)}, "
-            f"got {type(value).__name__} {json.dumps(value)[:40]}",
-            hint="the file is corrupt or was edited by hand",
-        )
-    return value
-
-
 def _checked_list(data: dict[str, Any], key: str, source: str) -> list[Any]:
     value = data.get(key)
-    return [] if value is None else _checked(value, key, _LIST, False, source)
+    if value is None or isinstance(value, list):
+        return value or []
+    raise RunDirError(
+        f"{source}: field '{key}' must be a list, got {type(value).__name__}",
+        hint="the file is corrupt or was edited by hand",
+    )
 
 
 def _artifact(entry: Any, source: str) -> Artifact:
@@ -280,17 +244,6 @@ def _artifact(entry: Any, source: str) -> Artifact:
     path = entry["path"]
     name = entry.get("name") if isinstance(entry.get("name"), str) else path.rsplit("/", 1)[-1]
     return Artifact(name=name, path=path, sha256=entry.get("sha256"), size=entry.get("size"))
-
-
-def _names(types: tuple[type, ...]) -> str:
-    words = {
-        int: "an integer",
-        str: "a string",
-        dict: "an object",
-        float: "a number",
-        list: "a list",
-    }
-    return " or ".join(words.get(t, t.__name__) for t in types)
 
 
 # ---- metrics.jsonl rows ---------------------------------------------------------------------

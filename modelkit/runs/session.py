@@ -94,7 +94,9 @@ class RunSession:
             )
         self._elapsed_before = rec.train_s
         if self.ref is None and rec.reference is not None:
-            self.ref = ModelReference.from_dict(rec.reference, source=str(self.dir.record))
+            self.ref = ModelReference.from_dict(
+                rec.reference.as_dict(), source=str(self.dir.record)
+            )
         return dict(rec.raw)
 
     def _config_section(self) -> dict[str, Any]:

@@ -188,9 +188,9 @@ def load_eval_data(
     may return any torch Dataset/DataLoader (a BatchSource)."""
 
     shape: dict[str, Any] = {"context_length": record.context_length}
-    tokenizer = record.data.get("tokenizer")
-    if isinstance(tokenizer, str):  # text is tokenized as the run's was (a char vocabulary too)
-        chars = record.data.get("chars")
+    tokenizer = record.data.tokenizer
+    if tokenizer is not None:  # text is tokenized as the run's was (a char vocabulary too)
+        chars = record.data.chars
         shape["text"] = {"tokenizer": tokenizer, **({"chars": chars} if chars else {})}
     if train_cfg is not None:
         shape.update(

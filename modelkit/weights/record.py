@@ -113,7 +113,9 @@ def read_weights_record(directory: Path | str) -> WeightsRecord | None:
         return None
     rec = read_run_record(d)
     return WeightsRecord.from_fields(
-        rec.weights_sha256, rec.raw.get("weights"), source=str(d / "run.json")
+        rec.weights_sha256,
+        rec.weights.as_dict() if rec.weights else None,
+        source=str(d / "run.json"),
     )
 
 
