@@ -31,6 +31,7 @@ NOT_RECORDS: dict[str, str] = {
     "modelkit/testing/hubserver/http.py": "HTTP headers (the local Hub test server)",
     "modelkit/testing/hubserver/repos.py": "Hub API payloads and a card's YAML (test server)",
     "modelkit/testing/hubserver/uploads.py": "Hub API commit payloads (test server)",
+    "modelkit/release/artifacts.py": "pyproject.toml's [tool.modelkit.release] include list (user config)",
     "modelkit/release/hub_client.py": "HTTP response headers (Retry-After)",
     "modelkit/scaffold/render.py": "pip's direct_url.json (PEP 610)",
     "modelkit/scaffold/adopt.py": "a file table of the scaffold's templates",

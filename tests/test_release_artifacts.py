@@ -96,9 +96,9 @@ def test_the_tokenizer_ships_and_loads_from_the_release(
     snap = reg.snapshot("v1.0")
     manifest = json.loads((snap / "manifest.json").read_text())
     assert "tokenizer.json" in manifest["artifacts"] and "tokenizer.json" in manifest["files"]
-    assert {"tokenizer.json", "tokenizer_config.json"} <= {f["path"] for f in report["files"]}
+    assert {"tokenizer.json", "tokenizer_config.json"} <= {f.path for f in report.files}
     assert _ids(snap) == _ids(tokenizer_dir) and len(_ids(snap)) == 7
-    assert verify_release(reg, "v1.0", project=project)["ok"]
+    assert verify_release(reg, "v1.0", project=project).ok
 
 
 def test_bad_declarations_are_refused(trained_run, tmp_path, monkeypatch) -> None:

@@ -110,10 +110,10 @@ def test_existing_tag_and_lower_version_are_refused(hub_env: HubServer, proj) ->
     )
     assert after == snapshot  # remote unchanged
     plan = _release(hub_env, project, run, "v1.1", dry_run=True)
-    assert any(line == "+changed" for line in plan["card_diff"]) and after == json.dumps(
+    assert any(line == "+changed" for line in plan.card_diff) and after == json.dumps(
         {k: (v.branches, v.tags, sorted(v.commits)) for k, v in hub_env.repos.items()}
     )
-    assert _release(hub_env, project, run, "v1.1")["ok"]
+    assert _release(hub_env, project, run, "v1.1").ok
 
 
 def _scenario(project, run: Path, position: int, kind: str) -> tuple[int, str, str]:
@@ -122,20 +122,20 @@ def _scenario(project, run: Path, position: int, kind: str) -> tuple[int, str, s
         hub.retry_after = 0
         try:
             report = _release(hub, project, run)
-            assert report["ok"] and hub.repos["org/digits"].tags["v1.0"] == report["commit"]
-            return position, kind, "completed" + " ".join(report["log"])
+            assert report.ok and hub.repos["org/digits"].tags["v1.0"] == report.commit
+            return position, kind, "completed" + " ".join(report.log)
         except ModelkitError:
             repo = hub.repos.get("org/digits")
             assert repo is None or "v1.0" not in repo.tags, f"{kind}@{position}: failed with a tag"
             hub.faults = {}
-            assert _release(hub, project, run)["ok"]
+            assert _release(hub, project, run).ok
             return position, kind, "re-run completed"
 
 
 def test_fault_injection_at_every_request_position(hub_env: HubServer, proj) -> None:
     project, run = proj
     report = _release(hub_env, project, run)  # a clean release: count its requests
-    assert report["ok"]
+    assert report.ok
     n = len(hub_env.requests)
     assert n >= 20
     kinds = ("500", "429", "drop", "drop-after")
@@ -155,9 +155,9 @@ def test_a_recreated_hub_tag_fails_verify(hub_env: HubServer, proj) -> None:
     project, run = proj
     first = _release(hub_env, project, run, "v1.0")
     second = _release(hub_env, project, run, "v1.1")
-    assert "the commit recorded at release time" in " ".join(first["checks"])
+    assert "the commit recorded at release time" in " ".join(first.checks)
     repo = hub_env.repos["org/digits"]
-    repo.tags["v1.0"] = second["commit"]  # the tag deleted and created again elsewhere
+    repo.tags["v1.0"] = second.commit  # the tag deleted and created again elsewhere
     from modelkit.errors import CheckFailed
     from modelkit.release.hub import HubTarget
     from modelkit.release.verify import verify_release
@@ -179,7 +179,7 @@ def test_modelkit_load_from_the_hub(hub_env: HubServer, proj, monkeypatch) -> No
     model = modelkit.load("hf://org/digits", "v1.0")
     local = modelkit.load(run)
     x = torch.rand(3, 1, 28, 28)
-    assert torch.equal(model(x), local(x)) and report["commit"]
+    assert torch.equal(model(x), local(x)) and report.commit
     from modelkit.loading import resolve_directory
 
     card = (resolve_directory("hf://org/digits", "v1.0") / "README.md").read_text()
@@ -212,10 +212,10 @@ def test_signed_hub_release_verifies_and_a_tampered_one_fails(
     )
     project, run = proj
     report = _release(hub_env, project, run, "v1.0", sign_key=pem)
-    assert report["signer"] == fingerprint(public)
+    assert report.signer == fingerprint(public)
     target = HubTarget("org/digits", endpoint=hub_env.url, retry=FAST)
     again = verify_release(target, "v1.0", project=project, public_key=public)
-    assert again["signer"] == fingerprint(public)
+    assert again.signer == fingerprint(public)
     manifest = json.loads(target.read_file("v1.0", "manifest.json"))
     manifest["created_by"] = "someone else"
     hub_env.tamper("org/digits", "v1.0", "manifest.json", json.dumps(manifest).encode())

@@ -65,9 +65,9 @@ def test_a_connection_cut_mid_upload_stores_nothing_and_the_release_completes(sh
     project, run, hub = sharded
     hub.fault_on = {"PUT /__lfs/": {2: "drop-mid"}}  # the second object's upload is cut off
     report = _release(hub, project, run)
-    assert report["ok"] and report["version"] == "v1.0"
-    shards = [f for f in report["files"] if f["path"].startswith("model-")]
-    assert len(shards) >= 3 and all(f["storage"] == "lfs" for f in shards)
+    assert report.ok and report.version == "v1.0"
+    shards = [f for f in report.files if f.path.startswith("model-")]
+    assert len(shards) >= 3 and all(f.storage == "lfs" for f in shards)
     puts = [r for r in hub.requests if r.startswith("PUT /__lfs/")]
     assert len(puts) == len(set(hub.uploaded)) + 1  # one upload was cut, then made again
     assert sorted(hub.uploaded) == sorted(set(hub.uploaded)) == sorted(_lfs_oids(hub, "v1.0"))
@@ -94,7 +94,7 @@ def test_a_rerun_after_failed_uploads_sends_only_what_is_missing(sharded) -> Non
     hub.fault_on = {}
     hub.batches.clear()
     report = _release(hub, project, run)
-    assert report["ok"]
+    assert report.ok
     asked_again = {o for batch in hub.batches for o in batch}
     assert oid in asked_again and not asked_again & first  # finished files are not re-sent
     assert sorted(hub.uploaded) == sorted(_lfs_oids(hub, "v1.0"))

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from modelkit.cli import _output as o
 from modelkit.cli._options import FormatOpt, OutputFormat
+
+if TYPE_CHECKING:
+    from modelkit.release.reports import ReleasePlan, ReleaseResult
 
 EXAMPLES = """
 Examples:
@@ -86,7 +89,7 @@ def command(
         allow_incomplete_card=allow_incomplete_card,
     )  # fmt: skip
     if fmt is OutputFormat.json:
-        o.print_json(result)
+        o.print_json(result.to_dict())
     elif dry_run:
         _show_plan(result)
     else:
@@ -96,38 +99,35 @@ def command(
 command.__doc__ = (command.__doc__ or "") + EXAMPLES
 
 
-def _show_plan(result: dict[str, Any]) -> None:
+def _show_plan(result: ReleasePlan) -> None:
     """What a dry run would publish: the files, the steps and the card's diff."""
     o.table(
-        f"release {result['tag']} of {result['run_dir']} to {result['target']} (dry run)",
+        f"release {result.tag} of {result.run_dir} to {result.target} (dry run)",
         ["file", "size", "storage", "sha256"],
-        [
-            [f["path"], _human(f["size"]), f["storage"], f["sha256"][:16] + "…"]
-            for f in result["files"]
-        ],
+        [[f.path, _human(f.size), f.storage, f.sha256[:16] + "…"] for f in result.files],
     )
-    for step in result["steps"]:
+    for step in result.steps:
         o.info(f"would: {step}")
-    o.info("card diff against the remote:" if result["card_diff"] else "card: unchanged")
-    for line in result["card_diff"]:
+    o.info("card diff against the remote:" if result.card_diff else "card: unchanged")
+    for line in result.card_diff:
         o.out.print(o.escape(line))
-    if result["already_released"]:
-        o.info(f"{result['tag']} is already released with identical content: nothing to publish")
+    if result.already_released:
+        o.info(f"{result.tag} is already released with identical content: nothing to publish")
     o.success("dry run: nothing was changed")
 
 
-def _show_release(result: dict[str, Any], version: str) -> None:
+def _show_release(result: ReleaseResult, version: str) -> None:
     """What was published and checked."""
-    for line in result.get("log", []):
+    for line in result.log:
         o.info(line)
-    if result["already_released"]:
+    if result.already_released:
         o.info(f"{version} was already released with identical content; verified it again")
     o.table(
-        f"{result['target']} @ {version} (commit {result['commit'][:12]})",
+        f"{result.target} @ {version} (commit {result.commit[:12]})",
         ["file", "size", "storage"],
-        [[f["path"], _human(f["size"]), f["storage"]] for f in result["files"]],
+        [[f.path, _human(f.size), f.storage] for f in result.files],
     )
-    for check in result.get("checks", []):
+    for check in result.checks:
         o.info(f"checked: {check}")
-    signed = f", signed by {result['signer']}" if result.get("signer") else ""
+    signed = f", signed by {result.signer}" if result.signer else ""
     o.success(f"released {version}{signed}: hashes, sizes, tag and a clean-cache load verified")

@@ -68,20 +68,20 @@ def command(
         public_key=trusted,
     )
     if fmt is OutputFormat.json:
-        o.print_json(report)
+        o.print_json(report.to_dict())
         return
     o.table(
-        f"{report['target']} @ {version} (commit {report['commit'][:12]})",
+        f"{report.target} @ {version} (commit {report.commit[:12]})",
         ["file", "size"],
-        [[k, f"{v:,}"] for k, v in report["files"].items()],
+        [[k, f"{v:,}"] for k, v in report.files.items()],
     )
-    if "eval" in report:
-        ev = report["eval"]
-        o.info(f"re-evaluated {ev['metric']} {ev['value']:.4f} == released {ev['recorded']:.4f}")
-    for check in report["checks"]:
+    if report.eval is not None:
+        ev = report.eval
+        o.info(f"re-evaluated {ev.metric} {ev.value:.4f} == released {ev.recorded:.4f}")
+    for check in report.checks:
         o.info(f"checked: {check}")
-    signed = f"; signed by {report['signer']}" if report.get("signer") else "; not signed"
-    o.success(f"verified {version}: {report['num_parameters']:,} parameters load{signed}")
+    signed = f"; signed by {report.signer}" if report.signer else "; not signed"
+    o.success(f"verified {version}: {report.num_parameters:,} parameters load{signed}")
 
 
 command.__doc__ = (command.__doc__ or "") + EXAMPLES

@@ -17,6 +17,7 @@ from typing import Any
 from modelkit.errors import BadInputError
 from modelkit.release.hub_client import HubClient, RetryPolicy, is_transient, resolve_token
 from modelkit.release.package import read_manifest
+from modelkit.release.records import Manifest, ReleaseRecord
 from modelkit.release.remote import ParentMoved, RemoteFile, RemoteState
 from modelkit.release.signing import PUBLIC_KEY, SIGNATURE
 from modelkit.release.version import parse_version
@@ -204,7 +205,7 @@ class HubTarget(HubClient):
 
         m_path = get("manifest.json")
         manifest = read_manifest(m_path.read_bytes(), source=self.describe())
-        for name in manifest["files"]:
+        for name in manifest.files:
             get(name)
         for name in (SIGNATURE, PUBLIC_KEY):  # present only in signed releases
             with contextlib.suppress(EntryNotFoundError):
@@ -212,28 +213,21 @@ class HubTarget(HubClient):
         return m_path.parent
 
     # ------------------------------------------------------------ release records
-    def read_release_record(self, version: str) -> dict[str, Any] | None:
+    def read_release_record(self, version: str) -> ReleaseRecord | None:
         """The record written on ``main`` when ``version`` was released (None if none)."""
-        import json
-
         data = self.read_file("main", f"{RECORDS}/{version}.json")
         if data is None:
             return None
-        try:
-            return json.loads(data)
-        except ValueError:
-            return {"error": f"{RECORDS}/{version}.json is not JSON"}
+        return ReleaseRecord.parse(data, source=f"{RECORDS}/{version}.json")
 
-    def write_release_record(self, version: str, record: dict[str, Any]) -> None:
+    def write_release_record(self, version: str, record: ReleaseRecord) -> None:
         """Commit ``.modelkit/releases/<version>.json`` to ``main`` (once; never replaced),
         on whatever head ``main`` has now (another release may land meanwhile: re-read)."""
-        import json
-
         from huggingface_hub import CommitOperationAdd
 
         parse_version(version)
         path = f"{RECORDS}/{version}.json"
-        data = (json.dumps(record, sort_keys=True, indent=2) + "\n").encode()
+        data = record.to_json()
         for _ in range(self.retry.attempts):
             head = self.state().head
             if head is not None and path in self.files_at(head):
@@ -257,22 +251,22 @@ class HubTarget(HubClient):
                 return
         raise ParentMoved(self.describe(), None)
 
-    def check_metadata(self, version: str, manifest: dict[str, Any]) -> list[str]:
+    def check_metadata(self, version: str, manifest: Manifest) -> list[str]:
         """Compare the remote per-file sha256 (LFS) / git oid and size with the manifest."""
         remote = self.files_at(version)
         problems = []
-        for name, want in manifest["files"].items():
+        for name, want in manifest.files.items():
             r = remote.get(name)
             if r is None:
                 problems.append(f"{name}: missing on the remote")
                 continue
-            if r.size != want["size"]:
-                problems.append(f"{name}: remote size {r.size} != manifest {want['size']}")
-            if r.sha256 is not None and r.sha256 != want["sha256"]:
+            if r.size != want.size:
+                problems.append(f"{name}: remote size {r.size} != manifest {want.size}")
+            if r.sha256 is not None and r.sha256 != want.sha256:
                 problems.append(
-                    f"{name}: remote sha256 {r.sha256[:12]}… != manifest {want['sha256'][:12]}…"
+                    f"{name}: remote sha256 {r.sha256[:12]}… != manifest {want.sha256[:12]}…"
                 )
-            if r.sha256 is None and want.get("git_oid") and r.git_oid != want["git_oid"]:
+            if r.sha256 is None and want.git_oid and r.git_oid != want.git_oid:
                 problems.append(f"{name}: remote blob id {str(r.git_oid)[:12]}… != manifest")
         return problems
 

@@ -4,13 +4,14 @@ into it (one shard in memory at a time), and the optional re-evaluation of the w
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from modelkit.data.batches import BatchSource
 from modelkit.errors import BadInputError, CheckFailed, ModelkitError, NotImportable
+from modelkit.release.reports import EvalCheck
+from modelkit.runs import EvalRecord, RunDir, read_eval_record
 from modelkit.tasks import task_of
 from modelkit.weights import read_layout
 
@@ -36,10 +37,9 @@ def _as_load_failure(target: Any, version: str) -> Iterator[None]:
         raise CheckFailed(f"{where}: the weights do not load: {exc}", hint=default) from None
 
 
-def check_loads(
-    target: Any, version: str, snapshot: Path, *, project: Any, log: list[str]
-) -> dict[str, Any]:
-    """Build the model on ``meta`` and load every shard into it, one at a time."""
+def check_loads(target: Any, version: str, snapshot: Path, *, project: Any, log: list[str]) -> int:
+    """Build the model on ``meta`` and load every shard into it, one at a time; returns the
+    number of parameters that loaded."""
     from modelkit.models.weights import check_model_loads
 
     with _as_load_failure(target, version):
@@ -47,7 +47,7 @@ def check_loads(
         model, _, name = check_model_loads(snapshot, layout, project=project)
     shards = f"{len(layout.headers)} shards" if layout.index else layout.files[0]
     log.append(f"the model rebuilds from {name} and the weights load (strict, {shards})")
-    return {"num_parameters": sum(p.numel() for p in model.parameters())}
+    return sum(p.numel() for p in model.parameters())
 
 
 def load_whole(target: Any, version: str, snapshot: Path, *, project: Any) -> Any:
@@ -57,13 +57,12 @@ def load_whole(target: Any, version: str, snapshot: Path, *, project: Any) -> An
         return load_model_from_dir(snapshot, project=project, layout=read_layout(snapshot))[0]
 
 
-def re_evaluate(snapshot: Path, model: Any, *, project: Any) -> dict[str, Any]:
+def re_evaluate(snapshot: Path, model: Any, *, project: Any) -> EvalCheck:
     """Evaluate the downloaded weights on the run's data by the run's task; must reproduce the
     released evaluation's primary metric (accuracy, perplexity, ...)."""
     import math
 
     from modelkit.release.package import evaluation_files
-    from modelkit.runs import RunDir
     from modelkit.training.evaluate import (
         _tensor_batches,
         accumulate,
@@ -76,7 +75,7 @@ def re_evaluate(snapshot: Path, model: Any, *, project: Any) -> dict[str, Any]:
         raise CheckFailed(
             "cannot re-evaluate: the release holds no evaluation", hint="verify without --eval"
         )
-    recorded = json.loads(files[0].read_text(encoding="utf-8"))
+    recorded = read_eval_record(files[0])
     record = RunDir(snapshot).run_record()
     task = task_of(record)
     spec, train = _eval_spec(snapshot, recorded)
@@ -89,44 +88,41 @@ def re_evaluate(snapshot: Path, model: Any, *, project: Any) -> dict[str, Any]:
     acc = accumulate(
         model, batches, task=task, acc=task.accumulator(ds), transform=eval_transform(record, model)
     )
-    if ds.fingerprint != recorded.get("data", {}).get("fingerprint"):
+    if ds.fingerprint != recorded.data.fingerprint:
         raise CheckFailed(
             f"data '{spec}' here has fingerprint {ds.fingerprint[:19]}…, the release was "
-            f"evaluated on {str(recorded.get('data', {}).get('fingerprint'))[:19]}…",
+            f"evaluated on {str(recorded.data.fingerprint)[:19]}…",
             hint="re-evaluation needs the same data",
         )
     key = task.primary.key
-    value, released = float(acc.summary()[key]), float(recorded[key])
+    released = recorded.metric(key)
+    if released is None:
+        raise CheckFailed(
+            f"cannot re-evaluate: {files[0].name} records no {key}", hint="verify without --eval"
+        )
+    value = float(acc.summary()[key])
     if not math.isclose(value, released, rel_tol=1e-6, abs_tol=1e-9):
         raise CheckFailed(
             f"re-evaluated {key} {value:.6f} != released {released:.6f}",
             hint="the weights or the evaluation code changed",
         )
-    return {
-        "metric": key,
-        key: value,
-        "value": value,
-        "recorded": released,
-        "spec": spec,
-        "file": files[0].relative_to(snapshot).as_posix(),
-    }
+    return EvalCheck(
+        metric=key,
+        value=value,
+        recorded=released,
+        spec=spec,
+        file=files[0].relative_to(snapshot).as_posix(),
+    )
 
 
-def _eval_spec(snapshot: Path, recorded: dict[str, Any]) -> tuple[str, Any]:
+def _eval_spec(snapshot: Path, recorded: EvalRecord) -> tuple[str, Any]:
     """The data spec the release was evaluated on, and its training config (None: own loop)."""
-    from types import SimpleNamespace
-
-    cfg = json.loads((snapshot / "config.json").read_text(encoding="utf-8"))
-    train = (cfg.get("modelkit") or {}).get("train") or {}
-    spec = (recorded.get("data") or {}).get("spec") or train.get("data")
+    run = RunDir(snapshot)
+    train = None if run.run_config().own_loop else run.train_config()
+    spec = recorded.data.spec or (train.data if train is not None else None)
     if not spec:
         raise CheckFailed(
             "cannot re-evaluate: the release does not record which data it was evaluated on",
             hint="verify without --eval",
         )
-    shape = SimpleNamespace(
-        image_size=train.get("image_size", 0),
-        channels=train.get("channels", 0),
-        normalize=train.get("normalize"),
-    )
-    return spec, shape if train else None
+    return spec, train

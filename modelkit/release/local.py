@@ -22,7 +22,6 @@ import contextlib
 import fcntl
 import functools
 import hashlib
-import json
 import os
 import re
 import shutil
@@ -36,6 +35,7 @@ from modelkit.errors import BadInputError, CheckFailed, ModelkitError
 from modelkit.io import fsync_dir
 from modelkit.release.files import FileId, file_id
 from modelkit.release.package import git_blob_oid, read_manifest
+from modelkit.release.records import ReleaseRecord
 from modelkit.release.remote import RemoteFile, RemoteState
 from modelkit.release.version import parse_version
 from modelkit.weights.hashing import hash_file
@@ -132,24 +132,23 @@ class LocalRegistry:
         snap = self.repo / "snapshots" / commit if commit else None
         return snap if snap is not None and snap.is_dir() else None
 
-    def read_release_record(self, version: str) -> dict[str, Any] | None:
+    def read_release_record(self, version: str) -> ReleaseRecord | None:
         """The record written when ``version`` was released (None when there is none)."""
         p = self.repo / "releases" / f"{version}.json"
         if not p.is_file():
             return None
         try:
-            return json.loads(p.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return {"error": f"{p} is not JSON"}
+            return ReleaseRecord.parse(p.read_bytes(), source=str(p))
+        except OSError:
+            return ReleaseRecord(error=f"{p} is not JSON")
 
     @_exclusive
-    def write_release_record(self, version: str, record: dict[str, Any]) -> None:
+    def write_release_record(self, version: str, record: ReleaseRecord) -> None:
         """Write the release record once (create-if-absent); an existing one is never replaced."""
         parse_version(version)
         d = self.repo / "releases"
         d.mkdir(parents=True, exist_ok=True)
-        data = (json.dumps(record, sort_keys=True, indent=2) + "\n").encode()
-        tmp = self._tmp_file(data)
+        tmp = self._tmp_file(record.to_json())
         try:
             os.link(tmp, d / f"{version}.json")
             fsync_dir(d)
@@ -294,7 +293,7 @@ class LocalRegistry:
                 ) from None
 
         manifest = read_manifest(get("manifest.json").read_bytes(), source=self.describe())
-        for name in manifest["files"]:
+        for name in manifest.files:
             get(name)  # resolvable through refs/ and snapshots/ the way stock loaders do it
         return get("manifest.json").parent
 

@@ -19,8 +19,16 @@ from modelkit.errors import CheckFailed, IntegrityError, RunDirError, WeightsLay
 from modelkit.release.artifacts import declared_artifacts
 from modelkit.release.files import PackageFile, disk_file, git_blob_oid, is_lfs, memory_file
 from modelkit.release.paths import check_relpath
+from modelkit.release.records import (
+    MANIFEST,
+    MANIFEST_VERSION,
+    Manifest,
+    ManifestFile,
+    ManifestRun,
+    ManifestWeights,
+)
 from modelkit.release.signing import PUBLIC_KEY, SIGNATURE, sign_manifest
-from modelkit.runs import EVALS_DIR, RunRecord, open_run, read_run_record
+from modelkit.runs import EVALS_DIR, RunRecord, open_run, read_eval_record, read_run_record
 from modelkit.weights import WeightsLayout, read_layout, summarize
 from modelkit.weights.hashing import hash_file
 from modelkit.weights.layout import read_header
@@ -29,8 +37,6 @@ from modelkit.weights.verify import compare_hashes, recorded_hashes
 __all__ = [
     "Package", "PackageFile", "build_package", "git_blob_oid", "hash_file", "is_lfs", "memory_file",
 ]  # fmt: skip
-MANIFEST = "manifest.json"
-MANIFEST_VERSION = 1
 REQUIRED_RUN_FILES = ("config.json", "run.json")  # + the weights (either layout) + the card
 OPTIONAL = ("eval.json", "training_curves.png")
 EVALS = EVALS_DIR  # evals/<dataset>.json: evaluations on data other than the training data's
@@ -65,7 +71,7 @@ class Package:
     repo_id: str
     run_dir: Path
     files: list[PackageFile]
-    manifest: dict[str, Any]
+    manifest: Manifest
     weights: dict[str, Any] = field(default_factory=dict)
     signer: str | None = None  # the signing key's fingerprint, when signed
 
@@ -131,9 +137,10 @@ def build_package(
             )
         files.append(f)
     _check_evaluations(run.path, identity=record.weights_sha256)
-    manifest = _manifest(run, record, layout, files, repo_id=repo_id, version=version)
-    manifest["artifacts"] = sorted(artifacts)
-    blob = (json.dumps(manifest, sort_keys=True, indent=2) + "\n").encode()
+    manifest = _manifest(
+        run, record, layout, files, repo_id=repo_id, version=version, artifacts=sorted(artifacts)
+    )
+    blob = manifest.to_json()
     files.append(memory_file(MANIFEST, blob))
     signer = None
     if sign_key is not None:
@@ -162,7 +169,7 @@ def _weights_files(run_dir: Path) -> tuple[WeightsLayout, list[PackageFile]]:
     (a file that differs is named: exit 3)."""
     layout = read_layout(run_dir)
     for header in layout.headers:
-        if not header.metadata.get("format"):
+        if not header.format:
             raise WeightsLayoutError(
                 run_dir,
                 file=header.name,
@@ -190,8 +197,8 @@ def _check_evaluations(run_dir: Path, *, identity: str | None) -> None:
     """At least one evaluation, each computed for these weights (by their identity)."""
     for path in require_evaluation(run_dir):
         try:
-            evaluated = json.loads(path.read_text(encoding="utf-8")).get("weights_sha256")
-        except (ValueError, AttributeError):
+            evaluated = read_eval_record(path).weights_sha256
+        except RunDirError:
             raise RunDirError(
                 f"{path} is not an evaluation result", hint=f"re-run: modelkit eval {run_dir}"
             ) from None
@@ -211,52 +218,52 @@ def _manifest(
     *,
     repo_id: str,
     version: str,
-) -> dict[str, Any]:
+    artifacts: list[str],
+) -> Manifest:
     """The manifest: what was released (every file's size and hashes), from which run."""
     summary = summarize(layout)
-    return {
-        "manifest_version": MANIFEST_VERSION,
-        "repo_id": repo_id,
-        "version": version,
-        "created_by": f"modelkit {__version__}",
-        "run": {
-            "model": record.model,
-            "config_sha256": record.config_sha256,
-            "git_commit": record.git.commit,
-            "data_fingerprint": record.data_fingerprint,
-            "weights_sha256": record.weights_sha256,
-            "reference": (run.read_config().get("modelkit") or {}).get("reference"),
-        },
-        "weights": {
-            "metadata": summary.metadata,
-            "num_parameters": summary.num_parameters,
-            "dtypes": summary.dtypes,
-            "layout": layout.kind,
-            "files": layout.files,
-            "total_size": layout.total_size,
-            "shared_tensors": dict(layout.shared),
-        },
-        "files": {
-            f.path: {"sha256": f.sha256, "size": f.size, "lfs": f.lfs}
-            | ({"git_oid": f.git_oid} if f.git_oid else {})
+    reference = run.run_config().modelkit.reference
+    return Manifest(
+        manifest_version=MANIFEST_VERSION,
+        repo_id=repo_id,
+        version=version,
+        created_by=f"modelkit {__version__}",
+        run=ManifestRun(
+            model=record.model,
+            config_sha256=record.config_sha256,
+            git_commit=record.git.commit,
+            data_fingerprint=record.data_fingerprint,
+            weights_sha256=record.weights_sha256,
+            reference=reference.as_dict() if reference is not None else None,
+        ),
+        weights=ManifestWeights(
+            metadata=summary.metadata,
+            num_parameters=summary.num_parameters,
+            dtypes=summary.dtypes,
+            layout=layout.kind,
+            files=layout.files,
+            total_size=layout.total_size,
+            shared_tensors=dict(layout.shared),
+        ),
+        files={
+            f.path: ManifestFile(sha256=f.sha256, size=f.size, lfs=f.lfs, git_oid=f.git_oid)
             for f in files
         },
-    }
+        artifacts=artifacts,
+    )
 
 
-def read_manifest(data: bytes, *, source: str) -> dict[str, Any]:
+def read_manifest(data: bytes, *, source: str) -> Manifest:
     """Parse a manifest, with a clear error when it is not one; every file name in it is a
     plain relative path (:func:`check_relpath`) before any caller writes under it."""
     try:
-        m = json.loads(data)
-        files = m["files"]
-        assert isinstance(files, dict) and all(
-            isinstance(v, dict) and "sha256" in v and "size" in v for v in files.values()
-        )
+        doc = json.loads(data)
+        assert isinstance(doc, dict) and "files" in doc
+        m = Manifest.from_dict(doc, source=source)
     except Exception:
         raise CheckFailed(
             f"{source}: {MANIFEST} is missing or malformed", hint="the release is incomplete"
         ) from None
-    for name in files:
+    for name in m.files:
         check_relpath(name, source=f"{source}: {MANIFEST}")
     return m

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import hashlib
 from pathlib import Path
@@ -12,12 +13,15 @@ from modelkit.errors import BadInputError, ModelkitError, RunDirError
 from modelkit.gitinfo import git_info
 from modelkit.release.package import Package, build_package, require_evaluation
 from modelkit.release.paths import run_member
+from modelkit.release.records import MANIFEST, ReleaseRecord
 from modelkit.release.remote import ParentMoved, Target, main_version
+from modelkit.release.reports import PlannedFile, ReleasedFile, ReleasePlan, ReleaseResult
 from modelkit.release.signing import PUBLIC_KEY, fingerprint
 from modelkit.release.targets import parse_target
 from modelkit.release.verify import verify_release
 from modelkit.release.version import check_greater, parse_version
-from modelkit.runs import latest_run, open_run
+from modelkit.runs import GitInfo, latest_run, open_run
+from modelkit.runs.typed import read_typed
 
 CAS_ATTEMPTS = 8  # releases that may land first before this one gives up (Hub)
 
@@ -37,16 +41,16 @@ def resolve_run(run_dir: Path | str | None, *, project: Any) -> Path:
     return latest
 
 
-def _check_git(project: Any, *, allow_dirty: bool) -> dict[str, Any]:
-    info = git_info(getattr(project, "root", None) or Path.cwd())
+def _check_git(project: Any, *, allow_dirty: bool) -> GitInfo:
+    info = read_typed(GitInfo, git_info(getattr(project, "root", None) or Path.cwd()), source="git")
     if allow_dirty:
         return info
-    if info["root"] is None:
+    if info.root is None:
         raise BadInputError(
             "not inside a git repository: a release must record the code it came from",
             hint="commit your project to git, or pass --allow-dirty",
         )
-    if info["dirty"]:
+    if info.dirty:
         raise BadInputError(
             "the git tree has uncommitted changes",
             hint="commit or stash them (git status), or pass --allow-dirty",
@@ -101,17 +105,17 @@ def prepare(
     retry: Any = None,
     sign_key: Path | str | None = None,
     allow_incomplete_card: bool = False,
-) -> tuple[Package, Target, Any, dict[str, Any]]:
+) -> tuple[Package, Target, Any, GitInfo]:
     """Every check a release makes before it writes anything."""
     parse_version(version)
     run = resolve_run(run_dir, project=project)
     git = _check_git(project, allow_dirty=allow_dirty)
-    record = open_run(run).read_record()
+    record = open_run(run).run_record()
     tgt = parse_target(
         target,
         project=project,
         repo_id=repo_id,
-        model=record.get("model"),
+        model=record.model,
         endpoint=endpoint,
         token_required=not dry_run,
         retry=retry,
@@ -128,14 +132,14 @@ def prepare(
 
 def _identical(tgt: Target, commit: str, pkg: Package) -> bool:
     remote = tgt.files_at(commit)
-    m = remote.get("manifest.json")
+    m = remote.get(MANIFEST)
     return m is not None and (
         m.sha256 == pkg.file("manifest.json").sha256
         or (m.git_oid is not None and m.git_oid == pkg.file("manifest.json").git_oid)
     )
 
 
-def plan(pkg: Package, tgt: Target, state: Any, git: dict[str, Any]) -> dict[str, Any]:
+def plan(pkg: Package, tgt: Target, state: Any, git: GitInfo) -> ReleasePlan:
     """The dry-run plan: files, sizes, regular vs LFS, the card's diff against the remote, the tag."""
     remote_card = tgt.read_file(state.head, "README.md") if state.head else None
     new_card = pkg.file("README.md").data or b""
@@ -148,37 +152,30 @@ def plan(pkg: Package, tgt: Target, state: Any, git: dict[str, Any]) -> dict[str
             lineterm="",
         )
     )
-    return {
-        "version": pkg.version,
-        "target": tgt.describe(),
-        "kind": tgt.kind,
-        "repo_id": pkg.repo_id,
-        "run_dir": str(pkg.run_dir),
-        "repo_exists": state.exists,
-        "parent_commit": state.head,
-        "released_versions": sorted(state.tags),
-        "tag": pkg.version,
-        "git": {"commit": git.get("commit"), "dirty": git.get("dirty")},
-        "files": [
-            {
-                "path": f.path,
-                "size": f.size,
-                "sha256": f.sha256,
-                "storage": "lfs" if f.lfs else "regular",
-            }
-            for f in pkg.files
-        ],
-        "total_size": pkg.total_size,
-        "card_diff": diff,
-        "signer": pkg.signer,
-        "steps": [
+    return ReleasePlan(
+        version=pkg.version,
+        target=tgt.describe(),
+        kind=tgt.kind,
+        repo_id=pkg.repo_id,
+        run_dir=str(pkg.run_dir),
+        repo_exists=state.exists,
+        parent_commit=state.head,
+        released_versions=sorted(state.tags),
+        tag=pkg.version,
+        git_commit=git.commit,
+        git_dirty=git.dirty,
+        files=[PlannedFile.of(f) for f in pkg.files],
+        total_size=pkg.total_size,
+        card_diff=diff,
+        signer=pkg.signer,
+        steps=[
             *([] if state.exists else [f"create repo {pkg.repo_id}"]),
             f"one commit of {len(pkg.files)} files on parent {state.head or '(none)'}",
             f"tag {pkg.version} on that commit",
             f"record the release ({pkg.version} -> that commit, the manifest's sha256)",
             "verify: remote sha256/size vs manifest, clean-cache download, load weights",
         ],
-    }
+    )
 
 
 def _record(tgt: Target, version: str, *, commit: str, pkg: Package, resumed: bool) -> None:
@@ -200,15 +197,15 @@ def _record(tgt: Target, version: str, *, commit: str, pkg: Package, resumed: bo
         signer = fingerprint(pub) if pub is not None else None
     writer(
         version,
-        {
-            "version": version,
-            "repo_id": pkg.repo_id,
-            "commit": commit,
-            "manifest_sha256": sha,
-            "signer": signer,
-            "released": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "created_by": f"modelkit {__version__}",
-        },
+        ReleaseRecord(
+            version=version,
+            repo_id=pkg.repo_id,
+            commit=commit,
+            manifest_sha256=sha,
+            signer=signer,
+            released=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            created_by=f"modelkit {__version__}",
+        ),
     )
 
 
@@ -264,8 +261,8 @@ def release(
     retry: Any = None,
     sign_key: Path | str | None = None,
     allow_incomplete_card: bool = False,
-) -> dict[str, Any]:
-    """Release ``version`` of a run to a target; returns the plan (dry run) or the report.
+) -> ReleasePlan | ReleaseResult:
+    """Release ``version`` of a run to a target; returns the plan (dry run) or the result.
 
     ``sign_key``: an elliptic-curve private key (PEM) to sign the manifest with
     (OpenSSF model-signing); ``allow_incomplete_card`` publishes a card with unfilled sections.
@@ -279,7 +276,7 @@ def release(
     if not resumed:
         check_greater(version, state.tags, target=tgt.describe())
     if dry_run:
-        return plan(pkg, tgt, state, git) | {"already_released": resumed}
+        return dataclasses.replace(plan(pkg, tgt, state, git), already_released=resumed)
     if resumed:
         commit = state.tags[version]
     else:
@@ -290,7 +287,7 @@ def release(
 
 def _verified(
     tgt: Target, pkg: Package, *, project: Any, resumed: bool, signed: bool
-) -> dict[str, Any]:
+) -> ReleaseResult:
     """Verify what was just released; the files this release wrote (and hashed while writing)
     are recognised by their identity instead of being hashed a second time."""
     written = {} if resumed else dict(getattr(tgt, "written", {}))
@@ -302,12 +299,9 @@ def _verified(
         require_signature=signed and not resumed,
         written=written,
     )
-    report.update(
+    return ReleaseResult(
+        report,
+        files=[ReleasedFile.of(f) for f in pkg.files],
         already_released=resumed,
-        files=[
-            {"path": f.path, "size": f.size, "storage": "lfs" if f.lfs else "regular"}
-            for f in pkg.files
-        ],
         log=list(getattr(tgt, "log", [])),
     )
-    return report

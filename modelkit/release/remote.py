@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from modelkit.errors import ModelkitError
+from modelkit.release.records import MANIFEST, manifest_version
 
 
 @dataclass
@@ -68,11 +69,4 @@ class Target(Protocol):
 
 def main_version(target: Target, head: str | None) -> str | None:
     """The version of the release ``main`` holds at ``head`` (its manifest's), or None."""
-    import json
-
-    data = target.read_file(head, "manifest.json") if head else None
-    try:
-        version = json.loads(data).get("version") if data else None
-    except (ValueError, AttributeError):
-        return None
-    return version if isinstance(version, str) else None
+    return manifest_version(target.read_file(head, MANIFEST) if head else None)

@@ -13,6 +13,8 @@ from modelkit.release.files import FileId, file_id
 from modelkit.release.loadcheck import check_loads, load_whole, re_evaluate
 from modelkit.release.package import MANIFEST, read_manifest
 from modelkit.release.paths import check_relpath
+from modelkit.release.records import Manifest, ReleaseRecord
+from modelkit.release.reports import VerifyReport
 from modelkit.release.signing import PUBLIC_KEY, SIGNATURE, verify_manifest
 from modelkit.release.version import parse_version
 from modelkit.weights import read_weights_record
@@ -21,29 +23,29 @@ from modelkit.weights.layout import WEIGHTS_FILE_RE
 
 
 def check_snapshot(
-    snapshot: Path, manifest: dict[str, Any], *, written: dict[str, FileId] | None = None
+    snapshot: Path, manifest: Manifest, *, written: dict[str, FileId] | None = None
 ) -> list[str]:
     """Hash every downloaded file against the manifest; returns the problems. A file in
     ``written`` that is still the very file written (and hashed) while releasing (same device,
     inode, size and mtime) is taken at the manifest's hash instead of being read again."""
     problems = []
-    for name, want in sorted(manifest["files"].items()):
+    for name, want in sorted(manifest.files.items()):
         p = snapshot / check_relpath(name, source=MANIFEST)  # read only (HF caches link)
         if not p.is_file():
             problems.append(f"{name}: not downloaded")
             continue
         if written and written.get(name) == file_id(p):
-            sha, size = want["sha256"], p.stat().st_size
+            sha, size = want.sha256, p.stat().st_size
         else:
             sha, size = hash_file(p)
-        if size != want["size"]:
-            problems.append(f"{name}: size {size} != manifest {want['size']}")
-        if sha != want["sha256"]:
-            problems.append(f"{name}: sha256 {sha[:12]}… != manifest {want['sha256'][:12]}…")
+        if size != want.size:
+            problems.append(f"{name}: size {size} != manifest {want.size}")
+        if sha != want.sha256:
+            problems.append(f"{name}: sha256 {sha[:12]}… != manifest {want.sha256[:12]}…")
     return problems
 
 
-def check_tag(target: Any, version: str, commit: str) -> tuple[dict[str, Any] | None, list[str]]:
+def check_tag(target: Any, version: str, commit: str) -> tuple[ReleaseRecord | None, list[str]]:
     """The release record of ``version`` and the problems with the tag against it.
 
     The record (written at release time, beside the refs) names the commit the tag was
@@ -53,17 +55,17 @@ def check_tag(target: Any, version: str, commit: str) -> tuple[dict[str, Any] | 
     record = reader(version) if reader is not None else None
     if record is None:
         return None, []
-    if "error" in record:
-        return record, [f"release record: {record['error']}"]
-    if record.get("commit") != commit:
+    if record.error is not None:
+        return record, [f"release record: {record.error}"]
+    if record.commit != commit:
         return record, [
             f"tag {version} points at {commit[:12]} but was released on "
-            f"{str(record.get('commit'))[:12]}: the tag was moved or re-created"
+            f"{str(record.commit)[:12]}: the tag was moved or re-created"
         ]
     return record, []
 
 
-def check_weights_agree(snapshot: Path, manifest: dict[str, Any]) -> list[str]:
+def check_weights_agree(snapshot: Path, manifest: Manifest) -> list[str]:
     """run.json's record of the weights vs the manifest: every weights file's sha256 (the
     files themselves were hashed against the manifest) and the weights' identity."""
     try:
@@ -73,9 +75,7 @@ def check_weights_agree(snapshot: Path, manifest: dict[str, Any]) -> list[str]:
     if record is None or not record.files:
         return ["run.json records no weights_sha256 for the weights"]
     listed = {
-        name: entry["sha256"]
-        for name, entry in manifest["files"].items()
-        if WEIGHTS_FILE_RE.match(name)
+        name: entry.sha256 for name, entry in manifest.files.items() if WEIGHTS_FILE_RE.match(name)
     }
     problems = [
         f"{name} sha256 {str(listed.get(name))[:12]}… (manifest) != run.json weights.files "
@@ -83,7 +83,7 @@ def check_weights_agree(snapshot: Path, manifest: dict[str, Any]) -> list[str]:
         for name in sorted(set(listed) | set(record.files))
         if listed.get(name) != record.files.get(name)
     ]
-    claim = (manifest.get("run") or {}).get("weights_sha256")
+    claim = manifest.run.weights_sha256
     if claim != record.weights_sha256:
         problems.append(
             f"manifest run.weights_sha256 {str(claim)[:12]}… != run.json weights_sha256 "
@@ -98,7 +98,7 @@ UNSIGNED = "the release is not signed (no manifest.sig / signer.pub)"
 def check_signature(
     snapshot: Path,
     *,
-    record: dict[str, Any] | None,
+    record: ReleaseRecord | None,
     require: bool,
     trusted_key: bytes | None,
 ) -> tuple[str | None, list[str]]:
@@ -107,9 +107,9 @@ def check_signature(
     if not sig.is_file() or not pub.is_file():
         if require or trusted_key is not None:
             return None, [UNSIGNED]
-        if record and record.get("signer"):
+        if record and record.signer:
             return None, [
-                f"the release record says it was signed by {record['signer']}, "
+                f"the release record says it was signed by {record.signer}, "
                 "but the signature is gone"
             ]
         return None, []
@@ -119,8 +119,8 @@ def check_signature(
         public_key=pub.read_bytes(),
         trusted_key=trusted_key,
     )
-    if record and record.get("signer") and record["signer"] != signer:
-        return signer, [f"signed by {signer}, but the release record names {record['signer']}"]
+    if record and record.signer and record.signer != signer:
+        return signer, [f"signed by {signer}, but the release record names {record.signer}"]
     return signer, []
 
 
@@ -129,50 +129,50 @@ def verify_release(
     version: str,
     *,
     project: Any = None,
-    expected_manifest: dict[str, Any] | None = None,
+    expected_manifest: Manifest | None = None,
     evaluate: bool = False,
     require_signature: bool = False,
     public_key: bytes | None = None,
     written: dict[str, FileId] | None = None,
-) -> dict[str, Any]:
+) -> VerifyReport:
     """Re-download ``version`` into a clean cache and check it; CheckFailed when anything is off.
 
     In order: the tag vs the release record; every file's size and sha256 vs the manifest
     (remote and downloaded); run.json's record of the weights vs the manifest; the signature;
     the model rebuilds on ``meta`` and every shard loads into it (strict, one shard in memory
-    at a time); ``evaluate`` re-evaluates the whole model. ``report["checks"]`` lists them.
+    at a time); ``evaluate`` re-evaluates the whole model. ``report.checks`` lists them.
     """
     parse_version(version)
     commit = _tagged_commit(target, version)
-    report: dict[str, Any] = {"target": target.describe(), "repo_id": target.repo_id}
-    report.update(version=version, commit=commit)
     record, problems = check_tag(target, version, commit)
     checks = _tag_checked(version, commit, record=record, problems=problems)
-    report["release_record"] = record
+    evaluated = None
     with tempfile.TemporaryDirectory(prefix="modelkit-verify-") as cache:
         snapshot = target.download(version, Path(cache))
         manifest = _check_files(
             target, version, snapshot, record=record, expected=expected_manifest,
             log=checks, problems=problems, written=written,
         )  # fmt: skip
-        report["signer"] = _check_signed(
+        signer = _check_signed(
             snapshot, record=record, problems=problems, log=checks,
             require=require_signature, trusted_key=public_key,
         )  # fmt: skip
-        report["files"] = {k: v["size"] for k, v in manifest["files"].items()}
         _raise_problems(target, version, problems)
-        report.update(check_loads(target, version, snapshot, project=project, log=checks))
+        num_parameters = check_loads(target, version, snapshot, project=project, log=checks)
         if evaluate:
             model = load_whole(target, version, snapshot, project=project)
-            report["eval"] = re_evaluate(snapshot, model, project=project)
-            checks.append(f"re-evaluated {report['eval']['metric']} == {report['eval']['file']}")
-    report["checks"] = checks
-    report["ok"] = True
-    return report
+            evaluated = re_evaluate(snapshot, model, project=project)
+            checks.append(f"re-evaluated {evaluated.metric} == {evaluated.file}")
+    return VerifyReport(
+        target=target.describe(), repo_id=target.repo_id, version=version, commit=commit,
+        release_record=record, signer=signer,
+        files={name: f.size for name, f in manifest.files.items()},
+        num_parameters=num_parameters, eval=evaluated, checks=checks,
+    )  # fmt: skip
 
 
 def _tag_checked(
-    version: str, commit: str, *, record: dict[str, Any] | None, problems: list[str]
+    version: str, commit: str, *, record: ReleaseRecord | None, problems: list[str]
 ) -> list[str]:
     """What the tag check established (nothing when it found a problem)."""
     if record is None:
@@ -197,21 +197,21 @@ def _check_files(
     version: str,
     snapshot: Path,
     *,
-    record: dict[str, Any] | None,
-    expected: dict[str, Any] | None,
+    record: ReleaseRecord | None,
+    expected: Manifest | None,
     problems: list[str],
     log: list[str],
     written: dict[str, FileId] | None = None,
-) -> dict[str, Any]:
+) -> Manifest:
     """The manifest (vs the release record and ``expected``), every file vs the manifest, and
     run.json's record of the weights vs the manifest; appends problems and what was checked."""
     manifest_bytes = (snapshot / MANIFEST).read_bytes()
     manifest = read_manifest(manifest_bytes, source=target.describe())
-    if expected is not None and manifest != expected:
+    if expected is not None and manifest.document != expected.document:
         problems.append("the remote manifest differs from the one just released")
-    if manifest.get("version") != version:
-        problems.append(f"manifest names version {manifest.get('version')}, not {version}")
-    recorded = (record or {}).get("manifest_sha256")
+    if manifest.version != version:
+        problems.append(f"manifest names version {manifest.version}, not {version}")
+    recorded = record.manifest_sha256 if record is not None else None
     if recorded not in (None, hashlib.sha256(manifest_bytes).hexdigest()):
         problems.append("manifest.json differs from the one recorded at release time")
     elif recorded:
@@ -221,7 +221,7 @@ def _check_files(
         log.append("remote sizes and sha256 / blob ids == manifest")
     problems += check_snapshot(snapshot, manifest, written=written)
     log.append(
-        f"{len(manifest['files'])} downloaded files: size and sha256 == manifest"
+        f"{len(manifest.files)} downloaded files: size and sha256 == manifest"
         + (f" ({len(written)} hashed while they were written)" if written else "")
     )
     weight_problems = check_weights_agree(snapshot, manifest)
@@ -237,7 +237,7 @@ def _check_files(
 def _check_signed(
     snapshot: Path,
     *,
-    record: dict[str, Any] | None,
+    record: ReleaseRecord | None,
     problems: list[str],
     log: list[str],
     require: bool,

@@ -72,6 +72,11 @@ class FileHeader:
     tensors: dict[str, TensorInfo]
     data_start: int  # 8 + the header's length: where tensor data begins
 
+    @property
+    def format(self) -> str | None:
+        """The ``format`` its safetensors metadata names (``pt``; None when it names none)."""
+        return self.metadata.get("format")
+
 
 @dataclass(frozen=True)
 class WeightsLayout:

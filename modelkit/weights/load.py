@@ -37,14 +37,23 @@ _DTYPES = {
 
 _POPULATE = getattr(mmap, "MAP_POPULATE", 0)  # Linux: ~15% faster than faulting page by page
 _PATCH = threading.Lock()  # guards _STATE: how many threads are inside, the original method
-_STATE: dict[str, Any] = {"users": 0, "original": None}
+
+
+class _Patched:
+    """How many threads are inside :func:`empty_parameters`, and the method it replaced."""
+
+    users = 0
+    original: Any = None
+
+
+_STATE = _Patched()
 _INSIDE = threading.local()  # this thread's depth of empty_parameters() blocks
 
 
 def _register_on_meta(module: Any, name: str, param: Any) -> None:
     """``nn.Module.register_parameter`` while a thread is inside :func:`empty_parameters`:
     the parameter moves to ``meta`` for that thread only (others get the original)."""
-    _STATE["original"](module, name, param)
+    _STATE.original(module, name, param)
     if getattr(_INSIDE, "depth", 0) and param is not None and param.device.type != "meta":
         kept = module._parameters[name]
         extra = dict(kept.__dict__)
@@ -59,19 +68,19 @@ def empty_parameters() -> Iterator[None]:
     import torch
 
     with _PATCH:  # installed once while any thread is inside: a plain save-and-restore of the
-        if _STATE["users"] == 0:  # method leaks the patch when two threads' blocks overlap
-            _STATE["original"] = torch.nn.Module.register_parameter
+        if _STATE.users == 0:  # method leaks the patch when two threads' blocks overlap
+            _STATE.original = torch.nn.Module.register_parameter
             torch.nn.Module.register_parameter = _register_on_meta  # type: ignore[method-assign]
-        _STATE["users"] += 1
+        _STATE.users += 1
     _INSIDE.depth = getattr(_INSIDE, "depth", 0) + 1
     try:
         yield
     finally:
         _INSIDE.depth -= 1
         with _PATCH:
-            _STATE["users"] -= 1
-            if _STATE["users"] == 0:
-                torch.nn.Module.register_parameter = _STATE["original"]  # type: ignore[method-assign]
+            _STATE.users -= 1
+            if _STATE.users == 0:
+                torch.nn.Module.register_parameter = _STATE.original  # type: ignore[method-assign]
 
 
 def torch_dtype(code: str) -> Any:

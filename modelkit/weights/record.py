@@ -27,6 +27,8 @@ from typing_extensions import TypedDict
 
 from modelkit.errors import RunDirError
 from modelkit.runs import read_run_record
+from modelkit.runs.parts import WeightsInfo
+from modelkit.runs.typed import read_typed
 from modelkit.validation import read_json_file, validate_document
 from modelkit.weights.hashing import IDENTITY
 from modelkit.weights.layout import SINGLE
@@ -78,17 +80,16 @@ class WeightsRecord:
             raise RunDirError(
                 f"{source}: key 'weights' must be an object", hint="the file is corrupt"
             )
-        doc: WeightsObject = validate_document(
-            WeightsObject, weights, source=f"{source} weights", error=RunDirError
-        )
+        validate_document(WeightsObject, weights, source=f"{source} weights", error=RunDirError)
+        info = read_typed(WeightsInfo, weights, source=source, where="weights")
         return cls(
             weights_sha256=sha,
-            files=dict(doc.get("files", {})),
-            layout=doc.get("layout"),
-            index=doc.get("index"),
-            total_size=doc.get("total_size"),
-            shared_tensors=dict(doc.get("shared_tensors", {})),
-            identity=doc.get("identity"),
+            files=dict(info.files),
+            layout=info.layout,
+            index=info.index,
+            total_size=info.total_size,
+            shared_tensors=dict(info.shared_tensors),
+            identity=info.identity,
         )
 
     def to_fields(self) -> dict[str, Any]:
@@ -119,17 +120,48 @@ def read_weights_record(directory: Path | str) -> WeightsRecord | None:
     )
 
 
-class _ManifestEntry(TypedDict):
+@dataclass(frozen=True)
+class ManifestFile:
+    """One file of a release's ``manifest.json``: its sha256 and size, whether it went through
+    LFS, and its git blob id (small files). Written by a release, read back by ``verify``."""
+
     sha256: str
     size: int
+    lfs: bool | None = None
+    git_oid: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The manifest entry as written (``git_oid`` only when known)."""
+        out: dict[str, Any] = {"sha256": self.sha256, "size": self.size, "lfs": self.lfs}
+        return out | ({"git_oid": self.git_oid} if self.git_oid else {})
 
 
-class _Manifest(TypedDict, total=False):
-    files: dict[str, _ManifestEntry]
+@dataclass(frozen=True)
+class _ManifestFiles:
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def manifest_files(
+    doc: Any, *, source: str, error: type[Exception] = RunDirError
+) -> dict[str, ManifestFile]:
+    """The ``files`` object of a parsed ``manifest.json``, typed (``error`` naming the field
+    when an entry lacks its sha256 or size, or holds a value of the wrong type)."""
+    listed = read_typed(_ManifestFiles, doc, source=source, error=error).files
+    out = {}
+    for name, entry in listed.items():
+        if "sha256" not in entry or "size" not in entry:  # a check of the entry's keys
+            raise error(
+                f"{source}: field 'files.{name}' must hold sha256 and size",
+                hint="the file is corrupt or was edited by hand",
+            )
+        where = f"files.{name}"
+        out[name] = read_typed(ManifestFile, entry, source=source, error=error, where=where)
+    return out
 
 
 def read_manifest_hashes(path: Path) -> dict[str, str]:
     """``{file: sha256}`` from a release's ``manifest.json`` (typed; exit 2 when malformed)."""
-    doc: Any = read_json_file(path, what="release manifest", error=RunDirError, schema=_Manifest)
-    files: dict[str, _ManifestEntry] = doc.get("files", {})
-    return {name: entry["sha256"] for name, entry in files.items()}
+    doc = read_json_file(path, what="release manifest", error=RunDirError)
+    files = manifest_files(doc, source=str(path))
+    return {name: entry.sha256 for name, entry in files.items()}
