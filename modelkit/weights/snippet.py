@@ -9,10 +9,36 @@ before loading, so it needs nothing but torch, safetensors and the model's own p
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from modelkit.models.configs import config_expression
+from modelkit.runs.typed import read_typed, to_plain
 from modelkit.weights.layout import INDEX, SINGLE, WeightsLayout
+
+
+@dataclass(frozen=True)
+class SnippetWeights:
+    """What a snippet needs to know of the weights (as the card's facts give them): whether
+    they are sharded, and the shared tensors (dropped name -> stored name)."""
+
+    sharded: bool | None = None
+    shared: dict[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class _RecordedConfig:
+    """The kind of a config object the model is built with (``modelkit.models.configs``)."""
+
+    kind: str | None = None
+
+
+def _loads_itself(configs: dict[str, Any]) -> bool:
+    """True when a config is a transformers config: the model has its own ``from_pretrained``."""
+    kinds = [
+        read_typed(_RecordedConfig, c, source="config.json configs").kind for c in configs.values()
+    ]
+    return "transformers" in kinds
 
 
 def _kwargs_literal(kwargs: dict[str, Any]) -> str:
@@ -42,7 +68,7 @@ def loading_snippet(
     module, _, attr = reference.partition(":")
     top = attr.split(".")[0]
     configs = configs or {}
-    if any(c.get("kind") == "transformers" for c in configs.values()):
+    if _loads_itself(configs):
         return "\n".join(
             [*imports, f"from {module} import {top}", "", f"folder = {folder}",
              f"model = {attr}.from_pretrained(folder)  # transformers' own loader", "model.eval()"]
@@ -105,13 +131,14 @@ def release_snippet(
     """:func:`loading_snippet` for a release on the Hub, or in a local registry (``registry``);
     ``weights`` holds ``sharded`` and ``shared`` (as the card's facts give them)."""
     where = f", cache_dir={registry!r}, local_files_only=True" if registry else ""
+    facts = read_typed(SnippetWeights, to_plain(weights), source="the card's weights facts")
     return loading_snippet(
         None,
         reference=reference,
         kwargs=kwargs,
         folder=f"snapshot_download({repo_id!r}, revision={revision!r}{where})",
-        sharded=bool(weights.get("sharded")),
-        shared=dict(weights.get("shared") or {}),
+        sharded=bool(facts.sharded),
+        shared=dict(facts.shared or {}),
         imports=("from huggingface_hub import snapshot_download",),
         configs=configs,
     )
