@@ -344,6 +344,21 @@ def test_a_moved_tag_fails_verify(cli, project: Path) -> None:
     assert code == 3 and "tag v1.0 points at" in err and "moved or re-created" in err
 
 
+def test_an_unreadable_release_record_is_a_failed_check(cli, project: Path) -> None:
+    _train_eval_card(cli)
+    assert cli("release", "v1.0", "--to", "registry", "--repo", "me/tiny")[0] == 0
+    record = project / "registry/models--me--tiny/releases/v1.0.json"
+    for content, needle in [
+        (b"nope", "v1.0.json is not JSON"),
+        (b'{"commit": 5}', "field 'commit' must be a string"),
+        (b"[1]", "must be an object"),
+    ]:
+        record.write_bytes(content)
+        code, _, err = cli("verify", "registry@v1.0")
+        assert code == 3 and "release record: " in err and needle in err, err
+        assert "Traceback" not in err
+
+
 def test_signed_release_verifies_and_tampering_fails(cli, project: Path, tmp_path: Path) -> None:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec

@@ -258,7 +258,8 @@ def read_manifest(data: bytes, *, source: str) -> Manifest:
     plain relative path (:func:`check_relpath`) before any caller writes under it."""
     try:
         doc = json.loads(data)
-        assert isinstance(doc, dict) and "files" in doc
+        if not isinstance(doc, dict) or "files" not in doc:
+            raise ValueError(MANIFEST)
         m = Manifest.from_dict(doc, source=source)
     except Exception:
         raise CheckFailed(
