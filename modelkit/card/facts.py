@@ -9,13 +9,19 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from modelkit.card.options import project_license as project_license  # re-exported
 from modelkit.errors import RunDirError
 from modelkit.models.registry import resolve_model
-from modelkit.tasks import get_task, task_of
-from modelkit.weights import INDEX, summarize
+from modelkit.runs.documents import EvalRecord, RunConfig
+from modelkit.runs.parts import DataInfo, Reference
+from modelkit.runs.record import RunRecord
+from modelkit.runs.typed import to_plain
+from modelkit.tasks import task_of
+from modelkit.weights import INDEX, WeightsSummary, summarize
 
 UNKNOWN = "unknown"
 
@@ -55,88 +61,179 @@ def known(value: object, *, unknown: str = UNKNOWN) -> str:
 
 
 # ------------------------------------------------------------------------------------ facts
-def gather_facts(run_dir: Path, *, project: Any) -> dict[str, Any]:
+# TrainConfig's field names, looked up in the training config as the run wrote it (an own
+# loop's config is its script's own table: where it uses these names, they mean the same)
+DATA, MODEL_KWARGS, OPTIMIZER, NAME = "data", "model_kwargs", "optimizer", "name"
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """The training config the card shows as written: ``modelkit train``'s TrainConfig
+    (``key`` ``train``) or an own loop's, as its script gave it (``key`` ``config``)."""
+
+    key: str
+    values: dict[str, Any]
+
+    @property
+    def data(self) -> Any:
+        """The data spec it names (TrainConfig's ``data``), if any."""
+        return self.values.get(DATA)
+
+    @property
+    def optimizer(self) -> str:
+        """The optimizer's name, lower-cased (``""`` when the config names none)."""
+        opt = self.values.get(OPTIMIZER)
+        return str(opt.get(NAME) if isinstance(opt, dict) else opt or "").lower()
+
+
+@dataclass(frozen=True)
+class WeightsFacts:
+    """The weights as their safetensors headers describe them (no tensor read); ``label``
+    names the files in a line (`model.safetensors`, or N shards + the index)."""
+
+    summary: WeightsSummary
+    label: str
+
+    @property
+    def num_parameters(self) -> int:
+        return self.summary.num_parameters
+
+    @property
+    def num_tensors(self) -> int:
+        return self.summary.num_tensors
+
+    @property
+    def dtypes(self) -> dict[str, int]:
+        """dtype -> number of elements."""
+        return self.summary.dtypes
+
+    @property
+    def file_bytes(self) -> int:
+        return self.summary.file_bytes
+
+
+@dataclass(frozen=True)
+class PlainLoad:
+    """What a plain ``load_state_dict`` snippet needs: whether the weights are sharded, and
+    which shared tensors are stored under another name (dropped name -> stored name)."""
+
+    sharded: bool
+    shared: dict[str, str]
+
+    def snippet_facts(self) -> dict[str, Any]:
+        """As :func:`modelkit.weights.snippet.release_snippet` takes them."""
+        return {"sharded": self.sharded, "shared": dict(self.shared)}
+
+
+@dataclass(frozen=True)
+class ArchFacts:
+    """The model: rebuilt from config.json on ``meta`` (no memory, no weights needed)."""
+
+    name: str  # its registered name, else its reference's factory or class name
+    qualified: str  # module.Class
+    class_name: str
+    module: str
+    summary: str  # the first line of its module's (else class's) docstring
+    description: str | None  # the registry's description (None for a reference-only model)
+    tree: str  # the module tree, repr(model)
+    mixin: bool  # a PyTorchModelHubMixin (its own from_pretrained works)
+    library: str
+    kwargs: dict[str, Any]
+    reference: Reference  # empty when config.json records none (runs made before references)
+    weights: PlainLoad
+
+
+@dataclass(frozen=True)
+class CardFacts:
+    """Everything a card states, read once from the run directory: every section and the
+    metadata render from these attributes."""
+
+    record: RunRecord
+    config: RunConfig
+    task: Any  # modelkit.tasks.Task
+    train: TrainingConfig
+    data_name: str  # the training data's public name
+    eval: EvalRecord | None  # on the training data's held-out split
+    other_evals: tuple[EvalRecord, ...]  # on other data, each under its own name
+    weights: WeightsFacts
+    arch: ArchFacts
+
+    @property
+    def reported(self) -> dict[str, Any]:
+        """An own loop's final metrics, as its script reported them (``run.finish(metrics=...)``)."""
+        return dict(self.record.metrics) if self.record.own_loop else {}
+
+
+def gather_facts(run_dir: Path, *, project: Any) -> CardFacts:
+    """The :class:`CardFacts` of a run (exit 2 naming the file when one is missing or wrong)."""
     from modelkit.release.package import EVALS, require_evaluation
     from modelkit.runs import open_run
 
     run = open_run(run_dir, require=("run.json", "config.json"))
-    header = weights_facts(run.path)  # either layout, checked; a bad shard is named
-    record = run.read_record()
+    weights = weights_facts(run.path)  # either layout, checked; a bad shard is named
+    record = run.run_record()
     task = task_of(record)
     require_evaluation(run.path, task=task)  # eval.json, or (own loops, other data) evals/*.json
-    cfg = run.read_config()
+    cfg = run.run_config()
     evaluation = read_eval(run.eval, task) if run.eval.is_file() else None
     arch = architecture(run.path, cfg, project=project)
-    meta = cfg.get("modelkit", {}) or {}
     # modelkit train's TrainConfig, else (an own loop) the script's config as it gave it
-    config_key = "train" if meta.get("train") else "config"
-    train = meta.get(config_key) or {}
-    if not isinstance(train, dict):
-        train = {}
-    data = record.get("data") or {}
-    training_name = dataset_name(data.get("spec") or train.get("data") or _own_name(data))
+    train = TrainingConfig("config" if cfg.own_loop else "train", cfg.training_config)
+    training_spec = record.data.spec or train.data
+    training_name = dataset_name(training_spec or _own_name(record.data))
     # results on other data: evals/*.json, and an eval.json that is not the training data's
     # (written by an older modelkit's `eval --data`): each shown under its own dataset name
     others = [read_eval(p, task) for p in sorted((run.path / EVALS).glob("*.json"))]
-    same = evaluation is not None and (
-        (evaluation.get("data") or {}).get("fingerprint") == data.get("fingerprint")
-    )
-    if evaluation is not None and not same:
+    if evaluation is not None and evaluation.data.fingerprint != record.data.fingerprint:
         others.insert(0, evaluation)
         evaluation = None
-    training_spec = data.get("spec") or train.get("data")
-    for ev in others:
-        d = ev.setdefault("data", {})
-        d["name"] = d.get("name") or dataset_name(d.get("spec"))
-        if d["name"] == training_name:  # never under the training data's name
-            d["name"] = other_data_name(d.get("spec"), d.get("fingerprint"), training=training_spec)
-    return {
-        "run": run,
-        "record": record,
-        "task": task,
-        "config": cfg,
-        "train": train,
-        "config_key": config_key,
-        "data_name": training_name,
-        "eval": evaluation,
-        "other_evals": others,
-        "header": header,
-        "arch": arch,
-        "metrics": run.read_metrics(),
-        # an own loop's final metrics, as its script reported them (run.finish(metrics=...))
-        "reported": (record.get("metrics") or {}) if record.get("trainer") == "user" else {},
-    }
+    return CardFacts(
+        record=record,
+        config=cfg,
+        task=task,
+        train=train,
+        data_name=training_name,
+        eval=evaluation,
+        other_evals=tuple(_named(ev, training_name, training_spec) for ev in others),
+        weights=weights,
+        arch=arch,
+    )
 
 
-def _own_name(data: dict[str, Any]) -> str | None:
+def _named(ev: EvalRecord, training_name: str, training_spec: Any) -> EvalRecord:
+    """An evaluation on other data under its own name, never the training data's."""
+    name = ev.data.name or dataset_name(ev.data.spec)
+    if name == training_name:
+        name = other_data_name(ev.data.spec, ev.data.fingerprint, training=training_spec)
+    return ev.with_data_name(name)
+
+
+def _own_name(data: DataInfo) -> str | None:
     """An own loop's data name (a class name, or a path's last part: never a local path)."""
-    name = data.get("name")
+    name = data.name
     if not name or name == UNKNOWN:
         return None
     return re.split(r"[\\/]", str(name).rstrip("/\\"))[-1] or None
 
 
-def read_eval(path: Path, task: Any = None) -> dict[str, Any]:
+def read_eval(path: Path, task: Any) -> EvalRecord:
     """An evaluation file (docs/tasks.md, "Evaluation files"), checked against ``task``."""
 
     try:
         ev = json.loads(path.read_text(encoding="utf-8"))
-        (task or get_task(ev.get("task") if isinstance(ev, dict) else None)).check_result(
-            ev, source=str(path)
-        )
+        task.check_result(ev, source=str(path))
     except (OSError, ValueError, KeyError, TypeError) as exc:
         what = f"{type(exc).__name__}: {exc}" if isinstance(exc, KeyError) else type(exc).__name__
         raise RunDirError(
-            f"{path} is not a {(task.name + ' ') if task else ''}evaluation result ({what})",
+            f"{path} is not a {task.name} evaluation result ({what})",
             hint=f"re-run: modelkit eval {path.parent if path.name == 'eval.json' else path.parent.parent}",
         ) from None
-    return ev
+    return EvalRecord.from_dict(ev, source=str(path))
 
 
-def weights_facts(run_dir: Path) -> dict[str, Any]:
+def weights_facts(run_dir: Path) -> WeightsFacts:
     """Parameter count, dtypes, shapes, files and bytes of a run's weights (either layout),
-    from the safetensors headers alone: no tensor is read, no model is built; ``label``
-    names the files in a line (`model.safetensors`, or N shards + the index)."""
+    from the safetensors headers alone: no tensor is read, no model is built."""
     summary = summarize(run_dir)
     shards = sorted(name for name in summary.files if name != INDEX)
     label = (
@@ -144,22 +241,21 @@ def weights_facts(run_dir: Path) -> dict[str, Any]:
         if summary.layout == "sharded"
         else f"`{shards[0]}`"
     )
-    return summary.to_dict() | {"label": label}
+    return WeightsFacts(summary, label)
 
 
-def architecture(run_dir: Path, cfg: dict[str, Any], *, project: Any) -> dict[str, Any]:
+def architecture(run_dir: Path, cfg: RunConfig, *, project: Any) -> ArchFacts:
     """Model class, source and module tree, rebuilt from config.json with its parameters on
     ``meta`` (no memory, no random init; the weights are not needed)."""
     from modelkit.models.weights import build_empty
 
-    meta = cfg.get("modelkit", {}) or {}
-    ref_name = str((meta.get("reference") or {}).get("ref") or "").rpartition(":")[2]
-    name = meta.get("model") or ref_name  # an own-loop run may name only its reference
+    name = cfg.model_name  # an own-loop run may name only its reference
     if not name:
         raise RunDirError(f"{run_dir}/config.json does not name its model", hint="re-train")
-    model, _ = build_empty(cfg, source=f"{run_dir}/config.json", project=project)
-    reference = meta.get("reference") or {}
-    kwargs = reference.get("kwargs", (meta.get("train") or {}).get("model_kwargs", {}))
+    model, _ = build_empty(to_plain(cfg), source=f"{run_dir}/config.json", project=project)
+    reference = cfg.modelkit.reference
+    # runs made before references: the model's kwargs are the TrainConfig's
+    kwargs = reference.kwargs if reference is not None else _train_kwargs(cfg)
     cls = type(model)
     doc = (cls.__doc__ or "").strip().splitlines()
     module_doc = (__import__(cls.__module__, fromlist=["_"]).__doc__ or "").strip().splitlines()
@@ -168,71 +264,44 @@ def architecture(run_dir: Path, cfg: dict[str, Any], *, project: Any) -> dict[st
         description = resolve_model(name, project=project).description
     except Exception:  # a model known only by its reference
         description = None
-    try:
-        from huggingface_hub import PyTorchModelHubMixin
-
-        mixin = isinstance(model, PyTorchModelHubMixin)
-        info = getattr(cls, "_hub_mixin_info", None)
-        library = getattr(info, "library_name", None) or getattr(
-            getattr(info, "model_card_data", None), "library_name", None
-        )
-    except ImportError:  # pragma: no cover
-        mixin, library = False, None
+    mixin, library = _hub_mixin(model)
     summary = module_doc[0] if module_doc else (doc[0] if doc else description)
     summary = summary.strip().rstrip(".") if summary else None
-    return {
-        "name": name,
-        "class": f"{cls.__module__}.{cls.__qualname__}",
-        "class_name": cls.__qualname__,
-        "module": cls.__module__,
-        "summary": summary or "no description",
-        "description": description if description and ":" not in description else None,
-        "repr": repr(model),
-        "mixin": mixin,
-        "library": library or "pytorch",
-        "kwargs": kwargs,
-        "reference": reference,
-        "weights": plain_load_facts(run_dir),
-    }
+    return ArchFacts(
+        name=name,
+        qualified=f"{cls.__module__}.{cls.__qualname__}",
+        class_name=cls.__qualname__,
+        module=cls.__module__,
+        summary=summary or "no description",
+        description=description if description and ":" not in description else None,
+        tree=repr(model),
+        mixin=mixin,
+        library=library or "pytorch",
+        kwargs=kwargs,
+        reference=reference or Reference(),
+        weights=plain_load_facts(run_dir),
+    )
 
 
-def plain_load_facts(run_dir: Path) -> dict[str, Any]:
-    """What a plain ``load_state_dict`` snippet needs to know (from the headers): whether the
-    weights are sharded, and which shared tensors are stored under another name."""
+def _train_kwargs(cfg: RunConfig) -> Any:
+    """The model's kwargs as ``modelkit train``'s config states them (``{}`` if it does not)."""
+    return (cfg.modelkit.train or {}).get(MODEL_KWARGS, {})
+
+
+def _hub_mixin(model: Any) -> tuple[bool, str | None]:
+    """``(is a PyTorchModelHubMixin, the library name its mixin declares)``."""
+    try:
+        from huggingface_hub import PyTorchModelHubMixin
+    except ImportError:  # pragma: no cover
+        return False, None
+    info = getattr(type(model), "_hub_mixin_info", None)
+    library = getattr(info, "library_name", None) or getattr(
+        getattr(info, "model_card_data", None), "library_name", None
+    )
+    return isinstance(model, PyTorchModelHubMixin), library
+
+
+def plain_load_facts(run_dir: Path) -> PlainLoad:
+    """What a plain ``load_state_dict`` snippet needs to know (from the headers)."""
     summary = summarize(run_dir)
-    return {"sharded": summary.layout == "sharded", "shared": dict(summary.shared)}
-
-
-def modelkit_link() -> str:
-    """modelkit, linked to the project URL its package metadata declares (else plain text)."""
-    import importlib.metadata
-
-    try:
-        meta = importlib.metadata.metadata("modelkit")
-    except importlib.metadata.PackageNotFoundError:
-        return "modelkit"
-    urls = [u.split(",", 1)[-1].strip() for u in meta.get_all("Project-URL") or []]
-    url = next((u for u in urls if u.startswith("https://") and u.count("/") > 3), None)
-    home = meta.get("Home-page")
-    url = url or (home if home and home.startswith("https://") and home.count("/") > 3 else None)
-    return f"[modelkit]({url})" if url else "modelkit"
-
-
-def project_license(project: Any) -> str | None:
-    card_cfg = (getattr(project, "raw", None) or {}).get("card", {})
-    lic = card_cfg.get("license")
-    if lic:
-        return str(lic).lower()
-    root = getattr(project, "root", None)
-    if root is None:
-        return None
-    from modelkit.config import tomllib
-
-    try:
-        data = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))
-    except Exception:
-        return None
-    lic = data.get("project", {}).get("license")
-    if isinstance(lic, dict):
-        lic = lic.get("text")
-    return str(lic).strip().lower() if lic else None
+    return PlainLoad(sharded=summary.layout == "sharded", shared=dict(summary.shared))

@@ -6,7 +6,9 @@ from typing import Any
 
 import yaml
 
-from modelkit.card.facts import project_license, slug
+from modelkit.card.facts import CardFacts, slug
+from modelkit.card.options import card_options, project_license
+from modelkit.runs.documents import EvalRecord
 
 # the Hub's license identifiers (https://huggingface.co/docs/hub/repositories-licenses)
 HUB_LICENSES = frozenset(
@@ -98,52 +100,54 @@ HUB_DATASETS = {"mnist": "ylecun/mnist"}
 
 
 # ------------------------------------------------------------------------------- metadata
-def card_metadata(f: dict[str, Any], *, repo_id: str, project: Any) -> dict[str, Any]:
-    from huggingface_hub import EvalResult, ModelCardData
+def card_metadata(f: CardFacts, *, repo_id: str, project: Any) -> dict[str, Any]:
+    """The card's YAML metadata (``ModelCardData``) from its facts and the project's options."""
+    from huggingface_hub import ModelCardData
 
-    card_cfg = (getattr(project, "raw", None) or {}).get("card", {})
-    name = f["data_name"]
-    datasets = list(
-        card_cfg.get("datasets") or ([HUB_DATASETS[name]] if name in HUB_DATASETS else [])
-    )
-
-    task = f["task"]
-
-    def results(ev: dict[str, Any], *, dataset_type: str, dataset: str) -> list[Any]:
-        return [
-            EvalResult(
-                task_type=task.pipeline_tag,
-                task_name=task.hub_task_name,
-                dataset_type=dataset_type,
-                dataset_name=f"{dataset} (held-out split)",
-                dataset_split="test",
-                metric_type=m.hub_type or m.key,
-                metric_name=m.label,
-                metric_value=round(float(ev[m.key]), 6),
-            )
-            for m in task.metrics
-            if m.key in ev
-        ]
-
+    options = card_options(project)
+    name, task = f.data_name, f.task
+    datasets = list(options.datasets or ([HUB_DATASETS[name]] if name in HUB_DATASETS else []))
     evals = []
-    if f["eval"] is not None:  # the training data's held-out split
-        evals += results(f["eval"], dataset_type=datasets[0] if datasets else name, dataset=name)
-    for ev in f["other_evals"]:  # other data: only ever under its own name
-        other = ev["data"]["name"]
-        evals += results(ev, dataset_type=other, dataset=other)
-    tags = ["modelkit", "pytorch", "safetensors", task.pipeline_tag, slug(f["arch"]["name"])]
-    tags += [t for t in card_cfg.get("tags", []) if t not in tags]
+    if f.eval is not None:  # the training data's held-out split
+        dataset_type = datasets[0] if datasets else name
+        evals += _eval_results(f.eval, task, dataset_type=dataset_type, dataset=name)
+    for ev in f.other_evals:  # other data: only ever under its own name
+        other = str(ev.data.name)
+        evals += _eval_results(ev, task, dataset_type=other, dataset=other)
+    tags = ["modelkit", "pytorch", "safetensors", task.pipeline_tag, slug(f.arch.name)]
+    tags += [t for t in options.tags if t not in tags]
+    pipeline_tag = options.pipeline_tag if options.pipeline_tag is not None else task.pipeline_tag
     data = ModelCardData(
         license=project_license(project),
-        library_name=f["arch"]["library"],
+        library_name=f.arch.library,
         tags=tags,
         datasets=datasets or None,
         metrics=[task.primary.key],
-        pipeline_tag=card_cfg.get("pipeline_tag", task.pipeline_tag),
+        pipeline_tag=pipeline_tag,
         model_name=repo_id.split("/")[-1],
         eval_results=evals or None,
     )
     return data.to_dict()
+
+
+def _eval_results(ev: EvalRecord, task: Any, *, dataset_type: str, dataset: str) -> list[Any]:
+    """An evaluation's metrics as the Hub's model-index results."""
+    from huggingface_hub import EvalResult
+
+    return [
+        EvalResult(
+            task_type=task.pipeline_tag,
+            task_name=task.hub_task_name,
+            dataset_type=dataset_type,
+            dataset_name=f"{dataset} (held-out split)",
+            dataset_split="test",
+            metric_type=m.hub_type or m.key,
+            metric_name=m.label,
+            metric_value=round(value, 6),
+        )
+        for m in task.metrics
+        if (value := ev.metric(m.key)) is not None
+    ]
 
 
 def validate_metadata(meta: Any) -> list[str]:
@@ -196,6 +200,24 @@ def split_front_matter(text: str) -> tuple[dict[str, Any] | None, str, list[str]
     except yaml.YAMLError as exc:
         return None, text[end + 5 :], [f"YAML front matter does not parse: {exc}".splitlines()[0]]
     return meta, text[end + 5 :], []
+
+
+def with_prose_metadata(meta: dict[str, Any], prose_meta: dict[str, Any]) -> dict[str, Any]:
+    """The card's metadata with MODEL_CARD.md's front matter over it (keys set by hand win);
+    a license neither states is left out, and so is every null."""
+    merged = {**meta, **prose_meta}
+    if "license" not in prose_meta and meta.get("license") is None:
+        merged.pop("license", None)
+    return {k: v for k, v in merged.items() if v is not None}
+
+
+def with_existing_metadata(meta: dict[str, Any], old: dict[str, Any] | None) -> dict[str, Any]:
+    """The card's metadata over an existing README's (its other keys kept; a hand-set license
+    wins over none)."""
+    merged = {**(old or {}), **{k: v for k, v in meta.items() if v is not None}}
+    if meta.get("license") is None and (old or {}).get("license"):
+        merged["license"] = (old or {})["license"]
+    return merged
 
 
 def validate_card(text: str) -> list[str]:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from modelkit.card.metadata import split_front_matter
+from modelkit.card.options import card_options
 from modelkit.errors import BadInputError
 from modelkit.models.imports import recorded_roots
 
@@ -118,8 +119,8 @@ def prose_path(project: Any, run_dir: Path | None = None) -> Path | None:
     if root is None:
         found = [d / PROSE_FILE for d in recorded_roots(run_dir) if run_dir is not None]
         return next((p for p in found if p.is_file()), None)
-    card_cfg = (getattr(project, "raw", None) or {}).get("card", {}) or {}
-    rel = card_cfg.get("path", PROSE_FILE)
+    chosen = card_options(project).path
+    rel = chosen if chosen is not None else PROSE_FILE
     if not isinstance(rel, str) or not rel:
         raise BadInputError(
             "[tool.modelkit.card] path must be a file path (a string)",
@@ -132,7 +133,7 @@ def read_prose(project: Any, run_dir: Path | None = None) -> Prose | None:
     """The project's card prose file, parsed into sections (None when the file is absent)."""
     path = prose_path(project, run_dir)
     if path is None or not path.is_file():
-        if path is not None and (getattr(project, "raw", None) or {}).get("card", {}).get("path"):
+        if path is not None and card_options(project).path:
             raise BadInputError(
                 f"the card prose file {path} ([tool.modelkit.card] path) does not exist",
                 hint="create it (modelkit init writes one), or fix the path",

@@ -15,7 +15,13 @@ from typing import Any
 import yaml
 
 from modelkit.card.facts import architecture, gather_facts
-from modelkit.card.metadata import card_metadata, split_front_matter, validate_card
+from modelkit.card.metadata import (
+    card_metadata,
+    split_front_matter,
+    validate_card,
+    with_existing_metadata,
+    with_prose_metadata,
+)
 from modelkit.card.prose import (
     BLOCK_RE,
     ORDER,
@@ -27,16 +33,12 @@ from modelkit.card.prose import (
     merge_body,
     read_prose,
 )
-from modelkit.card.sections import (
-    CURVES,
-    UsageTarget,
-    default_target,
-    generated_sections,
-    usage_section,
-)
+from modelkit.card.sections import CURVES, generated_sections
+from modelkit.card.usage import UsageTarget, default_target, usage_section
 from modelkit.errors import BadInputError, CheckFailed
 from modelkit.io import atomic_path, write_bytes_atomic
 from modelkit.release.version import parse_version
+from modelkit.runs.record import MetricRow
 from modelkit.tasks import get_task, task_of
 
 
@@ -74,16 +76,11 @@ def render_card(
     f = gather_facts(Path(run_dir), project=project)
     target = target or default_target(repo_id=repo_id, version=version, project=project)
     sections = generated_sections(f, target=target, curves=curves)
-    title = repo_id.split("/")[-1] if repo_id else f["arch"]["name"]
+    title = repo_id.split("/")[-1] if repo_id else f.arch.name
     meta = card_metadata(f, repo_id=f"x/{title}", project=project)
     prose = read_prose(project, Path(run_dir))
     if prose is not None:
-        merged = {**meta, **prose.meta}  # keys set by hand in MODEL_CARD.md win
-        if "license" not in prose.meta and meta.get("license") is None:
-            merged.pop("license", None)
-        return dump(
-            {k: v for k, v in merged.items() if v is not None}, fresh_body(title, sections, prose)
-        )
+        return dump(with_prose_metadata(meta, prose.meta), fresh_body(title, sections, prose))
     if existing is None:
         return dump(meta, fresh_body(title, sections))
     old_meta, body, errors = split_front_matter(existing)
@@ -92,11 +89,8 @@ def render_card(
             f"cannot regenerate: the existing README.md {errors[0]}",
             hint="fix or delete its YAML front matter",
         )
-    merged = {**(old_meta or {}), **{k: v for k, v in meta.items() if v is not None}}
-    if meta.get("license") is None and (old_meta or {}).get("license"):
-        merged["license"] = old_meta["license"]  # a hand-set license wins over "unknown"
     new_body, _ = merge_body(body, sections)
-    return dump(merged, new_body)
+    return dump(with_existing_metadata(meta, old_meta), new_body)
 
 
 def pin_usage(text: str, *, usage: str) -> str:
@@ -113,12 +107,14 @@ def release_usage(run_dir: Path | str, target: UsageTarget, *, project: Any = No
     from modelkit.runs import open_run
 
     run = open_run(run_dir, require=("config.json",))
-    return usage_section(architecture(run.path, run.read_config(), project=project), target)
+    return usage_section(architecture(run.path, run.run_config(), project=project), target)
 
 
-def _series(rows: list[dict[str, Any]], x: str, y: str) -> tuple[list[Any], list[Any]]:
-    """``(xs, ys)`` of the rows that hold a number under both keys (metrics are free-form)."""
-    pts = [(r[x], r[y]) for r in rows if isinstance(r.get(y), (int, float)) and x in r]
+def _series(rows: list[MetricRow], x: str, y: str) -> tuple[list[Any], list[Any]]:
+    """``(xs, ys)`` of the rows that hold a number as ``y`` (a logged value: metrics are
+    free-form), against their ``x`` (``step``, or ``epoch`` where the row has one)."""
+    pts = [(r.step if x == "step" else r.epoch, r.values.get(y)) for r in rows]
+    pts = [(a, b) for a, b in pts if isinstance(b, (int, float)) and a is not None]
     return [p[0] for p in pts], [p[1] for p in pts]
 
 
@@ -127,9 +123,9 @@ def render_curves(run_dir: Path, task: Any = None) -> Path | None:
     training_curves.png; a metric the rows do not hold is left out, never a KeyError."""
     from modelkit.runs import RunDir
 
-    rows = RunDir(run_dir).read_metrics()
-    steps = [r for r in rows if r.get("kind") == "step"]
-    epochs = [r for r in rows if r.get("kind") == "epoch"]
+    rows = RunDir(run_dir).metric_rows()
+    steps = [r for r in rows if r.kind == "step"]
+    epochs = [r for r in rows if r.kind == "epoch"]
     if not steps and not epochs:
         return None
     import matplotlib
@@ -139,7 +135,7 @@ def render_curves(run_dir: Path, task: Any = None) -> Path | None:
 
     key, label = (task or get_task(None)).curves()
     if not _series(epochs, "epoch", key)[0]:  # an own loop's free-form epoch metric instead
-        free = [k for r in epochs for k, v in r.items() if isinstance(v, (int, float))]
+        free = [k for r in epochs for k, v in r.values.items() if isinstance(v, (int, float))]
         key = next((k for k in free if k not in ("epoch", "step", "train_loss")), key)
         label = key
     held_out = "test_loss" if _series(epochs, "step", "test_loss")[0] else "val_loss"
@@ -207,13 +203,13 @@ def write_card(
     existing = path.read_text(encoding="utf-8") if path.is_file() else None
     _check_release_args(repo_id, version)
     # render (and fail) before touching anything on disk
-    curves = any(r.get("kind") in ("step", "epoch") for r in RunDir(run_dir).read_metrics())
+    curves = any(r.kind in ("step", "epoch") for r in RunDir(run_dir).metric_rows())
     text = render_card(
         run_dir, repo_id=repo_id, version=version, project=project, existing=existing, curves=curves
     )
     meta, _, _ = split_front_matter(text)
     errors, todos = _check_card(text, strict=strict)
-    png = render_curves(run_dir, task_of(RunDir(run_dir).read_record())) if curves else None
+    png = render_curves(run_dir, task_of(RunDir(run_dir).run_record())) if curves else None
     write_bytes_atomic(path, text.encode("utf-8"))
     kept = [
         m.group("name")

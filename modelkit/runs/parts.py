@@ -75,7 +75,7 @@ class DataInfo(_Part):
     chars: str | None = None
     train_tokens: int | None = None
     test_tokens: int | None = None
-    skipped_files: list[Any] | None = None
+    skipped_files: int | list[Any] | None = None  # image folders: how many were skipped
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
@@ -116,6 +116,7 @@ class EnvInfo(_Part):
     threads: int | None = None
     cpu_capability: str | None = None
     gpu_count: int | None = None
+    deterministic: bool | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
@@ -151,7 +152,14 @@ class Reference(_Part):
     package: str | None = None
     version: str | None = None
     kind: str | None = None
+    # arguments that are config objects: name -> {"class", "kind", "values"} (models/configs.py)
+    configs: dict[str, dict[str, Any]] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def transformers(self) -> bool:
+        """Whether an argument is a transformers config (transformers' own loader applies)."""
+        return any(c.get("kind") == "transformers" for c in self.configs.values())
 
     @property
     def attr(self) -> str:
