@@ -33,6 +33,7 @@ NOT_RECORDS: dict[str, str] = {
     "modelkit/testing/hubserver/uploads.py": "Hub API commit payloads (test server)",
     "modelkit/release/artifacts.py": "pyproject.toml's [tool.modelkit.release] include list (user config)",
     "modelkit/release/hub_client.py": "HTTP response headers (Retry-After)",
+    "modelkit/repro/dumps.py": "a state dump's metadata: torch optimizer/scheduler state dicts",
     "modelkit/scaffold/render.py": "pip's direct_url.json (PEP 610)",
     "modelkit/scaffold/adopt.py": "a file table of the scaffold's templates",
     "modelkit/bench/cache.py": "pyproject.toml's dependency tables (the cache key)",

@@ -13,6 +13,8 @@ import pytest
 import torch
 
 from modelkit.repro.compare import compare_metrics, diff_states, first_divergence, max_ulp
+from modelkit.repro.report import FirstDivergence
+from modelkit.runs import MetricRow
 
 CONFIG = "epochs = 1\nbatch_size = 128\nfingerprint_every = 4\ndevice = 'cpu'\n"  # 12 steps
 
@@ -123,7 +125,7 @@ def test_max_ulp_and_tensor_diffs() -> None:
     b = torch.tensor([1.0], dtype=torch.bfloat16)
     assert max_ulp(b, torch.tensor([1.0078125], dtype=torch.bfloat16)) == 1
     diffs = diff_states({"w": x, "s": torch.tensor([3])}, {"w": up, "s": torch.tensor([5])})
-    assert [(t["name"], t["max_ulp"], t["elements_differ"]) for t in diffs] == [
+    assert [(t.name, t.max_ulp, t.elements_differ) for t in diffs] == [
         ("s", 2, 1),
         ("w", 1, 4),
     ]
@@ -131,14 +133,20 @@ def test_max_ulp_and_tensor_diffs() -> None:
 
 
 def test_first_divergence_and_metrics_comparison() -> None:
-    a = {s: {"sha256": str(s)} for s in (0, 5, 10, 15)}
-    b = {**a, 10: {"sha256": "x"}, 15: {"sha256": "y"}}
-    assert first_divergence(a, b) == {"step": 10, "last_equal": 5, "compared": 4}
-    assert first_divergence(a, b, up_to=9)["step"] is None
-    rows = [{"kind": "epoch", "step": 3, "test_loss": 1.0, "elapsed_s": 0.1}]
-    assert compare_metrics(rows, [{**rows[0], "elapsed_s": 9.0}])["identical"]  # timing ignored
-    diff = compare_metrics(rows, [{**rows[0], "test_loss": 1.0000001}])
-    assert not diff["identical"] and diff["first_difference"]["row"] == 0
+    def fp(step: int, sha: str) -> MetricRow:
+        return MetricRow.from_dict({"kind": "fingerprint", "step": step, "sha256": sha})
+
+    a = {s: fp(s, str(s)) for s in (0, 5, 10, 15)}
+    b = {**a, 10: fp(10, "x"), 15: fp(15, "y")}
+    assert first_divergence(a, b) == FirstDivergence(step=10, last_equal=5, compared=4)
+    assert first_divergence(a, b, up_to=9).step is None
+    row = {"kind": "epoch", "step": 3, "test_loss": 1.0, "elapsed_s": 0.1}
+    rows = [MetricRow.from_dict(row)]
+    timing = [MetricRow.from_dict({**row, "elapsed_s": 9.0})]
+    assert compare_metrics(rows, timing).identical  # timing ignored
+    diff = compare_metrics(rows, [MetricRow.from_dict({**row, "test_loss": 1.0000001})])
+    assert not diff.identical and diff.first_difference is not None
+    assert diff.first_difference.row == 0
 
 
 def test_a_worker_without_an_error_file_is_named_by_what_its_output_says(tmp_path: Path) -> None:

@@ -4,13 +4,22 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from modelkit.cli import _output as o
 from modelkit.cli._options import FormatOpt, NumberOpt, OutputFormat, QuietOpt
 from modelkit.errors import BadInputError, CheckFailed
+
+if TYPE_CHECKING:
+    from modelkit.repro.report import (
+        AgainstReport,
+        Control,
+        Divergence,
+        TensorDiff,
+        TwiceReport,
+    )
 
 EXAMPLES = """
 Examples:
@@ -188,12 +197,12 @@ def _run_against(against: Path, *, fmt: OutputFormat, **options: Any) -> None:
 
     report = repro_against(against, **options)
     _render_against(report, fmt)
-    if not report["ok"]:
+    if not report.ok:
         raise CheckFailed(
-            f"regenerated run {report['verdict']}"
+            f"regenerated run {report.verdict}"
             + (
-                f": first divergent step {report['first_divergent_step']}"
-                if report["first_divergent_step"] is not None
+                f": first divergent step {report.first_divergent_step}"
+                if report.first_divergent_step is not None
                 else ""
             ),
             hint="see the tensors above; `modelkit repro RUN_DIR` checks this machine alone",
@@ -239,16 +248,16 @@ def _run_command(
     _verdict(report, control=control)
 
 
-def _verdict(report: dict[str, Any], *, control: bool) -> None:
-
-    if not report["identical"]:
+def _verdict(report: TwiceReport, *, control: bool) -> None:
+    if not report.identical:
+        step = report.divergence.step if report.divergence is not None else None
         raise CheckFailed(
-            f"runs differ: first divergent step {report['divergence']['step']}",
+            f"runs differ: first divergent step {step}",
             hint="the tensors that differ are listed above (name, max abs diff, max ULP)",
         )
-    if control and not report["control"]["differs"]:
+    if control and report.control is not None and not report.control.differs:
         hint = "the model may ignore the seed; report this"
-        if report.get("mode") == "command":
+        if report.mode == "command":
             hint = (
                 "the command ignores MODELKIT_SEED: seed through "
                 "modelkit.seed_everything(args.seed) or start_run(seed=args.seed)"
@@ -259,109 +268,113 @@ def _verdict(report: dict[str, Any], *, control: bool) -> None:
         )
 
 
-def _tensor_rows(tensors: list[dict[str, Any]]) -> list[list[Any]]:
+def _tensor_rows(tensors: list[TensorDiff]) -> list[list[Any]]:
     return [
         [
-            t["name"],
-            t.get("problem") or f"{t['max_abs_diff']:.3g}",
-            t.get("max_ulp", "-"),
-            f"{t.get('elements_differ', '-')}/{t.get('numel', '-')}",
+            t.name,
+            t.problem or f"{t.max_abs_diff:.3g}",
+            _or_dash(t.max_ulp),
+            f"{_or_dash(t.elements_differ)}/{_or_dash(t.numel)}",
         ]
         for t in tensors
     ]
 
 
+def _or_dash(value: Any) -> Any:
+    return "-" if value is None else value
+
+
 TENSOR_COLUMNS = ["tensor", "max abs diff", "max ULP", "elements differ"]
 
 
-def _render_twice(r: dict[str, Any], fmt: OutputFormat) -> None:
+def _render_twice(r: TwiceReport, fmt: OutputFormat) -> None:
     if fmt is OutputFormat.json:
-        o.print_json(r)
+        o.print_json(r.to_dict())
         return
-    sha = r["state_sha256"]
-    if r.get("command"):
+    if r.command is not None:
         import shlex
 
-        argv = shlex.join(r["command"]["argv"])
-        o.out.print(f"command: {o.escape(argv)}  (in {o.escape(r['command']['cwd'])})")
-    world = (r.get("distributed") or {}).get("world_size") or 1
-    if world > 1:
-        o.out.print(f"world size {world} ({r['distributed']['backend']}) on both sides")
-    if r["identical"]:
+        argv = shlex.join(r.command.argv)
+        o.out.print(f"command: {o.escape(argv)}  (in {o.escape(r.command.cwd or '')})")
+    if r.world_size > 1:
+        backend = r.distributed.backend if r.distributed else None
+        o.out.print(f"world size {r.world_size} ({backend}) on both sides")
+    if r.identical:
         o.out.print(
-            f"IDENTICAL  {r['steps']} steps, state sha256 {sha['a']}, "
-            f"{r['fingerprints_compared']} fingerprints and {r['metrics']['rows']} metric rows equal"
+            f"IDENTICAL  {r.steps} steps, state sha256 {r.state_sha256.a}, "
+            f"{r.fingerprints_compared} fingerprints and {r.metrics.rows} metric rows equal"
         )
-    else:
-        d = r["divergence"]
-        o.out.print(f"MISMATCH  first divergent step {d['step']}")
-        if d["loss"]:
-            o.out.print(f"  loss at step {d['step']}: {d['loss']['a']!r} vs {d['loss']['b']!r}")
-        if d["tensors"]:
-            o.table(
-                f"tensors that differ at step {d['step']}",
-                TENSOR_COLUMNS,
-                _tensor_rows(d["tensors"]),
-            )
-        o.out.print(f"  state sha256: {sha['a']} vs {sha['b']}")
-    if "control" in r:
-        c = r["control"]
-        names = ", ".join(t["name"] for t in c["tensors"][:3])
-        status = (
-            f"differs at step {c['first_divergent_step']}"
-            + (f" ({names}{', …' if len(c['tensors']) > 3 else ''})" if names else "")
-            + " as expected"
-            if c["differs"]
-            else "DID NOT DIFFER"
-        )
-        o.out.print(f"control (seed {c['seed']}): {o.escape(status)}")
-    t = r["timings"]
-    o.info(f"runs {t['runs_s']:.1f}s, total {t['total_s']:.1f}s")
+    elif r.divergence is not None:
+        _render_divergence(r.divergence)
+        o.out.print(f"  state sha256: {r.state_sha256.a} vs {r.state_sha256.b}")
+    if r.control is not None:
+        _render_control(r.control)
+    t = r.timings
+    o.info(f"runs {t.runs_s or 0.0:.1f}s, total {t.total_s or 0.0:.1f}s")
 
 
-def _render_against(r: dict[str, Any], fmt: OutputFormat) -> None:
+def _render_divergence(d: Divergence) -> None:
+    o.out.print(f"MISMATCH  first divergent step {d.step}")
+    if d.loss:
+        o.out.print(f"  loss at step {d.step}: {d.loss.a!r} vs {d.loss.b!r}")
+    if d.tensors:
+        o.table(f"tensors that differ at step {d.step}", TENSOR_COLUMNS, _tensor_rows(d.tensors))
+
+
+def _render_control(c: Control) -> None:
+    names = ", ".join(t.name for t in c.tensors[:3])
+    status = (
+        f"differs at step {c.first_divergent_step}"
+        + (f" ({names}{', …' if len(c.tensors) > 3 else ''})" if names else "")
+        + " as expected"
+        if c.differs
+        else "DID NOT DIFFER"
+    )
+    o.out.print(f"control (seed {c.seed}): {o.escape(status)}")
+
+
+def _render_against(r: AgainstReport, fmt: OutputFormat) -> None:
     if fmt is OutputFormat.json:
-        o.print_json(r)
+        o.print_json(r.to_dict())
         return
-    diffs = r["env_diff"]
+    diffs = r.env_diff
     if diffs:
         o.table(
             "environment: recorded vs now",
             ["field", "recorded", "now", "matters"],
-            [[d["field"], d["a"], d["b"], "yes" if d["matters"] else "no"] for d in diffs],
+            [[d.field, d.a, d.b, "yes" if d.matters else "no"] for d in diffs],
         )
     else:
         o.out.print("environment: same as recorded")
-    fp = r["data_fingerprint"]
-    o.out.print(f"data fingerprint: {fp['now']} (same as recorded)")
-    if r["bitwise_expected"]:
+    o.out.print(f"data fingerprint: {r.data_fingerprint.now} (same as recorded)")
+    if r.bitwise_expected:
         o.out.print(
-            f"{r['verdict']}  {r['steps']} steps, {r['fingerprints_compared']} fingerprints compared"
-            + (", weights bitwise equal" if r["weights_compared"] and not r["tensors"] else "")
+            f"{r.verdict}  {r.steps} steps, {r.fingerprints_compared} fingerprints compared"
+            + (", weights bitwise equal" if r.weights_compared and not r.tensors else "")
         )
-        if r["first_divergent_step"] is not None:
-            o.out.print(f"  first divergent fingerprint at step {r['first_divergent_step']}")
+        if r.first_divergent_step is not None:
+            o.out.print(f"  first divergent fingerprint at step {r.first_divergent_step}")
     else:
-        fields = ", ".join(d["field"] for d in diffs if d["matters"])
+        fields = ", ".join(d.field for d in diffs if d.matters)
         o.out.print(
             f"bitwise equality not expected ({fields} differ): tolerance comparison, "
-            f"atol {r['atol']:g}: {r['verdict']}"
+            f"atol {r.atol:g}: {r.verdict}"
         )
-    if r["tolerance"]:
+    if r.tolerance:
         o.table(
-            f"final weights vs recorded, atol {r['atol']:g}",
+            f"final weights vs recorded, atol {r.atol:g}",
             ["tensor", "max abs diff", "within"],
             [
                 [
-                    t["name"],
-                    "-" if t["max_abs_diff"] is None else f"{t['max_abs_diff']:.3g}",
-                    "yes" if t["within"] else "NO",
+                    t.name,
+                    "-" if t.max_abs_diff is None else f"{t.max_abs_diff:.3g}",
+                    "yes" if t.within else "NO",
                 ]
-                for t in r["tolerance"]
+                for t in r.tolerance
             ],
         )
-    elif r["tensors"]:
-        o.table("final weights: tensors that differ", TENSOR_COLUMNS, _tensor_rows(r["tensors"]))
+    elif r.tensors:
+        o.table("final weights: tensors that differ", TENSOR_COLUMNS, _tensor_rows(r.tensors))
 
 
 command.__doc__ = (command.__doc__ or "") + EXAMPLES

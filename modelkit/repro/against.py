@@ -4,6 +4,7 @@ with the recorded weights, after diffing the environment."""
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,15 +13,27 @@ from modelkit.errors import BadInputError, DataError, NoWeights, RunDirError
 from modelkit.repro.command import describe, recorded_command, run_commands
 from modelkit.repro.diverge import Event
 from modelkit.repro.hooks import DETERMINISTIC_ENV
+from modelkit.repro.payloads import WorkerOptions
 from modelkit.repro.procs import Workspace
 from modelkit.repro.records import fingerprints, first_divergence
+from modelkit.repro.report import (
+    AgainstReport,
+    DataFingerprints,
+    EnvChange,
+    ReproTimings,
+    TensorDiff,
+    ToleranceRow,
+    WeightsShas,
+)
 from modelkit.repro.sides import (
+    Job,
     Side,
     check_world,
     recorded_threads,
     recorded_world,
     run_worker,
 )
+from modelkit.runs.record import RunRecord
 from modelkit.weights import has_weights, read_layout, verified_weights
 from modelkit.weights.load import read_state_dict
 
@@ -34,7 +47,7 @@ def repro_against(
     project: Any = None,
     on_event: Event | None = None,
     nproc_per_node: int | None = None,
-) -> dict[str, Any]:
+) -> AgainstReport:
     """Regenerate a recorded run from its record and compare with the recorded weights.
 
     The world size (processes) comes from the record; ``nproc_per_node`` may ask for another
@@ -49,16 +62,16 @@ def repro_against(
 
     emit = on_event or (lambda _m: None)
     run = open_run(run_dir, require=("run.json", "config.json"))
-    record = run.read_record()
-    if record.get("status") != "complete":
+    record = run.run_record()
+    if not record.complete:
         raise RunDirError(
-            f"{run_dir} is not a complete run (status {record.get('status')!r})",
+            f"{run_dir} is not a complete run (status {record.status!r})",
             hint=f"finish it first: modelkit train --resume {run_dir}",
         )
     if not has_weights(run.path):  # either layout (checked when the weights are compared)
         raise NoWeights(run.path)
-    total = int(record.get("steps") or 0)
-    own_loop = not isinstance(run.read_config().get("modelkit", {}).get("train"), dict)
+    total = int(record.steps or 0)
+    own_loop = run.run_config().own_loop
     if own_loop and (steps is not None or nproc_per_node is not None):
         raise BadInputError(
             f"{run_dir} was trained by its own loop: --steps/--nproc-per-node cannot be applied "
@@ -79,13 +92,15 @@ def repro_against(
                 run, record, steps=steps, nproc_per_node=nproc_per_node, ws=ws, emit=emit
             )
         report = _against_report(run, record, side, steps=steps, total=total, atol=atol)
-        report["timings"] = {"total_s": round(time.perf_counter() - t0, 3)}
-        report["work_dir"] = str(ws.path) if ws.keep else None
-        return report
+        return replace(
+            report,
+            timings=ReproTimings(total_s=round(time.perf_counter() - t0, 3)),
+            work_dir=str(ws.path) if ws.keep else None,
+        )
 
 
 def _regenerate_command(
-    run_dir: Path, record: dict[str, Any], *, workspace: Workspace, emit: Event
+    run_dir: Path, record: RunRecord, *, workspace: Workspace, emit: Event
 ) -> Side:
     """Run a user-loop run's recorded command again into a fresh run directory."""
 
@@ -104,12 +119,12 @@ def _regenerate_command(
             "then compare with modelkit repro --against",
         )
     env: dict[str, str] = {}
-    if (record.get("determinism") or {}).get("enabled"):
+    if record.determinism.enabled:
         env[DETERMINISTIC_ENV] = "1"
     emit(f"running the recorded command again: `{describe(argv)}` (in {cwd})")
     (side,) = run_commands([("regen", env)], argv=argv, cwd=cwd, workspace=workspace)
-    recorded = (record.get("data") or {}).get("fingerprint")
-    now = (side.record().get("data") or {}).get("fingerprint")
+    recorded = record.data_fingerprint
+    now = side.record().data_fingerprint
     if recorded not in (None, "unknown") and now != recorded:
         raise DataError(
             f"the command now trains on data with fingerprint {now}, the run recorded {recorded}",
@@ -120,7 +135,7 @@ def _regenerate_command(
 
 def _regenerate_builtin(
     run: Any,
-    record: dict[str, Any],
+    record: RunRecord,
     *,
     steps: int | None,
     nproc_per_node: int | None,
@@ -134,84 +149,82 @@ def _regenerate_builtin(
     world = nproc_per_node or recorded_world(run_dir)
     check_world(world, config)
     emit("regenerating the recorded run in a fresh process")
-    opts = {
-        "stop_at_step": steps,
-        "threads": threads,
-        "force_deterministic": True,
-        "fingerprint_every": record.get("fingerprint_every"),
-        "expect_data_fingerprint": record.get("data", {}).get("fingerprint"),
-        "dump_steps": [0],
-        "nproc_per_node": world,
-    }
+    opts = WorkerOptions(
+        stop_at_step=steps,
+        threads=threads,
+        force_deterministic=True,
+        fingerprint_every=record.fingerprint_every,
+        expect_data_fingerprint=record.data_fingerprint,
+        dump_steps=[0],
+    )
     if world > 1:
         emit(f"with {world} processes (torchrun, DDP)")
-    return run_worker(config, label="regen", workspace=ws, options=opts)
+    return run_worker(Job(config, "regen", opts, nproc=world), workspace=ws)
 
 
 def _against_report(
-    run: Any, record: dict[str, Any], side: Side, *, steps: int | None, total: int, atol: float
-) -> dict[str, Any]:
+    run: Any, record: RunRecord, side: Side, *, steps: int | None, total: int, atol: float
+) -> AgainstReport:
     """Compare a regenerated run with the recorded one (env diff first)."""
     new = side.record()
     env_diff = _env_diff(record, new)
-    data_fp = {
-        "recorded": (record.get("data") or {}).get("fingerprint"),
-        "now": (new.get("data") or {}).get("fingerprint"),
-    }
-    matters = [d for d in env_diff if d["matters"]]
+    matters = [d for d in env_diff if d.matters]
     fp = first_divergence(
-        fingerprints(run.read_metrics()), fingerprints(side.metrics()), up_to=steps
+        fingerprints(run.metric_rows()), fingerprints(side.metrics()), up_to=steps
     )
     weights_compared = steps is None or steps == total
     tensors, tolerance = _weights_diff(run, side, atol=atol) if weights_compared else ([], [])
     if matters:
         identical = False
-        within = weights_compared and all(t["within"] for t in tolerance)
+        within = weights_compared and all(t.within for t in tolerance)
         verdict = "within tolerance" if within else "outside tolerance"
     else:
-        identical = fp["step"] is None and not tensors
+        identical = fp.step is None and not tensors
         within = identical
         verdict = "IDENTICAL" if identical else "MISMATCH"
-    return {
-        "mode": "against",
-        "target": str(run.path),
-        "trainer": record.get("trainer", "modelkit"),
-        "command": (new.get("command") or {}).get("repro"),
-        "verdict": verdict,
-        "identical": identical,
-        "ok": within,
-        "bitwise_expected": not matters,
-        "atol": atol if matters else None,
-        "env_diff": env_diff,
-        "data_fingerprint": data_fp,
-        "steps": steps or total,
-        "fingerprints_compared": fp["compared"],
-        "first_divergent_step": fp["step"],
-        "weights_compared": weights_compared,
-        "tensors": tensors,
-        "tolerance": tolerance if matters else None,
-        "weights_sha256": {
-            "recorded": record.get("weights_sha256"),
-            "regenerated": new.get("weights_sha256"),
-        },
-    }
+    return AgainstReport(
+        target=str(run.path),
+        trainer=record.trainer,
+        command=new.command.repro if new.command is not None else None,
+        verdict=verdict,
+        identical=identical,
+        ok=within,
+        bitwise_expected=not matters,
+        atol=atol if matters else None,
+        env_diff=env_diff,
+        data_fingerprint=DataFingerprints(
+            recorded=record.data_fingerprint, now=new.data_fingerprint
+        ),
+        steps=steps or total,
+        fingerprints_compared=fp.compared,
+        first_divergent_step=fp.step,
+        weights_compared=weights_compared,
+        tensors=tensors,
+        tolerance=tolerance if matters else None,
+        weights_sha256=WeightsShas(recorded=record.weights_sha256, regenerated=new.weights_sha256),
+    )
 
 
-def _env_diff(record: dict[str, Any], new: dict[str, Any]) -> list[dict[str, Any]]:
+def _env_diff(record: RunRecord, new: RunRecord) -> list[EnvChange]:
     """The environment fields that differ, the world size and backend included."""
 
-    env_diff = diff_environments(record.get("env", {}), new.get("env", {}))
-    was = record.get("distributed") or {"world_size": 1, "backend": None}
-    now = new.get("distributed") or {"world_size": 1, "backend": None}
-    for key in ("world_size", "backend"):
-        if was.get(key) != now.get(key):  # another reduction order: no bitwise claim
-            env_diff.append({"field": key, "a": was.get(key), "b": now.get(key), "matters": True})
+    env_diff = [EnvChange(**d) for d in diff_environments(record.env.as_dict(), new.env.as_dict())]
+    (world_a, backend_a), (world_b, backend_b) = _world(record), _world(new)
+    for name, a, b in (("world_size", world_a, world_b), ("backend", backend_a, backend_b)):
+        if a != b:  # another reduction order: no bitwise claim
+            env_diff.append(EnvChange(field=name, a=a, b=b, matters=True))
     return env_diff
+
+
+def _world(record: RunRecord) -> tuple[int, str | None]:
+    """``(world size, backend)`` a run trained with (``(1, None)``: not distributed)."""
+    dist = record.distributed
+    return (dist.world_size, dist.backend) if dist is not None else (1, None)
 
 
 def _weights_diff(
     run: Any, side: Side, *, atol: float
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+) -> tuple[list[TensorDiff], list[ToleranceRow]]:
     """``(tensors that differ, tolerance table)`` of the recorded and regenerated weights.
 
     A modified weights file is a failed check (exit 3), not a "divergence"; an unrecorded
@@ -224,15 +237,15 @@ def _weights_diff(
     return diff_states(recorded, regenerated), tolerance_table(recorded, regenerated, atol=atol)
 
 
-def tolerance_table(a: dict[str, Any], b: dict[str, Any], *, atol: float) -> list[dict[str, Any]]:
+def tolerance_table(a: dict[str, Any], b: dict[str, Any], *, atol: float) -> list[ToleranceRow]:
     """Max abs diff of every tensor of two states, and whether it is within ``atol``."""
     rows = []
     for name in sorted(set(a) | set(b)):
         x, y = a.get(name), b.get(name)
         if x is None or y is None or x.shape != y.shape:
-            rows.append({"name": name, "max_abs_diff": None, "within": False})
+            rows.append(ToleranceRow(name=name, max_abs_diff=None, within=False))
             continue
         diff = (x.double() - y.double()).abs()
         worst = float(diff.max()) if diff.numel() else 0.0
-        rows.append({"name": name, "max_abs_diff": worst, "within": worst <= atol})
+        rows.append(ToleranceRow(name=name, max_abs_diff=worst, within=worst <= atol))
     return rows

@@ -16,6 +16,7 @@ import shlex
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,11 @@ from modelkit.repro.hooks import (
     format_steps,
 )
 from modelkit.repro.procs import Workspace
+from modelkit.repro.report import ReproTimings, TwiceReport
 from modelkit.repro.sides import Side
+from modelkit.runs.parts import CommandInfo, ReproCommand
+from modelkit.runs.record import RunRecord
+from modelkit.runs.typed import to_plain
 from modelkit.weights import has_weights
 
 TAIL_LINES = 15
@@ -68,7 +73,7 @@ def run_commands(
 ) -> list[Side]:
     """Run ``argv`` once per ``(label, extra env)`` job, side by side, each into its own run dir."""
     base = {k: v for k, v in os.environ.items() if k not in REPRO_ENVS}
-    command = json.dumps({"argv": list(argv), "cwd": str(cwd)})
+    command = json.dumps(to_plain(ReproCommand(argv=list(argv), cwd=str(cwd))))
     started = []
     for label, extra in jobs:
         out = workspace.path / label
@@ -162,12 +167,12 @@ def repro_command(
     deterministic: bool = False,
     work_dir: Path | None = None,
     on_event: Event | None = None,
-) -> dict[str, Any]:
+) -> TwiceReport:
     """Run ``argv`` twice (and a control with another seed) and compare like built-in runs.
 
     ``deterministic`` sets ``MODELKIT_DETERMINISTIC=1`` (deterministic algorithms in
     ``seed_everything``/``start_run``). ``MODELKIT_PERTURB`` (a test hook) reaches only the
-    second run. Returns the JSON-ready report (``report["identical"]`` is the verdict).
+    second run. Returns the report (``report.identical`` is the verdict).
     """
     if not argv:
         raise BadInputError(
@@ -186,39 +191,43 @@ def repro_command(
         a, b = run_commands([("a", env), ("b", b_env)], argv=argv, cwd=cwd, workspace=ws)
         runs_s = time.perf_counter() - t0
         rerun = _cmd_rerun(argv, cwd, env=env, perturb_b=perturb, workspace=ws)
-        report = compare_sides(a, b, up_to=None, rerun=rerun, emit=emit)
+        compared = compare_sides(a, b, up_to=None, rerun=rerun, emit=emit)
         rec = a.record()
-        report.update(
+        report = TwiceReport(
+            **compared.fields(),
             mode="command",
             target=describe(argv),
             target_kind="command",
-            command=redact({"argv": list(argv), "cwd": str(cwd)}),
+            command=ReproCommand(argv=redact(list(argv)), cwd=redact(str(cwd))),
             perturbed=perturb,
-            seed=rec.get("seed"),
-            env=rec.get("env"),
-            determinism=rec.get("determinism"),
+            seed=rec.seed,
+            env=rec.env,
+            determinism=rec.determinism,
             distributed=None,
-            timings={"runs_s": round(runs_s, 3), "total_s": None},
         )
         if control:
-            seed = int(rec.get("seed") or 0) + 1
+            seed = int(rec.seed or 0) + 1
             emit(f"running the control with MODELKIT_SEED={seed}")
             ctrl_env = {**env, "MODELKIT_SEED": str(seed)}
             (c,) = run_commands([("control", ctrl_env)], argv=argv, cwd=cwd, workspace=ws)
             ctrl = compare_sides(a, c, up_to=None, rerun=None, emit=emit)
-            report["control"] = control_report(seed, ctrl)
-        report["timings"]["total_s"] = round(time.perf_counter() - t0, 3)
-        report["work_dir"] = str(ws.path) if ws.keep else None
-        return report
+            report = replace(report, control=control_report(seed, ctrl))
+        return replace(
+            report,
+            timings=ReproTimings(
+                runs_s=round(runs_s, 3), total_s=round(time.perf_counter() - t0, 3)
+            ),
+            work_dir=str(ws.path) if ws.keep else None,
+        )
 
 
-def recorded_command(record: dict[str, Any]) -> tuple[list[str], Path] | None:
+def recorded_command(record: RunRecord) -> tuple[list[str], Path] | None:
     """The command that made a run: the one ``repro -- CMD`` ran, else the script's command line.
 
     None when the record holds no usable command (e.g. a run made by a notebook).
     """
-    cmd = record.get("command")
-    if not isinstance(cmd, dict):
+    cmd = record.command
+    if cmd is None:
         return None
     found = _found_command(cmd)
     if found is not None and any(REDACTED in a for a in found[0]):
@@ -231,20 +240,19 @@ def recorded_command(record: dict[str, Any]) -> tuple[list[str], Path] | None:
     return found
 
 
-def _found_command(cmd: dict[str, Any]) -> tuple[list[str], Path] | None:
-    repro = cmd.get("repro")
-    if isinstance(repro, dict) and repro.get("argv"):
-        return [str(a) for a in repro["argv"]], Path(str(repro.get("cwd") or "."))
-    orig = cmd.get("orig_argv")
-    argv = cmd.get("argv")
-    seen = " ".join(map(str, [*(orig or []), *(argv or [])]))
+def _found_command(cmd: CommandInfo) -> tuple[list[str], Path] | None:
+    repro = cmd.repro
+    if repro is not None and repro.argv:
+        return list(repro.argv), Path(repro.cwd or ".")
+    orig, argv = cmd.orig_argv, cmd.argv
+    seen = " ".join([*orig, *argv])
     if any(name in seen for name in INTERACTIVE):  # a notebook kernel: nothing to re-run
         return None
-    cwd = Path(str(cmd.get("cwd") or "."))
-    if isinstance(orig, list) and len(orig) > 1 and orig[1:2] not in (["-c"],):
-        exe = cmd.get("executable") or orig[0]
-        if orig[1:2] == ["-m"] or str(orig[1]).endswith(".py"):
-            return [str(exe), *map(str, orig[1:])], cwd
-    if isinstance(argv, list) and argv and str(argv[0]).endswith(".py"):
-        return [str(cmd.get("executable") or sys.executable), *map(str, argv)], cwd
+    cwd = Path(cmd.cwd or ".")
+    if len(orig) > 1 and orig[1:2] not in (["-c"],):
+        exe = cmd.executable or orig[0]
+        if orig[1:2] == ["-m"] or orig[1].endswith(".py"):
+            return [exe, *orig[1:]], cwd
+    if argv and argv[0].endswith(".py"):
+        return [cmd.executable or sys.executable, *argv], cwd
     return None

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import torch
 
 from modelkit.repro.records import compare_metrics, fingerprints, first_divergence
+from modelkit.repro.report import TensorDiff
 
 __all__ = [
     "compare_metrics",
@@ -51,15 +50,15 @@ def max_ulp(a: torch.Tensor, b: torch.Tensor) -> int:
     )
 
 
-def tensor_diff(name: str, a: torch.Tensor | None, b: torch.Tensor | None) -> dict[str, Any] | None:
+def tensor_diff(name: str, a: torch.Tensor | None, b: torch.Tensor | None) -> TensorDiff | None:
     """None when bitwise equal, else name, max abs diff, max ULP distance and count differing."""
     if a is None or b is None:
-        return {"name": name, "problem": "missing in " + ("first" if a is None else "second")}
+        return TensorDiff(name=name, problem="missing in " + ("first" if a is None else "second"))
     if a.shape != b.shape or a.dtype != b.dtype:
-        return {
-            "name": name,
-            "problem": f"shape/dtype {tuple(a.shape)} {a.dtype} vs {tuple(b.shape)} {b.dtype}",
-        }
+        return TensorDiff(
+            name=name,
+            problem=f"shape/dtype {tuple(a.shape)} {a.dtype} vs {tuple(b.shape)} {b.dtype}",
+        )
     a, b = a.detach().cpu(), b.detach().cpu()
     if a.dtype in _UNSIGNED:
         differ = _ordered_bits(a) != _ordered_bits(b)
@@ -69,16 +68,16 @@ def tensor_diff(name: str, a: torch.Tensor | None, b: torch.Tensor | None) -> di
     if count == 0:
         return None
     abs_diff = (a.double() - b.double()).abs()
-    return {
-        "name": name,
-        "max_abs_diff": float(abs_diff.max()) if abs_diff.numel() else 0.0,
-        "max_ulp": max_ulp(a, b),
-        "elements_differ": count,
-        "numel": a.numel(),
-    }
+    return TensorDiff(
+        name=name,
+        max_abs_diff=float(abs_diff.max()) if abs_diff.numel() else 0.0,
+        max_ulp=max_ulp(a, b),
+        elements_differ=count,
+        numel=a.numel(),
+    )
 
 
-def diff_states(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
+def diff_states(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> list[TensorDiff]:
     """Every tensor that differs between two flat states (sorted by name)."""
     out = []
     for name in sorted(set(a) | set(b)):

@@ -12,25 +12,35 @@ Two modes:
 * :func:`~modelkit.repro.against.repro_against` regenerates a recorded run from its
   ``config.json``/``run.json`` and compares it with the recorded fingerprints and weights.
 
-Both return a JSON-ready report; ``report["identical"]`` is the verdict. Every process they
+Both return a typed report (:mod:`modelkit.repro.report`; ``to_dict()`` is the JSON
+``modelkit repro --format json`` writes); ``report.identical`` is the verdict. Every process they
 start is owned by a :class:`~modelkit.repro.procs.Workspace` (own process group, signals
 forwarded, killed and cleaned up on exit).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from modelkit.errors import BadInputError
+from modelkit.errors import BadInputError, ModelkitError
 from modelkit.repro.command import recorded_command, repro_command
 from modelkit.repro.diverge import Event, compare_sides, control_report, worker_rerun
 from modelkit.repro.hooks import PERTURB_ENV
+from modelkit.repro.payloads import WorkerOptions
 from modelkit.repro.procs import Workspace
-from modelkit.repro.sides import check_world, recorded_threads, recorded_world, run_workers
+from modelkit.repro.report import ReproTimings, TwiceReport
+from modelkit.repro.sides import (
+    Job,
+    check_world,
+    recorded_threads,
+    recorded_world,
+    run_workers,
+)
+from modelkit.runs.layout import RunDir
 
 CONFIG_SUFFIXES = (".toml", ".yaml", ".yml", ".json")
 
@@ -59,7 +69,7 @@ def repro_twice(
     project: Any = None,
     on_event: Event | None = None,
     nproc_per_node: int | None = None,
-) -> dict[str, Any]:
+) -> TwiceReport:
     """Train ``target`` (config file or run dir) twice in fresh processes and compare.
 
     ``MODELKIT_PERTURB=STEP:PARAM`` (a test hook) nudges the second run only.
@@ -76,66 +86,73 @@ def repro_twice(
     if steps is not None and steps < 1:
         raise BadInputError("--steps must be >= 1", hint="e.g. --steps 100")
     perturb = os.environ.get(PERTURB_ENV) or None
-    opts = _twice_options(target, kind, config, steps=steps, world=nproc_per_node)
+    opts, world = _twice_options(target, kind, config, steps=steps, world=nproc_per_node)
     with Workspace(work_dir) as ws:
         t0 = time.perf_counter()
-        jobs = [(config, "a", opts), (config, "b", {**opts, "perturb": perturb})]
-        seed = config.seed + 1
-        if control:
-            jobs.append((config.replace(seed=seed), "control", opts))
-            emit(f"training runs a, b and a control (seed {seed}), each in a fresh process")
-        else:
-            emit("training runs a and b, each in a fresh process")
+        jobs = _twice_jobs(config, opts, world, perturb=perturb, control=control, emit=emit)
         sides = run_workers(jobs, workspace=ws)
         a, b = sides[0], sides[1]
         checked = time.perf_counter() - t0
         rerun = worker_rerun(config, perturb_b=perturb, workspace=ws, tag="l")
-        report = compare_sides(a, b, up_to=steps, rerun=rerun, emit=emit)
+        compared = compare_sides(a, b, up_to=steps, rerun=rerun, emit=emit)
         record = a.record()
-        report.update(
+        report = TwiceReport(
+            **compared.fields(),
             mode="twice",
             target=str(target),
             target_kind=kind,
             config_sha256=config.digest(),
             perturbed=perturb,
-            env=record.get("env"),
-            determinism=record.get("determinism"),
-            distributed=record.get("distributed"),
-            timings={"runs_s": round(checked, 3), "total_s": None},
+            env=record.env,
+            determinism=record.determinism,
+            distributed=record.distributed,
         )
         if control:
             rerun = worker_rerun(config, perturb_b=None, workspace=ws, tag="lc")
             ctrl = compare_sides(a, sides[2], up_to=steps, rerun=rerun, emit=emit)
-            report["control"] = control_report(seed, ctrl)
-        report["timings"]["total_s"] = round(time.perf_counter() - t0, 3)
-        report["work_dir"] = str(ws.path) if ws.keep else None
-        return report
+            report = replace(report, control=control_report(config.seed + 1, ctrl))
+        total = round(time.perf_counter() - t0, 3)
+        timings = ReproTimings(runs_s=round(checked, 3), total_s=total)
+        return replace(report, timings=timings, work_dir=str(ws.path) if ws.keep else None)
+
+
+def _twice_jobs(
+    config: Any, opts: WorkerOptions, world: int, *, perturb: str | None, control: bool, emit: Event
+) -> list[Job]:
+    """Runs a and b (b perturbed by the test hook, if asked) and the control (seed + 1)."""
+    seed = config.seed + 1
+    jobs = [
+        Job(config, "a", opts, world),
+        Job(config, "b", replace(opts, perturb=perturb), world),
+    ]
+    if control:
+        jobs.append(Job(config.replace(seed=seed), "control", opts, world))
+        emit(f"training runs a, b and a control (seed {seed}), each in a fresh process")
+    else:
+        emit("training runs a and b, each in a fresh process")
+    return jobs
 
 
 def _twice_options(
     target: Path, kind: str, config: Any, *, steps: int | None, world: int | None
-) -> dict[str, Any]:
-    """The workers' options: where to stop, the world size and (a run's) thread count."""
+) -> tuple[WorkerOptions, int]:
+    """The workers' options (where to stop, a run's thread count) and the world size."""
     world = world or (recorded_world(target) if kind == "run" else 1)
     check_world(world, config)
-    opts: dict[str, Any] = {"stop_at_step": steps, "dump_steps": [0]}
-    if world > 1:
-        opts["nproc_per_node"] = world
-    if kind == "run":  # a recorded run: reuse its thread count (reduction order)
-        opts["threads"] = recorded_threads(target)
-    return opts
+    # a recorded run: reuse its thread count (reduction order)
+    threads = recorded_threads(target) if kind == "run" else None
+    return WorkerOptions(stop_at_step=steps, dump_steps=[0], threads=threads), world
 
 
 def _own_loop_run(run_dir: Path) -> bool:
     """Whether a run directory was written by the user's own loop (no modelkit.train config)."""
-    path = run_dir / "config.json"
-    if not path.is_file():
+    run = RunDir(run_dir)
+    if not run.config.is_file():
         return False
     try:
-        cfg = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+        return run.run_config().own_loop
+    except ModelkitError:  # unreadable: load_target names the problem
         return False
-    return isinstance(cfg, dict) and not isinstance((cfg.get("modelkit") or {}).get("train"), dict)
 
 
 def _twice_from_record(
@@ -146,11 +163,11 @@ def _twice_from_record(
     work_dir: Path | None,
     emit: Event,
     world: int | None,
-) -> dict[str, Any]:
+) -> TwiceReport:
     """``repro RUN_DIR`` for a user-loop run: its recorded command, twice, deterministic."""
     from modelkit.runs import open_run
 
-    record = open_run(run_dir, require=("run.json", "config.json")).read_record()
+    record = open_run(run_dir, require=("run.json", "config.json")).run_record()
     if steps is not None or world is not None:
         raise BadInputError(
             f"{run_dir} was trained by its own loop: --steps/--nproc-per-node cannot be applied "
@@ -172,6 +189,4 @@ def _twice_from_record(
     report = repro_command(
         argv, cwd=cwd, control=control, deterministic=True, work_dir=work_dir, on_event=emit
     )
-    report["target"] = str(run_dir)
-    report["target_kind"] = "run"
-    return report
+    return replace(report, target=str(run_dir), target_kind="run")

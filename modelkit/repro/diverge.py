@@ -4,11 +4,14 @@ the first divergent step, and the tensors that differ there."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
+from modelkit.repro.payloads import WorkerOptions
 from modelkit.repro.procs import Workspace
 from modelkit.repro.records import compare_metrics, fingerprints, first_divergence
-from modelkit.repro.sides import Side, run_workers
+from modelkit.repro.report import Comparison, Control, Divergence, Pair, TensorDiff
+from modelkit.repro.sides import Job, Side, run_workers
 
 Event = Callable[[str], None]
 Rerun = Callable[[int, list[int]], "tuple[Side, Side]"]
@@ -18,9 +21,12 @@ def worker_rerun(config: Any, *, perturb_b: str | None, workspace: Workspace, ta
     """Re-run both sides of a built-in run up to ``stop`` with dumps at ``steps``."""
 
     def rerun(stop: int, steps: list[int]) -> tuple[Side, Side]:
-        opts = {"stop_at_step": stop, "fingerprint_every": 1, "dump_steps": steps}
+        opts = WorkerOptions(stop_at_step=stop, fingerprint_every=1, dump_steps=steps)
         a, b = run_workers(
-            [(config, f"{tag}a", opts), (config, f"{tag}b", {**opts, "perturb": perturb_b})],
+            [
+                Job(config, f"{tag}a", opts),
+                Job(config, f"{tag}b", replace(opts, perturb=perturb_b)),
+            ],
             workspace=workspace,
         )
         return a, b
@@ -37,7 +43,7 @@ def _localise(
     final_step: int,
     rerun: Rerun,
     emit: Event,
-) -> dict[str, Any]:
+) -> Divergence:
     """Name the first divergent step and the tensors that differ there."""
 
     if step is None:  # every fingerprint equal: the difference is in the final state only
@@ -52,16 +58,16 @@ def _localise(
         emit(f"localising: re-running steps {lo + 1}..{step} with a fingerprint at every step")
         a, b = rerun(step, list(range(lo + 1, step + 1)))
         fine = first_divergence(fingerprints(a.metrics()), fingerprints(b.metrics()))
-        step = fine["step"] if fine["step"] is not None else step
+        step = fine.step if fine.step is not None else step
     tensors = _dump_diff(a, b, step)
     fa, fb = fingerprints(a.metrics()).get(step), fingerprints(b.metrics()).get(step)
     loss = None
-    if fa and fb and fa.get("loss") != fb.get("loss"):
-        loss = {"a": fa.get("loss"), "b": fb.get("loss")}
-    return {"step": step, "tensors": tensors, "loss": loss}
+    if fa and fb and fa.loss != fb.loss:
+        loss = Pair(a=fa.loss, b=fb.loss)
+    return Divergence(step=step, tensors=tensors, loss=loss)
 
 
-def _dump_diff(a: Side, b: Side, step: int) -> list[dict[str, Any]]:
+def _dump_diff(a: Side, b: Side, step: int) -> list[TensorDiff]:
     """The tensors (model and optimizer state) that differ between two sides' dumps at ``step``."""
     from modelkit.repro.compare import diff_states
 
@@ -81,58 +87,57 @@ def compare_sides(
     up_to: int | None,
     rerun: Rerun | None,
     emit: Event,
-) -> dict[str, Any]:
-
+) -> Comparison:
+    """Compare two finished sides; localise the first divergence when they differ."""
     ra, rb = a.record(), b.record()
     res_a, res_b = a.result(), b.result()
-    final_a = res_a["final_step"]
     ma, mb = a.metrics(), b.metrics()
     fp = first_divergence(fingerprints(ma), fingerprints(mb), up_to=up_to)
-    sa, sb = res_a["state_sha256"], res_b["state_sha256"]
     metrics = compare_metrics(ma, mb, up_to=up_to)
     weights = None
-    if ra.get("weights_sha256") and rb.get("weights_sha256"):
-        weights = {"a": ra["weights_sha256"], "b": rb["weights_sha256"]}
+    if ra.weights_sha256 and rb.weights_sha256:
+        weights = Pair(a=ra.weights_sha256, b=rb.weights_sha256)
     identical = (
-        fp["step"] is None
-        and sa == sb
-        and metrics["identical"]
-        and (weights is None or weights["a"] == weights["b"])
+        fp.step is None
+        and res_a.state_sha256 == res_b.state_sha256
+        and metrics.identical
+        and (weights is None or weights.a == weights.b)
     )
-    out: dict[str, Any] = {
-        "identical": identical,
-        "steps": final_a,
-        "fingerprints_compared": fp["compared"],
-        "state_sha256": {"a": sa, "b": sb},
-        "weights_sha256": weights,
-        "metrics": metrics,
-        "seconds": {"a": round(a.seconds, 3), "b": round(b.seconds, 3)},
-    }
+    divergence = None
     if not identical and rerun is None:  # a control: no re-run, tensors only from dumps
-        step = fp["step"] if fp["step"] is not None else final_a
-        tensors: list[dict[str, Any]] = []
+        step = fp.step if fp.step is not None else res_a.final_step
+        tensors: list[TensorDiff] = []
         if a.has_dump(step) and b.has_dump(step):
             tensors = _dump_diff(a, b, step)
-        out["divergence"] = {"step": step, "tensors": tensors, "loss": None}
+        divergence = Divergence(step=step, tensors=tensors, loss=None)
     elif not identical:
-        out["divergence"] = _localise(
+        divergence = _localise(
             a,
             b,
-            step=fp["step"],
-            last_equal=fp["last_equal"],
-            final_step=final_a,
+            step=fp.step,
+            last_equal=fp.last_equal,
+            final_step=res_a.final_step,
             rerun=rerun,
             emit=emit,
         )
-    return out
+    return Comparison(
+        identical=identical,
+        steps=res_a.final_step,
+        fingerprints_compared=fp.compared,
+        state_sha256=Pair(a=res_a.state_sha256, b=res_b.state_sha256),
+        weights_sha256=weights,
+        metrics=metrics,
+        seconds=Pair(a=round(a.seconds, 3), b=round(b.seconds, 3)),
+        divergence=divergence,
+    )
 
 
-def control_report(seed: int, ctrl: dict[str, Any]) -> dict[str, Any]:
+def control_report(seed: int, ctrl: Comparison) -> Control:
     """The ``control`` block of a report: does another seed change the run, and where first."""
-    div = ctrl.get("divergence") or {}
-    return {
-        "seed": seed,
-        "differs": not ctrl["identical"],
-        "first_divergent_step": div.get("step"),
-        "tensors": div.get("tensors", []),
-    }
+    div = ctrl.divergence
+    return Control(
+        seed=seed,
+        differs=not ctrl.identical,
+        first_divergent_step=div.step if div is not None else None,
+        tensors=list(div.tensors) if div is not None else [],
+    )

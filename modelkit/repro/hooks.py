@@ -33,9 +33,12 @@ from typing import Any
 
 from modelkit.errors import BadInputError
 from modelkit.redact import redact
-from modelkit.repro.records import state_sha256
+from modelkit.repro.dumps import dump_result
+from modelkit.repro.payloads import write_payload
+from modelkit.runs.parts import ReproCommand
 from modelkit.runs.perturb import PERTURB_ENV
 from modelkit.runs.seeding import DETERMINISTIC_ENV, SEED_ENV
+from modelkit.runs.typed import read_typed, to_plain
 
 FINGERPRINT_EVERY_ENV = "MODELKIT_FINGERPRINT_EVERY"
 DUMP_DIR_ENV = "MODELKIT_DUMP_DIR"
@@ -100,7 +103,7 @@ class RunHooks:
     fingerprint_every: int | None = None
     dump_dir: Path | None = None
     dump_steps: frozenset[int] = frozenset()
-    command: dict[str, Any] | None = None
+    command: ReproCommand | None = None
     optimizer: Any = None  # the last optimizer passed to run.checkpoint (dumped with the model)
     _dumped: set[int] = field(default_factory=set)
 
@@ -108,26 +111,20 @@ class RunHooks:
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> RunHooks | None:
         """The hooks the environment asks for; None when it asks for none."""
         dump = environ.get(DUMP_DIR_ENV, "").strip()
-        command = None
-        if environ.get(COMMAND_ENV):
-            try:
-                command = json.loads(environ[COMMAND_ENV])
-            except json.JSONDecodeError:
-                command = None
         hooks = cls(
             fingerprint_every=_int_env(environ, FINGERPRINT_EVERY_ENV),
             dump_dir=Path(dump) if dump else None,
             dump_steps=parse_steps(environ.get(DUMP_STEPS_ENV, "")),
-            command=command,
+            command=_command_env(environ.get(COMMAND_ENV, "")),
         )
         if hooks.dump_dir is None and hooks.command is None:
             return None if hooks.fingerprint_every is None else hooks
         return hooks
 
-    def on_start(self, record: dict[str, Any]) -> None:
-        """Record the command repro ran (``repro --against`` runs it again)."""
-        if self.command is not None:
-            record.setdefault("command", {})["repro"] = redact(self.command)
+    def repro_block(self) -> dict[str, Any] | None:
+        """The command repro ran, redacted, for run.json's ``command.repro`` (``repro
+        --against`` runs it again); None when the run was not started by ``repro -- CMD``."""
+        return redact(to_plain(self.command)) if self.command is not None else None
 
     def on_log(self, run: Any, step: int, loss: Any) -> None:
         """After ``run.log(step)`` (and its MODELKIT_PERTURB nudge): fingerprint when due, dump."""
@@ -154,11 +151,22 @@ class RunHooks:
         """The final state's dump and sha256 (``result.json``), so the parent need not load it."""
         if self.dump_dir is None:
             return
-        from modelkit.training.checkpoint import PREFIX, SUFFIX, load_checkpoint
+        from modelkit.training.checkpoint import checkpoint_file
 
         final = step if step is not None else 0
         if final not in self._dumped:
             self.dump(model, final)
-        tensors, meta = load_checkpoint(self.dump_dir / f"{PREFIX}{final:08d}{SUFFIX}")
-        result = {"state_sha256": state_sha256(tensors, meta), "final_step": final}
-        (self.dump_dir / RESULT_FILE).write_text(json.dumps(result), encoding="utf-8")
+        write_payload(
+            dump_result(checkpoint_file(self.dump_dir, final)), self.dump_dir / RESULT_FILE
+        )
+
+
+def _command_env(text: str) -> ReproCommand | None:
+    """``MODELKIT_REPRO_COMMAND`` (written by repro: JSON argv + cwd); None when unset or not
+    that shape."""
+    if not text:
+        return None
+    try:
+        return read_typed(ReproCommand, json.loads(text), source=COMMAND_ENV, error=BadInputError)
+    except (json.JSONDecodeError, BadInputError):
+        return None

@@ -33,13 +33,24 @@ class GitInfo(_Part):
 
 
 @dataclass(frozen=True)
+class ReproCommand(_Part):
+    """The command ``modelkit repro -- CMD`` ran (``repro --against`` runs it again)."""
+
+    argv: list[str] = field(default_factory=list)
+    cwd: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
 class CommandInfo(_Part):
-    """The command line that made the run (secrets already redacted)."""
+    """The command line that made the run (secrets already redacted); ``repro``: the command
+    ``modelkit repro`` ran, when it made the run."""
 
     argv: list[str] = field(default_factory=list)
     cwd: str | None = None
     executable: str | None = None
     orig_argv: list[str] = field(default_factory=list)
+    repro: ReproCommand | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 

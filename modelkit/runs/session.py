@@ -73,8 +73,9 @@ class RunSession:
             self.write_config()
         self.record["status"] = "running"
         self.record.pop("error", None)
-        if self.hooks is not None:
-            self.hooks.on_start(self.record)
+        repro = self.hooks.repro_block() if self.hooks is not None else None
+        if repro is not None:  # the command `modelkit repro -- CMD` ran
+            self.record.setdefault("command", {})["repro"] = repro
         self.dir.write_record(self.record)
 
     # ---- setup -----------------------------------------------------------------------------
