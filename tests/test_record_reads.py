@@ -34,7 +34,8 @@ NOT_RECORDS: dict[str, str] = {
     "modelkit/release/hub_client.py": "HTTP response headers (Retry-After)",
     "modelkit/scaffold/render.py": "pip's direct_url.json (PEP 610)",
     "modelkit/scaffold/adopt.py": "a file table of the scaffold's templates",
-    "modelkit/bench/cache.py": "pyproject.toml's dependency tables (the cache key)",
+    "modelkit/bench/cache.py": "pyproject.toml's dependency tables (the cache key); "
+    "store()'s setdefault writes the key into a results document",
     "modelkit/training/optim.py": "torch's optimizer param_groups and the recipe's option tables",
     "modelkit/training/sharded_checkpoint.py": "torch.distributed.checkpoint state dicts",
     "modelkit/training/state.py": "a checkpoint's torch state dict",
