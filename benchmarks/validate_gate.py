@@ -118,7 +118,7 @@ def one(repo: Path, ref: str, *, lane: str, keyword: str | None, bench_name: str
         ),
         "any_regression": bool(outcome.regressions),
         "regressions": [f"{r.benchmark.split('::')[-1]}:{r.metric}" for r in outcome.regressions],
-        "errors": outcome.errors,
+        "errors": outcome.to_dict()["errors"],
     }
 
 

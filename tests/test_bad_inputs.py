@@ -85,6 +85,12 @@ def opt(name: str, *args: str, needle: str | None = None, files=None) -> Case:
 # --- helpers that build real bad files ------------------------------------------------------
 
 
+def bench_baseline(name: str, doc: dict, needle: str) -> Case:
+    files = {"benchmarks/test_x.py": "def test_x():\n    pass\n", "base.json": json.dumps(doc)}
+    args = ("benchmark", "--baseline", "base.json", "--mode", "time")
+    return Case("bench_results", name, args, needle="base.json: field " + needle, files=files)
+
+
 def idx(magic: int, array: np.ndarray) -> bytes:
     head = struct.pack(">I", magic) + struct.pack(f">{array.ndim}I", *array.shape)
     return head + array.astype(np.uint8).tobytes()
@@ -445,6 +451,25 @@ CASES: list[Case] = [
             edit_json("config.json", lambda c: c["modelkit"]["train"].update(epochs=1.5))
         ),
         needle="key 'epochs' must be an integer",
+    ),
+    # benchmark results files (--baseline): read by the same typed reader, file and key named
+    bench_baseline("fullname-int", {"benchmarks": [{"fullname": 3}]}, "'benchmarks[0].fullname'"),
+    bench_baseline(
+        "metric-kind-int",
+        {
+            "benchmarks": [],
+            "modelkit": {
+                "processes": [
+                    {"benchmarks": {"b::t": {"name": "t", "metrics": {"m": {"kind": 1}}}}}
+                ]
+            },
+        },
+        "'modelkit.processes[0].benchmarks.b::t.metrics.m.kind' must be a string",
+    ),  # fmt: skip
+    bench_baseline(
+        "fingerprint-cpu-count-string",
+        {"benchmarks": [], "modelkit": {"fingerprint": {"cpu_count": "2"}}},
+        "'modelkit.fingerprint.cpu_count'",
     ),
     # generated files: values escaped, requirement checked
     Case(

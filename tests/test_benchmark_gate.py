@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import bench_demo as demo  # noqa: E402
 
 from modelkit.bench import compare  # noqa: E402
-from modelkit.bench.accepts import matches, name_matches  # noqa: E402
+from modelkit.bench.accepts import Accept, matches, name_matches  # noqa: E402
 from modelkit.bench.config import Thresholds  # noqa: E402
 from modelkit.bench.deciders import mark_blocking  # noqa: E402
 from modelkit.bench.stats import MetricResult, decide_instructions, decide_quality  # noqa: E402
@@ -121,7 +121,7 @@ def test_accept_ids_are_literal_with_star_the_only_wildcard():
     for pattern, hit in [("test_train_step[mnist-mlp]", True), ("test_train_step", True),
                          ("benchmarks/t.py::test_train_step[mnist-mlp]", True),
                          ("test_train_step[small-cnn]", False), ("test_train", False)]:  # fmt: skip
-        assert matches({"benchmark": pattern, "metric": "instructions"}, row) is hit, pattern
+        assert matches(Accept(pattern, "instructions"), row) is hit, pattern
 
 
 def test_a_large_change_is_decided_despite_varying_counts():

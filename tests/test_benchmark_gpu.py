@@ -16,7 +16,7 @@ pytestmark = [
 
 def test_cuda_lane_times_with_events_and_flushes_l2(benchmark):
     from modelkit.bench.plugin import Bench
-    from modelkit.bench.runner import summarise_doc
+    from modelkit.bench.results import BenchmarkDoc, read_record, summarise_doc
 
     bench = Bench(benchmark, "cuda")
     x = torch.randn(2048, 2048, device="cuda")
@@ -35,12 +35,12 @@ def test_cuda_lane_times_with_events_and_flushes_l2(benchmark):
             }
         ]
     }
-    assert summarise_doc(doc)["t"]["time"] == min(samples)
+    assert summarise_doc(read_record(BenchmarkDoc, doc, source="t"))["t"].time == min(samples)
 
 
 def test_fingerprint_has_gpu_driver_and_clocks():
     from modelkit.bench.plugin import machine_fingerprint
 
     fp = machine_fingerprint("cuda")
-    assert fp["gpu"] and fp["driver"] and fp["cuda"]
-    assert fp["gpu_clocks"] and "MHz" in fp["gpu_clocks"]
+    assert fp.gpu and fp.driver and fp.cuda
+    assert fp.gpu_clocks and "MHz" in fp.gpu_clocks

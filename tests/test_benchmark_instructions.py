@@ -116,13 +116,13 @@ def test_trailers_parsed_by_git_from_the_commits_between_ref_and_head(tiny: Path
     )
     demo.git(tiny, "commit", "-q", "--allow-empty", "-m", msg)
     got = compare.accepts_from_trailers(tiny, base2)
-    assert [(a["benchmark"], a["metric"], a["reason"]) for a in got if "malformed" not in a] == [
+    assert [(a.benchmark, a.metric, a.reason) for a in got if not a.malformed] == [
         ("test_forward", "instructions", "wider hidden layer"),
         ("test_forward[*]", "params", ""),
     ]
-    assert [a["reason"] for a in got if "malformed" in a] == ["lonely"]
+    assert [a.reason for a in got if a.malformed] == ["lonely"]
     assert len(compare.accepts_from_trailers(tiny, base)) == 4  # the older commit's one too
-    assert compare.parse_accept_flag("test_x[a:b]:time")["benchmark"] == "test_x[a:b]"
+    assert compare.parse_accept_flag("test_x[a:b]:time").benchmark == "test_x[a:b]"
 
 
 # --------------------------------------------------------------------------- end to end

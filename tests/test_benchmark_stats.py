@@ -156,10 +156,12 @@ def test_a_skipped_benchmark_keeps_its_reason() -> None:
         ("skipped", "needs a CUDA device")
     ]
     from modelkit.bench.compare import Outcome
+    from modelkit.bench.harness import Fingerprint
+    from modelkit.bench.outcome import BaseInfo, HeadInfo
 
     outcome = Outcome(
-        mode="compare", head={"sha": "b" * 40}, base={"sha": "a" * 40, "ref": "main"},
-        fingerprint={}, config={}, rounds=1, metrics=metrics,
+        mode="compare", head=HeadInfo("b" * 40, False, "."), base=BaseInfo("main", "a" * 40, "ref"),
+        fingerprint=Fingerprint(), config=parse_bench_config({}), rounds=1, metrics=metrics,
     )  # fmt: skip
     assert rows(outcome)[0][-1] == "skipped (needs a CUDA device)"
     assert "⏭ skipped (needs a CUDA device)" in markdown(outcome)

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from modelkit.config import TrainConfig, read_config_file, tomllib, validate_train_mapping
 from modelkit.data.mnist import IMAGES_MAGIC, LABELS_MAGIC, read_idx
-from modelkit.errors import ConfigError, DataError, RunDirError
+from modelkit.errors import BadInputError, ConfigError, DataError, RunDirError
 from modelkit.project import validate_project_table
 from modelkit.release.package import safetensors_header
 from modelkit.release.version import check_greater, parse_version
@@ -137,6 +137,38 @@ def test_project_table_is_checked_by_type(table) -> None:
         assert table.get(key) is None or isinstance(table[key], str)
     for key in ("models", "datasets", "defaults"):
         assert key not in table or isinstance(table[key], dict)
+
+
+# --- benchmark results files (a saved --baseline, a cached side) ---------------------------
+
+metric_entries = st.dictionaries(
+    st.sampled_from(["kind", "unit", "higher_is_better", "value", "values", "margin"]), values
+)
+bench_entries = st.fixed_dictionaries(
+    {"fullname": st.text(max_size=6) | scalars},
+    optional={"stats": values, "extra_info": st.fixed_dictionaries(
+        {}, optional={"modelkit": st.dictionaries(st.text(max_size=4), metric_entries | values),
+                      "modelkit_gate_time": values})},
+)  # fmt: skip
+
+
+@SETTINGS
+@given(
+    st.lists(bench_entries, max_size=3),
+    st.dictionaries(st.sampled_from(["machine_info", "commit_info", "modelkit"]), values),
+)
+def test_benchmark_results_read_typed_or_refused_naming_the_file(entries, rest) -> None:
+    from modelkit.bench.results import BenchmarkDoc, read_record, summarise_doc
+
+    try:
+        doc = read_record(BenchmarkDoc, {"benchmarks": entries, **rest}, source="r.json")
+    except BadInputError as exc:
+        assert exc.message.startswith("r.json: ") and exc.hint
+        return
+    summaries = summarise_doc(doc)
+    assert set(summaries) == {e["fullname"] for e in entries}
+    for s in summaries.values():
+        assert all(isinstance(m.kind, str) for m in s.metrics.values())
 
 
 # --- release versions --------------------------------------------------------------------

@@ -36,9 +36,10 @@ NOT_RECORDS: dict[str, str] = {
     "modelkit/repro/dumps.py": "a state dump's metadata: torch optimizer/scheduler state dicts",
     "modelkit/scaffold/render.py": "pip's direct_url.json (PEP 610)",
     "modelkit/scaffold/adopt.py": "a file table of the scaffold's templates",
-    "modelkit/bench/cache.py": "pyproject.toml's dependency tables (the cache key)",
     "modelkit/card/metadata.py": "a model card's YAML front matter (the Hub's card metadata)",
     "modelkit/card/options.py": "pyproject's [tool.modelkit.card], [project] license; pkg metadata",
+    "modelkit/bench/cache.py": "pyproject.toml's dependency tables (the cache key); "
+    "store()'s setdefault writes the key into a results document",
     "modelkit/training/optim.py": "torch's optimizer param_groups and the recipe's option tables",
     "modelkit/training/sharded_checkpoint.py": "torch.distributed.checkpoint state dicts",
     "modelkit/training/state.py": "a checkpoint's torch state dict",

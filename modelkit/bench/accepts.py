@@ -9,6 +9,7 @@ its node id, or its name without parameters (``test_train_step`` covers every pa
 from __future__ import annotations
 
 import re
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +18,26 @@ from modelkit.bench.stats import MetricResult
 from modelkit.errors import BadInputError
 
 ACCEPT_TRAILER = "Benchmark-Accept"
+MALFORMED = "expected '<benchmark> <metric> [reason]'"
 
 
-def parse_accept_flag(text: str) -> dict[str, str]:
+@dataclass(frozen=True)
+class Accept:
+    """An accepted change: which benchmark and metric (patterns), why, and where it was said
+    (a commit's trailer or ``--accept``); ``malformed`` says why a trailer was ignored."""
+
+    benchmark: str
+    metric: str
+    reason: str = ""
+    source: str = "--accept"
+    malformed: str | None = None
+
+    def to_dict(self) -> dict[str, str]:
+        """JSON-ready form (the report's ``accepts``)."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+def parse_accept_flag(text: str) -> Accept:
     """``BENCH:METRIC`` -> an accept (``*`` may stand for any run of characters)."""
     bench, sep, metric = text.rpartition(":")
     if not sep or not bench.strip() or not metric.strip():
@@ -27,29 +45,24 @@ def parse_accept_flag(text: str) -> dict[str, str]:
             f"accept {text!r}: expected BENCH:METRIC",
             hint="e.g. 'test_train_step[mnist-mlp]:instructions' ('*' is the only wildcard)",
         )
-    return {"benchmark": bench.strip(), "metric": metric.strip(), "reason": "",
-            "source": "--accept"}  # fmt: skip
+    return Accept(bench.strip(), metric.strip())
 
 
-def parse_trailer(value: str, *, commit: str) -> dict[str, str] | None:
+def parse_trailer(value: str, *, commit: str) -> Accept | None:
     """``<benchmark> <metric> [reason]`` -> an accept (None when malformed)."""
     parts = value.strip().split(None, 2)
     if len(parts) < 2:
         return None
-    return {
-        "benchmark": parts[0],
-        "metric": parts[1],
-        "reason": parts[2] if len(parts) > 2 else "",
-        "source": f"{ACCEPT_TRAILER} in {commit[:12]}",
-    }
+    reason = parts[2] if len(parts) > 2 else ""
+    return Accept(parts[0], parts[1], reason, f"{ACCEPT_TRAILER} in {commit[:12]}")
 
 
-def accepts_from_trailers(git_root: Path, base_commit: str) -> list[dict[str, str]]:
+def accepts_from_trailers(git_root: Path, base_commit: str) -> list[Accept]:
     """``Benchmark-Accept`` trailers of the commits in ``base_commit..HEAD`` (git's own trailer
     parser: ``git log --format=%(trailers:key=...,valueonly)``)."""
     fmt = f"%H%x1f%(trailers:key={ACCEPT_TRAILER},valueonly,separator=%x1f)%x1e"
     out = worktree.git_output(git_root, "log", f"--format={fmt}", f"{base_commit}..HEAD")
-    accepts: list[dict[str, str]] = []
+    accepts: list[Accept] = []
     for record in out.split("\x1e"):
         fields_ = [f.strip() for f in record.strip().split("\x1f")]
         if len(fields_) < 2:
@@ -57,10 +70,7 @@ def accepts_from_trailers(git_root: Path, base_commit: str) -> list[dict[str, st
         commit, values = fields_[0], [v for v in fields_[1:] if v]
         for v in values:
             a = parse_trailer(v, commit=commit)
-            if a is None:
-                a = {"benchmark": "", "metric": "", "reason": v, "source": commit[:12]}
-                a["malformed"] = "expected '<benchmark> <metric> [reason]'"
-            accepts.append(a)
+            accepts.append(a or Accept("", "", v, commit[:12], malformed=MALFORMED))
     return accepts
 
 
@@ -71,34 +81,34 @@ def name_matches(pattern: str, name: str) -> bool:
     return re.fullmatch(regex, name) is not None
 
 
-def matches(accept: dict[str, str], m: MetricResult) -> bool:
+def matches(accept: Accept, m: MetricResult) -> bool:
     """Whether an accept covers this metric row."""
     short = m.benchmark.split("::", 1)[-1]
-    pattern = accept["benchmark"]
+    pattern = accept.benchmark
     bench_ok = (
         any(name_matches(pattern, name) for name in (short, m.benchmark))
         or short.split("[", 1)[0] == pattern
     )
-    return bench_ok and name_matches(accept["metric"], m.metric)
+    return bench_ok and name_matches(accept.metric, m.metric)
 
 
-def apply_accepts(outcome: Any, accepts: list[dict[str, str]]) -> None:
+def apply_accepts(outcome: Any, accepts: list[Accept]) -> None:
     """Mark the changed metrics (regression, improvement, or undecided beyond the threshold)
     an accept covers; warn about accepts that are malformed or cover nothing."""
     outcome.accepts = accepts
     for a in accepts:
-        if a.get("malformed"):
+        if a.malformed:
             outcome.warnings.append(
-                f"ignored {ACCEPT_TRAILER} {a['reason']!r} ({a['source']}): {a['malformed']}"
+                f"ignored {ACCEPT_TRAILER} {a.reason!r} ({a.source}): {a.malformed}"
             )
             continue
         hit = False
         for m in outcome.metrics:
             changed = m.verdict in ("regression", "improvement") or m.blocking
             if changed and matches(a, m):
-                m.accepted = f"{a['source']}" + (f": {a['reason']}" if a.get("reason") else "")
+                m.accepted = a.source + (f": {a.reason}" if a.reason else "")
                 hit = True
         if not hit:
             outcome.warnings.append(
-                f"accept {a['benchmark']} {a['metric']} ({a['source']}) matched no changed metric"
+                f"accept {a.benchmark} {a.metric} ({a.source}) matched no changed metric"
             )

@@ -2,7 +2,7 @@
 
 A side's key is the sha256 of: the git *tree* of the code measured (not the commit: a rebase
 or an amended message measures the same code), HEAD's benchmark files and selection and the
-harness's own source (:func:`~modelkit.bench.results.suite_digest`), the dependencies (HEAD's
+harness's own source (:func:`suite_digest`), the dependencies (HEAD's
 lock and requirement files, the dependency tables of its ``pyproject.toml``, and every
 distribution installed in the environment both sides run in), the lane and device, and the
 machine (:data:`~modelkit.bench.harness.FINGERPRINT_KEYS` plus CPU flags and valgrind).
@@ -20,11 +20,35 @@ from pathlib import Path
 from typing import Any
 
 from modelkit.bench import harness, worktree
+from modelkit.bench.harness import Fingerprint
+from modelkit.bench.results import BenchmarkDoc, read_json
 from modelkit.config import tomllib
+from modelkit.errors import BadInputError
 from modelkit.io import write_json_atomic
 
 LOCK_PATTERNS = ("requirements*.txt", "constraints*.txt", "*.lock", "pylock*.toml")
 KEY_FINGERPRINT = (*harness.FINGERPRINT_KEYS, "cpu_flags", "valgrind")
+
+
+def suite_digest(suite: Path, *, markers: str | None, keyword: str | None) -> str:
+    """sha256 over the suite's files and selection (a cache key part)."""
+    h = hashlib.sha256()
+    files = [suite] if suite.is_file() else sorted(p for p in suite.rglob("*") if p.is_file())
+    for p in files:
+        if "__pycache__" in p.parts:
+            continue
+        h.update(str(p.relative_to(suite if suite.is_dir() else suite.parent)).encode())
+        h.update(p.read_bytes())
+    h.update(f"m={markers}|k={keyword}|h={harness_digest()}".encode())
+    return h.hexdigest()
+
+
+def harness_digest() -> str:
+    """sha256 of the harness's own source (what measures is part of what was measured)."""
+    h = hashlib.sha256()
+    for p in sorted(Path(harness.__file__).parent.glob("*.py")):
+        h.update(p.name.encode() + b"\0" + p.read_bytes())
+    return h.hexdigest()
 
 
 def cache_dir() -> Path:
@@ -69,12 +93,12 @@ def key_parts(
     *,
     suite_sha: str,
     deps_sha: str,
-    fingerprint: dict[str, Any],
+    fingerprint: Fingerprint,
     lane: str,
     device: str,
 ) -> dict[str, str]:
     """What a side's results depend on (see the module doc)."""
-    machine = {k: fingerprint.get(k) for k in KEY_FINGERPRINT}
+    machine = {k: getattr(fingerprint, k) for k in KEY_FINGERPRINT}
     return {
         "tree": worktree.git_output(git_root, "rev-parse", f"{commit}^{{tree}}").strip(),
         "suite": suite_sha,
@@ -90,12 +114,13 @@ def key_of(parts: dict[str, str]) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
 
 
-def load(key: str) -> tuple[dict[str, Any], Path] | None:
-    """The cached results document for ``key`` and its path, or None."""
+def load(key: str) -> tuple[BenchmarkDoc, Path] | None:
+    """The cached results document for ``key`` and its path, or None (none, or unreadable:
+    then the side is measured again)."""
     path = cache_dir() / f"{key}.json"
     try:
-        return json.loads(path.read_text(encoding="utf-8")), path
-    except (OSError, ValueError):
+        return read_json(BenchmarkDoc, path), path
+    except (OSError, ValueError, BadInputError):
         return None
 
 

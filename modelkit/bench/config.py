@@ -41,6 +41,8 @@ METRIC_KEYS = (
     "quality_margin",
 )
 MODES = ("auto", "instructions", "time")
+STRING_KEYS = ("suite", "markers", "keyword", "package", "mode")
+INT_KEYS = ("min_rounds", "max_rounds", "bench_min_rounds")  # the rest are numbers
 
 
 @dataclass(frozen=True)
@@ -116,53 +118,47 @@ def _per_benchmark(raw_per: Any, where: str) -> dict[str, dict[str, float]]:
     return per
 
 
-def parse_bench_config(table: dict[str, Any] | None, **overrides: Any) -> BenchConfig:
-    """Validate ``[tool.modelkit.benchmark]`` and apply CLI overrides (None = not given)."""
-    table = dict(table or {})
-    where = "[tool.modelkit.benchmark]"
-    for key in table:
-        if key not in _TOP_KEYS:
-            raise ConfigError(
-                f"{where}: unknown key '{key}'{did_you_mean(key, _TOP_KEYS)}",
-                hint=f"valid keys: {', '.join(sorted(_TOP_KEYS))}",
-            )
-    metric = {k: _number(k, table[k], where) for k in METRIC_KEYS if k in table}
-    if "alpha" in metric and not 0 < metric["alpha"] < 1:
-        raise ConfigError(f"{where}: 'alpha' must be in (0, 1)", hint="e.g. alpha = 0.05")
-    per = _per_benchmark(table.get("per_benchmark", {}), where)
+def _table_values(table: dict[str, Any], where: str) -> tuple[dict, dict, dict]:
+    """The table's metric settings, ``per_benchmark`` tables and other settings, each checked."""
+    metric: dict[str, float] = {}
+    per: dict[str, dict[str, float]] = {}
     values: dict[str, Any] = {}
-    for key in ("suite", "markers", "keyword", "package", "mode"):
-        if key in table:
-            if not isinstance(table[key], str):
-                raise ConfigError(f"{where}: '{key}' must be a string", hint="quote it")
-            values[key] = table[key]
-    for key in ("min_rounds", "max_rounds", "bench_min_rounds"):
-        if key in table:
-            values[key] = int(_number(key, table[key], where))
-    for key in ("max_time", "bench_max_time"):
-        if key in table:
-            values[key] = _number(key, table[key], where)
-    for key, value in overrides.items():
-        if value is None:
-            continue
+    for key, value in table.items():
         if key in METRIC_KEYS:
-            metric[key] = float(value)
-        else:
+            metric[key] = _number(key, value, where)
+        elif key == "per_benchmark":
+            per = _per_benchmark(value, where)
+        elif key in STRING_KEYS:
+            if not isinstance(value, str):
+                raise ConfigError(f"{where}: '{key}' must be a string", hint="quote it")
             values[key] = value
-    for scope, d in [(where, metric), *[(f"{where} per_benchmark.{k}", v) for k, v in per.items()]]:
-        t = d.get("instr_threshold")
-        if t is not None and not 0 < t < 1:
+        elif key in INT_KEYS:
+            values[key] = int(_number(key, value, where))
+        else:
+            values[key] = _number(key, value, where)
+    return metric, per, values
+
+
+def _check(cfg: BenchConfig, where: str) -> BenchConfig:
+    """The settings' ranges, checked on the typed config."""
+    if not 0 < cfg.thresholds.alpha < 1:
+        raise ConfigError(f"{where}: 'alpha' must be in (0, 1)", hint="e.g. alpha = 0.05")
+    scopes = [(where, cfg.thresholds)] + [
+        (f"{where} per_benchmark.{k}", replace(cfg.thresholds, **v))
+        for k, v in cfg.per_benchmark.items()
+    ]
+    for scope, t in scopes:
+        if not 0 < t.instr_threshold < 1:
             raise ConfigError(
-                f"{scope}: 'instr_threshold' must be in (0, 1), got {t}",
+                f"{scope}: 'instr_threshold' must be in (0, 1), got {t.instr_threshold}",
                 hint="a fraction: 0.005 flags a change of 0.5% or more in instructions per call",
             )
-    if values.get("mode", "auto") not in MODES:
+    if cfg.mode not in MODES:
         raise ConfigError(
-            f"{where}: 'mode' must be one of {', '.join(MODES)}, got {values['mode']!r}"
-            f"{did_you_mean(str(values['mode']), MODES)}",
+            f"{where}: 'mode' must be one of {', '.join(MODES)}, got {cfg.mode!r}"
+            f"{did_you_mean(str(cfg.mode), MODES)}",
             hint="auto = instructions on CPU when valgrind is installed, time otherwise",
         )
-    cfg = BenchConfig(thresholds=Thresholds(**metric), per_benchmark=per, **values)
     if cfg.min_rounds < 2:
         raise ConfigError("min_rounds must be at least 2", hint="a ratio's interval needs 2 rounds")
     if cfg.max_rounds < cfg.min_rounds:
@@ -171,3 +167,25 @@ def parse_bench_config(table: dict[str, Any] | None, **overrides: Any) -> BenchC
             hint="raise max_rounds",
         )
     return cfg
+
+
+def parse_bench_config(table: dict[str, Any] | None, **overrides: Any) -> BenchConfig:
+    """Validate ``[tool.modelkit.benchmark]`` into a :class:`BenchConfig` and apply CLI
+    overrides (None = not given)."""
+    table = dict(table or {})
+    where = "[tool.modelkit.benchmark]"
+    for key in table:
+        if key not in _TOP_KEYS:
+            raise ConfigError(
+                f"{where}: unknown key '{key}'{did_you_mean(key, _TOP_KEYS)}",
+                hint=f"valid keys: {', '.join(sorted(_TOP_KEYS))}",
+            )
+    metric, per, values = _table_values(table, where)
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if key in METRIC_KEYS:
+            metric[key] = float(value)
+        else:
+            values[key] = value
+    return _check(BenchConfig(thresholds=Thresholds(**metric), per_benchmark=per, **values), where)

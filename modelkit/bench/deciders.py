@@ -23,13 +23,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from scipy import stats as sps
 
 from modelkit.bench import sides, stats
 from modelkit.bench.config import BenchConfig, Thresholds
-from modelkit.bench.results import ProcessResult
+from modelkit.bench.outcome import BenchError
+from modelkit.bench.results import MetricRecord, ProcessResult
 from modelkit.bench.stats import MetricResult
 
 TIMING_KINDS = ("timing", "rate")
@@ -43,7 +43,7 @@ class Inputs:
     """One metric to decide: its result row, how it was recorded, and both sides."""
 
     result: MetricResult
-    meta: dict[str, Any]
+    meta: MetricRecord
     base: list[ProcessResult]
     head: list[ProcessResult]
     nodeid: str
@@ -105,7 +105,7 @@ def decide_memory(x: Inputs) -> None:
 
 def decide_accuracy(x: Inputs) -> None:
     """Accuracy points, non-inferiority (higher is better unless recorded otherwise)."""
-    hib = x.meta.get("higher_is_better")
+    hib = x.meta.higher_is_better
     x.result.lane = "accuracy"
     stats.decide_accuracy(
         x.result,
@@ -120,11 +120,11 @@ def decide_accuracy(x: Inputs) -> None:
 def decide_quality(x: Inputs) -> None:
     """Any quality metric in its own unit and declared direction, non-inferiority with the
     recorded ``margin`` or ``quality_margin`` x |REF|."""
-    r, hib = x.result, x.meta.get("higher_is_better")
+    r, hib = x.result, x.meta.higher_is_better
     r.higher_is_better, r.lane = True if hib is None else bool(hib), "quality"
     b = sides.seed_values(x.base, x.nodeid, r.metric)
     h = sides.seed_values(x.head, x.nodeid, r.metric)
-    margin = x.meta.get("margin")
+    margin = x.meta.margin
     if margin is None:
         margin = x.limits.quality_margin * abs(sum(b) / len(b)) if b else 0.0
     r.threshold = float(margin)
@@ -145,8 +145,8 @@ def decide_timing(x: Inputs) -> None:
     if not b or not h:
         return _missing(r)
     r.lane = "time"
-    if x.meta.get("derived_from") in x.siblings:
-        x.derived.append((r, x.meta["derived_from"]))
+    if x.meta.derived_from in x.siblings:
+        x.derived.append((r, x.meta.derived_from))
         return
     if x.paired:
         base = sides.values_by_round(x.base, x.nodeid, r.metric, fresh_only=True)
@@ -233,12 +233,11 @@ def _slower_beyond_threshold(r: MetricResult) -> bool:
     return float(sps.t.sf(r.est / r.se, r.df)) < r.alpha
 
 
-def new_result(nodeid: str, metric: str, meta: dict[str, Any], limits: Thresholds) -> MetricResult:
+def new_result(nodeid: str, metric: str, meta: MetricRecord, limits: Thresholds) -> MetricResult:
     """An undecided row for one metric, with its thresholds."""
-    kind = meta.get("kind", "info")
     return MetricResult(
-        nodeid, metric, kind, meta.get("unit", ""), None, None,
-        higher_is_better=bool(meta.get("higher_is_better")),
+        nodeid, metric, meta.kind, meta.unit, None, None,
+        higher_is_better=bool(meta.higher_is_better),
         threshold=limits.threshold, alpha=limits.alpha,
     )  # fmt: skip
 
@@ -252,7 +251,7 @@ def status_row(nodeid: str, base: list[ProcessResult], head: list[ProcessResult]
         msg = mb if sb == "error" else mh
         row = MetricResult(nodeid, "-", "error", "", None, None, verdict="error",
                            note=f"{side}: {msg}")  # fmt: skip
-        return row, {"benchmark": nodeid, "side": side, "message": msg}
+        return row, BenchError(nodeid, side, msg)
     if "skipped" in (sb, sh):
         why = mh if sh == "skipped" else mb
         return MetricResult(nodeid, "-", "skipped", "", None, None, verdict="skipped",
@@ -268,12 +267,12 @@ UNJUDGED = (
 
 def evaluate(
     base: list[ProcessResult], head: list[ProcessResult], cfg: BenchConfig, *, paired: bool
-) -> tuple[list[MetricResult], list[dict[str, str]]]:
+) -> tuple[list[MetricResult], list[BenchError]]:
     """Decide every metric of every benchmark; errors on either side are reported, not judged;
     a benchmark with nothing to judge gets one ``unjudged`` row (never dropped)."""
     covered = sides.covered_by_instructions(base) & sides.covered_by_instructions(head)
     results: list[MetricResult] = []
-    errors: list[dict[str, str]] = []
+    errors: list[BenchError] = []
     timings: list[MetricResult] = []
     derived: list[tuple[MetricResult, str]] = []
     for nodeid, name in sorted(sides.benchmark_names(base, head).items()):

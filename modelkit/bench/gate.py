@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +15,10 @@ from modelkit.bench import cache, harness, runner, worktree
 from modelkit.bench.accepts import accepts_from_trailers, apply_accepts, parse_accept_flag
 from modelkit.bench.config import BenchConfig
 from modelkit.bench.deciders import evaluate
-from modelkit.bench.outcome import Outcome
+from modelkit.bench.harness import Fingerprint
+from modelkit.bench.outcome import BaseInfo, CacheHit, HeadInfo, Outcome
 from modelkit.bench.plan import Event, Plan, loop, resolve_lane
-from modelkit.bench.results import ProcessResult, load_results, results_document, suite_digest
+from modelkit.bench.results import ProcessResult, load_results, results_document
 from modelkit.bench.sides import covered_by_instructions
 from modelkit.errors import BadInputError
 from modelkit.io import write_json_atomic
@@ -32,8 +33,8 @@ class Context:
     plan: Plan
     git_root: Path | None
     head: worktree.HeadState
-    head_info: dict[str, Any]
-    fp: dict[str, Any]
+    head_info: HeadInfo
+    fp: Fingerprint
     warnings: list[str]
     suite_sha: str
     use_cache: bool
@@ -53,9 +54,9 @@ class Context:
         return results_document(procs, commit=commit, dirty=dirty, fingerprint=self.fp,
                                 device=self.plan.device, suite_sha256=self.suite_sha)  # fmt: skip
 
-    def outcome(self, mode: str, base: dict | None, state: Any = None) -> Outcome:
+    def outcome(self, mode: str, base: BaseInfo | None, state: Any = None) -> Outcome:
         """An outcome of this run (rounds, verdicts and warnings from ``state``)."""
-        o = Outcome(mode, self.head_info, base, self.fp, self.plan.cfg.to_dict(),
+        o = Outcome(mode, self.head_info, base, self.fp, self.plan.cfg,
                     warnings=self.warnings, device=self.plan.device)  # fmt: skip
         if state is not None:
             o.rounds, o.stopped, o.metrics, o.errors = (
@@ -64,7 +65,7 @@ class Context:
                 state.results,
                 state.errors,
             )
-            o.head_doc = self.document(state.head, self.head_info["commit"], self.head.dirty)
+            o.head_doc = self.document(state.head, self.head_info.commit, self.head.dirty)
         return o
 
 
@@ -97,8 +98,8 @@ def _context(root: Path, cfg: BenchConfig, plan: Plan, compare: str | None, use_
             f"uncommitted changes ({len(head.changed)} file(s)): HEAD's side is the working "
             "tree as it is now, not commit " + (head.commit or "?")[:12]
         )
-    head_info = {"commit": head.commit, "dirty": head.dirty, "tree": str(root)}
-    suite_sha = suite_digest(plan.suite, markers=cfg.markers, keyword=cfg.keyword)
+    head_info = HeadInfo(head.commit, head.dirty, str(root))
+    suite_sha = cache.suite_digest(plan.suite, markers=cfg.markers, keyword=cfg.keyword)
     fp = harness.machine_fingerprint(plan.device)
     return Context(plan, git_root, head, head_info, fp, warnings, suite_sha, use_cache)
 
@@ -142,8 +143,8 @@ def run_benchmark(
         shutil.rmtree(plan.harness_dir, ignore_errors=True)
     outcome.lane, outcome.strict = lane, strict
     accepts = list(flag_accepts)
-    if compare and ctx.git_root and (outcome.base or {}).get("commit"):
-        accepts += accepts_from_trailers(ctx.git_root, outcome.base["commit"])
+    if compare and ctx.git_root and outcome.base and outcome.base.commit:
+        accepts += accepts_from_trailers(ctx.git_root, outcome.base.commit)
     apply_accepts(outcome, accepts)
     outcome.wall_s = time.monotonic() - t_start
     _write_head(ctx, outcome, out)
@@ -154,7 +155,6 @@ def _write_head(ctx: Context, outcome: Outcome, out: Path | None) -> None:
     doc = outcome.head_doc
     if doc is None:
         return
-    doc["modelkit"]["suite_sha256"] = ctx.suite_sha
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out, doc)
@@ -170,11 +170,12 @@ def _run_only(ctx: Context, processes: int) -> Outcome:
         key, _ = ctx.key(ctx.head.commit)
         cached = cache.load(key)
     if cached is not None:
-        doc, path = cached
-        procs = [ProcessResult.from_dict(p) for p in doc["modelkit"]["processes"]]
+        results, path = cached
+        procs, doc = list(results.modelkit.processes if results.modelkit else ()), results.raw
         ctx.warnings.append(f"reused cached results for {ctx.head.commit[:12]} ({path})")
     else:
-        procs = [plan.count({"head": plan.root})["head"]] if plan.lane == "instructions" else []
+        counted = plan.count({"head": plan.root}).head if plan.lane == "instructions" else None
+        procs = [counted] if counted else []
         for i in range(max(1, processes)):
             plan.on_event(f"run {i + 1}/{processes}: HEAD")
             procs.append(plan.run(plan.root, "head", i + 1, 0, None))
@@ -202,7 +203,18 @@ def _resolve(ctx: Context, ref: str) -> tuple[worktree.ResolvedRef, str]:
     return worktree.resolve_ref(root, name, head=ctx.head.commit), name
 
 
-def _cached_base(ctx: Context, commit: str) -> dict[str, ProcessResult] | None:
+@dataclass(frozen=True)
+class Reused:
+    """REF's side read from the cache: its callgrind counts, its first time-lane process, and
+    the cache entry."""
+
+    base: ProcessResult
+    base_round1: ProcessResult
+    key: str
+    path: Path
+
+
+def _cached_base(ctx: Context, commit: str) -> Reused | None:
     """REF's callgrind counts and first time-lane round from the cache (instruction lane)."""
     if not ctx.use_cache or ctx.plan.lane != "instructions":
         return None
@@ -210,17 +222,18 @@ def _cached_base(ctx: Context, commit: str) -> dict[str, ProcessResult] | None:
     found = cache.load(key)
     if found is None:
         return None
-    procs = [ProcessResult.from_dict(p) for p in found[0]["modelkit"]["processes"]]
+    results, path = found
+    procs = list(results.modelkit.processes if results.modelkit else ())
     counted = [p for p in procs if p.lane == "instructions"]
     timed = [p for p in procs if p.lane == "time"]
     if not counted or not timed:
         return None
     for p in procs:
         p.cached = True
-    return {"base": counted[0], "base_round1": timed[0], "key": key, "path": found[1]}  # type: ignore[dict-item]
+    return Reused(counted[0], timed[0], key, path)
 
 
-def _measure_sides(ctx: Context, ref_tree: Path, reused: dict | None):
+def _measure_sides(ctx: Context, ref_tree: Path, reused: Reused | None):
     plan = ctx.plan
     trees = {"base": ref_tree, "head": plan.root}
     counted = None
@@ -228,7 +241,7 @@ def _measure_sides(ctx: Context, ref_tree: Path, reused: dict | None):
         todo = {"head": plan.root} if reused else trees
         counted = plan.count(todo)
         if reused:
-            counted.update(base=reused["base"], base_round1=reused["base_round1"])
+            counted = replace(counted, base=reused.base, base_round1=reused.base_round1)
     return loop(plan, trees, paired=True, counted=counted)
 
 
@@ -236,10 +249,7 @@ def _compare(ctx: Context, ref: str) -> Outcome:
     plan = ctx.plan
     resolved, name = _resolve(ctx, ref)
     package = runner.detect_package(plan.root, plan.cfg.package)
-    base_info: dict[str, Any] = {"ref": name, "commit": resolved.commit, "how": resolved.how,
-                                 "package": package, "from_cache": None}  # fmt: skip
-    if ref == DEFAULT_REF:
-        base_info["how"] += " (the default branch)"
+    how = resolved.how + (" (the default branch)" if ref == DEFAULT_REF else "")
     reused = _cached_base(ctx, resolved.commit)
     with worktree.ref_worktree(ctx.git_root or plan.root, resolved.commit) as ref_tree:
         if package:
@@ -247,21 +257,22 @@ def _compare(ctx: Context, ref: str) -> Outcome:
             runner.check_import(ref_tree, package, harness_dir=plan.harness_dir, label=label)
             runner.check_import(plan.root, package, harness_dir=plan.harness_dir, label="HEAD")
         state = _measure_sides(ctx, ref_tree, reused)
+    base = BaseInfo(name, resolved.commit, how, package=package)
     if reused:
-        base_info["from_cache"] = {"key": reused["key"], "path": str(reused["path"])}
+        base = replace(base, from_cache=CacheHit(reused.key, str(reused.path)))
     elif plan.lane == "instructions" and len(state.base) >= 2:
         key, parts = ctx.key(resolved.commit)
         doc = ctx.document(state.base[:2], resolved.commit, False)
-        base_info["stored_in_cache"] = str(cache.store(key, parts, doc))
-    return ctx.outcome("compare", base_info, state)
+        base = replace(base, stored_in_cache=str(cache.store(key, parts, doc)))
+    return ctx.outcome("compare", base, state)
 
 
 def _against_baseline(ctx: Context, baseline: Path, force: bool) -> Outcome:
     plan = ctx.plan
     base_procs, meta = load_results(baseline)
-    base_fp = meta.get("fingerprint") or {}
-    diffs = [f"{k}: {base_fp.get(k)!r} vs {ctx.fp.get(k)!r}"
-             for k in harness.FINGERPRINT_KEYS if base_fp.get(k) != ctx.fp.get(k)]  # fmt: skip
+    base_fp = meta.fingerprint
+    diffs = [f"{k}: {getattr(base_fp, k)!r} vs {getattr(ctx.fp, k)!r}"
+             for k in harness.FINGERPRINT_KEYS if getattr(base_fp, k) != getattr(ctx.fp, k)]  # fmt: skip
     if diffs:
         msg = f"baseline {baseline} was measured on another machine ({'; '.join(diffs)})"
         if not force:
@@ -274,7 +285,7 @@ def _against_baseline(ctx: Context, baseline: Path, force: bool) -> Outcome:
             "the baseline holds one process: timings stay undecided "
             "(record it with `modelkit benchmark --processes 5 --out FILE`)"
         )
-    base_info = {"ref": str(baseline), "commit": meta.get("commit"), "how": "saved results"}
+    base_info = BaseInfo(str(baseline), meta.commit, "saved results", saved=True)
     counted = None
     if plan.lane == "instructions":
         if not covered_by_instructions(base_procs):

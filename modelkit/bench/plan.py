@@ -23,6 +23,7 @@ from pathlib import Path
 from modelkit.bench import runner, sides
 from modelkit.bench.config import BenchConfig
 from modelkit.bench.deciders import TIMING_KINDS, evaluate
+from modelkit.bench.outcome import BenchError
 from modelkit.bench.results import ProcessResult
 from modelkit.bench.stats import MetricResult
 from modelkit.errors import BadInputError
@@ -97,14 +98,25 @@ class Plan:
             tree, self.how("time"), side=side, round=rnd, slot=slot, nodeids=nodeids
         )
 
-    def count(self, trees: dict[str, Path]) -> dict[str, ProcessResult]:
+    def count(self, trees: dict[str, Path]) -> Counted:
         """The instruction lane's callgrind processes for these sides, across the cores."""
         names = " and ".join("REF" if s == "base" else "HEAD" for s in trees)
         self.on_event(f"instructions: {names} under callgrind")
         jobs = [(tree, side) for side, tree in trees.items()]
-        return runner.run_instruction_sides(
+        by_side = runner.run_instruction_sides(
             jobs, self.how("instructions"), workers=os.cpu_count() or 1
         )
+        return Counted(**by_side)
+
+
+@dataclass(frozen=True)
+class Counted:
+    """The instruction lane's callgrind result per side; ``base_round1`` is REF's first
+    time-lane process when REF's side was read from the cache (it stands in for round 1)."""
+
+    base: ProcessResult | None = None
+    head: ProcessResult | None = None
+    base_round1: ProcessResult | None = None
 
 
 @dataclass
@@ -116,7 +128,7 @@ class Rounds:
     rounds: int = 0
     stopped: str = ""
     results: list[MetricResult] = field(default_factory=list)
-    errors: list[dict[str, str]] = field(default_factory=list)
+    errors: list[BenchError] = field(default_factory=list)
 
 
 def _undecided(results: list[MetricResult]) -> list[str]:
@@ -133,10 +145,8 @@ def _gated(procs: list[ProcessResult], covered: set[str]) -> list[str]:
         for nodeid, b in p.benchmarks.items():
             if p.outcomes.get(nodeid) in ("failed", "error") or nodeid in covered:
                 continue
-            kinds = {m.get("kind") for m in b.get("metrics", {}).values()}
-            if (b.get("gate_time", True) and b.get("time") is not None) or kinds & set(
-                TIMING_KINDS
-            ):
+            kinds = {m.kind for m in b.metrics.values()}
+            if (b.gate_time and b.time is not None) or kinds & set(TIMING_KINDS):
                 out.add(nodeid)
     return sorted(out)
 
@@ -158,16 +168,15 @@ def loop(
     *,
     paired: bool,
     saved_base: list[ProcessResult] | None = None,
-    counted: dict[str, ProcessResult] | None = None,
+    counted: Counted | None = None,
 ) -> Rounds:
     """Adaptive rounds: ABBA/BAAB (or HEAD only against ``saved_base``) until decided or out
     of time. ``counted``: the instruction lane's callgrind results per side; their benchmarks
     are timed once per side (AB/BA) for accuracy, memory and wall time as information. A
-    ``counted["base_round1"]`` (REF read from the cache) stands in for REF's first round."""
-    counted = dict(counted or {})
-    preset = counted.pop("base_round1", None)
-    state = Rounds(base=[counted["base"]] if "base" in counted else [],
-                   head=[counted["head"]] if "head" in counted else [])  # fmt: skip
+    ``counted.base_round1`` (REF read from the cache) stands in for REF's first round."""
+    preset = counted.base_round1 if counted else None
+    state = Rounds(base=[counted.base] if counted and counted.base else [],
+                   head=[counted.head] if counted and counted.head else [])  # fmt: skip
     covered = sides.covered_by_instructions(state.head) & sides.covered_by_instructions(
         state.base or saved_base or []
     )

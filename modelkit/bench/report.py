@@ -136,14 +136,14 @@ def accepted_lines(outcome: Outcome) -> list[str]:
 
 def headline(outcome: Outcome) -> str:
     """One line: what was compared and the overall result."""
-    base = outcome.base or {}
-    head = (outcome.head.get("commit") or "working tree")[:12] + (
-        " (+uncommitted)" if outcome.head.get("dirty") else ""
+    base = outcome.base
+    head = (outcome.head.commit or "working tree")[:12] + (
+        " (+uncommitted)" if outcome.head.dirty else ""
     )
-    cached = "; REF results reused from the cache" if base.get("from_cache") else ""
-    against = (
-        f" vs {base.get('ref')} ({(base.get('commit') or '?')[:12]}, {base.get('how')}{cached})"
-    )
+    against = ""
+    if base is not None:
+        cached = "; REF results reused from the cache" if base.from_cache else ""
+        against = f" vs {base.ref} ({(base.commit or '?')[:12]}, {base.how}{cached})"
     n_reg = len(outcome.regressions)
     n_und = sum(m.verdict == "undecided" for m in outcome.metrics)
     status = {
@@ -158,7 +158,7 @@ def headline(outcome: Outcome) -> str:
     accepted = f", {n_acc} accepted change(s)" if n_acc else ""
     lane = {"instructions": "instruction lane", "time": "time lane"}.get(outcome.lane, outcome.lane)
     return (
-        f"HEAD {head}{against if outcome.base else ''}: {status}{accepted}{undecided} "
+        f"HEAD {head}{against}: {status}{accepted}{undecided} "
         f"({lane}; {outcome.rounds} round(s), {outcome.wall_s:.0f}s; {outcome.stopped}; "
         f"{outcome.gpu_lane})"
     )
@@ -190,26 +190,26 @@ def markdown(outcome: Outcome) -> str:
         ]
     if outcome.errors:
         lines += ["", "**Errors** (a benchmark failing on one side is an error, not a regression):"]
-        lines += [f"- `{e['benchmark']}` on {e['side']}: {e['message']}" for e in outcome.errors]
+        lines += [f"- `{e.benchmark}` on {e.side}: {e.message}" for e in outcome.errors]
     if outcome.reasons():
         lines += ["", "**Why the gate says no** besides regressions:"]
         lines += [f"- {r}" for r in outcome.reasons()]
     if outcome.warnings:
         lines += ["", *[f"> ⚠ {w}" for w in outcome.warnings]]
     lines += ["", f"_{outcome.gpu_lane}._"]
-    cfg = outcome.config.get("thresholds", {})
+    cfg = outcome.config.thresholds
     lines += [
         "",
         f"<sub>lane = what decided the metric: instructions (callgrind instructions per call, "
-        f"deterministic, flagged at ≥ {cfg.get('instr_threshold')}), time (timing statistics), "
+        f"deterministic, flagged at ≥ {cfg.instr_threshold}), time (timing statistics), "
         f"exact, memory, accuracy, info (reported, not gated). "
         f"ratio = HEAD/REF with its {'Holm-adjusted ' if outcome.base else ''}confidence "
         f"interval; MDE = smallest slowdown detectable with 95% power at these samples. "
-        f"threshold {cfg.get('threshold')}, alpha {cfg.get('alpha')}, accuracy margin "
-        f"{cfg.get('accuracy_margin')} pts. Machine: {fp.get('cpu_model')} × {fp.get('cpu_count')}"
-        f", GPU {fp.get('gpu') or '-'} ({fp.get('gpu_clocks') or '-'}, driver "
-        f"{fp.get('driver') or '-'}), valgrind {fp.get('valgrind') or '-'}, torch {fp.get('torch')}, CUDA {fp.get('cuda') or '-'}, "
-        f"device {fp.get('device')}.</sub>",
+        f"threshold {cfg.threshold}, alpha {cfg.alpha}, accuracy margin "
+        f"{cfg.accuracy_margin} pts. Machine: {fp.cpu_model} × {fp.cpu_count}"
+        f", GPU {fp.gpu or '-'} ({fp.gpu_clocks or '-'}, driver "
+        f"{fp.driver or '-'}), valgrind {fp.valgrind or '-'}, torch {fp.torch}, "
+        f"CUDA {fp.cuda or '-'}, device {fp.device}.</sub>",
     ]
     return "\n".join(lines) + "\n"
 

@@ -8,7 +8,6 @@ fixtures of :mod:`modelkit.bench.plugin`) is one copy shared by both sides.
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import shutil
@@ -22,10 +21,14 @@ from pathlib import Path
 
 from modelkit.bench import harness
 from modelkit.bench.results import (
+    BenchmarkDoc,
+    OutcomesFile,
     ProcessResult,
     add_recorded_only,
     instruction_only,
     merge_processes,
+    read_json,
+    read_record,
     summarise_doc,
 )
 from modelkit.errors import BadInputError, ModelkitError
@@ -117,6 +120,20 @@ def valgrind_command(out_file: Path) -> list[str]:
     return [exe, *VALGRIND_ARGS, f"--callgrind-out-file={out_file}"]
 
 
+@dataclass(frozen=True)
+class ProjectTable:
+    """pyproject.toml's ``[project]`` (its name: the package under test by default)."""
+
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class PyProject:
+    """pyproject.toml, for its ``[project]`` table."""
+
+    project: ProjectTable | None = None
+
+
 def detect_package(tree: Path, configured: str | None) -> str | None:
     """The package under test: ``package`` from the config, else the project name if it is a
     package folder in the tree (``name`` or ``src/name``)."""
@@ -128,12 +145,15 @@ def detect_package(tree: Path, configured: str | None) -> str | None:
     from modelkit.config import tomllib
 
     try:
-        name = tomllib.loads(py.read_text(encoding="utf-8")).get("project", {}).get("name")
+        project = read_record(
+            PyProject, tomllib.loads(py.read_text(encoding="utf-8")), source=str(py)
+        )
     except Exception:
         return None
+    name = project.project.name if project.project else None
     if not name:
         return None
-    mod = str(name).replace("-", "_").replace(".", "_")
+    mod = name.replace("-", "_").replace(".", "_")
     for base in (tree, tree / "src"):
         if (base / mod / "__init__.py").is_file() or (base / f"{mod}.py").is_file():
             return mod
@@ -259,14 +279,14 @@ def run_suite(
 
 
 def _read_process(result: ProcessResult, json_path: Path, outcomes_path: Path) -> None:
-    recorded: dict = {}
-    if outcomes_path.is_file():
-        o = json.loads(outcomes_path.read_text(encoding="utf-8"))
-        result.outcomes, result.messages = o["outcomes"], o["messages"]
-        result.collected, recorded = o["collected"], o.get("metrics", {})
+    outcomes = read_json(OutcomesFile, outcomes_path) if outcomes_path.is_file() else None
+    if outcomes is not None:
+        result.outcomes, result.messages = outcomes.outcomes, outcomes.messages
+        result.collected = outcomes.collected
     if json_path.is_file():
-        result.doc = json.loads(json_path.read_text(encoding="utf-8"))
+        result.doc = read_json(BenchmarkDoc, json_path)
         result.benchmarks = summarise_doc(result.doc)
+    recorded = outcomes.metrics if outcomes is not None else {}
     result.benchmarks = add_recorded_only(result.benchmarks, recorded)
     if result.lane == "instructions":
         result.benchmarks = instruction_only(result.benchmarks)

@@ -4,12 +4,12 @@ recorded and their values (the deciders' inputs)."""
 from __future__ import annotations
 
 import statistics
-from typing import Any
 
 from modelkit.bench.harness import JUDGED_KINDS
-from modelkit.bench.results import ProcessResult
+from modelkit.bench.results import TIME, MetricRecord, ProcessResult
 
 Procs = list[ProcessResult]
+TIME_METRIC = "time"  # the timed call's metric (a process's minimum time), beside recorded ones
 
 
 def benchmark_names(base: Procs, head: Procs) -> dict[str, str]:
@@ -18,7 +18,7 @@ def benchmark_names(base: Procs, head: Procs) -> dict[str, str]:
     names: dict[str, str] = {}
     for p in [*head, *base]:
         for nodeid, b in p.benchmarks.items():
-            names.setdefault(nodeid, b.get("name", nodeid))
+            names.setdefault(nodeid, b.name)
         for nodeid, s in p.outcomes.items():
             if s in ("failed", "error", "skipped") or "::" in nodeid:
                 names.setdefault(nodeid, nodeid.split("::", 1)[-1])
@@ -40,24 +40,23 @@ def side_status(procs: Procs, nodeid: str) -> tuple[str, str]:
     return "ok", ""
 
 
-def metric_meta(base: Procs, head: Procs, nodeid: str) -> dict[str, dict[str, Any]]:
+def metric_meta(base: Procs, head: Procs, nodeid: str) -> dict[str, MetricRecord]:
     """metric name -> how it was recorded (kind, unit, direction), HEAD's over REF's."""
-    meta: dict[str, dict[str, Any]] = {}
+    meta: dict[str, MetricRecord] = {}
     for procs in (base, head):
         for p in procs:
             b = p.benchmarks.get(nodeid)
             if not b:
                 continue
-            if b.get("gate_time", True) and b.get("time") is not None:
-                meta.setdefault("time", {"kind": "timing", "unit": "s"})
-            for name, m in b.get("metrics", {}).items():
-                meta[name] = m
+            if b.gate_time and b.time is not None:
+                meta.setdefault(TIME_METRIC, TIME)
+            meta.update(b.metrics)
     return meta
 
 
-def judged(meta: dict[str, dict[str, Any]]) -> bool:
+def judged(meta: dict[str, MetricRecord]) -> bool:
     """True when at least one metric is of a kind the gate decides."""
-    return any(m.get("kind") in JUDGED_KINDS for m in meta.values())
+    return any(m.kind in JUDGED_KINDS for m in meta.values())
 
 
 def values_by_round(
@@ -71,10 +70,17 @@ def values_by_round(
         b = p.benchmarks.get(nodeid)
         if not b or (fresh_only and p.cached):
             continue
-        v = b.get("time") if metric == "time" else (b["metrics"].get(metric) or {}).get("value")
+        m = b.metrics.get(metric)
+        v = b.time if metric == TIME_METRIC else (m.value if m else None)
         if v is not None:
             out.setdefault(p.round, []).append(float(v))
     return out
+
+
+def _recorded(p: ProcessResult, nodeid: str, metric: str) -> MetricRecord | None:
+    """What one process recorded for one metric of one benchmark."""
+    b = p.benchmarks.get(nodeid)
+    return b.metrics.get(metric) if b else None
 
 
 def flat(by_round: dict[int, list[float]]) -> list[float]:
@@ -86,8 +92,8 @@ def spreads(procs: Procs, nodeid: str, metric: str) -> list[float]:
     """The within-process relative spreads of repeated instruction counts (0 when none)."""
     out = [0.0]
     for p in procs:
-        m = ((p.benchmarks.get(nodeid) or {}).get("metrics") or {}).get(metric) or {}
-        out.append(float(m.get("spread") or 0.0))
+        m = _recorded(p, nodeid, metric)
+        out.append(float(m.spread or 0.0) if m else 0.0)
     return out
 
 
@@ -96,11 +102,11 @@ def seed_values(procs: Procs, nodeid: str, metric: str) -> list[float]:
     is deterministic); a scalar metric gives one value, the median over processes."""
     rows, scalars = [], []
     for p in procs:
-        m = ((p.benchmarks.get(nodeid) or {}).get("metrics") or {}).get(metric)
-        if m and m.get("values"):
-            rows.append(m["values"])
-        elif m and m.get("value") is not None:
-            scalars.append(float(m["value"]))
+        m = _recorded(p, nodeid, metric)
+        if m and m.values:
+            rows.append(m.values)
+        elif m and m.value is not None:
+            scalars.append(float(m.value))
     if rows:
         n = min(len(r) for r in rows)
         return [sum(r[i] for r in rows) / len(rows) for i in range(n)]
@@ -113,5 +119,5 @@ def covered_by_instructions(procs: Procs) -> set[str]:
         nodeid
         for p in procs
         for nodeid, b in p.benchmarks.items()
-        if any(m.get("kind") == "instructions" for m in b.get("metrics", {}).values())
+        if any(m.kind == "instructions" for m in b.metrics.values())
     }

@@ -58,7 +58,7 @@ from .env import (
     lane,
     seed_everything,
 )
-from .fingerprint import FINGERPRINT_KEYS, machine_fingerprint
+from .fingerprint import FINGERPRINT_KEYS, Fingerprint, machine_fingerprint
 from .outcomes import OUTCOMES
 from .recorder import rate_name
 
@@ -67,7 +67,7 @@ HARNESS_VERSION = "3"
 __all__ = [
     "DIRECTIONS", "ENV_CALLGRIND_OUT", "ENV_DEVICE", "ENV_LANE", "ENV_OUTCOMES", "EXTRA_KEY",
     "FINGERPRINT_KEYS", "HARNESS_VERSION", "JUDGED_KINDS", "KINDS", "LANES", "OUTCOMES", "Bench",
-    "Callgrind", "bench", "bench_device", "callgrind", "lane", "machine_fingerprint", "rate_name",
+    "Callgrind", "Fingerprint", "bench", "bench_device", "callgrind", "lane", "machine_fingerprint", "rate_name",
     "seed_everything",
 ]  # fmt: skip
 
@@ -107,8 +107,10 @@ def _modelkit_seed() -> None:
     """Every test starts from the same seeds (identical inputs and weights on both sides)."""
     seed_everything()
     if lane() == "instructions" and "torch" in sys.modules:
+        import torch  # already imported by the suite: no import cost
+
         # one thread: no OpenMP spin-waiting, whose length depends on the scheduler
-        sys.modules["torch"].set_num_threads(1)
+        torch.set_num_threads(1)
 
 
 @pytest.fixture()
@@ -131,8 +133,8 @@ def pytest_benchmark_generate_machine_info(config: pytest.Config) -> dict[str, A
         "python_build": list(platform.python_build()),
         "release": platform.release(),
         "system": platform.system(),
-        "cpu": {"brand_raw": fp["cpu_model"], "count": fp["cpu_count"]},
-        "modelkit": fp,
+        "cpu": {"brand_raw": fp.cpu_model, "count": fp.cpu_count},
+        "modelkit": fp.as_dict(),
     }
 
 

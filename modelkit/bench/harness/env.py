@@ -32,8 +32,12 @@ def seed_everything(seed: int = SEED) -> None:
     import random
 
     random.seed(seed)
-    if "numpy" in sys.modules:
-        sys.modules["numpy"].random.seed(seed)
-    torch = sys.modules.get("torch")
-    if torch is not None and hasattr(torch, "manual_seed"):
-        torch.manual_seed(seed)
+    if "numpy" in sys.modules:  # seeded only when the suite imported it (no import cost)
+        import numpy
+
+        numpy.random.seed(seed)
+    if "torch" in sys.modules:
+        import torch
+
+        if hasattr(torch, "manual_seed"):
+            torch.manual_seed(seed)

@@ -9,6 +9,7 @@ import platform
 import shutil
 import subprocess
 import sys
+from dataclasses import asdict, dataclass, replace
 from importlib import metadata
 from typing import Any
 
@@ -73,28 +74,51 @@ def _nvidia_smi() -> dict[str, str | None]:
     return {"gpu": name or None, "driver": driver or None, "gpu_clocks": clocks if sm else None}
 
 
-def machine_fingerprint(device: str = "cpu") -> dict[str, Any]:
+@dataclass(frozen=True)
+class Fingerprint:
+    """The machine a measurement depends on, as written into a results file's
+    ``machine_info["modelkit"]`` and ``modelkit.fingerprint`` (and read back by the gate)."""
+
+    cpu_model: str | None = None
+    cpu_count: int | None = None
+    system: str | None = None
+    machine: str | None = None
+    python: str | None = None
+    torch: str | None = None
+    device: str | None = None
+    cpu_flags: str | None = None
+    gpu: str | None = None
+    driver: str | None = None
+    gpu_clocks: str | None = None
+    cuda: str | None = None
+    valgrind: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form (every field, None included)."""
+        return asdict(self)
+
+
+def machine_fingerprint(device: str = "cpu") -> Fingerprint:
     """CPU model and cores, GPU model, driver and clocks, CUDA, torch, python, valgrind: what a
     measurement depends on."""
-    info: dict[str, Any] = {
-        "cpu_model": cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "system": platform.system(),
-        "machine": platform.machine(),
-        "python": platform.python_version(),
-        "torch": _dist_version("torch"),
-        "device": device.split(":")[0],
-        "cpu_flags": _cpu_flags_digest(),
+    info = Fingerprint(
+        cpu_model=cpu_model(),
+        cpu_count=os.cpu_count(),
+        system=platform.system(),
+        machine=platform.machine(),
+        python=platform.python_version(),
+        torch=_dist_version("torch"),
+        device=device.split(":")[0],
+        cpu_flags=_cpu_flags_digest(),
         **_nvidia_smi(),
-        "cuda": None,
-        "valgrind": _valgrind_version(),
-    }
+        valgrind=_valgrind_version(),
+    )
     if device.startswith("cuda") or "torch" in sys.modules:
         import torch
 
-        info["cuda"] = torch.version.cuda
+        info = replace(info, cuda=torch.version.cuda)
         if device.startswith("cuda") and torch.cuda.is_available():
-            info["gpu"] = torch.cuda.get_device_name(torch.device(device))
+            info = replace(info, gpu=torch.cuda.get_device_name(torch.device(device)))
     return info
 
 

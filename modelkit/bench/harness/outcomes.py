@@ -49,7 +49,8 @@ class Outcomes:
         self.messages[report.nodeid] = _last_error_line(report)
 
     def write(self, exitstatus: int, harness: str) -> None:
-        """Write the outcomes file when ``$MODELKIT_BENCH_OUTCOMES`` names one."""
+        """Write the outcomes file when ``$MODELKIT_BENCH_OUTCOMES`` names one (the gate reads
+        it back as ``modelkit.bench.results.OutcomesFile``)."""
         path = os.environ.get(ENV_OUTCOMES)
         if not path:
             return

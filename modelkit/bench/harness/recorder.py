@@ -21,7 +21,9 @@ def rate_name(prefix: str, unit: str) -> str:
 
 class Recorder:
     """Metric storage of one benchmark test: ``extra_info["modelkit"]`` of pytest-benchmark's
-    JSON, and the harness's own outcomes file (which keeps tests that never timed anything)."""
+    JSON, and the harness's own outcomes file (which keeps tests that never timed anything).
+    An entry's keys are the fields of ``modelkit.bench.results.MetricRecord``, the type the
+    gate reads it back as (this package imports nothing of modelkit's, so it writes the JSON)."""
 
     def __init__(
         self,
