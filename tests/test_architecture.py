@@ -233,3 +233,21 @@ def _stdlib() -> frozenset[str]:
 def test_limits_are_the_documented_ones(limit: int) -> None:
     doc = (PACKAGE.parent / "docs" / "architecture.md").read_text()
     assert str(limit) in doc
+
+
+def test_the_benchmark_harness_imports_nothing_from_modelkit() -> None:
+    """The harness is copied into both sides' processes (REF imports its own, older modelkit):
+    stdlib, pytest and relative imports only (modelkit/bench/harness/__init__.py)."""
+    bad = []
+    for name, path, tree in MODULES:
+        if not name.startswith("modelkit.bench.harness"):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                mods = [node.module]
+            elif isinstance(node, ast.Import):
+                mods = [a.name for a in node.names]
+            else:
+                continue
+            bad += [f"{name}: {m}" for m in mods if m.split(".")[0] == "modelkit"]
+    assert not bad, bad

@@ -13,7 +13,21 @@ from dataclasses import asdict, dataclass, replace
 from importlib import metadata
 from typing import Any
 
-from modelkit.env import cpu_model
+
+def cpu_model() -> str:
+    """The CPU model name (Linux /proc/cpuinfo, else platform.processor()).
+
+    The same as ``modelkit.env.cpu_model``, kept here on purpose: the harness is loaded into
+    REF's processes too, where ``modelkit`` is REF's (an older one may lack the function), so
+    the harness imports nothing from modelkit."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def _cpu_flags_digest() -> str | None:
