@@ -25,6 +25,7 @@ NOT_RECORDS: dict[str, str] = {
     "modelkit/config.py": "the user's TOML/YAML training config tables (validated here)",
     "modelkit/project.py": "pyproject.toml's [tool.modelkit] tables (validated here)",
     "modelkit/validation.py": "pydantic's error dicts and safetensors headers (a file format)",
+    "modelkit/models/imports.py": "sys.modules (the interpreter's module table: __main__)",
     "modelkit/models/registry.py": "a factory's __annotations__ mapping",
     "modelkit/tasks/base.py": "a model's output mapping (transformers' ModelOutput['logits'])",
     "modelkit/weights/layout.py": "safetensors headers and HF's model.safetensors.index.json",

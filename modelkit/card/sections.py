@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from modelkit.card.facts import known, modelkit_link
+from modelkit.runs.documents import read_config_args
 from modelkit.weights.snippet import release_snippet
 
 CURVES = "training_curves.png"
@@ -87,7 +88,7 @@ def _plain_load_lines(arch: dict[str, Any], target: UsageTarget) -> list[str]:
         repo_id=target.repo_id,
         revision=target.version,
         registry=target.registry if target.kind == "local" else None,
-        configs=ref.get("configs"),
+        configs=read_config_args(ref.get("configs") or {}, source="config.json"),
     )
     hf = any(c.get("kind") == "transformers" for c in (ref.get("configs") or {}).values())
     label = "Or with transformers' own loader:" if hf else "Or with plain PyTorch:"

@@ -15,10 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 from modelkit.errors import ModelkitError, RunDirError, WriteFailed
 from modelkit.io import write_json_atomic
-from modelkit.models.reference import ModelReference, reference_for_model
+from modelkit.models.reference import reference_for_model
 from modelkit.redact import redact
 from modelkit.runs import opening as O
 from modelkit.runs.artifacts import copy_artifact
+from modelkit.runs.documents import read_model_reference
 from modelkit.runs.layout import RunDir, now_iso
 from modelkit.runs.perturb import unwrap
 from modelkit.runs.record import RunRecord, encode_metrics
@@ -94,9 +95,7 @@ class RunSession:
             )
         self._elapsed_before = rec.train_s
         if self.ref is None and rec.reference is not None:
-            self.ref = ModelReference.from_dict(
-                rec.reference.as_dict(), source=str(self.dir.record)
-            )
+            self.ref = read_model_reference(rec.reference.as_dict(), source=str(self.dir.record))
         return dict(rec.raw)
 
     def _config_section(self) -> dict[str, Any]:

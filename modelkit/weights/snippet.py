@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from modelkit.models.configs import config_expression
+from modelkit.models.configs import RecordedConfig, config_expression
 from modelkit.weights.layout import INDEX, SINGLE, WeightsLayout
 
 
@@ -29,7 +29,7 @@ def loading_snippet(
     sharded: bool | None = None,
     shared: dict[str, str] | None = None,
     imports: tuple[str, ...] = (),
-    configs: dict[str, dict[str, Any]] | None = None,
+    configs: dict[str, RecordedConfig] | None = None,
 ) -> str:
     """Python code that rebuilds the model and loads the weights found in ``folder`` (a Python
     expression, e.g. ``snapshot_download(...)``) with a plain ``load_state_dict``.
@@ -42,7 +42,7 @@ def loading_snippet(
     module, _, attr = reference.partition(":")
     top = attr.split(".")[0]
     configs = configs or {}
-    if any(c.get("kind") == "transformers" for c in configs.values()):
+    if any(c.kind == "transformers" for c in configs.values()):
         return "\n".join(
             [*imports, f"from {module} import {top}", "", f"folder = {folder}",
              f"model = {attr}.from_pretrained(folder)  # transformers' own loader", "model.eval()"]
@@ -79,7 +79,7 @@ def loading_snippet(
 
 
 def _build_line(
-    attr: str, kwargs: dict[str, Any], configs: dict[str, dict[str, Any]]
+    attr: str, kwargs: dict[str, Any], configs: dict[str, RecordedConfig]
 ) -> tuple[list[str], str]:
     """The config classes' import lines and ``model = attr(...)`` (config objects rebuilt)."""
 
@@ -100,7 +100,7 @@ def release_snippet(
     repo_id: str,
     revision: str,
     registry: str | None = None,
-    configs: dict[str, dict[str, Any]] | None = None,
+    configs: dict[str, RecordedConfig] | None = None,
 ) -> str:
     """:func:`loading_snippet` for a release on the Hub, or in a local registry (``registry``);
     ``weights`` holds ``sharded`` and ``shared`` (as the card's facts give them)."""
