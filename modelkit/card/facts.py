@@ -62,7 +62,7 @@ def gather_facts(run_dir: Path, *, project: Any) -> dict[str, Any]:
     run = open_run(run_dir, require=("run.json", "config.json"))
     header = weights_facts(run.path)  # either layout, checked; a bad shard is named
     record = run.read_record()
-    task = task_of(record)
+    task = task_of(run.run_record())
     require_evaluation(run.path, task=task)  # eval.json, or (own loops, other data) evals/*.json
     cfg = run.read_config()
     evaluation = read_eval(run.eval, task) if run.eval.is_file() else None

@@ -213,7 +213,7 @@ def write_card(
     )
     meta, _, _ = split_front_matter(text)
     errors, todos = _check_card(text, strict=strict)
-    png = render_curves(run_dir, task_of(RunDir(run_dir).read_record())) if curves else None
+    png = render_curves(run_dir, task_of(RunDir(run_dir).run_record())) if curves else None
     write_bytes_atomic(path, text.encode("utf-8"))
     kept = [
         m.group("name")

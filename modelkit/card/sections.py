@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from modelkit.card.facts import known, modelkit_link
-from modelkit.runs.documents import read_config_args
+from modelkit.runs.documents import EvalRecord, read_config_args
+from modelkit.runs.parts import DataInfo
+from modelkit.runs.typed import read_typed
 from modelkit.weights.snippet import release_snippet
 
 CURVES = "training_curves.png"
@@ -153,6 +155,15 @@ class _Inputs:
         """A sub-record of ``run.json`` (``data``, ``env``, ``git``, ``timings``), ``{}`` if absent."""
         return self.f["record"].get(key) or {}
 
+    def data_info(self) -> DataInfo:
+        """run.json's data block, typed (what the task's card lines read)."""
+        return read_typed(DataInfo, self.rec("data"), source="run.json", where="data")
+
+    def eval_record(self) -> EvalRecord | None:
+        """The held-out evaluation, typed (what the task's card lines read)."""
+        ev = self.f["eval"]
+        return None if ev is None else EvalRecord.from_dict(ev, source="eval.json")
+
 
 def _summary(x: _Inputs) -> str:
     ev, arch, task = x.f["eval"], x.f["arch"], x.f["task"]
@@ -174,9 +185,7 @@ def _details(x: _Inputs) -> str:
     dtypes = ", ".join(f"{k}: {fmt(v)}" for k, v in sorted(hdr["dtypes"].items()))
     ref = arch.get("reference") or {}
     provider = f"{ref['package']} {known(ref.get('version'))}" if ref.get("package") else "unknown"
-    model_type = x.f["task"].model_type(
-        {**x.rec("data"), "model_kwargs": arch["kwargs"]}, x.f["eval"]
-    )
+    model_type = x.f["task"].model_type(x.data_info(), x.eval_record(), arch["kwargs"])
     return "\n".join(
         [
             f"- **Architecture:** `{arch['class']}` — {arch['description'] or arch['summary']}",
@@ -209,7 +218,7 @@ def _training_data(x: _Inputs) -> str:
             f"- **Dataset:** `{name}`"
             + (f" (source: {source})" if source and not looks_local(source) else ""),
             f"- **Fingerprint:** `{known(data.get('fingerprint'))}`",
-            *x.f["task"].data_lines(data, x.f["eval"]),
+            *x.f["task"].data_lines(x.data_info(), x.eval_record()),
         ]
         + ([f"- **Skipped files:** {data['skipped_files']}"] if data.get("skipped_files") else [])
     )
@@ -280,7 +289,7 @@ def _evaluation(x: _Inputs) -> str:
             f"{known(ev.get('evaluated'))}.",
             "",
             *eval_table(ev, task),
-            *task.eval_details(ev),
+            *task.eval_details(x.eval_record()),
         ]
     else:
         lines = ["Not evaluated by modelkit on the held-out split of the training data."]
@@ -293,8 +302,8 @@ def _evaluation(x: _Inputs) -> str:
 def _limitations(x: _Inputs) -> str:
     task, git = x.f["task"], x.rec("git")
     others = bool(x.f["other_evals"])
-    lim = [task.scope_line(x.f["data_name"], x.rec("data"), others=others)]
-    lim += task.limitations(x.f["eval"])
+    lim = [task.scope_line(x.f["data_name"], x.data_info(), others=others)]
+    lim += task.limitations(x.eval_record())
     if git.get("dirty"):
         lim.append("- The run was trained from a git tree with uncommitted changes.")
     if not git.get("commit"):

@@ -73,6 +73,10 @@ class EvalRecord:
         """The mean loss."""
         return self.metrics.get("loss")
 
+    def count(self, name: str) -> Any:
+        """A count as the file states it (``samples``, ``tokens``: an int, not a metric's float)."""
+        return self.raw.get(name)
+
     @property
     def data_name(self) -> str | None:
         """The dataset's public name."""

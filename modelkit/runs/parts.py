@@ -75,7 +75,7 @@ class DataInfo(_Part):
     chars: str | None = None
     train_tokens: int | None = None
     test_tokens: int | None = None
-    skipped_files: list[Any] | None = None
+    skipped_files: int | list[Any] | None = None  # image folders: how many were skipped
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 

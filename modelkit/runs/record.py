@@ -98,6 +98,8 @@ class RunRecord:
     steps: int | None = None
     samples_seen: int | None = None
     samples_per_second: float | None = None
+    tokens_seen: int | None = None  # a task counting tokens (language modelling)
+    tokens_per_second: float | None = None
     error: str | None = None
     last_good_checkpoint: str | None = None
     perturbed: str | None = None

@@ -216,9 +216,12 @@ class RunSession:
             resumes[-1].update(from_step=step, checkpoint=name, rejected_checkpoints=rejected)
             self.dir.write_record(self.record)
 
-    def resume_at(self, step: int, *, checkpoint: str | None = None) -> None:
+    def resume_at(
+        self, step: int, *, checkpoint: str | None = None, notes: dict[str, Any] | None = None
+    ) -> None:
         """Continue after ``step``, restored by a framework's own checkpoint (``checkpoint``):
-        the rows a killed attempt logged after it are dropped, the earlier ones kept."""
+        the rows a killed attempt logged after it are dropped, the earlier ones kept; ``notes``
+        are added to the resume's entry (``bitwise``, ``why_not_bitwise``)."""
         self.needs_cut = False
         self.flush()
         self.dir.keep_metrics_until(step)
@@ -227,6 +230,7 @@ class RunSession:
         self.last_step = step if rows else None
         resumes = self.record.setdefault("resumes", [{}])
         resumes[-1].update(from_step=step, checkpoint=checkpoint, rejected_checkpoints=[])
+        resumes[-1].update(notes or {})
         self.dir.write_record(self.record)
 
     # ---- artifacts -------------------------------------------------------------------------
