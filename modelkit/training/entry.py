@@ -168,7 +168,8 @@ def _resume_here(
 
 
 def _typed(record: dict[str, Any], out: Path) -> RunRecord:
-    return RunRecord.from_dict(record, source=str(out / "run.json"))
+    """The returned record as run.json holds it (JSON types: lists, not tuples), typed."""
+    return RunRecord.from_dict(json.loads(json.dumps(record)), source=str(out / "run.json"))
 
 
 def _shown(record: RunRecord) -> RunRecord | None:
