@@ -71,6 +71,7 @@ __all__ = [
 ]
 
 RUN_DIR_ENV = "MODELKIT_RUN_DIR"
+LOSS = "loss"  # the logged metric run.log checks: a non-finite one stops the run
 
 
 def start_run(
@@ -177,7 +178,7 @@ class Run:
         step = V.checked_step(step)
         self._forward_only(step, self._last_logged, "run.log")
         values = V.checked_metrics(metrics)
-        loss = V.loss_value(values.get("loss"), step)
+        loss = V.loss_value(values.get(LOSS), step)
         self._session.add_row({"kind": "step", "step": step, **values}, loss=loss)
         self._last_logged = step
         if loss is not None and not math.isfinite(loss):
@@ -188,7 +189,7 @@ class Run:
         if self._perturb is not None:
             self._perturb.apply(step)
         hooks, every = self._session.hooks, self.fingerprint_every
-        raw_loss = metrics.get("loss")
+        raw_loss = metrics.get(LOSS)
         if hooks is not None:  # fingerprint when due, state dump (modelkit repro)
             hooks.on_log(self, step, raw_loss)
         elif every and self.model is not None and step % every == 0:
@@ -304,12 +305,22 @@ class Run:
         self._session.check_open()
         self._session.flush()
 
-    def resume_at(self, step: int, *, checkpoint: str | None = None) -> None:
+    def resume_at(
+        self,
+        step: int,
+        *,
+        checkpoint: str | None = None,
+        bitwise: bool | None = None,
+        why_not_bitwise: str | None = None,
+    ) -> None:
         """Continue after ``step``, restored by a framework's own checkpoint (``checkpoint``):
-        the rows a killed attempt logged after it are dropped, the earlier ones kept."""
+        the rows a killed attempt logged after it are dropped, the earlier ones kept. A
+        framework says whether the continuation is ``bitwise`` (and if not, why not)."""
         self._session.check_open()
         step = V.checked_step(step)
-        self._session.resume_at(step, checkpoint=checkpoint)
+        notes = {"bitwise": bitwise, "why_not_bitwise": why_not_bitwise}
+        notes = {k: v for k, v in notes.items() if v is not None}
+        self._session.resume_at(step, checkpoint=checkpoint, notes=notes)
         self._last_logged = self._session.last_step
 
     # ---- artifacts and the end ---------------------------------------------------------

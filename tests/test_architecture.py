@@ -239,7 +239,7 @@ def test_the_benchmark_harness_imports_nothing_from_modelkit() -> None:
     """The harness is copied into both sides' processes (REF imports its own, older modelkit):
     stdlib, pytest and relative imports only (modelkit/bench/harness/__init__.py)."""
     bad = []
-    for name, path, tree in MODULES:
+    for name, _path, tree in MODULES:
         if not name.startswith("modelkit.bench.harness"):
             continue
         for node in ast.walk(tree):

@@ -17,6 +17,7 @@ import pytest
 import modelkit
 from modelkit.errors import ModelNotImportable, NotRecordable
 from modelkit.models.reference import ModelReference, reference_for_model
+from modelkit.runs.documents import read_config_args, read_model_reference
 
 GPT_MODULE = textwrap.dedent(
     '''
@@ -128,7 +129,7 @@ def test_the_card_snippet_for_a_dataclass_config_model_runs(gpt_project: Path) -
         reference=ref["ref"],
         kwargs=ref["kwargs"],
         folder=repr(str(run)),
-        configs=ref["configs"],
+        configs=read_config_args(ref["configs"], source="config.json"),
     )
     assert "GPTConfig(**{'block_size': 8, 'n_embd': 16, 'vocab_size': 40})" in code
     code += "import torch\nprint(model(torch.arange(8).reshape(1, 8)).sum().item())\n"
@@ -164,7 +165,7 @@ def test_a_module_that_trains_at_import_is_refused_before_anything_runs(
 
 def _configs_of(root: Path) -> dict:
     cfg = json.loads((root / "runs/gpt/config.json").read_text())
-    return cfg["modelkit"]["reference"]["configs"]
+    return read_config_args(cfg["modelkit"]["reference"]["configs"], source="config.json")
 
 
 class Holder:
@@ -192,10 +193,14 @@ def test_namespace_and_pydantic_configs_round_trip() -> None:
 
     ns = argparse.Namespace(width=3, act="relu")
     entry = encode_config(ns, reference="m:Net", argument="args")
-    assert entry == {"class": "argparse:Namespace", "kind": "namespace", "values": vars(ns)}
+    assert entry.to_dict() == {
+        "class": "argparse:Namespace",
+        "kind": "namespace",
+        "values": vars(ns),
+    }
     assert decode_config(entry, source="t") == ns
     entry = encode_config(Cfg(width=5), reference="m:Net", argument="cfg")
-    assert entry["kind"] == "pydantic" and entry["values"] == {"width": 5}
+    assert entry.kind == "pydantic" and entry.values == {"width": 5}
     assert decode_config(entry, source="t") == Cfg(width=5)
 
 
@@ -227,11 +232,9 @@ def test_a_transformers_config_is_recorded_the_transformers_way() -> None:
     model = transformers.GPT2LMHeadModel(config)
     ref = reference_for_model(model)
     entry = ref.configs["config"]
-    assert entry["kind"] == "transformers" and entry["values"]["architectures"] == [
-        "GPT2LMHeadModel"
-    ]
+    assert entry.kind == "transformers" and entry.values["architectures"] == ["GPT2LMHeadModel"]
     assert ref.transformers_config()["n_embd"] == 8
-    rebuilt = ModelReference.from_dict(json.loads(json.dumps(ref.to_dict())), source="t").build()
+    rebuilt = read_model_reference(json.loads(json.dumps(ref.to_dict())), source="t").build()
     assert type(rebuilt) is type(model) and rebuilt.config.n_embd == 8
 
 

@@ -10,13 +10,14 @@ import pytest
 
 from modelkit.errors import BadInputError, RunDirError
 from modelkit.models.reference import ModelReference, reference_for_model, reference_for_name
+from modelkit.runs.documents import read_model_reference
 
 
 def test_builtin_name_round_trips_and_names_its_package() -> None:
     ref = reference_for_name("mnist-mlp", kwargs={"num_classes": 10})
     assert ref.ref == "modelkit.models.mlp:mnist_mlp"
     assert ref.package == "modelkit" and ref.version
-    again = ModelReference.from_dict(ref.to_dict(), source="config.json")
+    again = read_model_reference(ref.to_dict(), source="config.json")
     assert again == ref
     model = again.build()
     assert sum(p.numel() for p in model.parameters()) == 109_386
@@ -60,8 +61,8 @@ def test_script_main_class_maps_to_its_module_name(tmp_path) -> None:
     assert data["ref"] == "train_net:Net" and data["kwargs"] == {"width": 16}
     # rebuilt in another process from the same directory
     code = (
-        "import json,sys; from modelkit.models.reference import ModelReference as R; "
-        "m = R.from_dict(json.loads(sys.argv[1]), source='x').build(); print(m.fc.in_features)"
+        "import json,sys; from modelkit.runs.documents import read_model_reference as R; "
+        "m = R(json.loads(sys.argv[1]), source='x').build(); print(m.fc.in_features)"
     )
     rebuilt = subprocess.run(
         [sys.executable, "-c", code, out.stdout], cwd=tmp_path, capture_output=True, text=True
@@ -87,7 +88,7 @@ def test_unstored_required_argument_is_a_clear_error() -> None:
 )
 def test_malformed_reference_tables_are_refused(bad) -> None:
     with pytest.raises(RunDirError):
-        ModelReference.from_dict(bad, source="config.json")
+        read_model_reference(bad, source="config.json")
 
 
 def test_missing_package_names_what_to_install() -> None:

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from modelkit.errors import DataError, UnknownName
+from modelkit.runs import RunRecord
 from modelkit.tasks import TASKS, get_task, list_tasks, metric_directions, model_logits, task_of
 
 
@@ -37,8 +38,8 @@ def test_unknown_task_names_the_choices() -> None:
         get_task("languge-modeling")
     assert "language-modeling" in str(exc.value.message) + str(exc.value.hint)
     assert get_task(None).name == "classification"  # nothing says otherwise
-    assert task_of({"task": "causal-lm"}).name == "language-modeling"
-    assert task_of({}).name == "classification"
+    assert task_of(RunRecord(status="complete", task="causal-lm")).name == "language-modeling"
+    assert task_of(RunRecord(status="complete")).name == "classification"
 
 
 def test_keep_best_metric_and_direction() -> None:

@@ -16,7 +16,7 @@ from typing import Any
 from modelkit.card.metadata import split_front_matter
 from modelkit.card.options import card_options
 from modelkit.errors import BadInputError
-from modelkit.models.imports import recorded_roots
+from modelkit.runs.layout import recorded_roots
 
 BEGIN = "<!-- modelkit:begin {} -->"
 

@@ -46,11 +46,6 @@ class _Inputs:
     curves: bool
 
 
-def _as_data(ev: EvalRecord | None) -> dict[str, Any] | None:
-    """An evaluation as the task's card hooks take it: the file's data."""
-    return ev.to_dict() if ev is not None else None
-
-
 def _summary(x: _Inputs) -> str:
     ev, arch, task = x.f.eval, x.f.arch, x.f.task
     primary = task.primary
@@ -71,9 +66,7 @@ def _details(x: _Inputs) -> str:
     dtypes = ", ".join(f"{k}: {fmt(v)}" for k, v in sorted(weights.dtypes.items()))
     ref = arch.reference
     provider = f"{ref.package} {known(ref.version)}" if ref.package else "unknown"
-    model_type = x.f.task.model_type(
-        {**rec.data.as_dict(), "model_kwargs": arch.kwargs}, _as_data(x.f.eval)
-    )
+    model_type = x.f.task.model_type(rec.data, x.f.eval, arch.kwargs)
     return "\n".join(
         [
             f"- **Architecture:** `{arch.qualified}` — {arch.description or arch.summary}",
@@ -106,7 +99,7 @@ def _training_data(x: _Inputs) -> str:
             f"- **Dataset:** `{name}`"
             + (f" (source: {source})" if source and not looks_local(source) else ""),
             f"- **Fingerprint:** `{known(data.fingerprint)}`",
-            *x.f.task.data_lines(data.as_dict(), _as_data(x.f.eval)),
+            *x.f.task.data_lines(data, x.f.eval),
         ]
         + ([f"- **Skipped files:** {data.skipped_files}"] if data.skipped_files else [])
     )
@@ -175,7 +168,7 @@ def _evaluation(x: _Inputs) -> str:
             f"{known(ev.evaluated)}.",
             "",
             *eval_table(ev, task),
-            *task.eval_details(ev.to_dict()),
+            *task.eval_details(ev),
         ]
     else:
         lines = ["Not evaluated by modelkit on the held-out split of the training data."]
@@ -188,8 +181,8 @@ def _evaluation(x: _Inputs) -> str:
 def _limitations(x: _Inputs) -> str:
     task, git = x.f.task, x.f.record.git
     others = bool(x.f.other_evals)
-    lim = [task.scope_line(x.f.data_name, x.f.record.data.as_dict(), others=others)]
-    lim += task.limitations(_as_data(x.f.eval))
+    lim = [task.scope_line(x.f.data_name, x.f.record.data, others=others)]
+    lim += task.limitations(x.f.eval)
     if git.dirty:
         lim.append("- The run was trained from a git tree with uncommitted changes.")
     if not git.commit:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from modelkit.card.facts import ArchFacts, known
+from modelkit.runs.documents import read_config_args
 from modelkit.weights.snippet import release_snippet
 
 PLACEHOLDER_REPO = "YOUR-ORG/YOUR-MODEL"
@@ -75,7 +76,7 @@ def _plain_load_lines(arch: ArchFacts, target: UsageTarget) -> list[str]:
         repo_id=target.repo_id,
         revision=target.version,
         registry=target.registry if target.kind == "local" else None,
-        configs=ref.configs or None,
+        configs=read_config_args(ref.configs, source="config.json") or None,
     )
     label = "Or with transformers' own loader:" if ref.transformers else "Or with plain PyTorch:"
     return ["", label, "", "```python", plain.rstrip(), "```"]

@@ -16,7 +16,7 @@ Wording = Callable[[E.ModelkitError], tuple[str, str | None]]
 
 
 def _world_size(exc: E.ModelkitError) -> tuple[str, str | None]:
-    saved = exc.fields["saved"]
+    saved = exc.saved if isinstance(exc, E.WorldSizeMismatch) else 1
     flag = f" --nproc-per-node {saved}" if saved > 1 else ""
     return exc.message, f"resume with the same number of processes:{flag or ' one (no flag)'}"
 
@@ -40,7 +40,9 @@ def _unrecorded(exc: E.ModelkitError) -> tuple[str, str | None]:
 
 
 def _sharding(exc: E.ModelkitError) -> tuple[str, str | None]:
-    reason, option = exc.fields["reason"], exc.fields.get("option")
+    if not isinstance(exc, E.ShardingUnsupported):
+        return exc.message, exc.hint
+    reason, option = exc.reason, exc.option
     hints = {
         "processes": "add --nproc-per-node 2 (or more), or start it with torchrun "
         "--nproc-per-node 2 -m modelkit train --shard",

@@ -25,6 +25,7 @@ from rich.table import Table
 
 from modelkit.errors import EXIT_BAD_INPUT, EXIT_FAILURE, ModelkitError
 from modelkit.tasks import get_task
+from modelkit.training.events import ProgressEvent
 
 out = Console(highlight=False, soft_wrap=True)  # stdout: data
 err = Console(stderr=True, highlight=False, soft_wrap=True)  # stderr: messages
@@ -252,7 +253,7 @@ def table(title: str | None, columns: list[str], rows: list[list[Any]]) -> None:
 
 
 @contextmanager
-def training_progress(enabled: bool = True) -> Iterator[Callable[[dict[str, Any]], None]]:
+def training_progress(enabled: bool = True) -> Iterator[Callable[[ProgressEvent], None]]:
     """A rich progress bar fed by the training loop's events (loss and samples/s)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -274,24 +275,24 @@ def training_progress(enabled: bool = True) -> Iterator[Callable[[dict[str, Any]
     task = None
     kind_of_model = get_task(None)
 
-    def on_event(event: dict[str, Any]) -> None:
+    def on_event(event: ProgressEvent) -> None:
         nonlocal task, kind_of_model
-        kind = event["kind"]
+        kind = event.kind
         if kind == "start":
-            kind_of_model = get_task(event.get("task"))  # what the held-out metric is
+            kind_of_model = get_task(event.task)  # what the held-out metric is
             task = progress.add_task(
-                "train", total=event["total_steps"], loss="-", sps="-", metric="",
+                "train", total=event.total_steps, loss="-", sps="-", metric="",
                 unit=kind_of_model.unit,
             )  # fmt: skip
         elif kind == "step" and task is not None:
             progress.update(
                 task,
-                completed=event["step"],
-                loss=f"{event['loss']:.4f}",
-                sps=f"{event.get('per_second', event['samples_per_second']):,.0f}",
+                completed=event.step,
+                loss=f"{event.loss:.4f}",
+                sps=f"{event.samples_per_second if event.per_second is None else event.per_second:,.0f}",
             )
         elif kind == "epoch" and task is not None:
-            progress.update(task, metric=kind_of_model.progress(event))
+            progress.update(task, metric=kind_of_model.progress(event.row))
 
     with progress:
         yield on_event

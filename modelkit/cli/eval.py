@@ -44,9 +44,9 @@ def command(
 ) -> None:
     """The run's task metrics (classification: accuracy, loss, per-class accuracy, confusion matrix; language modelling: perplexity, loss per token, bits per byte); saved as eval.json (training data) or evals/NAME.json (other data)."""
     from modelkit.project import load_project
-    from modelkit.training.evaluate import evaluate_run
+    from modelkit.training.evaluate import evaluation_of_run
 
-    result = evaluate_run(
+    ev = evaluation_of_run(
         run_dir,
         data=data,
         project=load_project(),
@@ -55,31 +55,28 @@ def command(
         trust_unrecorded=trust_unrecorded,
     )
     if fmt is OutputFormat.json:
-        o.print_json(result)
+        o.print_json(ev.to_dict())
         return
 
-    task = get_task(result.get("task"))
+    task = get_task(ev.task)
     o.table(
-        f"held-out evaluation of {run_dir} on {result['data']['spec']} ({task.name})",
+        f"held-out evaluation of {run_dir} on {ev.data.spec} ({task.name})",
         ["metric", "value"],
-        [list(row) for row in task.eval_rows(result)],
+        [list(row) for row in task.eval_rows(ev.to_dict())],
     )
-    if "per_class_accuracy" in result:  # classification's breakdown
+    if ev.per_class_accuracy is not None:  # classification's breakdown
         o.table(
             "per-class accuracy",
             ["class", "accuracy"],
-            [
-                [c, "-" if a is None else f"{a:.4f}"]
-                for c, a in result["per_class_accuracy"].items()
-            ],
+            [[c, "-" if a is None else f"{a:.4f}"] for c, a in ev.per_class_accuracy.items()],
         )
-        classes = result["classes"]
+        classes = ev.classes or []
         o.table(
             "confusion matrix (rows: true, columns: predicted)",
             ["", *classes],
-            [[c, *row] for c, row in zip(classes, result["confusion_matrix"], strict=True)],
+            [[c, *row] for c, row in zip(classes, ev.confusion_matrix or [], strict=True)],
         )
-    o.success(f"wrote {result['path']}")
+    o.success(f"wrote {ev.path}")
 
 
 command.__doc__ = (command.__doc__ or "") + EXAMPLES

@@ -79,21 +79,17 @@ def _report(result: InitResult, path: Path) -> None:
         a = result.adopted
         o.info(
             o.escape(
-                f"registered your model {a['reference']} as '{a['model']}' in "
+                f"registered your model {a.model_ref} as '{a.model_name}' in "
                 "[tool.modelkit.models]"
-                + (
-                    f"; training script: {a['script']} (make run, make repro)"
-                    if a["script"]
-                    else ""
-                )
+                + (f"; training script: {a.script} (make run, make repro)" if a.script else "")
             )
         )
     for rel in result.kept:
         o.info(f"kept your existing {rel} (not overwritten; compare it with the template)")
-    if result.git.get("committed"):
+    if result.git.committed:
         o.info("git: initialised, first commit made")
-    elif result.git.get("note"):
-        o.info(f"git: {result.git['note']}")
+    elif result.git.note:
+        o.info(f"git: {result.git.note}")
     o.info(f"next: cd {path} && make run && make test")
 
 

@@ -11,6 +11,7 @@ from modelkit.tasks import task_of
 from modelkit.training.launch import LaunchConfig
 
 if TYPE_CHECKING:
+    from modelkit.runs import RunRecord
     from modelkit.training.entry import TrainRequest
 
 EXAMPLES = """
@@ -98,7 +99,7 @@ def command(
     """Train a model and write a run directory (config, run record, metrics, weights)."""
     from modelkit.training.entry import run_training, worker_rank
 
-    request = _request(locals())
+    request = _request(**locals())
     shown = not quiet and fmt is OutputFormat.text and worker_rank() in (None, 0)
     with o.training_progress(enabled=shown) as on_event:
         result = run_training(request, on_event=on_event)
@@ -106,37 +107,39 @@ def command(
         _render(result.record, str(result.out), result.notes(), fmt)
 
 
-def _request(given: dict[str, Any]) -> TrainRequest:
-    """The library's training request from the verb's flags (``given``: ``command``'s locals)."""
+def _request(
+    *, fmt: OutputFormat, quiet: bool, config: Any, skip_bad_files: Any, **given: Any
+) -> TrainRequest:
+    """The library's training request from the verb's flags (``command``'s locals)."""
     from modelkit.training.entry import TrainRequest
 
-    fmt, quiet = given["fmt"], given["quiet"]
     return TrainRequest(
-        config_file=given["config"],
+        config_file=config,
         overrides={key: given[flag] for flag, key in CONFIG_FLAGS.items()}
-        | {"skip_bad_files": given["skip_bad_files"] or None},
+        | {"skip_bad_files": skip_bad_files or None},
         launch=LaunchConfig.requested(*(given[k] for k in LAUNCH_FLAGS)),
         worker_flags=("--format", fmt.value, *(["--quiet"] if quiet else [])),
         **{k: given[k] for k in REQUEST_FLAGS},
     )
 
 
-def _render(record: dict, out: str, notes: list[str], fmt: OutputFormat) -> None:
+def _render(record: RunRecord, out: str, notes: list[str], fmt: OutputFormat) -> None:
     for note in notes:
         o.info(note)
     if fmt is OutputFormat.json:
-        o.print_json({"run_dir": out, **record})
+        o.print_json({"run_dir": out, **record.to_dict()})
         return
 
-    m, task = record["metrics"], task_of(record)
+    m, task = record.metrics, task_of(record)
     o.success(f"run written to {out}")
     shown = [x for x in task.metrics[:2] if f"test_{x.key}" in m]  # the primary, then loss
     unit = task.unit
-    speed = record.get(f"{unit}_per_second", record.get("samples_per_second", 0.0))
+    speed = record.tokens_per_second if unit == "tokens" else None
+    speed = record.samples_per_second or 0.0 if speed is None else speed
     head = ["model", "data", *(f"held-out {x.key}" for x in shown), f"{unit}/s", "train time"]
-    row = [record["model"], record["data"]["spec"], *(f"{m[f'test_{x.key}']:.4f}" for x in shown)]
-    o.table(None, head, [[*row, f"{speed:,.0f}", f"{record['timings']['train_s']:.1f}s"]])
-    if skipped := record["data"].get("skipped_files"):
+    row = [record.model, record.data.spec, *(f"{m[f'test_{x.key}']:.4f}" for x in shown)]
+    o.table(None, head, [[*row, f"{speed:,.0f}", f"{record.train_s:.1f}s"]])
+    if skipped := record.data.skipped_files:
         o.info(f"skipped {skipped} undecodable file(s) (listed in run.json)")
     o.info(f"next: modelkit eval {out}")
 

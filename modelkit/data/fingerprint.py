@@ -75,8 +75,8 @@ def _is_modelkit_dataset(data: Any) -> bool:
 
 
 def _modelkit_summary(data: Any) -> dict[str, Any]:
-    s = data.summary()
-    return {"name": data.spec, "size": s.get("train_size"), "method": "modelkit dataset", **s}
+    size = int(data.x_train.shape[0])  # the summary's train_size
+    return {"name": data.spec, "size": size, "method": "modelkit dataset", **data.summary()}
 
 
 def _is_tensors(data: Any) -> bool:

@@ -68,14 +68,14 @@ class WorldSizeMismatch(BadInputError):
 
     saved: int
     now: int
+    what: str
 
     def __init__(self, saved: int, now: int, *, what: str = "the run") -> None:
         super().__init__(saved=saved, now=now, what=what)
 
     def describe(self) -> tuple[str, str | None]:
         return (
-            f"{self.fields['what']} was written by {self.saved} process(es); "
-            f"this one has {self.now}",
+            f"{self.what} was written by {self.saved} process(es); this one has {self.now}",
             f"resume with {self.saved} process(es), the same world size",
         )
 
@@ -84,6 +84,8 @@ class ShardingUnsupported(BadInputError):
     """Sharded (FSDP2) training cannot run as asked; ``reason``: processes | torch | option."""
 
     reason: str
+    detail: str
+    option: str | None
 
     def __init__(self, reason: str, detail: str, *, option: str | None = None) -> None:
         super().__init__(reason=reason, detail=detail, option=option)
@@ -93,7 +95,7 @@ class ShardingUnsupported(BadInputError):
             "processes": "start it under torchrun with 2 or more processes (world size >= 2)",
             "torch": "install torch >= 2.8 (fully_shard, DCP's HuggingFaceStorageWriter)",
         }
-        return f"sharded training: {self.fields['detail']}", hint.get(self.reason)
+        return f"sharded training: {self.detail}", hint.get(self.reason)
 
 
 class UserCodeError(ModelkitError):
@@ -142,6 +144,7 @@ class InvalidArgument(BadInputError):
 
     name: str
     expected: str
+    value: str  # its repr, shortened
 
     def __init__(self, name: str, value: Any, expected: str, *, hint: str | None = None) -> None:
         shown = repr(value)
@@ -149,7 +152,7 @@ class InvalidArgument(BadInputError):
         super().__init__(hint=hint, name=name, value=shown, expected=expected)
 
     def describe(self) -> tuple[str, str | None]:
-        return f"{self.name} must be {self.expected}, got {self.fields['value']}", None
+        return f"{self.name} must be {self.expected}, got {self.value}", None
 
 
 class CheckpointMismatch(BadInputError):

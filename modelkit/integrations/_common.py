@@ -64,7 +64,7 @@ def clean_config(values: dict[str, Any]) -> dict[str, Any]:
         if key in VOLATILE_KEYS or "token" in key.lower():
             continue
         if kind_of(value) is not None:
-            value = encode_config(value, reference="the config", argument=key)["values"]
+            value = encode_config(value, reference="the config", argument=key).values
         out[key] = value
     return out
 

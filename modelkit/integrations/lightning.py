@@ -26,6 +26,7 @@ batch (Lightning restarts the epoch's data): the run records ``"bitwise": false`
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,10 +50,31 @@ from modelkit.integrations._common import (
     env_seed,
 )
 from modelkit.runs.seeding import seeded_by
+from modelkit.runs.typed import read_typed
 
 __all__ = ["ModelkitCallback"]
 
 KEY = "modelkit"  # the callback's entry in a Lightning checkpoint
+OUTPUT_LOSS = "loss"  # where a training_step's output dict holds the loss (Lightning's rule)
+
+
+@dataclass(frozen=True)
+class _CallbackState:
+    """What the callback saves in a Lightning checkpoint (:meth:`ModelkitCallback.on_save_checkpoint`):
+    every RNG state, whether the epoch had ended, the step."""
+
+    rng_tensors: Any = None
+    rng_meta: Any = None
+    epoch_done: bool = False
+    step: int | None = None
+
+    @classmethod
+    def read(cls, checkpoint: dict[str, Any]) -> _CallbackState | None:
+        """The callback's entry of ``checkpoint`` (None: written without the callback)."""
+        entry = checkpoint.get(KEY)
+        if entry is None:
+            return None
+        return read_typed(cls, entry, source="the Lightning checkpoint", where=KEY)
 
 
 class ModelkitCallback(Callback):
@@ -83,7 +105,7 @@ class ModelkitCallback(Callback):
         self.fingerprint_every = fingerprint_every
         self.reference, self.model_kwargs, self.name = reference, model_kwargs, name
         self.run: Any = None
-        self._restored: dict[str, Any] | None = None  # checkpoint["modelkit"] of ckpt_path
+        self._restored: _CallbackState | None = None  # what the callback saved in ckpt_path
         self._seed: int | None = None
         self._last_step = -1
         self._eval: dict[str, Any] = {}
@@ -129,19 +151,19 @@ class ModelkitCallback(Callback):
             "rng_meta": meta,
             "epoch_done": done >= trainer.num_training_batches,
             "step": int(trainer.global_step),
-        }
+        }  # read back by _CallbackState
         if self.run is not None:
             self.run.flush()
 
     def on_load_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: dict) -> None:
-        self._restored = checkpoint.get(KEY)
+        self._restored = _CallbackState.read(checkpoint)
 
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
         """Restore the checkpoint's RNG states (before the DataLoader is iterated)."""
         if self._restored is not None:
             from modelkit.training.determinism import restore_rng
 
-            restore_rng(self._restored["rng_tensors"], self._restored["rng_meta"])
+            restore_rng(self._restored.rng_tensors, self._restored.rng_meta)
 
     # ---- the run ---------------------------------------------------------------------------
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
@@ -169,17 +191,19 @@ class ModelkitCallback(Callback):
             )
         self._last_step = step
         if step > 0:
-            self.run.resume_at(step, checkpoint=_name(trainer.ckpt_path))
-            restored = self._restored or {}
-            bitwise = bool(restored.get("epoch_done"))
-            self.run.record["resumes"][-1]["bitwise"] = bitwise
+            restored = self._restored
+            bitwise = restored is not None and restored.epoch_done
+            why = None
             if not bitwise:
-                self.run.record["resumes"][-1]["why_not_bitwise"] = (
+                why = (
                     "the checkpoint was taken mid-epoch and the DataLoader cannot restart "
                     "at a batch (no state_dict)"
-                    if restored
+                    if restored is not None
                     else "the checkpoint was written without ModelkitCallback (no RNG states)"
                 )
+            self.run.resume_at(
+                step, checkpoint=_name(trainer.ckpt_path), bitwise=bitwise, why_not_bitwise=why
+            )
 
     def on_train_batch_end(
         self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
@@ -189,7 +213,7 @@ class ModelkitCallback(Callback):
         if self.run is None or step == self._last_step:  # accumulating gradients
             return
         self._last_step = step
-        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        loss = outputs.get(OUTPUT_LOSS) if isinstance(outputs, dict) else outputs
         row = {"epoch": int(trainer.current_epoch)}
         if loss is not None:
             row["loss"] = float(loss.detach()) if hasattr(loss, "detach") else float(loss)

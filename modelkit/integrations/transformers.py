@@ -26,6 +26,7 @@ Trainer's checkpoints go to ``<run dir>.trainer`` so side-by-side runs do not sh
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,14 @@ __all__ = ["ModelkitCallback"]
 
 _TIMING_KEYS = ("train_runtime", "train_samples_per_second", "train_steps_per_second")
 _SUMMARY_KEYS = (*_TIMING_KEYS, "train_loss", "total_flos")  # the Trainer's end-of-train log
+
+
+@dataclass
+class _PendingRow:
+    """The row of the step that just ended: its step and the values logged for it so far."""
+
+    step: int
+    values: dict[str, Any] = field(default_factory=dict)
 
 
 class ModelkitCallback(TrainerCallback):
@@ -87,7 +96,7 @@ class ModelkitCallback(TrainerCallback):
         self.save_tokenizer = save_tokenizer
         self.reference, self.model_kwargs, self.name = reference, model_kwargs, name
         self.run: Any = None
-        self._pending: dict[str, Any] | None = None  # the row of the step that just ended
+        self._pending: _PendingRow | None = None  # the row of the step that just ended
         self._summary: dict[str, Any] = {}
         self._eval: dict[str, Any] = {}
 
@@ -115,12 +124,19 @@ class ModelkitCallback(TrainerCallback):
             args.output_dir = os.path.abspath(os.environ[RUN_DIR_ENV]) + ".trainer"
 
     # ---- the run ---------------------------------------------------------------------------
-    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+    def on_train_begin(
+        self,
+        args: Any,
+        state: Any,
+        control: Any,
+        model: Any = None,
+        train_dataloader: Any = None,
+        **kwargs: Any,
+    ) -> None:
         """Open the run (continue it when the Trainer resumed from a checkpoint)."""
         import modelkit
 
-        model = kwargs.get("model")
-        loader = kwargs.get("train_dataloader")
+        loader = train_dataloader
         data = self.data if self.data is not None else getattr(loader, "dataset", None)
         step = int(state.global_step)
         # the framework seeded itself: its determinism is recorded, nothing is re-seeded
@@ -147,17 +163,16 @@ class ModelkitCallback(TrainerCallback):
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self._log_pending()
-        self._pending = {"step": int(state.global_step), "epoch": state.epoch}
+        self._pending = _PendingRow(int(state.global_step), {"epoch": state.epoch})
 
     def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
         """Merge the Trainer's logs into the step's row (train loss, lr, eval metrics)."""
-        values = _numbers(logs or {})
-        values.pop("epoch", None)  # the row has it already
+        values = {k: v for k, v in _numbers(logs or {}).items() if k != "epoch"}  # the row has it
         self._summary.update({k: values.pop(k) for k in _SUMMARY_KEYS if k in values})
         self._eval.update({k: v for k, v in values.items() if k.startswith("eval_")})
         pending = self._pending
-        if values and pending is not None and pending["step"] == int(state.global_step):
-            pending.update(values)  # a step's row is written when the next step begins
+        if values and pending is not None and pending.step == int(state.global_step):
+            pending.values.update(values)  # a step's row is written when the next step begins
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         """The Trainer wrote a checkpoint: the rows up to it are on disk too."""
@@ -165,24 +180,31 @@ class ModelkitCallback(TrainerCallback):
             self._log_pending()
             self.run.flush()
 
-    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+    def on_train_end(
+        self,
+        args: Any,
+        state: Any,
+        control: Any,
+        model: Any = None,
+        processing_class: Any = None,
+        **kwargs: Any,
+    ) -> None:
         """Weights, tokenizer, eval metrics and timings; the run is published."""
         if self.run is None:
             return
         self._log_pending()
         if self.save_tokenizer:
-            save_tokenizer(kwargs.get("processing_class"), self.run)
+            save_tokenizer(processing_class, self.run)
         timings = {k: self._summary[k] for k in _TIMING_KEYS if k in self._summary}
-        self.run.finish(kwargs["model"], metrics=dict(self._eval), timings=timings)
+        self.run.finish(model, metrics=dict(self._eval), timings=timings)
         self.run = None
 
     def _log_pending(self) -> None:
         if self._pending is None or self.run is None:
             return
-        row, self._pending = self._pending, None
-        step = row.pop("step")
-        row = {k: v for k, v in row.items() if v is not None}
-        self.run.log(step, **row)
+        pending, self._pending = self._pending, None
+        row = {k: v for k, v in pending.values.items() if v is not None}
+        self.run.log(pending.step, **row)
 
 
 def _numbers(logs: dict[str, Any]) -> dict[str, Any]:

@@ -18,15 +18,38 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from dataclasses import dataclass, field
 from typing import Any
 
 from modelkit.errors import BadInputError, NotRecordable
 from modelkit.models.imports import _qualified, import_object
 
-__all__ = ["KINDS", "config_expression", "decode_config", "encode_config", "kind_of"]
+__all__ = [
+    "KINDS",
+    "RecordedConfig",
+    "config_expression",
+    "decode_config",
+    "encode_config",
+    "kind_of",
+]
 
 KINDS = ("transformers", "dataclass", "pydantic", "namespace")
 _HF_BASES = ("PretrainedConfig", "PreTrainedConfig")
+
+
+@dataclass(frozen=True)
+class RecordedConfig:
+    """A config object as recorded: its class (``module:attr``), its kind (one of
+    :data:`KINDS`) and its values (read from a record by ``modelkit.runs.parts``)."""
+
+    klass: str | None = field(default=None, metadata={"key": "class"})
+    kind: str | None = None
+    values: dict[str, Any] | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"class", "kind", "values"}`` as recorded."""
+        return {"class": self.klass, "kind": self.kind, "values": self.values}
 
 
 def kind_of(value: Any) -> str | None:
@@ -44,8 +67,8 @@ def kind_of(value: Any) -> str | None:
     return None
 
 
-def encode_config(value: Any, *, reference: str, argument: str) -> dict[str, Any]:
-    """``{"class", "kind", "values"}`` for a config object passed as ``argument`` of the model
+def encode_config(value: Any, *, reference: str, argument: str) -> RecordedConfig:
+    """The class, kind and values of a config object passed as ``argument`` of the model
     ``reference``; :class:`NotRecordable` when ``value`` is no config object or holds values
     JSON cannot store."""
 
@@ -66,7 +89,7 @@ def encode_config(value: Any, *, reference: str, argument: str) -> dict[str, Any
     except (TypeError, ValueError) as exc:
         raise NotRecordable(reference, argument, type(value).__name__, cause=str(exc)) from None
     cls = "argparse:Namespace" if kind == "namespace" else _qualified(type(value))
-    return {"class": cls, "kind": kind, "values": values}
+    return RecordedConfig(klass=cls, kind=kind, values=values)
 
 
 def _check_flat_dataclass(value: Any, *, reference: str, argument: str) -> None:
@@ -83,14 +106,14 @@ def _check_flat_dataclass(value: Any, *, reference: str, argument: str) -> None:
             )
 
 
-def decode_config(entry: dict[str, Any], *, source: str) -> Any:
+def decode_config(entry: RecordedConfig, *, source: str) -> Any:
     """The config object ``entry`` (from :func:`encode_config`) describes, rebuilt."""
 
-    kind, cls_ref, values = entry.get("kind"), entry.get("class"), entry.get("values")
+    kind, cls_ref, values = entry.kind, entry.klass, entry.values
     if kind not in KINDS or not isinstance(cls_ref, str) or not isinstance(values, dict):
         raise BadInputError(
             f"{source}: a recorded config must have kind (one of {', '.join(KINDS)}), "
-            f"class and values, got {sorted(entry) if isinstance(entry, dict) else entry!r}",
+            f"class and values, got {sorted(entry.raw or entry.to_dict())}",
             hint="the file is corrupt or was edited by hand",
         )
     cls = import_object(cls_ref, what="model config")
@@ -101,11 +124,11 @@ def decode_config(entry: dict[str, Any], *, source: str) -> Any:
     return cls(**values)
 
 
-def config_expression(entry: dict[str, Any]) -> tuple[str, str]:
+def config_expression(entry: RecordedConfig) -> tuple[str, str]:
     """``(import line, Python expression)`` that rebuild the config in a card's snippet."""
-    module, _, attr = entry["class"].partition(":")
-    literal = repr(json.loads(json.dumps(entry["values"], sort_keys=True)))
+    module, _, attr = (entry.klass or "").partition(":")
+    literal = repr(json.loads(json.dumps(entry.values, sort_keys=True)))
     top = attr.split(".")[0]
-    call = {"transformers": "from_dict", "pydantic": "model_validate"}.get(entry["kind"])
+    call = {"transformers": "from_dict", "pydantic": "model_validate"}.get(entry.kind or "")
     expr = f"{attr}.{call}({literal})" if call else f"{attr}(**{literal})"
     return f"from {module} import {top}", expr

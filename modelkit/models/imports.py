@@ -4,7 +4,8 @@ A pyproject.toml's root (and ``src/``) comes first (:meth:`modelkit.project.Proj
 Then, appended so they never shadow it: the current directory (``python -m`` puts it on the
 path; the ``modelkit`` console script does not), and for a run or release directory the folder
 itself (a release may carry the model's source file) and the places its run.json records: the
-training script's folder, the directory it ran in and the git root.
+training script's folder, the directory it ran in and the git root
+(:func:`modelkit.runs.layout.recorded_roots`).
 
 A module that would run training when imported (a top-level ``start_run(...)``,
 ``trainer.fit(...)``, ``trainer.train(...)`` or ``main()`` outside ``if __name__ == "__main__":``) is refused
@@ -16,14 +17,13 @@ from __future__ import annotations
 import ast
 import importlib
 import importlib.util
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
 from modelkit.errors import BadInputError, ModelNotImportable, NotImportable
 
-__all__ = ["add_fallback_paths", "recorded_roots", "refuse_training_module"]
+__all__ = ["add_fallback_paths", "refuse_training_module"]
 
 _TRAINING_CALLS = frozenset({"start_run", "fit", "train", "main"})  # main(): a script's entry
 
@@ -34,29 +34,6 @@ def add_fallback_paths(paths: list[Path]) -> None:
         s = str(p)
         if p.is_dir() and s not in sys.path:
             sys.path.append(s)
-
-
-def recorded_roots(directory: Path) -> list[Path]:
-    """The folders run.json in ``directory`` records: script folder, working dir, git root."""
-    try:
-        record = json.loads((Path(directory) / "run.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return []
-    if not isinstance(record, dict):
-        return []
-    command = record.get("command") if isinstance(record.get("command"), dict) else {}
-    git = record.get("git") if isinstance(record.get("git"), dict) else {}
-    cwd = command.get("cwd") if isinstance(command.get("cwd"), str) else None
-    argv = command.get("argv") if isinstance(command.get("argv"), list) else []
-    out: list[Path] = []
-    if argv and isinstance(argv[0], str) and argv[0].endswith(".py"):
-        script = Path(argv[0])
-        out.append((Path(cwd) / script if cwd and not script.is_absolute() else script).parent)
-    if cwd:
-        out.append(Path(cwd))
-    if isinstance(git.get("root"), str):
-        out.append(Path(git["root"]))
-    return [p for p in dict.fromkeys(out) if p.is_dir()]
 
 
 def refuse_training_module(module_name: str, *, reference: str) -> None:

@@ -24,10 +24,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from modelkit.errors import BadInputError, ModelNotImportable, NotImportable, RunDirError
-from modelkit.models.configs import decode_config, encode_config
+from modelkit.errors import BadInputError, ModelNotImportable, NotImportable
+from modelkit.models.configs import RecordedConfig, decode_config, encode_config
 from modelkit.models.imports import _qualified, import_object
 from modelkit.models.registry import resolve_model
+
+HF_ARCHITECTURES = "architectures"  # a key of transformers' config.json (the model classes)
 
 
 @dataclass(frozen=True)
@@ -38,8 +40,8 @@ class ModelReference:
     kwargs: dict[str, Any] = field(default_factory=dict)
     package: str | None = None  # the distribution that provides the module
     version: str | None = None  # that distribution's version
-    # arguments that are config objects: name -> {"class", "kind", "values"} (models/configs.py)
-    configs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # arguments that are config objects: name -> its class, kind and values (models/configs.py)
+    configs: dict[str, RecordedConfig] = field(default_factory=dict)
 
     def __post_init__(self) -> None:  # kwargs as JSON will hold them (tuples become lists)
 
@@ -61,49 +63,15 @@ class ModelReference:
             "version": self.version,
         }
         if self.configs:
-            out["configs"] = {k: dict(v) for k, v in self.configs.items()}
+            out["configs"] = {k: v.to_dict() for k, v in self.configs.items()}
         return out
 
     def transformers_config(self) -> dict[str, Any] | None:
         """The values of a transformers config argument (what its config.json holds), or None."""
         for entry in self.configs.values():
-            if entry.get("kind") == "transformers":
-                return dict(entry["values"])
+            if entry.kind == "transformers":
+                return dict(entry.values or {})
         return None
-
-    @classmethod
-    def from_dict(cls, data: Any, *, source: str) -> ModelReference:
-        """Read a ``reference`` table, refusing wrong shapes with the file named."""
-        if not isinstance(data, dict):
-            raise RunDirError(
-                f"{source}: modelkit.reference must be a table, got {type(data).__name__}",
-                hint="the file is corrupt or was edited by hand",
-            )
-        ref, kwargs = data.get("ref"), data.get("kwargs", {})
-        if not isinstance(ref, str) or ":" not in ref:
-            raise RunDirError(
-                f"{source}: modelkit.reference.ref must be 'module:attr', got {ref!r}",
-                hint="the file is corrupt or was edited by hand",
-            )
-        if not isinstance(kwargs, dict):
-            raise RunDirError(
-                f"{source}: modelkit.reference.kwargs must be a table, got {type(kwargs).__name__}",
-                hint="the file is corrupt or was edited by hand",
-            )
-        package, version = data.get("package"), data.get("version")
-        for key, value in (("package", package), ("version", version)):
-            if value is not None and not isinstance(value, str):
-                raise RunDirError(
-                    f"{source}: modelkit.reference.{key} must be a string or null",
-                    hint="the file is corrupt or was edited by hand",
-                )
-        configs = data.get("configs", {})
-        if not isinstance(configs, dict) or not all(isinstance(v, dict) for v in configs.values()):
-            raise RunDirError(
-                f"{source}: modelkit.reference.configs must be a table of tables",
-                hint="the file is corrupt or was edited by hand",
-            )
-        return cls(ref=ref, kwargs=dict(kwargs), package=package, version=version, configs=configs)
 
     def build(self) -> Any:
         """Import ``ref`` and call it with ``kwargs``; the result must be an ``nn.Module``."""
@@ -168,8 +136,9 @@ def reference_for_model(model: Any, *, kwargs: dict[str, Any] | None = None) -> 
         kwargs = _instance_kwargs(model)
     ref = ModelReference(ref=spec, kwargs=dict(kwargs), **_provider(spec))
     for entry in ref.configs.values():  # what save_pretrained writes: AutoModel finds the class
-        if entry["kind"] == "transformers" and not entry["values"].get("architectures"):
-            entry["values"]["architectures"] = [cls.__name__]
+        values = entry.values if entry.kind == "transformers" else None
+        if values is not None and not values.get(HF_ARCHITECTURES):
+            values[HF_ARCHITECTURES] = [cls.__name__]
     return ref
 
 

@@ -10,9 +10,10 @@ import torch
 
 from modelkit.errors import RunDirError
 from modelkit.io import atomic_path
-from modelkit.models.imports import add_fallback_paths, recorded_roots
-from modelkit.models.reference import ModelReference
+from modelkit.models.imports import add_fallback_paths
 from modelkit.models.registry import build_model
+from modelkit.runs.documents import RunConfig
+from modelkit.runs.layout import recorded_roots
 from modelkit.weights import WeightsLayout, verified_weights
 from modelkit.weights.load import empty_parameters, load_weights
 
@@ -29,7 +30,7 @@ def save_weights(model: torch.nn.Module, path: Path, *, metadata: dict[str, str]
 
 
 def build_from_config(
-    cfg: dict[str, Any], *, source: str, project: Any = None
+    cfg: RunConfig | dict[str, Any], *, source: str, project: Any = None
 ) -> tuple[torch.nn.Module, str]:
     """Rebuild the (untrained) model a config.json describes; returns ``(module, description)``.
 
@@ -39,25 +40,32 @@ def build_from_config(
 
     directory = Path(source).parent  # a release may carry the model's source; run.json where
     add_fallback_paths([directory, *recorded_roots(directory)])  # the script ran
-    meta = cfg.get("modelkit") if isinstance(cfg, dict) else None
-    if not isinstance(meta, dict):
+    config = cfg if isinstance(cfg, RunConfig) else _typed_config(cfg, source)
+    if not config.has_modelkit_section:
         raise RunDirError(f"{source} has no 'modelkit' table", hint="was it written by modelkit?")
-    if meta.get("reference") is not None:
-        ref = ModelReference.from_dict(meta["reference"], source=source)
+    ref = config.model_reference(source=source)
+    if ref is not None:
         return ref.build(), ref.ref
 
-    name = meta.get("model")
+    name = config.modelkit.model
     if not name:
         raise RunDirError(
             f"{source} does not name its model (modelkit.reference or modelkit.model)",
             hint="was it written by modelkit?",
         )
-    kwargs = (meta.get("train") or {}).get("model_kwargs", {})
-    model, _ = build_model(name, project=project, kwargs=kwargs)
+    model, _ = build_model(name, project=project, kwargs=config.train_model_kwargs)
     return model, str(name)
 
 
-def build_empty(cfg: dict[str, Any], *, source: str, project: Any = None) -> tuple[Any, str]:
+def _typed_config(cfg: Any, source: str) -> RunConfig:
+    if not isinstance(cfg, dict):
+        raise RunDirError(f"{source} has no 'modelkit' table", hint="was it written by modelkit?")
+    return RunConfig.from_dict(cfg, source=source)
+
+
+def build_empty(
+    cfg: RunConfig | dict[str, Any], *, source: str, project: Any = None
+) -> tuple[Any, str]:
     """:func:`build_from_config` with the parameters on ``meta``: no memory, no random init."""
 
     with empty_parameters():

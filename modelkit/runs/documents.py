@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from modelkit.errors import RunDirError
+from modelkit.models.configs import RecordedConfig
+from modelkit.models.reference import ModelReference
 from modelkit.runs.parts import Reference
 from modelkit.runs.typed import read_typed, to_plain
 from modelkit.validation import read_json_file
@@ -141,6 +143,23 @@ class RunConfig:
         """``modelkit train``'s config, else the own loop's config, else ``{}``."""
         return dict(self.modelkit.train or self.modelkit.config or {})
 
+    @property
+    def has_modelkit_section(self) -> bool:
+        """True when the file has a ``modelkit`` object (modelkit wrote it)."""
+        return isinstance(self.raw.get("modelkit"), dict)
+
+    @property
+    def train_model_kwargs(self) -> dict[str, Any]:
+        """``modelkit train``'s ``model_kwargs`` (``{}`` for an own loop)."""
+        kwargs = (self.modelkit.train or {}).get("model_kwargs")
+        return dict(kwargs) if isinstance(kwargs, dict) else {}
+
+    def model_reference(self, *, source: str) -> ModelReference | None:
+        """The recorded reference as the :class:`ModelReference` that rebuilds the model
+        (None when the file has none)."""
+        ref = self.modelkit.reference
+        return None if ref is None else read_model_reference(ref.raw, source=source)
+
     @classmethod
     def from_dict(cls, data: Any, *, source: str) -> RunConfig:
         """A parsed config.json (a field of the wrong type is a RunDirError naming it)."""
@@ -153,3 +172,53 @@ def read_eval_record(path: Path | str) -> EvalRecord:
     """An evaluation file, typed (unreadable or not an object: RunDirError naming it)."""
     data = read_json_file(path, what="evaluation", error=RunDirError)
     return EvalRecord.from_dict(data, source=str(path))
+
+
+def read_model_reference(data: Any, *, source: str) -> ModelReference:
+    """A ``modelkit.reference`` table (config.json's, or one given to ``start_run``) as the
+    :class:`ModelReference` that rebuilds the model, refusing wrong shapes with the file named."""
+    if not isinstance(data, dict):
+        raise RunDirError(
+            f"{source}: modelkit.reference must be a table, got {type(data).__name__}",
+            hint="the file is corrupt or was edited by hand",
+        )
+    ref, kwargs = data.get("ref"), data.get("kwargs", {})
+    if not isinstance(ref, str) or ":" not in ref:
+        raise RunDirError(
+            f"{source}: modelkit.reference.ref must be 'module:attr', got {ref!r}",
+            hint="the file is corrupt or was edited by hand",
+        )
+    if not isinstance(kwargs, dict):
+        raise RunDirError(
+            f"{source}: modelkit.reference.kwargs must be a table, got {type(kwargs).__name__}",
+            hint="the file is corrupt or was edited by hand",
+        )
+    package, version = data.get("package"), data.get("version")
+    for key, value in (("package", package), ("version", version)):
+        if value is not None and not isinstance(value, str):
+            raise RunDirError(
+                f"{source}: modelkit.reference.{key} must be a string or null",
+                hint="the file is corrupt or was edited by hand",
+            )
+    return ModelReference(
+        ref=ref,
+        kwargs=dict(kwargs),
+        package=package,
+        version=version,
+        configs=read_config_args(data.get("configs", {}), source=source),
+    )
+
+
+def read_config_args(data: Any, *, source: str) -> dict[str, RecordedConfig]:
+    """A reference's ``configs`` table: argument name -> the recorded config object."""
+    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        raise RunDirError(
+            f"{source}: modelkit.reference.configs must be a table of tables",
+            hint="the file is corrupt or was edited by hand",
+        )
+    return {
+        name: read_typed(
+            RecordedConfig, entry, source=source, where=f"modelkit.reference.configs.{name}"
+        )
+        for name, entry in data.items()
+    }

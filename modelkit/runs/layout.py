@@ -168,6 +168,15 @@ def read_run_record(run: RunDir | Path | str) -> RunRecord:
     return run.run_record()
 
 
+def recorded_roots(directory: Path | str) -> list[Path]:
+    """The folders run.json in ``directory`` records (:meth:`RunRecord.script_roots`); none
+    when it has no readable run.json."""
+    try:
+        return read_run_record(directory).script_roots()
+    except RunDirError:
+        return []
+
+
 def open_run(path: Path | str, *, require: tuple[str, ...] = ("run.json", "config.json")) -> RunDir:
     """Open an existing run directory, checking the files a verb needs."""
     run = RunDir(Path(path))

@@ -15,6 +15,7 @@ import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from modelkit.errors import RunDirError
@@ -202,6 +203,21 @@ class RunRecord:
         record = read_typed(cls, data, source=source)
         artifacts = tuple(_artifact(a, source) for a in _checked_list(data, "artifacts", source))
         return dataclasses.replace(record, artifacts=artifacts)
+
+    def script_roots(self) -> list[Path]:
+        """The folders the run records, existing ones only: the training script's folder, the
+        directory it ran in and the git root (where the model's module may be found)."""
+        cwd = self.command.cwd if self.command else None
+        argv = self.command.argv if self.command else []
+        out: list[Path] = []
+        if argv and isinstance(argv[0], str) and argv[0].endswith(".py"):
+            script = Path(argv[0])
+            out.append((Path(cwd) / script if cwd and not script.is_absolute() else script).parent)
+        if cwd:
+            out.append(Path(cwd))
+        if self.git.root:
+            out.append(Path(self.git.root))
+        return [p for p in dict.fromkeys(out) if p.is_dir()]
 
     def metric(self, name: str) -> Any:
         """A final metric by name (``float("nan")``/``inf`` for an encoded non-finite one)."""

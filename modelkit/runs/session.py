@@ -15,10 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 from modelkit.errors import ModelkitError, RunDirError, WriteFailed
 from modelkit.io import write_json_atomic
-from modelkit.models.reference import ModelReference, reference_for_model
+from modelkit.models.reference import reference_for_model
 from modelkit.redact import redact
 from modelkit.runs import opening as O
 from modelkit.runs.artifacts import copy_artifact
+from modelkit.runs.documents import read_model_reference
 from modelkit.runs.layout import RunDir, now_iso
 from modelkit.runs.perturb import unwrap
 from modelkit.runs.record import RunRecord, encode_metrics
@@ -95,9 +96,7 @@ class RunSession:
             )
         self._elapsed_before = rec.train_s
         if self.ref is None and rec.reference is not None:
-            self.ref = ModelReference.from_dict(
-                rec.reference.as_dict(), source=str(self.dir.record)
-            )
+            self.ref = read_model_reference(rec.reference.as_dict(), source=str(self.dir.record))
         return dict(rec.raw)
 
     def _config_section(self) -> dict[str, Any]:
@@ -218,9 +217,12 @@ class RunSession:
             resumes[-1].update(from_step=step, checkpoint=name, rejected_checkpoints=rejected)
             self.dir.write_record(self.record)
 
-    def resume_at(self, step: int, *, checkpoint: str | None = None) -> None:
+    def resume_at(
+        self, step: int, *, checkpoint: str | None = None, notes: dict[str, Any] | None = None
+    ) -> None:
         """Continue after ``step``, restored by a framework's own checkpoint (``checkpoint``):
-        the rows a killed attempt logged after it are dropped, the earlier ones kept."""
+        the rows a killed attempt logged after it are dropped, the earlier ones kept; ``notes``
+        are added to the resume's entry (``bitwise``, ``why_not_bitwise``)."""
         self.needs_cut = False
         self.flush()
         self.dir.keep_metrics_until(step)
@@ -229,6 +231,7 @@ class RunSession:
         self.last_step = step if rows else None
         resumes = self.record.setdefault("resumes", [{}])
         resumes[-1].update(from_step=step, checkpoint=checkpoint, rejected_checkpoints=[])
+        resumes[-1].update(notes or {})
         self.dir.write_record(self.record)
 
     # ---- artifacts -------------------------------------------------------------------------

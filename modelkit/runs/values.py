@@ -14,6 +14,7 @@ from typing import Any
 
 from modelkit.errors import BadInputError, InvalidArgument
 from modelkit.models.reference import ModelReference, _provider, reference_for_model
+from modelkit.runs.documents import read_model_reference
 from modelkit.runs.perturb import unwrap
 from modelkit.runs.seeding import checked_seed
 from modelkit.tasks import get_task
@@ -162,7 +163,7 @@ def resolve_reference(reference: Any, model: Any, model_kwargs: dict[str, Any] |
             ref=reference, kwargs=dict(model_kwargs or {}), **_provider(reference)
         )
     if isinstance(reference, dict):
-        return ModelReference.from_dict(reference, source="start_run(reference=...)")
+        return read_model_reference(reference, source="start_run(reference=...)")
     raise BadInputError(
         f"reference must be 'module:attr', a dict or a ModelReference, got {type(reference).__name__}",
         hint="pass reference='my_pkg.models:Net' with model_kwargs={...}",

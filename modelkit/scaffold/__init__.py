@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from modelkit.errors import BadInputError
-from modelkit.scaffold.adopt import adopt_files, find_adoption
+from modelkit.scaffold.adopt import Adoption, adopt_files, find_adoption
 from modelkit.scaffold.render import (
     class_name,
     modelkit_requirement,
@@ -32,6 +32,7 @@ from modelkit.scaffold.render import (
     yaml_string_content,
 )
 from modelkit.scaffold.write import (
+    GitState,
     check_target,
     git_init,
     register_in_pyproject,
@@ -62,8 +63,8 @@ class InitResult:
     package: str
     created: list[str] = field(default_factory=list)  # relative paths written
     kept: list[str] = field(default_factory=list)  # existing files left untouched (--force)
-    git: dict[str, Any] = field(default_factory=dict)  # {"initialised", "committed", "note"}
-    adopted: dict[str, Any] | None = None  # init --force: the repository's own model/script
+    git: GitState = field(default_factory=GitState)
+    adopted: Adoption | None = None  # init --force: the repository's own model/script
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready summary."""
@@ -73,8 +74,8 @@ class InitResult:
             "package": self.package,
             "created": list(self.created),
             "kept": list(self.kept),
-            "git": dict(self.git),
-            "adopted": self.adopted,
+            "git": self.git.to_dict(),
+            "adopted": self.adopted.to_dict() if self.adopted is not None else None,
         }
 
 
@@ -125,9 +126,7 @@ def init_project(
     if adoption is not None and "pyproject.toml" in kept:
         register_in_pyproject(root / "pyproject.toml", adoption)
     git_state = (
-        git_init(root, files=sorted(to_write))
-        if git
-        else {"initialised": False, "committed": False, "note": "--no-git: git left alone"}
+        git_init(root, files=sorted(to_write)) if git else GitState(note="--no-git: git left alone")
     )
     return InitResult(
         root=root,
@@ -136,7 +135,7 @@ def init_project(
         created=sorted(to_write),
         kept=kept,
         git=git_state,
-        adopted=adoption.to_dict() if adoption is not None else None,
+        adopted=adoption,
     )
 
 

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -63,32 +64,46 @@ def _umask() -> int:
     return mask
 
 
-def git_init(root: Path, *, files: list[str]) -> dict[str, Any]:
+@dataclass
+class GitState:
+    """What ``init`` did with git: a repository initialised, a first commit made, or a note
+    saying why not (or what is left to do)."""
+
+    initialised: bool = False
+    committed: bool = False
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return {"initialised": self.initialised, "committed": self.committed, "note": self.note}
+
+
+def git_init(root: Path, *, files: list[str]) -> GitState:
     """``git init`` + a first commit of ``files`` (only what init wrote), unless ``root``
     already lies in a git work tree."""
 
-    state: dict[str, Any] = {"initialised": False, "committed": False, "note": ""}
+    state = GitState()
     try:
         inside = git("rev-parse", "--is-inside-work-tree", cwd=root, check=False) == "true"
     except (FileNotFoundError, OSError):
-        state["note"] = "git not found: run `git init` yourself"
+        state.note = "git not found: run `git init` yourself"
         return state
     if inside:
-        state["note"] = "already inside a git repository: commit the new files yourself"
+        state.note = "already inside a git repository: commit the new files yourself"
         return state
     try:
         git("init", "-q", "-b", "main", cwd=root)
-        state["initialised"] = True
+        state.initialised = True
         git("add", "--", *files, cwd=root)
         git("commit", "-q", "-m", "Initial commit: modelkit init", cwd=root)
-        state["committed"] = True
+        state.committed = True
     except subprocess.CalledProcessError as exc:
         first = (exc.stderr or "").strip().splitlines()
         reason = first[0] if first else f"git exited {exc.returncode}"
-        if state["initialised"]:
-            state["note"] = f"files staged but not committed ({reason}); commit them yourself"
+        if state.initialised:
+            state.note = f"files staged but not committed ({reason}); commit them yourself"
         else:
-            state["note"] = f"git init failed ({reason})"
+            state.note = f"git init failed ({reason})"
     return state
 
 

@@ -49,10 +49,8 @@ def list_tasks() -> dict[str, Task]:
 
 
 def task_of(record: Any) -> Task:
-    """The task a run record states (``run.json["task"]``, a dict or a typed ``RunRecord``);
-    classification when it states none."""
-    name = record.get("task") if isinstance(record, dict) else getattr(record, "task", None)
-    return get_task(name)
+    """The task a typed run record (``RunRecord``) states; classification when it states none."""
+    return get_task(record.task)
 
 
 def metric_directions() -> dict[str, dict[str, str]]:

@@ -12,9 +12,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from modelkit.errors import BadInputError, unknown
+
+if TYPE_CHECKING:  # the run core imports the tasks: typed records for annotations only
+    from modelkit.runs.documents import EvalRecord
+    from modelkit.runs.parts import DataInfo
 
 
 @dataclass(frozen=True)
@@ -161,8 +165,11 @@ class Task:
         value = row.get(f"test_{m.key}")
         return f"{m.key} {value:.4f}" if isinstance(value, (int, float)) else ""
 
-    def model_type(self, data: dict[str, Any], ev: dict[str, Any] | None) -> list[str]:
-        """The card's lines about what the model is (its task facts)."""
+    def model_type(
+        self, data: DataInfo, ev: EvalRecord | None, model_kwargs: dict[str, Any] | None = None
+    ) -> list[str]:
+        """The card's lines about what the model is (its task facts): from run.json's data
+        block, the evaluation and the model's keyword arguments."""
         return [f"- **Model type:** {self.title}"]
 
     def eval_rows(self, ev: dict[str, Any]) -> list[tuple[str, str]]:
@@ -171,11 +178,11 @@ class Task:
         count = ev.get(self.count_key)
         return rows + [(self.count_key, f"{count:,}" if isinstance(count, int) else str(count))]
 
-    def eval_details(self, ev: dict[str, Any]) -> list[str]:
+    def eval_details(self, ev: EvalRecord) -> list[str]:
         """Markdown lines after the card's evaluation table (a breakdown, if the task has one)."""
         return []
 
-    def limitations(self, ev: dict[str, Any] | None) -> list[str]:
+    def limitations(self, ev: EvalRecord | None) -> list[str]:
         """Task-specific lines for the card's limitations."""
         return []
 
@@ -184,11 +191,11 @@ class Task:
         m = self.primary
         return f"test_{m.key}", f"held-out {m.label.lower()}"
 
-    def data_lines(self, data: dict[str, Any], ev: dict[str, Any] | None) -> list[str]:
+    def data_lines(self, data: DataInfo, ev: EvalRecord | None) -> list[str]:
         """The card's lines about the split and the shape of a sample."""
         return []
 
-    def scope_line(self, name: str, data: dict[str, Any], *, others: bool) -> str:
+    def scope_line(self, name: str, data: DataInfo, *, others: bool) -> str:
         """The card's first limitation: what the model was trained on, what was not measured."""
         return f"- Trained on `{name}` only."
 

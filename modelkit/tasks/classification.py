@@ -4,9 +4,13 @@ per-class accuracy and the confusion matrix."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from modelkit.tasks.base import Accumulator, Metric, Task, count, model_logits
+
+if TYPE_CHECKING:  # the run core imports the tasks: typed records for annotations only
+    from modelkit.runs.documents import EvalRecord
+    from modelkit.runs.parts import DataInfo
 
 
 class ConfusionAccumulator(Accumulator):
@@ -113,31 +117,33 @@ class Classification(Task):
             return f"a label is {int(target.max())}, the model outputs {logits.shape[1]} classes"
         return None
 
-    def model_type(self, data: dict[str, Any], ev: dict[str, Any] | None) -> list[str]:
-        classes = (ev or {}).get("classes") or data.get("classes") or []
+    def model_type(
+        self, data: DataInfo, ev: EvalRecord | None, model_kwargs: dict[str, Any] | None = None
+    ) -> list[str]:
+        classes = (ev.classes if ev is not None else None) or data.classes or []
         shown = f" ({', '.join(map(str, classes))})" if classes else ""
         count = len(classes) if classes else "unknown"
         return [f"- **Model type:** {self.title}, {count} classes{shown}"]
 
-    def data_lines(self, data: dict[str, Any], ev: dict[str, Any] | None) -> list[str]:
-        shape = "×".join(map(str, data.get("input_shape") or [])) or "unknown"
-        held_out = data.get("test_size", (ev or {}).get("samples"))
+    def data_lines(self, data: DataInfo, ev: EvalRecord | None) -> list[str]:
+        shape = "×".join(map(str, data.input_shape or [])) or "unknown"
+        held_out = data.test_size if data.test_size is not None else _count(ev, "samples")
         return [
-            f"- **Split:** {data.get('split') or 'unknown'}; train {count(data.get('train_size'))}"
+            f"- **Split:** {data.split or 'unknown'}; train {count(data.train_size)}"
             f" samples, held-out {count(held_out)} samples",
             f"- **Input shape:** {shape}",
         ]
 
-    def scope_line(self, name: str, data: dict[str, Any], *, others: bool) -> str:
-        return f"- Trained on {count(data.get('train_size'))} samples of `{name}` only; " + (
+    def scope_line(self, name: str, data: DataInfo, *, others: bool) -> str:
+        return f"- Trained on {count(data.train_size)} samples of `{name}` only; " + (
             "accuracy on other sources (other scanners, handwriting styles, resolutions, "
             "domains) was not measured."
             if not others
             else "other data was measured only where listed under Evaluation."
         )
 
-    def eval_details(self, ev: dict[str, Any]) -> list[str]:
-        per_class = ev.get("per_class_accuracy") or {}
+    def eval_details(self, ev: EvalRecord) -> list[str]:
+        per_class = ev.per_class_accuracy or {}
         if not per_class:
             return []
         return [
@@ -149,14 +155,14 @@ class Classification(Task):
             *[f"| {c} | {'n/a' if a is None else f'{a:.4f}'} |" for c, a in per_class.items()],
         ]
 
-    def limitations(self, ev: dict[str, Any] | None) -> list[str]:
+    def limitations(self, ev: EvalRecord | None) -> list[str]:
         if ev is None:
             return []
         lines = [
-            f"- The reported accuracy comes from one held-out split of {count(ev['samples'])} "
+            f"- The reported accuracy comes from one held-out split of {count(ev.count('samples'))} "
             "samples, one seed, no confidence interval."
         ]
-        per_class = ev.get("per_class_accuracy") or {}
+        per_class = ev.per_class_accuracy or {}
         scored = [(a, c) for c, a in per_class.items() if a is not None]
         best = max((a for a, _ in scored), default=None)
         weakest = [(a, c) for a, c in sorted(scored)[:3] if a < best]
@@ -167,3 +173,8 @@ class Classification(Task):
                 + "; errors are not uniform across classes."
             )
         return lines
+
+
+def _count(ev: EvalRecord | None, name: str) -> Any:
+    """A count the evaluation states (None without an evaluation)."""
+    return ev.count(name) if ev is not None else None

@@ -10,13 +10,18 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from modelkit.tasks.base import Accumulator, Metric, Task, count, model_logits
+
+if TYPE_CHECKING:  # the run core imports the tasks: typed records for annotations only
+    from modelkit.runs.documents import EvalRecord
+    from modelkit.runs.parts import DataInfo
 
 IGNORE_INDEX = -100
 # model kwargs that state a context length (gpt-tiny, nanoGPT, GPT-2 in transformers, others)
 CONTEXT_KEYS = ("context_length", "block_size", "n_positions", "max_position_embeddings")
+VOCAB_KEY = "vocab_size"  # the model keyword argument naming its vocabulary size
 # tokenizer kind -> the bits metric it allows (one token is one byte / one character)
 BITS_METRIC = {"byte": "bits_per_byte", "char": "bits_per_char"}
 
@@ -122,32 +127,34 @@ class LanguageModeling(Task):
             return f"the model's vocabulary has {logits.shape[2]} tokens, the data {vocab}"
         return None
 
-    def model_type(self, data: dict[str, Any], ev: dict[str, Any] | None) -> list[str]:
+    def model_type(
+        self, data: DataInfo, ev: EvalRecord | None, model_kwargs: dict[str, Any] | None = None
+    ) -> list[str]:
         """What the model is; context and vocabulary from the data, else the model's kwargs
-        (``data["model_kwargs"]``: nanoGPT's ``block_size``, transformers' ``n_positions``)."""
-        kwargs = data.get("model_kwargs") or {}
+        (nanoGPT's ``block_size``, transformers' ``n_positions``)."""
+        kwargs = model_kwargs or {}
         context = next(
             (kwargs.get(k) for k in CONTEXT_KEYS if isinstance(kwargs.get(k), int)), None
         )
-        context = data.get("context_length", context)
-        vocab = data.get("vocab_size", kwargs.get("vocab_size"))
+        context = data.context_length if data.context_length is not None else context
+        vocab = data.vocab_size if data.vocab_size is not None else kwargs.get(VOCAB_KEY)
         return [
             f"- **Model type:** {self.title}",
             f"- **Context length:** {count(context, missing='not recorded')} tokens",
             f"- **Vocabulary:** {count(vocab, missing='not recorded')} tokens, "
-            f"tokenizer: {data.get('tokenizer') or 'not recorded'}",
+            f"tokenizer: {data.tokenizer or 'not recorded'}",
         ]
 
-    def data_lines(self, data: dict[str, Any], ev: dict[str, Any] | None) -> list[str]:
-        held_out = data.get("test_tokens", (ev or {}).get("tokens"))
+    def data_lines(self, data: DataInfo, ev: EvalRecord | None) -> list[str]:
+        held_out = data.test_tokens if data.test_tokens is not None else _count(ev, "tokens")
         return [
-            f"- **Split:** {data.get('split') or 'not recorded'}; train "
-            f"{count(data.get('train_tokens'), missing='not recorded')} tokens, held-out "
+            f"- **Split:** {data.split or 'not recorded'}; train "
+            f"{count(data.train_tokens, missing='not recorded')} tokens, held-out "
             f"{count(held_out, missing='not recorded')} tokens",
         ]
 
-    def scope_line(self, name: str, data: dict[str, Any], *, others: bool) -> str:
-        seen = data.get("train_tokens")
+    def scope_line(self, name: str, data: DataInfo, *, others: bool) -> str:
+        seen = data.train_tokens
         amount = f"{count(seen)} tokens of " if seen is not None else ""
         return f"- Trained on {amount}`{name}` only; " + (
             "text of other kinds (other languages, domains, styles) was not measured."
@@ -155,7 +162,7 @@ class LanguageModeling(Task):
             else "other text was measured only where listed under Evaluation."
         )
 
-    def limitations(self, ev: dict[str, Any] | None) -> list[str]:
+    def limitations(self, ev: EvalRecord | None) -> list[str]:
         lines = [
             "- A language model repeats patterns of its training text; its output is not checked "
             "for facts, licences of reproduced text or harmful content."
@@ -163,7 +170,13 @@ class LanguageModeling(Task):
         if ev is not None:
             lines.insert(
                 0,
-                f"- The reported perplexity comes from one held-out split of {count(ev['tokens'])} "
+                f"- The reported perplexity comes from one held-out split of "
+                f"{count(ev.count('tokens'))} "
                 "tokens, one seed, no confidence interval.",
             )
         return lines
+
+
+def _count(ev: EvalRecord | None, name: str) -> Any:
+    """A count the evaluation states (None without an evaluation)."""
+    return ev.count(name) if ev is not None else None

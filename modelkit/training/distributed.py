@@ -17,11 +17,12 @@ import os
 import signal
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, NoReturn
 
 from modelkit.errors import BadInputError, ModelkitError, TrainingError
 from modelkit.io import exit_now
+from modelkit.runs.typed import read_typed
 
 ERROR_FILE_ENV = "TORCHELASTIC_ERROR_FILE"
 
@@ -200,23 +201,60 @@ def all_gather_json(obj: Any, world: World) -> list[Any]:
     ]
 
 
-def error_info(exc: BaseException) -> dict[str, Any]:
-    """A JSON description of an exception (typed errors keep message, hint and exit code)."""
+@dataclass(frozen=True)
+class RankExit:
+    """Why a rank failed, as it tells the other ranks (:func:`agree`) and the launcher (the
+    ``modelkit`` object of its torchrun error file): typed errors keep message, hint and exit
+    code; ``secondary`` marks a rank stopped by another's failure."""
+
+    type: str | None = None
+    message: str = ""
+    hint: str | None = None
+    exit_code: int | None = None
+    secondary: bool = False
+    time: float = 0.0
+    rank: int | None = None
+
+    @classmethod
+    def from_dict(cls, data: Any, *, source: str) -> RankExit:
+        """A rank's record as sent or written (a wrong type is a ModelkitError naming it)."""
+        return read_typed(cls, data, source=source, error=ModelkitError)
+
+
+@dataclass(frozen=True)
+class _ErrorFile:
+    """A worker's torchrun error file: torchrun's own keys, and ours under ``modelkit``."""
+
+    modelkit: RankExit | None = None
+
+
+def read_error_file(data: Any) -> RankExit | None:
+    """The :class:`RankExit` a failed worker left in its error file (None when it left none:
+    torchrun's own file, or a rank killed before it could write)."""
+    try:
+        return read_typed(_ErrorFile, data, source="error file", error=ModelkitError).modelkit
+    except ModelkitError:
+        return None
+
+
+def error_info(exc: BaseException) -> RankExit:
+    """How a rank describes its exception to the others (typed errors keep message, hint and
+    exit code)."""
     if isinstance(exc, ModelkitError):
-        return {
-            "type": type(exc).__name__,
-            "message": exc.message,
-            "hint": exc.hint,
-            "exit_code": exc.exit_code,
-            "secondary": isinstance(exc, (PeerFailure, RemoteError)),
-        }
-    return {
-        "type": type(exc).__name__,
-        "message": f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}",
-        "hint": None,
-        "exit_code": 1,
-        "secondary": is_peer_failure(exc),
-    }
+        return RankExit(
+            type=type(exc).__name__,
+            message=exc.message,
+            hint=exc.hint,
+            exit_code=exc.exit_code,
+            secondary=isinstance(exc, (PeerFailure, RemoteError)),
+        )
+    return RankExit(
+        type=type(exc).__name__,
+        message=f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}",
+        hint=None,
+        exit_code=1,
+        secondary=is_peer_failure(exc),
+    )
 
 
 def peer_failure(exc: BaseException) -> PeerFailure:
@@ -263,12 +301,12 @@ def agree(world: World, error: BaseException | None) -> None:
     first = int(flag.item())
     if first == world.size:
         return
-    infos = all_gather_json(error_info(error) if error is not None else None, world)
+    infos = all_gather_json(_written(error_info(error)) if error is not None else None, world)
     if error is not None:
         raise error
-    info = infos[first]
-    err = RemoteError(f"rank {first}: {info['message']}", hint=info.get("hint"))
-    err.exit_code = int(info.get("exit_code") or 1)
+    info = RankExit.from_dict(infos[first], source=f"rank {first}")
+    err = RemoteError(f"rank {first}: {info.message}", hint=info.hint)
+    err.exit_code = int(info.exit_code or 1)
     raise err
 
 
@@ -277,10 +315,15 @@ def write_error_file(exc: BaseException, world: World) -> None:
     path = os.environ.get(ERROR_FILE_ENV)
     if not path or not world.distributed:
         return
-    info = {**error_info(exc), "time": time.time(), "rank": world.rank}
-    data = {"message": info["message"], "timestamp": int(info["time"]), "modelkit": info}
+    info = replace(error_info(exc), time=time.time(), rank=world.rank)
+    data = {"message": info.message, "timestamp": int(info.time), "modelkit": _written(info)}
     try:
         with open(path, "w", encoding="utf-8") as f:
             json.dump(data, f)
     except OSError:
         pass
+
+
+def _written(info: RankExit) -> dict[str, Any]:
+    """The record as JSON (every field, None included, as the launcher reads it)."""
+    return {f: getattr(info, f) for f in RankExit.__dataclass_fields__}

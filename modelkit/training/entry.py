@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from modelkit.errors import BadInputError, ModelkitError, RunDirError, WorldSizeMismatch
+from modelkit.runs import RunRecord
 from modelkit.runs.transaction import check_run_target, resolve_run_path
 from modelkit.training import distributed as D
 from modelkit.training.launch import LaunchConfig, launch, launch_device_type, validate_launch
@@ -46,18 +47,17 @@ class TrainResult:
     """The run directory and its record (None when workers wrote it, or on ranks > 0)."""
 
     out: Path
-    record: dict[str, Any] | None = None
+    record: RunRecord | None = None
     resumed: bool = False
+    already_complete: bool = False  # a resume found the run finished: nothing was done
 
     def notes(self) -> list[str]:
         """What a resume did, in words (nothing for a new run)."""
-        from modelkit.runs import RunRecord
-
-        if not self.resumed or not self.record:
+        if not self.resumed or self.record is None:
             return []
-        if self.record.get("already_complete"):  # resume()'s answer, not a run.json field
+        if self.already_complete:
             return [f"{self.out} is already complete; nothing to resume"]
-        last = RunRecord.from_dict(self.record, source=str(self.out)).last_resume
+        last = self.record.last_resume
         if last is None:
             return []
         notes = [f"skipped corrupt checkpoint {name}: {why}" for name, why in last.rejected]
@@ -96,7 +96,7 @@ def worker_rank() -> int | None:
 def _run_training(req: TrainRequest, on_event: Any) -> TrainResult:
     from modelkit.config import resolve_config
     from modelkit.project import load_project
-    from modelkit.training.loop import RunOptions, resume, train
+    from modelkit.training.loop import RunOptions, train
 
     if req.launch is not None and D.in_worker():
         raise BadInputError(
@@ -121,14 +121,7 @@ def _run_training(req: TrainRequest, on_event: Any) -> TrainResult:
                 req.resume, req.launch, fallback=req.fallback_checkpoint, worker_flags=worker_flags
             )
             return TrainResult(req.resume, resumed=True)
-        record = resume(
-            req.resume,
-            project=project,
-            fallback=req.fallback_checkpoint,
-            on_event=on_event,
-            options=options,
-        )
-        return TrainResult(req.resume, record if worker_rank() in (None, 0) else None, True)
+        return _resume_here(req.resume, req, project=project, options=options, on_event=on_event)
     cfg = resolve_config(config_file=req.config_file, overrides=req.overrides, project=project)
     out = req.out or Path("runs") / (
         f"{cfg.model.replace(':', '-').replace('.', '-')}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -152,7 +145,36 @@ def _run_training(req: TrainRequest, on_event: Any) -> TrainResult:
         on_event=on_event,
         options=options,
     )
-    return TrainResult(out, record if worker_rank() in (None, 0) else None)
+    return TrainResult(out, _shown(_typed(record, out)))
+
+
+def _resume_here(
+    run_dir: Path, req: TrainRequest, *, project: Any, options: Any, on_event: Any
+) -> TrainResult:
+    """Resume ``run_dir`` in this process (nothing to do for a complete run)."""
+    from modelkit.training.loop import completed_run, resume
+
+    done = completed_run(run_dir)
+    if done is not None:
+        return TrainResult(run_dir, _shown(done), resumed=True, already_complete=True)
+    record = resume(
+        run_dir,
+        project=project,
+        fallback=req.fallback_checkpoint,
+        on_event=on_event,
+        options=options,
+    )
+    return TrainResult(run_dir, _shown(_typed(record, run_dir)), resumed=True)
+
+
+def _typed(record: dict[str, Any], out: Path) -> RunRecord:
+    """The returned record as run.json holds it (JSON types: lists, not tuples), typed."""
+    return RunRecord.from_dict(json.loads(json.dumps(record)), source=str(out / "run.json"))
+
+
+def _shown(record: RunRecord) -> RunRecord | None:
+    """The record to show: rank 0's (or a single process's)."""
+    return record if worker_rank() in (None, 0) else None
 
 
 def _only_resume_flags(req: TrainRequest) -> None:

@@ -5,6 +5,7 @@ accuracy, confusion matrix; language modelling: perplexity, loss per token, bits
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +16,7 @@ from modelkit.data.batches import BatchSource
 from modelkit.errors import BadInputError, DataError, RunDirError
 from modelkit.io import write_json_atomic
 from modelkit.models.imports import import_object
+from modelkit.runs.documents import EvalRecord
 from modelkit.tasks import Accumulator, Task, get_task, task_of
 from modelkit.tasks.classification import ConfusionAccumulator, summarize
 from modelkit.usercode import call_user
@@ -23,7 +25,14 @@ from modelkit.weights import identity_of, verified_weights
 if TYPE_CHECKING:
     from modelkit.runs import RunRecord
 
-__all__ = ["evaluate", "evaluate_counts", "evaluate_run", "evaluate_task", "summarize"]
+__all__ = [
+    "evaluate",
+    "evaluate_counts",
+    "evaluate_run",
+    "evaluate_task",
+    "evaluation_of_run",
+    "summarize",
+]
 
 
 def _tensor_batches(
@@ -249,6 +258,24 @@ def evaluate_run(
     (``result["path"]``; format: docs/tasks.md). The weights are checked against run.json
     (``trust_unrecorded`` accepts a run that records none); ``weights_sha256`` names them.
     """
+    return evaluation_of_run(
+        run_dir, data=data, project=project, device=device, skip_bad_files=skip_bad_files,
+        batch_size=batch_size, write=write, trust_unrecorded=trust_unrecorded,
+    ).to_dict()  # fmt: skip
+
+
+def evaluation_of_run(
+    run_dir: Any,
+    *,
+    data: str | None = None,
+    project: Any = None,
+    device: str = "auto",
+    skip_bad_files: bool = False,
+    batch_size: int = 1024,
+    write: bool = True,
+    trust_unrecorded: bool = False,
+) -> EvalRecord:
+    """:func:`evaluate_run`'s result, typed (``path``: the file it went to)."""
     from modelkit.models.weights import load_model_from_dir
     from modelkit.runs import open_run, read_run_record
     from modelkit.training.setup import resolve_device
@@ -286,7 +313,7 @@ def evaluate_run(
 def _finish_result(
     result: dict[str, Any], run: Any, *, spec: str, fingerprint: str, record: RunRecord,
     train_cfg: Any, weights: str, device: Any, write: bool,
-) -> dict[str, Any]:  # fmt: skip
+) -> EvalRecord:  # fmt: skip
     """Name the data, add provenance, and write eval.json or evals/NAME.json (``write``)."""
     from modelkit.card.facts import slug
     from modelkit.runs import now_iso
@@ -307,11 +334,11 @@ def _finish_result(
     # the training data's held-out result is eval.json (what the card reports as the model's);
     # other data never replaces it: evals/<dataset name>.json, shown under its own name
     path = run.eval if same else run.path / "evals" / f"{slug(name)}.json"
-    result["path"] = str(path)
     if write:
         path.parent.mkdir(exist_ok=True)
-        write_json_atomic(path, {k: v for k, v in result.items() if k != "path"})
-    return result
+        write_json_atomic(path, result)
+    as_written = json.loads(json.dumps({**result, "path": str(path)}))  # class names as keys
+    return EvalRecord.from_dict(as_written, source=str(path))
 
 
 def _accumulate_checked(

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from modelkit.errors import BadInputError, ModelkitError
+from modelkit.training.distributed import RankExit, read_error_file
 
 
 @dataclass(frozen=True)
@@ -240,32 +241,31 @@ def launch_failure(failures: dict[int, Any]) -> ModelkitError:
     """One typed error for the failed ranks: the root cause, not a rank stopped by it."""
     infos = []
     for rank, failure in sorted(failures.items()):
-        data = getattr(failure, "error_file_data", None) or {}
-        info = data.get("modelkit") if isinstance(data, dict) else None
-        if not isinstance(info, dict):
-            info = {
-                "message": failure.message or f"exited with code {failure.exitcode}",
-                "exit_code": 1,
+        info = read_error_file(getattr(failure, "error_file_data", None) or {})
+        if info is None:
+            info = RankExit(
+                message=failure.message or f"exited with code {failure.exitcode}",
+                exit_code=1,
                 # torchrun stops the other ranks with SIGTERM (SIGKILL after a grace period);
                 # any other signal (SIGABRT, SIGSEGV, ...) is the rank's own crash
-                "secondary": failure.exitcode in (-signal.SIGTERM, -signal.SIGKILL),
-                "time": float(failure.timestamp),
-            }
-        infos.append((bool(info.get("secondary")), float(info.get("time", 0)), rank, info))
+                secondary=failure.exitcode in (-signal.SIGTERM, -signal.SIGKILL),
+                time=float(failure.timestamp),
+            )
+        infos.append((bool(info.secondary), float(info.time), rank, info))
     infos.sort(key=lambda t: (t[0], t[1], t[2]))
     _secondary, _t, rank, info = infos[0]
     others = sorted(r for r in failures if r != rank)
-    cls = BadInputError if info.get("exit_code") == 2 else ModelkitError
+    cls = BadInputError if info.exit_code == 2 else ModelkitError
     stopped = ""
     if others:
         stopped = f" (rank{'s' if len(others) > 1 else ''} {', '.join(map(str, others))} stopped)"
-    message = str(info["message"])
+    message = str(info.message)
     prefix = f"rank {rank}: "
     message = message[len(prefix) :] if message.startswith(prefix) else message
     err = cls(
         f"rank {rank} failed: {message}{stopped}",
-        hint=info.get("hint") or "torchrun stopped the other ranks; rank 0 writes the checkpoints",
+        hint=info.hint or "torchrun stopped the other ranks; rank 0 writes the checkpoints",
     )
-    if cls is ModelkitError and info.get("exit_code") not in (None, 1, 2):
-        err.exit_code = int(info["exit_code"])
+    if cls is ModelkitError and info.exit_code not in (None, 1, 2):
+        err.exit_code = int(info.exit_code)
     return err

@@ -25,15 +25,14 @@ from typing import Any
 
 from modelkit.config import TrainConfig
 from modelkit.errors import DataError, ModelkitError, WorldSizeMismatch
-from modelkit.runs import live_dir
+from modelkit.runs import RunRecord, live_dir, open_run
 from modelkit.training import distributed as D
 from modelkit.training import sharding
+from modelkit.training.events import ProgressEvent
 from modelkit.training.options import PERTURB_ENV, RunOptions
 from modelkit.training.record import RunWriter
 
 __all__ = ["PERTURB_ENV", "RunOptions", "resume", "train"]
-
-Event = dict[str, Any]
 
 
 def _worker_errors(fn: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
@@ -59,7 +58,7 @@ def train(
     project: Any = None,
     overwrite: bool = False,
     download: bool = False,
-    on_event: Callable[[Event], None] | None = None,
+    on_event: Callable[[ProgressEvent], None] | None = None,
     options: RunOptions | None = None,
 ) -> dict[str, Any]:
     """Train per ``config`` into the run directory ``out``; returns the run record.
@@ -95,7 +94,7 @@ def resume(
     *,
     project: Any = None,
     fallback: bool = False,
-    on_event: Callable[[Event], None] | None = None,
+    on_event: Callable[[ProgressEvent], None] | None = None,
     options: RunOptions | None = None,
 ) -> dict[str, Any]:
     """Continue a killed run from its newest verified checkpoint; returns the run record.
@@ -111,7 +110,7 @@ def resume(
     options = options or RunOptions.from_env()
     live = open_run(live_dir(run_dir).path, require=("config.json",))
     rec = live.run_record() if live.record.is_file() else None
-    if rec is not None and rec.complete and live.weights.is_file():
+    if _complete(live, rec):
         return {**rec.raw, "already_complete": True}
     _, size, _ = D.env_world()
     if rec is not None and rec.world_size != size:
@@ -173,6 +172,17 @@ def _restore(trainer: Any, writer: RunWriter, out: Path, *, fallback: bool) -> N
         session.resumed_from(ckpt, rejected)
 
 
+def completed_run(run_dir: Path) -> RunRecord | None:
+    """The record of a run that is complete already (nothing to resume), else None."""
+    live = open_run(live_dir(run_dir).path, require=("config.json",))
+    rec = live.run_record() if live.record.is_file() else None
+    return rec if _complete(live, rec) else None
+
+
+def _complete(live: Any, rec: RunRecord | None) -> bool:
+    return rec is not None and rec.complete and live.weights.is_file()
+
+
 def _final_weights(trainer: Any, s: Any) -> tuple[Any, dict[str, Any]]:
     """``(what the run saves as its weights, run.json extras)``: the model itself, or for a
     sharded model its whole state gathered on rank 0 (None elsewhere). A multi-process run
@@ -185,7 +195,7 @@ def _final_weights(trainer: Any, s: Any) -> tuple[Any, dict[str, Any]]:
     extra: dict[str, Any] = {}
     if trainer.sharded:
         weights = sharding.gather_full_state(trainer.model, world)
-        extra["sharding"] = {"strategy": "fsdp2", "units": s.accel.get("fsdp_units")}
+        extra["sharding"] = {"strategy": "fsdp2", "units": s.fsdp_units}
     extra["peak_memory_per_rank"] = D.all_gather_json(sharding.peak_memory(trainer.device), world)
     return weights, extra
 
@@ -194,7 +204,7 @@ def _run(
     s: Any,
     writer: RunWriter,
     options: RunOptions,
-    on_event: Callable[[Event], None] | None,
+    on_event: Callable[[ProgressEvent], None] | None,
     *,
     out: Path,
     fallback: bool | None = None,
@@ -208,14 +218,14 @@ def _run(
         if fallback is not None:
             _restore(trainer, writer, out, fallback=fallback)
         trainer.emit(
-            {
-                "kind": "start",
-                "task": trainer.task.name,
-                "total_steps": trainer.total_steps,
-                "device": str(trainer.device),
-                "run_dir": str(out),
-                "step": trainer.state.step,
-            }
+            ProgressEvent(
+                kind="start",
+                task=trainer.task.name,
+                total_steps=trainer.total_steps,
+                device=str(trainer.device),
+                run_dir=str(out),
+                step=trainer.state.step,
+            )
         )
         status = trainer.fit()
         if status == "complete" and options.dump_dir is not None:
@@ -238,5 +248,5 @@ def _run(
     )
     D.leave(world)
     if status == "complete":
-        trainer.emit({"kind": "end", "record": record})
+        trainer.emit(ProgressEvent(kind="end", step=trainer.state.step, record=record))
     return record

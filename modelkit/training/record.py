@@ -73,10 +73,11 @@ class RunWriter:
         return None if self.run is None else self.run.path
 
     # ---- during training ----------------------------------------------------------------
-    def log(self, row: dict[str, Any]) -> None:
-        """A metrics.jsonl row: ``{"kind": "step" | "epoch", ...}``."""
+    def log(self, row: dict[str, Any], *, loss: float | None = None) -> None:
+        """A metrics.jsonl row: ``{"kind": "step" | "epoch", ...}``; a step row's ``loss``
+        is checked (a non-finite one stops the run)."""
         if self.run is not None:
-            self.run.add_row(row, loss=row.get("loss") if row["kind"] == "step" else None)
+            self.run.add_row(row, loss=loss)
 
     def fingerprint(self, step: int, model: Any, loss: Any, *, epoch: int) -> None:
         """The state fingerprint of ``model`` (and the step's loss) after ``step``."""

@@ -42,6 +42,7 @@ class Setup:
     placement: str = "device"  # device | host (pinned host batches)
     mf: torch.memory_format = torch.contiguous_format
     accel: dict[str, Any] = field(default_factory=dict)  # run.json["accel"]
+    fsdp_units: int | None = None  # how many modules FSDP2 sharded (a sharded run)
     task: Any = None  # modelkit.tasks.Task: the loss, the held-out metrics
     optimizer: Any = None
     schedule: Any = None  # modelkit.training.optim.Schedule | None
@@ -97,7 +98,8 @@ def setup(config: TrainConfig, *, project: Any, download: bool, options: RunOpti
             s.determinism["rank_seed"] = rank_seed(config.seed, world.rank)
         if config.shard:  # every rank built the same model (same seed); each keeps its part
             s.world = replace(world, sharded=True)
-            s.accel["fsdp_units"] = sharding.shard_model(s.model, world, device)
+            s.fsdp_units = sharding.shard_model(s.model, world, device)
+            s.accel["fsdp_units"] = s.fsdp_units
         _setup_optimizer(s)
     except Exception as exc:
         error = exc

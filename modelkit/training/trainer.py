@@ -28,13 +28,12 @@ from modelkit.runs.rng import epoch_permutation
 from modelkit.training import accel, sharding
 from modelkit.training import distributed as D
 from modelkit.training.evaluate import evaluate_task
+from modelkit.training.events import ProgressEvent
 from modelkit.training.optim import clip_gradients
 from modelkit.training.options import RunOptions
 from modelkit.training.record import RunWriter
 from modelkit.training.setup import Setup
 from modelkit.training.state import TrainState, capture
-
-Event = dict[str, Any]
 
 
 class Trainer:
@@ -46,7 +45,12 @@ class Trainer:
     """
 
     def __init__(
-        self, s: Setup, *, writer: RunWriter, options: RunOptions, emit: Callable[[Event], None]
+        self,
+        s: Setup,
+        *,
+        writer: RunWriter,
+        options: RunOptions,
+        emit: Callable[[ProgressEvent], None],
     ) -> None:
         cfg, world = s.config, s.world
         self.config, self.data, self.model, self.device = cfg, s.data, s.model, s.device
@@ -203,11 +207,20 @@ class Trainer:
         row = {"kind": "step", "step": st.step, "epoch": st.epoch + 1, "loss": mean_loss}
         if self.schedule is not None:
             row["lr"] = self.schedule.last_lr()
-        self.writer.log(row)
+        self.writer.log(row, loss=mean_loss)
         total_time = st.train_time + elapsed
         sps = st.samples / total_time if total_time else 0.0
         # per_second: in the task's unit (samples, or tokens: every window holds T of them)
-        self.emit({**row, "samples_per_second": sps, "per_second": sps * self.units_per_sample})
+        self.emit(
+            ProgressEvent(
+                kind="step",
+                step=st.step,
+                loss=mean_loss,
+                samples_per_second=sps,
+                per_second=sps * self.units_per_sample,
+                row=dict(row),
+            )
+        )
         st.loss_sum.zero_()
         st.since_log = 0
 
@@ -258,13 +271,14 @@ class Trainer:
             "elapsed_s": round(st.train_time, 4),
         }
         if self.schedule is not None:
-            self.schedule.after_epoch(test_loss=self.last_eval["loss"])
+            loss = self.task.metric("loss")  # every task's held-out mean loss
+            self.schedule.after_epoch(test_loss=self.last_eval[loss.key])
         if self.config.keep_best:
             row["best"] = self._keep_best()
         self.writer.log(row)
         st.epoch += 1
         st.batch = 0
-        self.emit(dict(row))
+        self.emit(ProgressEvent(kind="epoch", step=st.step, row=dict(row)))
 
     def _keep_best(self) -> bool:
         """Write the weights to best.safetensors when the held-out metric improved."""

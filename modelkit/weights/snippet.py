@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from modelkit.models.configs import config_expression
+from modelkit.models.configs import RecordedConfig, config_expression
 from modelkit.runs.typed import read_typed, to_plain
 from modelkit.weights.layout import INDEX, SINGLE, WeightsLayout
 
@@ -24,21 +24,6 @@ class SnippetWeights:
 
     sharded: bool | None = None
     shared: dict[str, str] | None = None
-
-
-@dataclass(frozen=True)
-class _RecordedConfig:
-    """The kind of a config object the model is built with (``modelkit.models.configs``)."""
-
-    kind: str | None = None
-
-
-def _loads_itself(configs: dict[str, Any]) -> bool:
-    """True when a config is a transformers config: the model has its own ``from_pretrained``."""
-    kinds = [
-        read_typed(_RecordedConfig, c, source="config.json configs").kind for c in configs.values()
-    ]
-    return "transformers" in kinds
 
 
 def _kwargs_literal(kwargs: dict[str, Any]) -> str:
@@ -55,7 +40,7 @@ def loading_snippet(
     sharded: bool | None = None,
     shared: dict[str, str] | None = None,
     imports: tuple[str, ...] = (),
-    configs: dict[str, dict[str, Any]] | None = None,
+    configs: dict[str, RecordedConfig] | None = None,
 ) -> str:
     """Python code that rebuilds the model and loads the weights found in ``folder`` (a Python
     expression, e.g. ``snapshot_download(...)``) with a plain ``load_state_dict``.
@@ -68,7 +53,7 @@ def loading_snippet(
     module, _, attr = reference.partition(":")
     top = attr.split(".")[0]
     configs = configs or {}
-    if _loads_itself(configs):
+    if any(c.kind == "transformers" for c in configs.values()):
         return "\n".join(
             [*imports, f"from {module} import {top}", "", f"folder = {folder}",
              f"model = {attr}.from_pretrained(folder)  # transformers' own loader", "model.eval()"]
@@ -105,7 +90,7 @@ def loading_snippet(
 
 
 def _build_line(
-    attr: str, kwargs: dict[str, Any], configs: dict[str, dict[str, Any]]
+    attr: str, kwargs: dict[str, Any], configs: dict[str, RecordedConfig]
 ) -> tuple[list[str], str]:
     """The config classes' import lines and ``model = attr(...)`` (config objects rebuilt)."""
 
@@ -126,7 +111,7 @@ def release_snippet(
     repo_id: str,
     revision: str,
     registry: str | None = None,
-    configs: dict[str, dict[str, Any]] | None = None,
+    configs: dict[str, RecordedConfig] | None = None,
 ) -> str:
     """:func:`loading_snippet` for a release on the Hub, or in a local registry (``registry``);
     ``weights`` holds ``sharded`` and ``shared`` (as the card's facts give them)."""
