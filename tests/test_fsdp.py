@@ -121,7 +121,8 @@ def _uninterrupted(project: Path) -> tuple[dict, list[str]]:
     rec = a.read_record()
     assert rec["distributed"] == {"world_size": 2, "backend": "gloo", "strategy": "fsdp2"}
     assert rec["status"] == "complete" and rec["metrics"]["test_accuracy"] > 0.5
-    assert rec["sharding"] == {"strategy": "fsdp2", "units": 5}  # BatchNorm, 3 Linear, root
+    # BatchNorm, 3 Linear, root; built on the meta device (each rank initialises its shards)
+    assert rec["sharding"] == {"strategy": "fsdp2", "units": 5, "init": "meta"}
     assert [set(r) for r in rec["peak_memory_per_rank"]] == [{"peak_rss_bytes"}] * 2
     # the gathered final weights: the Hub's sharded layout, every parameter whole
     assert rec["weights"]["layout"] == "sharded" and rec["num_parameters"] == 109_386 + 2 * 784
@@ -131,8 +132,13 @@ def _uninterrupted(project: Path) -> tuple[dict, list[str]]:
     state = read_state_dict(read_layout(project / "a"))
     assert state["net.0.weight"].shape == (128, 784) and state["net.4.bias"].shape == (10,)
     assert int(state["norm.num_batches_tracked"]) == 24  # rank 0's buffers
-    fingerprints = [r["step"] for r in a.read_metrics() if r["kind"] == "fingerprint"]
-    assert fingerprints == [0, 4, 8, 12, 16, 20, 24]
+    fingerprints = [r for r in a.read_metrics() if r["kind"] == "fingerprint"]
+    assert [r["step"] for r in fingerprints] == [0, 4, 8, 12, 16, 20, 24]
+    # the initial weights are bitwise a single process's (same seed): step 0's fingerprint
+    p = modelkit("train", *ARGS, "--max-steps", "1", "--out", "single", cwd=project)
+    assert p.returncode == 0, p.stderr
+    single = [r for r in RunDir(project / "single").read_metrics() if r["kind"] == "fingerprint"]
+    assert single[0]["step"] == 0 and single[0]["sha256"] == fingerprints[0]["sha256"]
     # its checkpoints: a head file + a folder of per-rank safetensors shards, nothing pickled
     assert sorted(p.name for p in a.checkpoints.iterdir()) == [  # every 4 steps, newest 2
         "ckpt-00000020.dcp",

@@ -26,6 +26,7 @@ NOT_RECORDS: dict[str, str] = {
     "modelkit/models/imports.py": "sys.modules (the interpreter's module table: __main__)",
     "modelkit/models/registry.py": "a factory's __annotations__ mapping",
     "modelkit/tasks/base.py": "a model's output mapping (transformers' ModelOutput['logits'])",
+    "modelkit/weights/stream.py": "huggingface_hub's StateDictSplit.metadata (the library's plan)",
     "modelkit/weights/layout.py": "safetensors headers and HF's model.safetensors.index.json",
     "modelkit/testing/hubserver/http.py": "HTTP headers (the local Hub test server)",
     "modelkit/testing/hubserver/repos.py": "Hub API payloads and a card's YAML (test server)",

@@ -249,6 +249,19 @@ class RunSession:
         return artifact
 
     # ---- the end ---------------------------------------------------------------------------
+    def save_weights(self, source: Any, *, max_shard_size: int | str | None = None) -> Any:
+        """Write the final weights now, one file at a time, from ``source`` (``specs()``: the
+        state's stand-ins, ``fetch(names)``: those tensors whole; see
+        :mod:`modelkit.weights.stream`) into the staging directory; :meth:`finish` then takes
+        the returned ``SavedWeights`` as ``saved`` and publishes them with the run."""
+        from modelkit.weights import plan_weights, save_streamed_weights
+
+        self.check_open()
+        plan = plan_weights(source.specs(), max_shard_size)
+        return _disk_errors(
+            lambda: save_streamed_weights(plan, source.fetch, self.dir.path), self.path
+        )
+
     def finish(
         self,
         model: Any,
@@ -257,8 +270,11 @@ class RunSession:
         timings: dict[str, Any] | None = None,
         extra: dict[str, Any] | None = None,
         max_shard_size: int | str | None = None,
+        saved: Any = None,
     ) -> dict[str, Any]:
-        """Weights + run.json (status complete), then publish; returns the record."""
+        """Weights + run.json (status complete), then publish; returns the record.
+        ``saved``: the weights :meth:`save_weights` already wrote (``model`` is then only
+        counted, not saved)."""
         from modelkit.weights import save_model_weights
 
         self.check_open()
@@ -269,10 +285,11 @@ class RunSession:
         if self.fingerprint_every and last is not None and last not in self.fingerprinted:
             self.fingerprint(last, model, self.last_loss)
         self.flush()
-        saved = _disk_errors(
-            lambda: save_model_weights(model, self.dir.path, max_shard_size=max_shard_size),
-            self.path,
-        )
+        if saved is None:
+            saved = _disk_errors(
+                lambda: save_model_weights(model, self.dir.path, max_shard_size=max_shard_size),
+                self.path,
+            )
         final = dict(metrics)
         if self.last_loss is not None:
             final.setdefault("train_loss", self.last_loss)

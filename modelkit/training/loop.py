@@ -31,6 +31,7 @@ from modelkit.training import sharding
 from modelkit.training.events import ProgressEvent
 from modelkit.training.options import PERTURB_ENV, RunOptions
 from modelkit.training.record import RunWriter
+from modelkit.weights.layout import has_weights
 
 __all__ = ["PERTURB_ENV", "RunOptions", "resume", "train"]
 
@@ -180,24 +181,46 @@ def completed_run(run_dir: Path) -> RunRecord | None:
 
 
 def _complete(live: Any, rec: RunRecord | None) -> bool:
-    return rec is not None and rec.complete and live.weights.is_file()
+    return rec is not None and rec.complete and has_weights(live.path)  # either layout
 
 
-def _final_weights(trainer: Any, s: Any) -> tuple[Any, dict[str, Any]]:
-    """``(what the run saves as its weights, run.json extras)``: the model itself, or for a
-    sharded model its whole state gathered on rank 0 (None elsewhere). A multi-process run
-    records every rank's peak memory (``peak_memory_per_rank``). Collective."""
+def _final_weights(trainer: Any, s: Any, writer: RunWriter) -> tuple[Any, dict[str, Any]]:
+    """``(the weights already saved, or None: finish saves the model; run.json extras)``. A
+    sharded model's weights are gathered and written file by file here (rank 0 writes, the
+    others gather in step). A multi-process run records every rank's peak memory
+    (``peak_memory_per_rank``, the final write included). Collective."""
 
     world = trainer.world
     if not world.distributed:
-        return trainer.model, {}
-    weights = trainer.model
+        return None, {}
+    saved = None
     extra: dict[str, Any] = {}
     if trainer.sharded:
-        weights = sharding.gather_full_state(trainer.model, world)
-        extra["sharding"] = {"strategy": "fsdp2", "units": s.fsdp_units}
+        saved = _write_sharded_weights(trainer, writer)
+        extra["sharding"] = {
+            "strategy": "fsdp2",
+            "units": s.fsdp_units,
+            **s.fsdp_init,
+        }
     extra["peak_memory_per_rank"] = D.all_gather_json(sharding.peak_memory(trainer.device), world)
-    return weights, extra
+    return saved, extra
+
+
+def _write_sharded_weights(trainer: Any, writer: RunWriter) -> Any:
+    """Rank 0 writes the final weights into its staging run, one gathered file at a time; the
+    other ranks gather in step. Every rank ends with rank 0's outcome (its error, if any)."""
+    world, limit = trainer.world, trainer.config.max_shard_size
+    if not world.main:
+        sharding.drain_weights(trainer.model, world, limit)
+        return None
+    saved, error = None, None
+    try:
+        source = sharding.GatheredWeights(trainer.model, world)
+        saved = writer.save_weights(source, max_shard_size=limit)
+    except Exception as exc:
+        error = exc
+    D.agree(world, error)
+    return saved
 
 
 def _run(
@@ -239,12 +262,12 @@ def _run(
         if isinstance(exc, D.PeerFailure):
             raise exc from None
         raise
-    weights, extra = _final_weights(trainer, s)  # collective for a sharded model
+    saved, extra = _final_weights(trainer, s, writer)  # collective for a sharded model
     if not world.main:
         D.leave(world)
         return {"distributed": world.record(), "rank": world.rank, "status": status}
     record = writer.finish(
-        trainer, load_s=s.load_s, stopped=status == "stopped", weights=weights, extra=extra
+        trainer, load_s=s.load_s, stopped=status == "stopped", saved=saved, extra=extra
     )
     D.leave(world)
     if status == "complete":

@@ -105,6 +105,13 @@ class RunWriter:
             save_weights(model, self.run.dir.path / BEST_WEIGHTS, metadata=meta)
 
     # ---- how a run ends -----------------------------------------------------------------
+    def save_weights(self, source: Any, *, max_shard_size: int | str | None) -> Any:
+        """Write the final weights from ``source`` one file at a time (a sharded model's,
+        gathered file by file); ``finish(saved=...)`` publishes them. None on ranks > 0."""
+        if self.run is None:
+            return None
+        return self.run.save_weights(source, max_shard_size=max_shard_size)
+
     def fail(self, error: BaseException | str) -> None:
         """status failed (the staging directory stays, for ``--resume``)."""
         if self.run is not None:
@@ -116,13 +123,13 @@ class RunWriter:
         *,
         load_s: float,
         stopped: bool = False,
-        weights: Any = None,
+        saved: Any = None,
         extra: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Final weights and the complete (or ``stopped``: a repro prefix) record; publish.
 
-        ``weights``: what to save instead of ``trainer.model`` (a sharded model's gathered
-        state); ``extra``: more run.json fields."""
+        ``saved``: the weights :meth:`save_weights` already wrote (a sharded model's);
+        ``extra``: more run.json fields."""
         run, cfg, st, task = self.run, trainer.config, trainer.state, trainer.task
         run.fingerprint_every = 0  # the loop fingerprints its last step itself
         extra = {
@@ -134,11 +141,12 @@ class RunWriter:
             extra["best"] = _best(run, cfg, st)
         timings = {"data_load_s": round(load_s, 4), "train_s": round(st.train_time, 4)}
         record = run.finish(
-            trainer.model if weights is None else weights,
+            trainer.model,
             metrics=metrics,
             timings=timings,
             extra=extra,
             max_shard_size=cfg.max_shard_size,
+            saved=saved,
         )
         if stopped:  # a repro prefix: published like a run, recorded as what it is
             record.update(status="stopped", stopped_at_step=st.step, steps=st.step)

@@ -23,7 +23,7 @@ from modelkit.models.registry import build_model, resolve_model
 from modelkit.runs.perturb import parse_perturb
 from modelkit.runs.rng import configure_determinism, seed_all
 from modelkit.tasks import get_task
-from modelkit.training import accel, sharding
+from modelkit.training import accel, meta_init, sharding
 from modelkit.training import distributed as D
 from modelkit.training.options import RunOptions
 
@@ -43,12 +43,14 @@ class Setup:
     mf: torch.memory_format = torch.contiguous_format
     accel: dict[str, Any] = field(default_factory=dict)  # run.json["accel"]
     fsdp_units: int | None = None  # how many modules FSDP2 sharded (a sharded run)
+    fsdp_init: dict[str, Any] = field(default_factory=dict)  # {"init": "meta" | "full", ...}
     task: Any = None  # modelkit.tasks.Task: the loss, the held-out metrics
     optimizer: Any = None
     schedule: Any = None  # modelkit.training.optim.Schedule | None
     scaler: Any = None  # a GradScaler, enabled for fp16 only
     loss_fn: Any = None
     augment: Any = None
+    meta: Any = None  # modelkit.training.meta_init.MetaPlan: a meta-built sharded model
 
     @property
     def steps_per_epoch(self) -> int:
@@ -93,13 +95,15 @@ def setup(config: TrainConfig, *, project: Any, download: bool, options: RunOpti
         sharding.check_config(config, world_size=world.size, options=options)
         s = _setup_data_and_model(config, project, download, options, device)
         s.world = world
-        if world.rank > 0:  # different dropout masks per rank; rank 0 stays a single run's
-            seed_all(rank_seed(config.seed, world.rank))
-            s.determinism["rank_seed"] = rank_seed(config.seed, world.rank)
-        if config.shard:  # every rank built the same model (same seed); each keeps its part
+        if config.shard:  # every rank builds the same model (same seed); each keeps its part
             s.world = replace(world, sharded=True)
             s.fsdp_units = sharding.shard_model(s.model, world, device)
             s.accel["fsdp_units"] = s.fsdp_units
+            if s.meta is not None:  # its init draws from the seeded RNG here, as a build would
+                meta_init.materialize(s.model, s.meta, world, device)
+        if world.rank > 0:  # different dropout masks per rank; rank 0 stays a single run's
+            seed_all(rank_seed(config.seed, world.rank))
+            s.determinism["rank_seed"] = rank_seed(config.seed, world.rank)
         _setup_optimizer(s)
     except Exception as exc:
         error = exc
@@ -125,15 +129,15 @@ def _setup_data_and_model(
     )
     data, task, placement, t_load = _load_data(config, project, download, options, device)
     # model: its kwargs resolved against the data (classes, channels, image size)
-    model, model_kwargs = build_model(
-        config.model, project=project, kwargs=config.model_kwargs, data_hints=data.model_hints()
-    )
+    model, model_kwargs, meta, init = _build(config, project, data, task, device)
     config = config.replace(model_kwargs=model_kwargs)  # the resolved config is what we save
-    check_fit(model, data, config, task)
     mf = accel.memory_format(model, device, enabled=config.channels_last)
-    model.to(device).train()
-    if mf is not torch.contiguous_format:
-        model.to(memory_format=mf)
+    if meta is None:
+        check_fit(model, data, config, task)
+        model.to(device)
+        if mf is not torch.contiguous_format:
+            model.to(memory_format=mf)
+    model.train()
     if options.perturb:
         parse_perturb(options.perturb, model)  # fail before anything is written
     scaler = accel.grad_scaler(config.precision, device)
@@ -147,8 +151,40 @@ def _setup_data_and_model(
         placement=placement,
     )
     s = Setup(config, device, data, model, determinism, t_load, D.SINGLE, placement, mf, record)
-    s.scaler, s.task = scaler, task
+    s.scaler, s.task, s.meta = scaler, task, meta
+    if init:
+        s.fsdp_init = s.accel["fsdp_init"] = init
     return s
+
+
+def _build(
+    config: TrainConfig, project: Any, data: Any, task: Any, device: torch.device
+) -> tuple[torch.nn.Module, dict[str, Any], Any, dict[str, str]]:
+    """``(model, resolved kwargs, meta plan, init note)``: a sharded run's model on the meta
+    device when its initialisation replays exactly (:mod:`modelkit.training.meta_init`),
+    else (and for any other run) the whole model built here."""
+
+    def build() -> tuple[torch.nn.Module, dict[str, Any]]:
+        hints = data.model_hints()
+        return build_model(
+            config.model, project=project, kwargs=config.model_kwargs, data_hints=hints
+        )
+
+    def check(model: torch.nn.Module) -> None:
+        if (
+            accel.memory_format(model, device, enabled=config.channels_last)
+            is not torch.contiguous_format
+        ):
+            raise BadInputError("channels_last is applied to a whole model")
+        check_fit(model, data, config, task, device=torch.device("meta"))
+
+    if not config.shard:
+        return (*build(), None, {})
+    resolve_model(config.model, project=project)  # its module imported here, not on meta
+    built, plan, why = meta_init.meta_build(build, check)
+    if plan is not None:
+        return (*built, plan, {"init": "meta"})
+    return (*build(), None, {"init": "full", "init_note": str(why)})
 
 
 def _load_data(
@@ -221,12 +257,15 @@ def run_task(config: TrainConfig, data: Any, *, project: Any) -> Any:
     return task
 
 
-def check_fit(model: torch.nn.Module, data: Any, config: TrainConfig, task: Any) -> None:
-    """Run two samples through the model so a shape mismatch fails before training starts."""
+def check_fit(
+    model: torch.nn.Module, data: Any, config: TrainConfig, task: Any, device: Any = None
+) -> None:
+    """Run two samples through the model so a shape mismatch fails before training starts
+    (``device``: where the model is, the CPU by default; ``meta`` checks shapes only)."""
     x, y = data.x_train[:2].cpu(), data.y_train[:2].cpu()
     try:
         with torch.no_grad():
-            out = task.forward(model.eval(), x, y)
+            out = task.forward(model.eval(), x.to(device or "cpu"), y.to(device or "cpu"))
     except Exception as exc:
         raise BadInputError(
             f"model '{config.model}' cannot take data '{config.data}' "

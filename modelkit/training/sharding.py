@@ -8,10 +8,12 @@ state as a DTensor. Gradients are reduce-scattered with the same average DDP use
 global-batch semantics of :mod:`modelkit.training.distributed` hold unchanged.
 
 Everything that needs whole tensors gathers them one tensor at a time (:func:`full_items`):
-fingerprints hash them on rank 0 as they arrive. The final weights go through
-:func:`gather_full_state` (torch's ``get_model_state_dict(full_state_dict=True,
-cpu_offload=True)``: rank 0 holds the whole model in host memory once, the other ranks one
-tensor at a time). Checkpoints are in :mod:`modelkit.training.sharded_checkpoint`.
+fingerprints hash them on rank 0 as they arrive. The final weights are gathered one file at a
+time (:class:`GatheredWeights`, :func:`drain_weights`): the files are planned from shapes and
+dtypes (:func:`modelkit.weights.plan_weights`), and rank 0 holds one file's tensors at a time,
+the other ranks one tensor. The model is built on the meta device where that is exact
+(:mod:`modelkit.training.meta_init`). Checkpoints are in
+:mod:`modelkit.training.sharded_checkpoint`.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import torch
 
 from modelkit.errors import ShardingUnsupported
 from modelkit.training import distributed as D
+from modelkit.weights import plan_weights
 
 # options that cannot be combined with sharding yet (TrainConfig keys / RunOptions fields)
 UNSUPPORTED = {
@@ -192,35 +195,61 @@ def even_out_eval(t: Any) -> None:
     reshard(model)
 
 
-class FullWeights(torch.nn.Module):
-    """The gathered whole state of a sharded model (rank 0), as the module the run's
-    ``finish`` saves: ``state_dict()`` is the gathered dict, ``parameters()`` its parameters."""
+def weight_specs(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Stand-ins of ``model.state_dict()`` for planning the weights' files
+    (:func:`modelkit.weights.plan_weights`): a sharded tensor as a meta tensor of the whole
+    tensor's shape and dtype (what its gather returns, a fresh whole tensor), an unsharded one
+    (a buffer) as itself on the CPU; equal on every rank."""
+    from torch.distributed.tensor import DTensor
 
-    def __init__(self, state: dict[str, torch.Tensor], param_names: list[str]) -> None:
-        super().__init__()
-        self._state = state
-        self._param_names = param_names
-
-    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:  # type: ignore[override]
-        """The gathered tensors (names as in the unsharded model)."""
-        return dict(self._state)
-
-    def parameters(self, recurse: bool = True) -> Iterator[torch.nn.Parameter]:  # type: ignore[override]
-        """The parameters' whole tensors (for the parameter count)."""
-        for name in self._param_names:
-            yield self._state[name]  # type: ignore[misc]
+    out = {}
+    for name, t in model.state_dict().items():
+        if isinstance(t, DTensor) or t.device.type != "cpu":
+            t = torch.empty(t.shape, dtype=t.dtype, device="meta")
+        out[name] = t
+    return out
 
 
-def gather_full_state(model: torch.nn.Module, world: D.World) -> FullWeights | None:
-    """The whole model state on rank 0 (host memory), None on other ranks. Collective."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+def gather(model: torch.nn.Module, names: list[str]) -> Iterator[tuple[str, torch.Tensor]]:
+    """``(name, whole tensor on the CPU)`` for ``names`` of ``model.state_dict()``, one at a
+    time. Collective: every rank gathers the same names in the same order."""
+    from torch.distributed.tensor import DTensor
 
-    opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
-    state = get_model_state_dict(model, options=opts)
-    if not world.main:
-        return None
-    names = [n for n, _ in model.named_parameters()]
-    return FullWeights(state, [n for n in names if n in state])
+    state = model.state_dict()
+    for name in names:
+        t = state[name]
+        yield name, (t.full_tensor() if isinstance(t, DTensor) else t).detach().cpu()
+
+
+class GatheredWeights:
+    """Rank 0's source of a sharded model's final weights
+    (:meth:`modelkit.runs.session.RunSession.save_weights`): each ``fetch`` gathers one file's
+    tensors whole, while the other ranks run :func:`drain_weights` in step. Before each file
+    every rank checks in (:func:`~modelkit.training.distributed.agree`), so a write that failed
+    on rank 0 stops every rank at the next file with its error."""
+
+    def __init__(self, model: torch.nn.Module, world: D.World) -> None:
+        self.model, self.world = model, world
+
+    def specs(self) -> dict[str, torch.Tensor]:
+        """The stand-ins every rank plans the files from."""
+        return weight_specs(self.model)
+
+    def fetch(self, names: list[str]) -> dict[str, torch.Tensor]:
+        """One file's tensors, whole (collective)."""
+        D.agree(self.world, None)
+        return dict(gather(self.model, names))
+
+
+def drain_weights(model: torch.nn.Module, world: D.World, max_shard_size: int | str | None) -> None:
+    """A rank > 0's part of rank 0's :class:`GatheredWeights` save: the same plan, the same
+    gathers in the same order, nothing kept; then the final check-in (rank 0's outcome)."""
+    plan = plan_weights(weight_specs(model), max_shard_size)
+    for _, names in plan.files:
+        D.agree(world, None)
+        for _ in gather(model, list(names)):
+            pass
+    D.agree(world, None)
 
 
 def peak_memory(device: torch.device) -> dict[str, int]:

@@ -6,6 +6,8 @@
   :func:`~modelkit.weights.headers.summarize`: parameter count, dtypes, shapes, bytes.
 - :mod:`~modelkit.weights.save` — :func:`save_model_weights` (huggingface_hub's splitter,
   shared tensors stored once, canonical headers, atomic).
+- :mod:`~modelkit.weights.stream` — :func:`plan_weights` (the files, from shapes and dtypes)
+  and :func:`save_streamed_weights` (one file's tensors at a time, same bytes).
 - :mod:`~modelkit.weights.hashing` — streaming sha256 per file and the weights' identity
   (``weights_sha256``: one definition for both layouts, tensors only).
 - :mod:`~modelkit.weights.load` — build on ``meta``, load shard by shard with
@@ -24,6 +26,7 @@ from modelkit.weights.layout import INDEX, SINGLE, WeightsLayout, has_weights, r
 from modelkit.weights.record import WeightsRecord, read_weights_record
 from modelkit.weights.save import SavedWeights, save_model_weights
 from modelkit.weights.snippet import loading_snippet
+from modelkit.weights.stream import WeightsPlan, plan_weights, save_streamed_weights
 from modelkit.weights.verify import identity_of, verified_weights
 
 __all__ = [
@@ -31,15 +34,18 @@ __all__ = [
     "SINGLE",
     "SavedWeights",
     "WeightsLayout",
+    "WeightsPlan",
     "WeightsRecord",
     "WeightsSummary",
     "has_weights",
     "hash_file",
     "identity_of",
     "loading_snippet",
+    "plan_weights",
     "read_layout",
     "read_weights_record",
     "save_model_weights",
+    "save_streamed_weights",
     "summarize",
     "verified_weights",
     "weights_sha256",

@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -90,11 +91,19 @@ def save_model_weights(
 
     state = _state_dict(module_or_state_dict)
     limit = parse_shard_size(max_shard_size)
+    return write_weights_folder(
+        directory, lambda tmp: save_torch_state_dict(state, tmp, max_shard_size=limit, metadata={})
+    )
+
+
+def write_weights_folder(directory: Path | str, write: Callable[[Path], None]) -> SavedWeights:
+    """Run ``write(tmp)`` (it writes a layout as huggingface_hub does into the temp folder
+    ``tmp`` inside ``directory``), canonicalise and hash it, then move it in (module doc)."""
     target = Path(directory)
     target.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".weights-", suffix=".tmp", dir=target))
     try:
-        save_torch_state_dict(state, tmp, max_shard_size=limit, metadata={})
+        write(tmp)
         _canonicalise(tmp)
         layout = read_layout(tmp)
         digest, files = hash_layout(layout)
