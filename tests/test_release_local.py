@@ -148,3 +148,28 @@ def test_refusals_on_run_and_tree(cli, proj: Path, monkeypatch: pytest.MonkeyPat
     assert code == 3 and "no release v1.0" in err
     code, _, err = cli("verify", "registry")
     assert code == 2 and "TARGET@VERSION" in err
+
+
+def test_background_hashing_gives_each_file_or_its_error_and_leaves_no_thread(
+    tmp_path: Path,
+) -> None:
+    """A release hashes the weights in the background while it checks the card: each file
+    comes back as if hashed in place, an unsafe or missing file raises where it is asked for,
+    and leaving the block leaves no hashing thread behind."""
+    import threading
+
+    from modelkit.errors import UnsafeRunFile
+    from modelkit.release.files import Hashing, disk_file
+
+    (tmp_path / "a.safetensors").write_bytes(bytes(range(256)) * (40 << 10))  # 10 MiB
+    (tmp_path / "b.json").write_text("{}")
+    (tmp_path / "link.safetensors").symlink_to("a.safetensors")
+    with Hashing(tmp_path, ["a.safetensors", "link.safetensors", "gone.safetensors"]) as h:
+        assert h.file("a.safetensors") == disk_file(tmp_path, "a.safetensors")
+        with pytest.raises(UnsafeRunFile, match="symbolic link"):
+            h.file("link.safetensors")
+        with pytest.raises(UnsafeRunFile, match="cannot be read"):
+            h.file("gone.safetensors")
+        (b,) = h.files(["b.json"])  # not queued: hashed now
+        assert b.git_oid is not None and b == disk_file(tmp_path, "b.json")
+    assert not [t for t in threading.enumerate() if t.name.startswith("modelkit-hash")]

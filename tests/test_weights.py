@@ -248,3 +248,39 @@ def test_the_plain_load_state_dict_snippet_runs(tied, tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert [json.loads(line) for line in r.stdout.splitlines()] == [model(_x()).tolist()] * 2
+
+
+def test_a_check_only_load_maps_each_file_instead_of_reading_it(tied, tmp_path: Path) -> None:
+    """``keep=False`` (a release's load check, after the hashes matched) builds every tensor on
+    one mapping of its file: equal to what plain reads give, nothing copied; a misaligned
+    tensor (an odd header length) is copied alone; the strict key check is the same."""
+    import struct
+
+    from modelkit.weights.layout import read_header
+    from modelkit.weights.load import map_tensors, read_tensors
+
+    d = _sharded(tied, tmp_path / "w")
+    for header in read_layout(d).headers:
+        path = d / header.name
+        mapped, read = map_tensors(path, header), read_tensors(path, header)
+        assert mapped.keys() == read.keys() and all(torch.equal(mapped[k], read[k]) for k in read)
+        storages = {t.untyped_storage().data_ptr() for t in mapped.values()}
+        assert len(storages) == 1  # views of one buffer...
+        (t,) = {t.untyped_storage().nbytes() for t in mapped.values()}
+        assert t == path.stat().st_size  # ...the size of the whole file: its mapping
+    raw = json.dumps({"x": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}).encode()
+    raw += b" " * ((1 - len(raw)) % 4)  # 8 + header length: 1 more than a multiple of 4
+    (tmp_path / "odd.safetensors").write_bytes(
+        struct.pack("<Q", len(raw)) + raw + struct.pack("<2f", 1.5, -2.0)
+    )
+    header = read_header(tmp_path / "odd.safetensors")
+    assert header.tensors["x"].start % 4
+    assert map_tensors(tmp_path / "odd.safetensors", header)["x"].tolist() == [1.5, -2.0]
+    with empty_parameters():
+        model = tied()
+    assert load_weights(model, read_layout(d), name="TiedNet", keep=False).fc1.weight.is_meta
+    save_model_weights({"fc1.weight": torch.zeros(32, 784)}, tmp_path / "few")
+    with empty_parameters():
+        model = tied()
+    with pytest.raises(WeightsMismatch):
+        load_weights(model, read_layout(tmp_path / "few"), name="TiedNet", keep=False)

@@ -1,6 +1,10 @@
 """The files of a release: each hashed in one streaming pass, with the identity of the file
 that was hashed (device, inode, size, mtime).
 
+The weights are hashed on every core (one thread per core; ``hashlib`` and reads release
+the GIL), and a release starts hashing them in the background (:class:`Hashing`) before it
+checks the card, so the hash pass overlaps that work (and the import of torch it implies).
+
 A target that copies files (a local registry) copies with the kernel (``copy_file_range`` /
 ``sendfile``; a reflink where the file system can) instead of hashing again: the source is
 still the file that was hashed when its identity is unchanged before and after the copy (else
@@ -14,6 +18,8 @@ import fnmatch
 import hashlib
 import io
 import os
+from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -112,3 +118,39 @@ def disk_file(run_dir: Path, rel: str, name: str | None = None) -> PackageFile:
         name, st.st_size, sha.hexdigest(), lfs, source=path,
         git_oid=oid.hexdigest() if oid else None, source_id=source_id if same else None,
     )  # fmt: skip
+
+
+class Hashing:
+    """Files of one run hashed in the background (:func:`disk_file`, one thread per core)
+    while the caller does other work; :meth:`file` gives each result, with the error hashing
+    it raised (a file not queued is hashed then). A context manager: leaving it cancels what
+    has not started and waits for the rest, so no thread outlives it."""
+
+    def __init__(self, run_dir: Path, names: Iterable[str] = ()) -> None:
+        self.run_dir = Path(run_dir)
+        self._pool = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="modelkit-hash")
+        self._queued: dict[str, Future[PackageFile]] = {
+            name: self._pool.submit(disk_file, self.run_dir, name) for name in names
+        }
+
+    def file(self, name: str) -> PackageFile:
+        """``name``'s :class:`PackageFile` (hashed in the background, or now)."""
+        queued = self._queued.pop(name, None)
+        return queued.result() if queued is not None else disk_file(self.run_dir, name)
+
+    def files(self, names: Iterable[str]) -> list[PackageFile]:
+        """:meth:`file` of each name, in order (those not queued are hashed concurrently)."""
+        names = list(names)
+        for name in names:
+            if name not in self._queued:
+                self._queued[name] = self._pool.submit(disk_file, self.run_dir, name)
+        return [self.file(name) for name in names]
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> Hashing:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -37,6 +37,14 @@ def _as_load_failure(target: Any, version: str) -> Iterator[None]:
         raise CheckFailed(f"{where}: the weights do not load: {exc}", hint=default) from None
 
 
+def import_load_check() -> None:
+    """Import what the load check needs (torch, the model builders) ahead of it: it reads no
+    weights, so a verification does it while the files are being hashed. A failure is left
+    to :func:`check_loads`, which imports them again and reports it in its place."""
+    with contextlib.suppress(Exception):  # reported by check_loads, in its place
+        import modelkit.models.weights  # noqa: F401 - torch and the model builders
+
+
 def check_loads(target: Any, version: str, snapshot: Path, *, project: Any, log: list[str]) -> int:
     """Build the model on ``meta`` and load every shard into it, one at a time; returns the
     number of parameters that loaded."""

@@ -38,7 +38,7 @@ from modelkit.release.package import git_blob_oid, read_manifest
 from modelkit.release.records import ReleaseRecord
 from modelkit.release.remote import RemoteFile, RemoteState
 from modelkit.release.version import parse_version
-from modelkit.weights.hashing import hash_file
+from modelkit.weights.hashing import hash_file, in_threads
 
 CHUNK = 4 << 20
 T = TypeVar("T")
@@ -193,13 +193,7 @@ class LocalRegistry:
         for d in (blobs, snaps, self.repo / "refs"):
             d.mkdir(parents=True, exist_ok=True)
         self._clean_tmp()
-        for f in package.files:
-            blob = blobs / (f.sha256 if f.lfs else f.git_oid)
-            if blob.is_file() and blob.stat().st_size == f.size:
-                continue
-            if not _copy_unchanged(f, blob, tmp_dir=self._tmp_dir()):
-                _copy_verified(f, blob, tmp_dir=self._tmp_dir())
-            self.written[f.path] = file_id(blob)
+        self._copy_blobs(package.files, blobs)
         fsync_dir(blobs)
         final = snaps / commit
         if not final.is_dir():
@@ -220,6 +214,25 @@ class LocalRegistry:
                 if not final.is_dir():
                     raise
         return commit
+
+    def _copy_blobs(self, files: list[Any], blobs: Path) -> None:
+        """Copy every file that has no blob yet (each content once; files concurrently, so
+        one file's copy overlaps another's fsync); records what it wrote in ``written``."""
+        todo: dict[str, list[Any]] = {}
+        for f in files:
+            name = f.sha256 if f.lfs else f.git_oid
+            if not ((blobs / name).is_file() and (blobs / name).stat().st_size == f.size):
+                todo.setdefault(name, []).append(f)
+        tmp_dir = self._tmp_dir()
+
+        def copy(name: str) -> FileId:
+            f, blob = todo[name][0], blobs / name
+            if not _copy_unchanged(f, blob, tmp_dir=tmp_dir):
+                _copy_verified(f, blob, tmp_dir=tmp_dir)
+            return file_id(blob)
+
+        for name, written in zip(todo, in_threads(copy, todo), strict=True):
+            self.written.update({f.path: written for f in todo[name]})
 
     @_exclusive
     def tag(self, version: str, commit: str) -> None:

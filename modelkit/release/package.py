@@ -17,7 +17,14 @@ from typing import Any
 from modelkit import __version__
 from modelkit.errors import CheckFailed, IntegrityError, RunDirError, WeightsLayoutError
 from modelkit.release.artifacts import declared_artifacts
-from modelkit.release.files import PackageFile, disk_file, git_blob_oid, is_lfs, memory_file
+from modelkit.release.files import (
+    Hashing,
+    PackageFile,
+    disk_file,
+    git_blob_oid,
+    is_lfs,
+    memory_file,
+)
 from modelkit.release.paths import check_relpath
 from modelkit.release.records import (
     MANIFEST,
@@ -113,6 +120,7 @@ def build_package(
     card: bytes,
     sign_key: Path | str | None = None,
     project: Any = None,
+    hashing: Hashing | None = None,
 ) -> Package:
     """Check a run directory and hash its release files (streaming) into a :class:`Package`.
 
@@ -121,9 +129,10 @@ def build_package(
     (its loading snippet pinned to ``version``); with ``sign_key`` (an EC private key PEM)
     the manifest is signed (``manifest.sig`` + ``signer.pub``). The run's declared artifacts
     (:mod:`modelkit.release.artifacts`; ``project`` holds the ``include`` globs) go along.
+    ``hashing``: the weights files of this run, being hashed in the background already.
     """
     run, record = _complete_run(run_dir)
-    layout, weights = _weights_files(run.path)
+    layout, weights = _weights_files(run.path, hashing)
     files = [*weights, *_run_files(run.path, card)]
     artifacts = declared_artifacts(
         run.path, record=record, project=project, released={f.path for f in files}
@@ -164,9 +173,12 @@ def _complete_run(run_dir: Path | str) -> tuple[Any, RunRecord]:
     return run, record
 
 
-def _weights_files(run_dir: Path) -> tuple[WeightsLayout, list[PackageFile]]:
-    """Every file of the weights' layout, hashed once and checked against run.json's record
-    (a file that differs is named: exit 3)."""
+def _weights_files(
+    run_dir: Path, hashing: Hashing | None = None
+) -> tuple[WeightsLayout, list[PackageFile]]:
+    """Every file of the weights' layout, hashed once (on every core; ``hashing``: already
+    started in the background) and checked against run.json's record (a file that differs is
+    named: exit 3)."""
     layout = read_layout(run_dir)
     for header in layout.headers:
         if not header.format:
@@ -176,7 +188,11 @@ def _weights_files(run_dir: Path) -> tuple[WeightsLayout, list[PackageFile]]:
                 problem="has no 'format' in its safetensors metadata",
                 hint="save weights with metadata={'format': 'pt'} (modelkit does)",
             )
-    files = [disk_file(run_dir, name) for name in layout.files]
+    if hashing is not None and hashing.run_dir.resolve() == Path(run_dir).resolve():
+        files = hashing.files(layout.files)  # started in the background by the caller
+    else:
+        with Hashing(run_dir) as here:
+            files = here.files(layout.files)
     expected = recorded_hashes(run_dir, trust_unrecorded=False)
     compare_hashes(layout, {f.path: f.sha256 for f in files}, expected or {}, against="run.json")
     return layout, files

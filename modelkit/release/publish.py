@@ -11,6 +11,7 @@ from typing import Any
 from modelkit import __version__
 from modelkit.errors import BadInputError, ModelkitError, RunDirError
 from modelkit.gitinfo import git_info
+from modelkit.release.files import Hashing
 from modelkit.release.package import Package, build_package, require_evaluation
 from modelkit.release.paths import run_member
 from modelkit.release.records import MANIFEST, ReleaseRecord
@@ -22,6 +23,7 @@ from modelkit.release.verify import verify_release
 from modelkit.release.version import check_greater, parse_version
 from modelkit.runs import GitInfo, latest_run, open_run
 from modelkit.runs.typed import read_typed
+from modelkit.weights import read_layout
 
 CAS_ATTEMPTS = 8  # releases that may land first before this one gives up (Hub)
 
@@ -106,28 +108,43 @@ def prepare(
     sign_key: Path | str | None = None,
     allow_incomplete_card: bool = False,
 ) -> tuple[Package, Target, Any, GitInfo]:
-    """Every check a release makes before it writes anything."""
+    """Every check a release makes before it writes anything. The weights are hashed in the
+    background meanwhile (:func:`_hash_weights`): the card's checks (and the import of torch
+    they imply) overlap the hash pass."""
     parse_version(version)
     run = resolve_run(run_dir, project=project)
-    git = _check_git(project, allow_dirty=allow_dirty)
-    record = open_run(run).run_record()
-    tgt = parse_target(
-        target,
-        project=project,
-        repo_id=repo_id,
-        model=record.model,
-        endpoint=endpoint,
-        token_required=not dry_run,
-        retry=retry,
-    )
-    card = _card(
-        run, target=tgt, version=version, project=project, allow_incomplete=allow_incomplete_card
-    )
-    pkg = build_package(
-        run, version=version, repo_id=tgt.repo_id, card=card, sign_key=sign_key, project=project
-    )
+    with _hash_weights(run) as hashing:
+        git = _check_git(project, allow_dirty=allow_dirty)
+        record = open_run(run).run_record()
+        tgt = parse_target(
+            target,
+            project=project,
+            repo_id=repo_id,
+            model=record.model,
+            endpoint=endpoint,
+            token_required=not dry_run,
+            retry=retry,
+        )
+        card = _card(
+            run, target=tgt, version=version, project=project,
+            allow_incomplete=allow_incomplete_card,
+        )  # fmt: skip
+        pkg = build_package(
+            run, version=version, repo_id=tgt.repo_id, card=card, sign_key=sign_key,
+            project=project, hashing=hashing,
+        )  # fmt: skip
     state = tgt.state()
     return pkg, tgt, state, git
+
+
+def _hash_weights(run: Path) -> Hashing:
+    """Start hashing the run's weights files in the background (read only; nothing queued
+    when the layout does not read: :func:`build_package` names the problem in its turn)."""
+    try:
+        names = read_layout(run).files
+    except (ModelkitError, OSError):
+        names = []
+    return Hashing(run, names)
 
 
 def _identical(tgt: Target, commit: str, pkg: Package) -> bool:

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from modelkit.errors import CheckFailed, RunDirError
 from modelkit.release.files import FileId, file_id
-from modelkit.release.loadcheck import check_loads, load_whole, re_evaluate
+from modelkit.release.loadcheck import check_loads, import_load_check, load_whole, re_evaluate
 from modelkit.release.package import MANIFEST, read_manifest
 from modelkit.release.paths import check_relpath
 from modelkit.release.records import Manifest, ReleaseRecord
@@ -18,26 +19,36 @@ from modelkit.release.reports import VerifyReport
 from modelkit.release.signing import PUBLIC_KEY, SIGNATURE, verify_manifest
 from modelkit.release.version import parse_version
 from modelkit.weights import read_weights_record
-from modelkit.weights.hashing import hash_file
+from modelkit.weights.hashing import hash_file, in_threads
 from modelkit.weights.layout import WEIGHTS_FILE_RE
 
 
 def check_snapshot(
     snapshot: Path, manifest: Manifest, *, written: dict[str, FileId] | None = None
 ) -> list[str]:
-    """Hash every downloaded file against the manifest; returns the problems. A file in
-    ``written`` that is still the very file written (and hashed) while releasing (same device,
-    inode, size and mtime) is taken at the manifest's hash instead of being read again."""
-    problems = []
-    for name, want in sorted(manifest.files.items()):
-        p = snapshot / check_relpath(name, source=MANIFEST)  # read only (HF caches link)
+    """Hash every downloaded file against the manifest (files concurrently, one thread per
+    core); returns the problems. A file in ``written`` that is still the very file written
+    (and hashed) while releasing (same device, inode, size and mtime) is taken at the
+    manifest's hash instead of being read again."""
+    entries = [
+        (name, want, snapshot / check_relpath(name, source=MANIFEST))  # read only (HF caches link)
+        for name, want in sorted(manifest.files.items())
+    ]
+
+    def hashed(entry: tuple[str, Any, Path]) -> tuple[str, int] | None:
+        name, want, p = entry
         if not p.is_file():
+            return None
+        if written and written.get(name) == file_id(p):
+            return want.sha256, p.stat().st_size
+        return hash_file(p)
+
+    problems = []
+    for (name, want, _), found in zip(entries, in_threads(hashed, entries), strict=True):
+        if found is None:
             problems.append(f"{name}: not downloaded")
             continue
-        if written and written.get(name) == file_id(p):
-            sha, size = want.sha256, p.stat().st_size
-        else:
-            sha, size = hash_file(p)
+        sha, size = found
         if size != want.size:
             problems.append(f"{name}: size {size} != manifest {want.size}")
         if sha != want.sha256:
@@ -149,10 +160,13 @@ def verify_release(
     evaluated = None
     with tempfile.TemporaryDirectory(prefix="modelkit-verify-") as cache:
         snapshot = target.download(version, Path(cache))
-        manifest = _check_files(
-            target, version, snapshot, record=record, expected=expected_manifest,
-            log=checks, problems=problems, written=written,
-        )  # fmt: skip
+        with ThreadPoolExecutor(1, thread_name_prefix="modelkit-verify") as one:
+            checked = one.submit(
+                _check_files, target, version, snapshot, record=record,
+                expected=expected_manifest, log=checks, problems=problems, written=written,
+            )  # fmt: skip
+            import_load_check()  # torch meanwhile: it reads nothing, the load waits for the hashes
+            manifest = checked.result()
         signer = _check_signed(
             snapshot, record=record, problems=problems, log=checks,
             require=require_signature, trusted_key=public_key,

@@ -12,13 +12,17 @@ plain file reads (no mmap, whose pages would count twice) and assigned to the mo
 the model itself ties (the same parameter under two names) and names the files record as
 dropped point at the stored tensor again, then ``model.tie_weights()`` runs where it exists.
 Key checking is strict and typed (:class:`~modelkit.errors.WeightsMismatch`), from the
-headers, before any tensor is read.
+headers, before any tensor is read. A load that only checks (``keep=False``: a release's
+load check, after the files' hashes matched) builds each tensor on a copy-on-write mapping of
+its file instead (:func:`map_tensors`): the same tensors, assigned the same way, without
+reading or holding their bytes.
 """
 
 from __future__ import annotations
 
 import contextlib
 import mmap
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -129,6 +133,33 @@ def read_tensors(path: Path, header: FileHeader) -> dict[str, Any]:
     return out
 
 
+def map_tensors(path: Path, header: FileHeader) -> dict[str, Any]:
+    """Every tensor of one safetensors file as a view of a private (copy-on-write) mapping of
+    the file, for a load that only checks: nothing is read, and no memory is used, until a
+    tensor's bytes are touched (a load with ``assign=True`` touches none). A tensor whose
+    offset does not suit its dtype's alignment is copied (its bytes only)."""
+    import torch
+
+    with open(path, "rb") as f:
+        if os.fstat(f.fileno()).st_size != header.size:
+            problem = f"changed size since its header was read ({header.size} bytes)"
+            raise WeightsLayoutError(path.parent, file=path.name, problem=problem)
+        whole = torch.frombuffer(
+            mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY), dtype=torch.uint8
+        )
+    out: dict[str, Any] = {}
+    for name, t in sorted(header.tensors.items(), key=lambda kv: kv[1].start):
+        try:
+            dtype = torch_dtype(t.dtype)
+        except ValueError as exc:
+            raise WeightsLayoutError(path.parent, file=path.name, problem=str(exc)) from None
+        part = whole[t.start : t.end]
+        if t.start % dtype.itemsize:
+            part = part.clone()  # a view must start at a multiple of the element size
+        out[name] = part.view(dtype).reshape(t.shape)
+    return out
+
+
 def _alias_groups(state: dict[str, Any]) -> list[list[str]]:
     """Names of the model's state that are one tensor (tied in the model itself)."""
     groups: dict[int, list[str]] = {}
@@ -183,10 +214,13 @@ def load_weights(
     model: Any, layout: WeightsLayout, *, name: str, device: Any = "cpu", keep: bool = True
 ) -> Any:
     """Load ``layout`` into ``model`` (built with :func:`empty_parameters`) shard by shard,
-    strict; ``keep=False`` only checks: each shard is loaded, then dropped again."""
+    strict; ``keep=False`` only checks: each shard is loaded from a mapping of its file
+    (:func:`map_tensors`: no tensor byte is read; the caller checked the files' hashes),
+    then dropped again."""
     restore = plan_load(model, layout, name=name)
+    read = read_tensors if keep else map_tensors  # a check maps the files: nothing is read
     for header in layout.headers:
-        state = read_tensors(layout.path(header.name), header)
+        state = read(layout.path(header.name), header)
         if str(device) != "cpu":
             state = {k: v.to(device) for k, v in state.items()}
         model.load_state_dict(state, strict=False, assign=True)
