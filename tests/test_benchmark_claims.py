@@ -10,7 +10,7 @@ from pathlib import Path
 from modelkit.bench import harness, runner
 from modelkit.bench.results import merge_processes
 
-SUITE = '''
+SUITE = """
 import os, time
 import pytest
 
@@ -20,7 +20,7 @@ def test_work(benchmark, i):
         f.write(f"{os.getpid()} {i}\\n")
     time.sleep(0.2)
     benchmark.pedantic(lambda: None, rounds=1, iterations=1)
-'''
+"""
 
 
 def test_two_processes_split_the_suite_and_merge_into_one_run(tmp_path: Path) -> None:
