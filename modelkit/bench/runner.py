@@ -61,7 +61,6 @@ def side_env(
     *,
     lane: str = "time",
     callgrind_out: Path | None = None,
-    extra: dict[str, str] | None = None,
 ) -> dict[str, str]:
     """The environment of a side's process: its own tree first on the path, nothing inherited.
 
@@ -88,7 +87,6 @@ def side_env(
         env[harness.ENV_OUTCOMES] = str(outcomes)
     if callgrind_out is not None:
         env[harness.ENV_CALLGRIND_OUT] = str(callgrind_out)
-    env.update(extra or {})
     if lane == "instructions":
         env.pop(ENV_PAD, None)
         size = _env_bytes(env) + len(ENV_PAD) + 2
@@ -236,15 +234,15 @@ def run_suite(
     nodeids: list[str] | None = None,
     lane: str = "time",
     allow_empty: bool = False,
-    extra_env: dict[str, str] | None = None,
 ) -> ProcessResult:
     """Run HEAD's suite (or the given node ids) in a fresh process against ``tree``; in the
     instruction lane that process runs under callgrind (:func:`valgrind_command`)."""
     work = Path(tempfile.mkdtemp(prefix="modelkit-bench-run-"))
     json_path, outcomes_path = work / "benchmark.json", work / "outcomes.json"
     callgrind_out = work / "callgrind.out" if lane == "instructions" else None
-    env = side_env(tree, how.harness_dir, how.device, outcomes_path, lane=lane,
-                   callgrind_out=callgrind_out, extra=extra_env)  # fmt: skip
+    env = side_env(
+        tree, how.harness_dir, how.device, outcomes_path, lane=lane, callgrind_out=callgrind_out
+    )
     t0 = time.monotonic()
     try:
         proc = subprocess.run(
@@ -297,42 +295,34 @@ def _check_exit(
         )
 
 
-def _counted(tree: Path, how: SuiteRun, side: str, index: int, claims: Path | None):
-    """One callgrind process of a side; with ``claims`` it shares the suite with the side's
-    other processes (each test runs in the first that claims it; odd ones go backwards)."""
-    extra = {}
-    if claims is not None:
-        claims.mkdir(parents=True, exist_ok=True)
-        extra = {harness.ENV_CLAIMS: str(claims), harness.ENV_REVERSE: str(index % 2)}
-    return run_suite(tree, how, side=side, round=0, slot=0, lane="instructions",
-                     extra_env=extra)  # fmt: skip
-
-
 def run_instruction_sides(
     jobs: list[tuple[Path, str]], how: SuiteRun, *, workers: int
 ) -> dict[str, ProcessResult]:
     """The instruction lane's callgrind processes for every (tree, side) job, ``workers`` at a
-    time. A lone side (its REF came from the cache) gets one process per core, which take the
-    suite's tests as they go (first to claim a test runs it; the second runs the suite
-    backwards, so a file's tests and module fixtures mostly stay together, and neither waits
-    on a slow group): balanced whatever each test costs. The second process starts only when a
-    native ``pytest --collect-only`` (run while the first one starts) finds at least
-    ``MIN_PER_GROUP`` benchmarks per process: each pays an interpreter start and its imports
-    under valgrind. A count does not depend on the load (A/A identical), so processes can run
-    side by side."""
-    per_side = max(1, workers // max(1, len(jobs)))
-    claims = Path(tempfile.mkdtemp(prefix="modelkit-bench-claims-")) if per_side > 1 else None
-    try:
-        with ThreadPoolExecutor(max_workers=max(1, len(jobs) * per_side)) as pool:
-            futures = [(side, pool.submit(_counted, tree, how, side, 0,
-                                          claims and claims / side)) for tree, side in jobs]  # fmt: skip
-            if claims is not None and len(collect(how, how.head_root)) >= MIN_PER_GROUP * per_side:
-                futures += [(side, pool.submit(_counted, tree, how, side, i, claims / side))
-                            for i in range(1, per_side) for tree, side in jobs]  # fmt: skip
-            parts: dict[str, list[ProcessResult]] = {}
-            for side, fut in futures:
-                parts.setdefault(side, []).append(fut.result())
-    finally:
-        if claims is not None:
-            shutil.rmtree(claims, ignore_errors=True)
+    time; each side's benchmarks are split into ``workers // sides`` groups (one process each)
+    so a lone side (its REF came from the cache) still uses every core. A count does not depend
+    on the load (measured: A/A identical), so processes can run side by side."""
+    groups_per_side = max(1, workers // max(1, len(jobs)))
+    groups: list[list[str] | None] = [None]
+    if groups_per_side > 1:
+        nodeids = collect(how, how.head_root)
+        by_file: dict[str, list[str]] = {}
+        for n in nodeids:
+            by_file.setdefault(n.split("::")[0], []).append(n)
+        ordered = [n for f in sorted(by_file) for n in by_file[f]]
+        split = [ordered[i::groups_per_side] for i in range(groups_per_side)]
+        # each group pays one interpreter start and imports under valgrind: worth it only when
+        # there are a few benchmarks per group
+        if len(ordered) >= MIN_PER_GROUP * groups_per_side:
+            groups = [g for g in split if g] or [None]
+    tasks = [(tree, side, g) for tree, side in jobs for g in groups]
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(tasks)))) as pool:
+        futures = [
+            (side, pool.submit(run_suite, tree, how, side=side, round=0, slot=0, nodeids=g,
+                               lane="instructions", allow_empty=len(groups) > 1))
+            for tree, side, g in tasks
+        ]  # fmt: skip
+        parts: dict[str, list[ProcessResult]] = {}
+        for side, fut in futures:
+            parts.setdefault(side, []).append(fut.result())
     return {side: merge_processes(ps) for side, ps in parts.items()}
