@@ -185,11 +185,14 @@ def main() -> None:
     ap.add_argument("--target", choices=("reference", "transformer"), required=True)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--gate-arg", action="append", default=[],
+                    help="extra argument for `modelkit benchmark` (e.g. --gate-arg=--max-time=1500)")  # fmt: skip
     a = ap.parse_args()
     rows = []
     with tempfile.TemporaryDirectory(prefix="modelkit-measure-") as tmp:
         repo = Path(tmp) / "repo"
         args = (make_reference_clone if a.target == "reference" else make_transformer_repo)(repo)
+        args += a.gate_arg
         for i in range(a.runs):
             cache = Path(tmp) / f"cache{i}"
             cold, r1 = _compare(repo, args, cache, Path(tmp) / "r1.json")
