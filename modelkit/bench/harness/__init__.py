@@ -48,16 +48,13 @@ from .callgrind import Callgrind, callgrind
 from .env import (
     DIRECTIONS,
     ENV_CALLGRIND_OUT,
-    ENV_CLAIMS,
     ENV_DEVICE,
     ENV_LANE,
     ENV_OUTCOMES,
-    ENV_REVERSE,
     EXTRA_KEY,
     JUDGED_KINDS,
     KINDS,
     LANES,
-    claim,
     lane,
     seed_everything,
 )
@@ -68,7 +65,7 @@ from .recorder import rate_name
 HARNESS_VERSION = "3"
 
 __all__ = [
-    "DIRECTIONS", "ENV_CALLGRIND_OUT", "ENV_CLAIMS", "ENV_DEVICE", "ENV_LANE", "ENV_OUTCOMES", "ENV_REVERSE", "EXTRA_KEY",
+    "DIRECTIONS", "ENV_CALLGRIND_OUT", "ENV_DEVICE", "ENV_LANE", "ENV_OUTCOMES", "EXTRA_KEY",
     "FINGERPRINT_KEYS", "HARNESS_VERSION", "JUDGED_KINDS", "KINDS", "LANES", "OUTCOMES", "Bench",
     "Callgrind", "bench", "bench_device", "callgrind", "lane", "machine_fingerprint", "rate_name",
     "seed_everything",
@@ -140,21 +137,8 @@ def pytest_benchmark_generate_machine_info(config: pytest.Config) -> dict[str, A
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[Any]) -> None:
-    """Remember what was collected (an empty suite is an error for the gate); the second of
-    a side's processes that share the tests (``$MODELKIT_BENCH_CLAIMS``) runs them backwards,
-    so the two meet in the middle and a file's tests (and its module fixtures) mostly stay in
-    one process."""
+    """Remember what was collected (an empty suite is an error for the gate)."""
     OUTCOMES.collected = [i.nodeid for i in items]
-    if os.environ.get(ENV_REVERSE) == "1":
-        items.reverse()
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_runtest_setup(item: Any) -> None:
-    """Skip, before any fixture is set up, a test another process of this side claimed."""
-    if not claim(item.nodeid):
-        OUTCOMES.run_elsewhere(item.nodeid)
-        pytest.skip("run by another process of this side")
 
 
 def pytest_runtest_logreport(report: Any) -> None:

@@ -10,9 +10,6 @@ ENV_DEVICE = "MODELKIT_BENCH_DEVICE"
 ENV_OUTCOMES = "MODELKIT_BENCH_OUTCOMES"
 ENV_LANE = "MODELKIT_BENCH_LANE"
 ENV_CALLGRIND_OUT = "MODELKIT_BENCH_CALLGRIND_OUT"  # the --callgrind-out-file the gate passed
-# a folder shared by a side's callgrind processes: each test runs in the one that claims it first
-ENV_CLAIMS = "MODELKIT_BENCH_CLAIMS"
-ENV_REVERSE = "MODELKIT_BENCH_REVERSE"  # "1": run the tests in reverse order (the second process)
 EXTRA_KEY = "modelkit"
 LANES = ("time", "instructions")
 SEED = 0
@@ -40,19 +37,3 @@ def seed_everything(seed: int = SEED) -> None:
     torch = sys.modules.get("torch")
     if torch is not None and hasattr(torch, "manual_seed"):
         torch.manual_seed(seed)
-
-
-def claim(nodeid: str) -> bool:
-    """Whether this process runs ``nodeid``: always, unless ``$MODELKIT_BENCH_CLAIMS`` names a
-    folder shared with other processes and one of them claimed the test first."""
-    folder = os.environ.get(ENV_CLAIMS)
-    if not folder:
-        return True
-    import hashlib
-
-    path = os.path.join(folder, hashlib.sha256(nodeid.encode()).hexdigest()[:32])
-    try:
-        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-    except FileExistsError:
-        return False
-    return True

@@ -27,20 +27,11 @@ class Outcomes:
         self.outcomes: dict[str, str] = {}
         self.messages: dict[str, str] = {}
         self.metrics: dict[str, dict[str, Any]] = {}
-        self.elsewhere: set[str] = set()  # tests another process of this side claimed
         self.started = time.time()
-
-    def run_elsewhere(self, nodeid: str) -> None:
-        """``nodeid`` runs in another process of this side: leave it out of this one's file."""
-        self.elsewhere.add(nodeid)
-        if nodeid in self.collected:
-            self.collected.remove(nodeid)
 
     def add(self, report: Any) -> None:
         """Remember one test report (setup, call or teardown)."""
         nodeid = report.nodeid
-        if nodeid in self.elsewhere:
-            return
         if report.failed:
             self.outcomes[nodeid] = "failed" if report.when == "call" else "error"
             self.messages[nodeid] = _last_error_line(report)
