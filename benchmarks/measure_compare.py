@@ -161,14 +161,22 @@ def make_reference_clone(repo: Path) -> list[str]:
 
 
 def _compare(repo: Path, args: list[str], cache: Path, report: Path) -> tuple[float, dict]:
+    """One compare's wall time and report; its progress lines (the phases) are printed with
+    the seconds since its start and the load average, to stderr."""
     env = {**os.environ, "MODELKIT_CACHE": str(cache)}
     env.pop("GITHUB_STEP_SUMMARY", None)
     t0 = time.monotonic()
-    proc = subprocess.run([str(MODELKIT), "benchmark", *args, "--report-json", str(report)],
-                          cwd=repo, env=env, capture_output=True, text=True)  # fmt: skip
+    proc = subprocess.Popen([str(MODELKIT), "benchmark", *args, "--report-json", str(report)],
+                            cwd=repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)  # fmt: skip
+    tail: list[str] = []
+    for line in proc.stderr or []:
+        tail = [*tail[-40:], line]
+        stamp = f"{time.monotonic() - t0:7.1f}s load {os.getloadavg()[0]:5.2f}"
+        print(f"  {stamp}  {line.rstrip()}", file=sys.stderr, flush=True)
     wall = time.monotonic() - t0
-    if proc.returncode not in (0, 3):
-        raise SystemExit(f"compare failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    if proc.wait() not in (0, 3):
+        raise SystemExit(f"compare failed ({proc.returncode}): {''.join(tail)[-2000:]}")
     return wall, json.loads(report.read_text())
 
 
@@ -177,14 +185,19 @@ def main() -> None:
     ap.add_argument("--target", choices=("reference", "transformer"), required=True)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--gate-arg", action="append", default=[],
+                    help="extra argument for `modelkit benchmark` (e.g. --gate-arg=--max-time=1500)")  # fmt: skip
     a = ap.parse_args()
     rows = []
     with tempfile.TemporaryDirectory(prefix="modelkit-measure-") as tmp:
         repo = Path(tmp) / "repo"
         args = (make_reference_clone if a.target == "reference" else make_transformer_repo)(repo)
+        args += a.gate_arg
         for i in range(a.runs):
             cache = Path(tmp) / f"cache{i}"
             cold, r1 = _compare(repo, args, cache, Path(tmp) / "r1.json")
+            print(json.dumps({"run": i + 1, "uncached_s": round(cold, 1),
+                              "load": os.getloadavg()[0]}), file=sys.stderr, flush=True)  # fmt: skip
             warm, r2 = _compare(repo, args, cache, Path(tmp) / "r2.json")
             row = {"run": i + 1, "uncached_s": round(cold, 1), "cached_s": round(warm, 1),
                    "status": [r1["status"], r2["status"]],

@@ -89,7 +89,9 @@ class Bench(Timers):
         return out
 
     def peak_memory(self, fn: Callable[[], Any]) -> int:
-        """Run ``fn`` once; record CUDA max allocated (exact) or the process's peak RSS (CPU)."""
+        """Run ``fn`` once; record CUDA max allocated (exact) or the process's peak RSS (CPU).
+        In the instruction lane on CPU ``fn`` is not called: RSS under valgrind means nothing
+        (the time lane's process records it) and a call there costs seconds."""
         if self.device.startswith("cuda"):
             import torch
 
@@ -102,11 +104,11 @@ class Bench(Timers):
             peak = int(torch.cuda.max_memory_allocated(dev) - before)
             self.record("cuda_peak_bytes", peak, kind="exact", unit="bytes")
             return peak
+        if self.lane == "instructions":
+            return 0
         import resource
 
         fn()
-        if self.lane == "instructions":
-            return 0  # RSS under valgrind means nothing: the time lane's process records it
         scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is KiB on Linux
         rss = int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale)
         self.record("peak_rss_bytes", rss, kind="memory", unit="bytes")

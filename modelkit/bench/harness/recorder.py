@@ -131,7 +131,7 @@ class Recorder:
                 pytrace=False,
             )
         for _ in range(max(0, warmup)):
-            fn()  # uninstrumented: cheap
+            fn()  # uninstrumented, not counted (under valgrind about as slow as a counted call)
         counts: list[int] = []
 
         def measure() -> None:
