@@ -11,10 +11,7 @@ nothing of modelkit: its process runs the other side's code); the rest of the ga
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import json
-import typing
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -24,69 +21,18 @@ from pydantic.types import AllowInfNan
 from modelkit.bench import harness
 from modelkit.bench.harness import Fingerprint
 from modelkit.errors import BadInputError
-from modelkit.runs.typed import key_of, read_typed, to_plain
-from modelkit.validation import describe, validation_error
+from modelkit.runs.typed import read_typed, to_plain
 
 RESULTS_FORMAT = 2
 T = TypeVar("T")
 # a recorded value may be NaN or infinite (a diverged loss is a measurement, not a corrupt file)
 Number = Annotated[float, AllowInfNan(True)]
-# a field holding records of its own (``dict[str, R]``, ``tuple[R, ...]``, ``R | None``):
-# read_typed leaves it alone, :func:`read_record` reads each item as its record type
-NESTED: dict[str, Any] = {"derived": True}
-_CORRUPT = "the file is corrupt or was edited by hand"
-
-
-@functools.cache
-def _nested(cls: type) -> dict[str, tuple[str, Any]]:
-    """JSON key -> (attribute, annotation) of ``cls``'s fields that hold records."""
-    hints = typing.get_type_hints(cls, include_extras=True)
-    return {
-        key_of(f): (f.name, hints[f.name])
-        for f in dataclasses.fields(cls)
-        if f.metadata.items() >= NESTED.items()
-    }
 
 
 def read_record(cls: type[T], data: Any, *, source: str, where: str = "") -> T:
-    """``data`` (parsed JSON) as ``cls``: :func:`~modelkit.runs.typed.read_typed`, plus the
-    fields marked :data:`NESTED` read item by item; a wrong type is a :class:`BadInputError`
-    naming ``source`` and the dotted key."""
-    obj = read_typed(cls, data, source=source, error=BadInputError, where=where)
-    nested = _nested(cls)
-    values = {
-        nested[key][0]: _read_value(
-            nested[key][1], value, source, f"{where}.{key}" if where else key
-        )
-        for key, value in data.items()
-        if key in nested
-    }
-    return replace(obj, **values) if values else obj  # type: ignore[type-var]
-
-
-def _read_value(tp: Any, value: Any, source: str, where: str) -> Any:
-    args = typing.get_args(tp)
-    if type(None) in args:
-        if value is None:
-            return None
-        tp = next(a for a in args if a is not type(None))
-        args = typing.get_args(tp)
-    origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
-        return read_record(tp, value, source=source, where=where)  # type: ignore[arg-type]
-    if origin is dict and isinstance(value, dict):
-        return {str(k): _read_value(args[1], v, source, f"{where}.{k}") for k, v in value.items()}
-    if origin in (tuple, list) and isinstance(value, list):
-        items = [_read_value(args[0], v, source, f"{where}[{i}]") for i, v in enumerate(value)]
-        return tuple(items) if origin is tuple else items
-    if origin not in (dict, tuple, list) and validation_error(tp, value) is None:
-        return value
-    expected = (
-        "an object" if origin is dict else "a list" if origin in (tuple, list) else describe(tp)
-    )
-    raise BadInputError(
-        f"{source}: field '{where}' must be {expected}, got {type(value).__name__}", hint=_CORRUPT
-    )
+    """``data`` (parsed JSON) as ``cls`` (:func:`~modelkit.runs.typed.read_typed`); a wrong
+    type is a :class:`BadInputError` naming ``source`` and the dotted key."""
+    return read_typed(cls, data, source=source, error=BadInputError, where=where)
 
 
 @dataclass(frozen=True)
@@ -117,7 +63,7 @@ class Summary:
     name: str
     time: float | None = None
     gate_time: bool = True
-    metrics: dict[str, MetricRecord] = field(default_factory=dict, metadata=NESTED)
+    metrics: dict[str, MetricRecord] = field(default_factory=dict)
     samples: list[float] = field(default_factory=list, metadata={"key": "raw"})
 
     def to_dict(self) -> dict[str, Any]:
@@ -141,7 +87,7 @@ class ExtraInfo:
     """A pytest-benchmark entry's ``extra_info``: what the harness recorded."""
 
     metrics: dict[str, MetricRecord] = field(
-        default_factory=dict, metadata={"key": harness.EXTRA_KEY, **NESTED}
+        default_factory=dict, metadata={"key": harness.EXTRA_KEY}
     )
     cuda_event_s: list[float] | None = field(
         default=None, metadata={"key": "modelkit_cuda_event_s"}
@@ -156,7 +102,7 @@ class BenchEntry:
     fullname: str
     name: str | None = None
     stats: BenchStats | None = None
-    extra_info: ExtraInfo | None = field(default=None, metadata=NESTED)
+    extra_info: ExtraInfo | None = field(default=None)
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
@@ -185,11 +131,11 @@ class ProcessResult:
     seconds: float = 0.0
     returncode: int = 0
     lane: str = "time"
-    benchmarks: dict[str, Summary] = field(default_factory=dict, metadata=NESTED)
+    benchmarks: dict[str, Summary] = field(default_factory=dict)
     outcomes: dict[str, str] = field(default_factory=dict)
     messages: dict[str, str] = field(default_factory=dict)
     collected: list[str] = field(default_factory=list)
-    doc: BenchmarkDoc | None = field(default=None, metadata=NESTED)  # pytest-benchmark's JSON
+    doc: BenchmarkDoc | None = field(default=None)  # pytest-benchmark's JSON
     cached: bool = False  # read from the results cache, not measured by this compare
 
     def to_dict(self) -> dict[str, Any]:
@@ -220,17 +166,17 @@ class ResultsMeta:
     device: str | None = None
     fingerprint: Fingerprint = field(default_factory=Fingerprint)
     suite_sha256: str | None = None
-    processes: tuple[ProcessResult, ...] = field(default=(), metadata=NESTED)
+    processes: tuple[ProcessResult, ...] = field(default=())
 
 
 @dataclass(frozen=True)
 class BenchmarkDoc:
     """A pytest-benchmark JSON document (a side's results; modelkit's adds ``modelkit``)."""
 
-    benchmarks: tuple[BenchEntry, ...] = field(default=(), metadata=NESTED)
+    benchmarks: tuple[BenchEntry, ...] = field(default=())
     machine_info: MachineInfo | None = None
     commit_info: CommitInfo | None = None
-    modelkit: ResultsMeta | None = field(default=None, metadata=NESTED)
+    modelkit: ResultsMeta | None = field(default=None)
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
@@ -244,7 +190,7 @@ class OutcomesFile:
     collected: list[str] = field(default_factory=list)
     outcomes: dict[str, str] = field(default_factory=dict)
     messages: dict[str, str] = field(default_factory=dict)
-    metrics: dict[str, dict[str, MetricRecord]] = field(default_factory=dict, metadata=NESTED)
+    metrics: dict[str, dict[str, MetricRecord]] = field(default_factory=dict)
     seconds: float | None = None
 
 

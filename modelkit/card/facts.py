@@ -17,6 +17,7 @@ from modelkit.card.options import project_license as project_license  # re-expor
 from modelkit.errors import RunDirError
 from modelkit.models.registry import resolve_model
 from modelkit.runs.documents import EvalRecord, RunConfig
+from modelkit.runs.layout import EVALS_DIR
 from modelkit.runs.parts import DataInfo, Reference
 from modelkit.runs.record import RunRecord
 from modelkit.runs.typed import to_plain
@@ -166,7 +167,7 @@ class CardFacts:
 
 def gather_facts(run_dir: Path, *, project: Any) -> CardFacts:
     """The :class:`CardFacts` of a run (exit 2 naming the file when one is missing or wrong)."""
-    from modelkit.release.package import EVALS, require_evaluation
+    from modelkit.release.package import require_evaluation
     from modelkit.runs import open_run
 
     run = open_run(run_dir, require=("run.json", "config.json"))
@@ -183,7 +184,7 @@ def gather_facts(run_dir: Path, *, project: Any) -> CardFacts:
     training_name = dataset_name(training_spec or _own_name(record.data))
     # results on other data: evals/*.json, and an eval.json that is not the training data's
     # (written by an older modelkit's `eval --data`): each shown under its own dataset name
-    others = [read_eval(p, task) for p in sorted((run.path / EVALS).glob("*.json"))]
+    others = [read_eval(p, task) for p in sorted((run.path / EVALS_DIR).glob("*.json"))]
     if evaluation is not None and evaluation.data.fingerprint != record.data.fingerprint:
         others.insert(0, evaluation)
         evaluation = None

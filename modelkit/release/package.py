@@ -46,13 +46,12 @@ __all__ = [
 ]  # fmt: skip
 REQUIRED_RUN_FILES = ("config.json", "run.json")  # + the weights (either layout) + the card
 OPTIONAL = ("eval.json", "training_curves.png")
-EVALS = EVALS_DIR  # evals/<dataset>.json: evaluations on data other than the training data's
 
 
 def evaluation_files(run_dir: Path) -> list[Path]:
     """A run's evaluations: ``eval.json`` (the training data's held-out split) then ``evals/*``."""
     own = [run_dir / "eval.json"] if (run_dir / "eval.json").is_file() else []
-    return own + sorted((run_dir / EVALS).glob("*.json"))
+    return own + sorted((run_dir / EVALS_DIR).glob("*.json"))
 
 
 def require_evaluation(run_dir: Path, *, task: Any = None) -> list[Path]:
@@ -201,9 +200,9 @@ def _weights_files(
 def _run_files(run_dir: Path, card: bytes) -> list[PackageFile]:
     """config.json, run.json, the card, and the optional files and evaluations that exist."""
     names = [*REQUIRED_RUN_FILES, *(n for n in OPTIONAL if os.path.lexists(run_dir / n))]
-    evals = run_dir / EVALS
+    evals = run_dir / EVALS_DIR
     if evals.is_dir():  # results on other data, each under its own dataset name
-        names += [f"{EVALS}/{p.name}" for p in sorted(evals.glob("*.json"))]
+        names += [f"{EVALS_DIR}/{p.name}" for p in sorted(evals.glob("*.json"))]
     files = [disk_file(run_dir, name) for name in names]
     files.append(memory_file("README.md", card))
     return files

@@ -31,21 +31,24 @@ def key_of(f: dataclasses.Field[Any]) -> str:
     return str(f.metadata.get("key", f.name))
 
 
+def _holds_record(tp: Any) -> bool:
+    """Whether an annotation is, or contains, a dataclass (``R``, ``R | None``,
+    ``dict[str, R]``, ``tuple[R, ...]``, ``list[dict[str, R]]`` ...)."""
+    return dataclasses.is_dataclass(tp) or any(_holds_record(a) for a in typing.get_args(tp))
+
+
 @functools.cache
-def _plan(cls: type) -> tuple[tuple[str, str, Any, type | None, bool], ...]:
-    """(attribute, JSON key, annotation, nested dataclass or None, nullable) per field."""
+def _plan(cls: type) -> tuple[tuple[str, str, Any, bool, bool], ...]:
+    """(attribute, JSON key, annotation, holds records, nullable) per field."""
     hints = typing.get_type_hints(cls, include_extras=True)
     out = []
     for f in dataclasses.fields(cls):
         if f.name == "raw" or not f.init or f.metadata.get("derived"):
             continue
         tp = hints[f.name]
-        args = typing.get_args(tp)
         union = typing.get_origin(tp) in (typing.Union, types.UnionType)
-        nullable = union and type(None) in args
-        inner = [a for a in args if a is not type(None)] if union else [tp]
-        nested = inner[0] if len(inner) == 1 and dataclasses.is_dataclass(inner[0]) else None
-        out.append((f.name, key_of(f), tp, nested, nullable))
+        nullable = union and type(None) in typing.get_args(tp)
+        out.append((f.name, key_of(f), tp, _holds_record(tp), nullable))
     return tuple(out)
 
 
@@ -59,7 +62,8 @@ def read_typed(
     keep_raw: bool = True,
 ) -> T:
     """``data`` (a parsed JSON object) as ``cls``; a value of the wrong type raises ``error``
-    naming ``source`` and the dotted key (``run.json: field 'git.dirty' must be ...``)."""
+    naming ``source`` and the dotted key (``run.json: field 'git.dirty' must be ...``).
+    Fields holding records (``R``, ``dict[str, R]``, ``tuple[R, ...]``) are read item by item."""
     if not isinstance(data, dict):
         what = f"field '{where}'" if where else "the document"
         raise error(
@@ -67,33 +71,63 @@ def read_typed(
             hint="the file is corrupt or was edited by hand",
         )
     values: dict[str, Any] = {}
-    for name, key, tp, nested, nullable in _plan(cls):
+    for name, key, tp, holds, nullable in _plan(cls):
         if key not in data:
             continue
         value, dotted = data[key], f"{where}.{key}" if where else key
-        if nested is not None and value is not None:
-            values[name] = read_typed(nested, value, source=source, error=error, where=dotted)
-        elif nested is not None and not nullable:
+        if value is None and not nullable:
+            expected = "an object" if dataclasses.is_dataclass(tp) else describe(tp)
             raise error(
-                f"{source}: field '{dotted}' is null, expected an object",
+                f"{source}: field '{dotted}' is null, expected {expected}",
                 hint="the file is corrupt or was edited by hand",
             )
-        elif value is None and not nullable:
-            raise error(
-                f"{source}: field '{dotted}' is null, expected {describe(tp)}",
-                hint="the file is corrupt or was edited by hand",
-            )
-        else:
-            if validation_error(tp, value) is not None:
-                raise error(
-                    f"{source}: field '{dotted}' must be {describe(tp)}, "
-                    f"got {type(value).__name__} {json.dumps(value, default=str)[:40]}",
-                    hint="the file is corrupt or was edited by hand",
-                )
-            values[name] = value
+        read = _read_value if holds else _checked
+        values[name] = read(tp, value, source=source, error=error, where=dotted)
     if keep_raw and any(f.name == "raw" for f in dataclasses.fields(cls)):
         values["raw"] = dict(data)
     return cls(**values)
+
+
+def _read_value(tp: Any, value: Any, *, source: str, error: type[Exception], where: str) -> Any:
+    """A value whose annotation holds records, read item by item."""
+    args, origin = typing.get_args(tp), typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        if len(inner) == 1:
+            return _read_value(inner[0], value, source=source, error=error, where=where)
+    if dataclasses.is_dataclass(tp):
+        return read_typed(tp, value, source=source, error=error, where=where)  # type: ignore[arg-type]
+    if origin is dict and isinstance(value, dict):
+        return {
+            str(k): _read_value(args[1], v, source=source, error=error, where=f"{where}.{k}")
+            for k, v in value.items()
+        }
+    if origin in (tuple, list) and isinstance(value, list):
+        items = [
+            _read_value(args[0], v, source=source, error=error, where=f"{where}[{i}]")
+            for i, v in enumerate(value)
+        ]
+        return tuple(items) if origin is tuple else items
+    if origin not in (dict, tuple, list):
+        return _checked(tp, value, source=source, error=error, where=where)
+    expected = "an object" if origin is dict else "a list"
+    raise error(
+        f"{source}: field '{where}' must be {expected}, got {type(value).__name__}",
+        hint="the file is corrupt or was edited by hand",
+    )
+
+
+def _checked(tp: Any, value: Any, *, source: str, error: type[Exception], where: str) -> Any:
+    """``value`` if it fits the annotation ``tp``, else ``error`` naming the field."""
+    if validation_error(tp, value) is not None:
+        raise error(
+            f"{source}: field '{where}' must be {describe(tp)}, "
+            f"got {type(value).__name__} {json.dumps(value, default=str)[:40]}",
+            hint="the file is corrupt or was edited by hand",
+        )
+    return value
 
 
 def to_plain(obj: Any) -> Any:

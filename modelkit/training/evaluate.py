@@ -241,27 +241,9 @@ def _data_to_evaluate(
     return train_cfg, spec, skip
 
 
-def evaluate_run(
-    run_dir: Any,
-    *,
-    data: str | None = None,
-    project: Any = None,
-    device: str = "auto",
-    skip_bad_files: bool = False,
-    batch_size: int = 1024,
-    write: bool = True,
-    trust_unrecorded: bool = False,
-) -> dict[str, Any]:
-    """Evaluate a run's weights on the held-out split of its data (or ``data``), by its task.
-
-    The training data's result goes to ``eval.json``, other data's to ``evals/<name>.json``
-    (``result["path"]``; format: docs/tasks.md). The weights are checked against run.json
-    (``trust_unrecorded`` accepts a run that records none); ``weights_sha256`` names them.
-    """
-    return evaluation_of_run(
-        run_dir, data=data, project=project, device=device, skip_bad_files=skip_bad_files,
-        batch_size=batch_size, write=write, trust_unrecorded=trust_unrecorded,
-    ).to_dict()  # fmt: skip
+def evaluate_run(run_dir: Any, **options: Any) -> dict[str, Any]:
+    """:func:`evaluation_of_run` as the file's data (with ``"path"``: where it went)."""
+    return evaluation_of_run(run_dir, **options).to_dict()
 
 
 def evaluation_of_run(
@@ -275,7 +257,12 @@ def evaluation_of_run(
     write: bool = True,
     trust_unrecorded: bool = False,
 ) -> EvalRecord:
-    """:func:`evaluate_run`'s result, typed (``path``: the file it went to)."""
+    """Evaluate a run's weights on the held-out split of its data (or ``data``), by its task.
+
+    The training data's result goes to ``eval.json``, other data's to ``evals/<name>.json``
+    (``result.path``; format: docs/tasks.md). The weights are checked against run.json
+    (``trust_unrecorded`` accepts a run that records none); ``weights_sha256`` names them.
+    """
     from modelkit.models.weights import load_model_from_dir
     from modelkit.runs import open_run, read_run_record
     from modelkit.training.setup import resolve_device
@@ -316,7 +303,7 @@ def _finish_result(
 ) -> EvalRecord:  # fmt: skip
     """Name the data, add provenance, and write eval.json or evals/NAME.json (``write``)."""
     from modelkit.card.facts import slug
-    from modelkit.runs import now_iso
+    from modelkit.runs import EVALS_DIR, now_iso
 
     name, same = _result_name(spec, fingerprint, record=record, train_cfg=train_cfg)
     result.update(
@@ -333,7 +320,7 @@ def _finish_result(
     )
     # the training data's held-out result is eval.json (what the card reports as the model's);
     # other data never replaces it: evals/<dataset name>.json, shown under its own name
-    path = run.eval if same else run.path / "evals" / f"{slug(name)}.json"
+    path = run.eval if same else run.path / EVALS_DIR / f"{slug(name)}.json"
     if write:
         path.parent.mkdir(exist_ok=True)
         write_json_atomic(path, result)
