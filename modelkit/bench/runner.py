@@ -91,6 +91,7 @@ def side_env(
     if callgrind_out is not None:
         env[harness.ENV_CALLGRIND_OUT] = str(callgrind_out)
     if lane == "instructions":
+        env.update(harness.INSTRUCTION_LANE_ENV)  # MKL/oneDNN without run-time-generated kernels
         env.pop(ENV_PAD, None)
         size = _env_bytes(env) + len(ENV_PAD) + 2
         target = max(ENV_SIZE, -(-(size + 4096) // ENV_SIZE) * ENV_SIZE)

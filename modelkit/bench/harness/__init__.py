@@ -52,6 +52,7 @@ from .env import (
     ENV_LANE,
     ENV_OUTCOMES,
     EXTRA_KEY,
+    INSTRUCTION_LANE_ENV,
     JUDGED_KINDS,
     KINDS,
     LANES,
@@ -66,7 +67,7 @@ HARNESS_VERSION = "3"
 
 __all__ = [
     "DIRECTIONS", "ENV_CALLGRIND_OUT", "ENV_DEVICE", "ENV_LANE", "ENV_OUTCOMES", "EXTRA_KEY",
-    "FINGERPRINT_KEYS", "HARNESS_VERSION", "JUDGED_KINDS", "KINDS", "LANES", "OUTCOMES", "Bench",
+    "FINGERPRINT_KEYS", "HARNESS_VERSION", "INSTRUCTION_LANE_ENV", "JUDGED_KINDS", "KINDS", "LANES", "OUTCOMES", "Bench",
     "Callgrind", "Fingerprint", "bench", "bench_device", "callgrind", "lane", "machine_fingerprint", "rate_name",
     "seed_everything",
 ]  # fmt: skip
