@@ -60,6 +60,10 @@ def test_config_validates_mode_and_instr_threshold():
             parse_bench_config({"instr_threshold": bad})
     with pytest.raises(ConfigError, match="per_benchmark.t\\*: 'instr_threshold'"):
         parse_bench_config({"per_benchmark": {"t*": {"instr_threshold": 2}}})
+    assert parse_bench_config({}).instruction_isa == "native"
+    assert parse_bench_config({"instruction_isa": "sse4"}).instruction_isa == "sse4"
+    with pytest.raises(ConfigError, match="'instruction_isa' must be one of native, sse4.*'avx2'"):
+        parse_bench_config({"instruction_isa": "avx2"})
 
 
 @pytest.mark.parametrize(
@@ -202,3 +206,53 @@ def test_instruction_lane_pads_both_sides_to_one_environment_size(tmp_path):
     assert len(sizes) == 1 and sizes.pop() % 65536 == 0
     env = side_env(short, tmp_path, "cpu", None, lane="instructions")
     assert env["MODELKIT_BENCH_LANE"] == "instructions" and env["PYTHONHASHSEED"] == "0"
+
+
+def test_instruction_lane_kernels_follow_instruction_isa_not_the_callers_shell(
+    tmp_path, monkeypatch
+):
+    """MKL's and oneDNN's AVX2 kernels run 100-400x slower under valgrind (docs/benchmark.md):
+    ``instruction_isa = "sse4"`` caps both in the instruction lane's processes, ``"native"``
+    (the default) lets them pick the machine's own; either way the caller's shell cannot change
+    a count. The time lane keeps the caller's settings."""
+    from modelkit.bench.runner import side_env
+
+    monkeypatch.setenv("MKL_ENABLE_INSTRUCTIONS", "AVX512")
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    capped = side_env(tmp_path, tmp_path, "cpu", None, lane="instructions", isa="sse4")
+    assert capped["MKL_ENABLE_INSTRUCTIONS"] == "SSE4_2" and capped["ONEDNN_MAX_CPU_ISA"] == "SSE41"
+    native = side_env(tmp_path, tmp_path, "cpu", None, lane="instructions")
+    assert "MKL_ENABLE_INSTRUCTIONS" not in native and "ONEDNN_MAX_CPU_ISA" not in native
+    timed = side_env(tmp_path, tmp_path, "cpu", None, lane="time", isa="sse4")
+    assert timed["MKL_ENABLE_INSTRUCTIONS"] == "AVX512" and timed["ONEDNN_MAX_CPU_ISA"] == "AVX2"
+
+
+def test_cached_counts_are_keyed_by_the_kernels_they_counted(tmp_path):
+    """A REF counted with SSE4-capped MKL/oneDNN is never reused for a native-kernel compare."""
+    import subprocess
+
+    from modelkit.bench import cache
+    from modelkit.bench.harness import machine_fingerprint
+
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    subprocess.run(["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t",
+                    "commit", "-q", "--allow-empty", "-m", "x"], check=True)  # fmt: skip
+    fp = machine_fingerprint("cpu")
+    keys = {
+        (lane, isa): cache.key_of(
+            cache.key_parts(
+                tmp_path,
+                "HEAD",
+                suite_sha="s",
+                deps_sha="d",
+                fingerprint=fp,
+                lane=lane,
+                device="cpu",
+                isa=isa,
+            )
+        )  # fmt: skip
+        for lane in ("instructions", "time")
+        for isa in ("sse4", "native")
+    }
+    assert keys["instructions", "sse4"] != keys["instructions", "native"]
+    assert keys["time", "sse4"] == keys["time", "native"]  # the time lane runs the native kernels

@@ -4,7 +4,8 @@ A side's key is the sha256 of: the git *tree* of the code measured (not the comm
 or an amended message measures the same code), HEAD's benchmark files and selection and the
 harness's own source (:func:`suite_digest`), the dependencies (HEAD's
 lock and requirement files, the dependency tables of its ``pyproject.toml``, and every
-distribution installed in the environment both sides run in), the lane and device, and the
+distribution installed in the environment both sides run in), the lane (in the instruction lane
+with its ``instruction_isa``) and device, and the
 machine (:data:`~modelkit.bench.harness.FINGERPRINT_KEYS` plus CPU flags and valgrind).
 Only the instruction lane reuses a REF side (counts are deterministic); the time lane always
 re-measures both sides interleaved.
@@ -96,9 +97,12 @@ def key_parts(
     fingerprint: Fingerprint,
     lane: str,
     device: str,
+    isa: str = "native",
 ) -> dict[str, str]:
     """What a side's results depend on (see the module doc)."""
     machine = {k: getattr(fingerprint, k) for k in KEY_FINGERPRINT}
+    # the instruction lane's counts follow the kernels MKL/oneDNN were allowed to pick
+    lane = f"{lane}/{isa}" if lane == "instructions" else lane
     return {
         "tree": worktree.git_output(git_root, "rev-parse", f"{commit}^{{tree}}").strip(),
         "suite": suite_sha,

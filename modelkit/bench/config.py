@@ -9,6 +9,7 @@ Example::
     threshold = 0.03              # a timing ratio beyond 1 +/- 3% matters
     instr_threshold = 0.005       # instruction lane: a change of 0.5% or more in instructions/call
     mode = "auto"                 # instructions | time | auto (instructions on CPU with valgrind)
+    instruction_isa = "native"    # instruction lane: MKL/oneDNN kernels: native | sse4 (faster)
     alpha = 0.05                  # family-wise false-alarm rate (Holm over all timing metrics)
     accuracy_margin = 0.5         # non-inferiority margin, accuracy points
     quality_margin = 0.01         # other quality metrics (bench.metric): relative to REF's value
@@ -41,7 +42,10 @@ METRIC_KEYS = (
     "quality_margin",
 )
 MODES = ("auto", "instructions", "time")
-STRING_KEYS = ("suite", "markers", "keyword", "package", "mode")
+# the instruction lane's MKL/oneDNN kernels: the machine's own, or capped at SSE4 (their AVX2
+# kernels run 100-400x slower under valgrind; docs/benchmark.md, "Which kernels are counted")
+INSTRUCTION_ISAS = ("native", "sse4")
+STRING_KEYS = ("suite", "markers", "keyword", "package", "mode", "instruction_isa")
 INT_KEYS = ("min_rounds", "max_rounds", "bench_min_rounds")  # the rest are numbers
 
 
@@ -67,6 +71,7 @@ class BenchConfig:
     keyword: str | None = None
     package: str | None = None
     mode: str = "auto"
+    instruction_isa: str = "native"
     thresholds: Thresholds = field(default_factory=Thresholds)
     min_rounds: int = 5
     max_rounds: int = 30
@@ -158,6 +163,13 @@ def _check(cfg: BenchConfig, where: str) -> BenchConfig:
             f"{where}: 'mode' must be one of {', '.join(MODES)}, got {cfg.mode!r}"
             f"{did_you_mean(str(cfg.mode), MODES)}",
             hint="auto = instructions on CPU when valgrind is installed, time otherwise",
+        )
+    if cfg.instruction_isa not in INSTRUCTION_ISAS:
+        raise ConfigError(
+            f"{where}: 'instruction_isa' must be one of {', '.join(INSTRUCTION_ISAS)}, got "
+            f"{cfg.instruction_isa!r}{did_you_mean(str(cfg.instruction_isa), INSTRUCTION_ISAS)}",
+            hint="native = the machine's own MKL/oneDNN kernels (ratios closest to native "
+            "speed); sse4 = capped at SSE4 under valgrind (counts several times faster)",
         )
     if cfg.min_rounds < 2:
         raise ConfigError("min_rounds must be at least 2", hint="a ratio's interval needs 2 rounds")

@@ -44,7 +44,7 @@ class Context:
         parts = cache.key_parts(
             self.git_root or self.plan.root, commit, suite_sha=self.suite_sha,
             deps_sha=cache.dependencies_digest(self.plan.root), fingerprint=self.fp,
-            lane=self.plan.lane, device=self.plan.device,
+            lane=self.plan.lane, device=self.plan.device, isa=self.plan.cfg.instruction_isa,
         )  # fmt: skip
         return cache.key_of(parts), parts
 

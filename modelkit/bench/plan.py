@@ -89,7 +89,7 @@ class Plan:
         )
         return runner.SuiteRun(
             self.root, self.suite, self.harness_dir, self.device, cfg.markers, cfg.keyword,
-            cfg.bench_min_rounds, cfg.bench_max_time, timeout,
+            cfg.bench_min_rounds, cfg.bench_max_time, timeout, cfg.instruction_isa,
         )  # fmt: skip
 
     def run(self, tree: Path, side: str, rnd: int, slot: int, nodeids: list[str] | None):

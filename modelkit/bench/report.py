@@ -21,6 +21,7 @@ LANES = {
     "quality": "quality",
     "info": "info",
 }
+ISA_NOTE = {"sse4": "capped at SSE4 (instruction_isa)", "native": "the machine's own"}
 MARKER = "<!-- modelkit-benchmark -->"
 ICONS = {
     "regression": "🔴 regression",
@@ -201,7 +202,8 @@ def markdown(outcome: Outcome) -> str:
     lines += [
         "",
         f"<sub>lane = what decided the metric: instructions (callgrind instructions per call, "
-        f"deterministic, flagged at ≥ {cfg.instr_threshold}), time (timing statistics), "
+        f"deterministic, flagged at ≥ {cfg.instr_threshold}; MKL/oneDNN kernels: "
+        f"{ISA_NOTE[outcome.config.instruction_isa]}), time (timing statistics), "
         f"exact, memory, accuracy, info (reported, not gated). "
         f"ratio = HEAD/REF with its {'Holm-adjusted ' if outcome.base else ''}confidence "
         f"interval; MDE = smallest slowdown detectable with 95% power at these samples. "

@@ -64,13 +64,16 @@ def side_env(
     *,
     lane: str = "time",
     callgrind_out: Path | None = None,
+    isa: str = "native",
 ) -> dict[str, str]:
     """The environment of a side's process: its own tree first on the path, nothing inherited.
 
     Time lane: the environment's size is random per process (layout becomes noise, not bias).
     Instruction lane: padded to the same total size on both sides, so the two trees' path
     lengths cannot shift the stack and change a count (measured: 3 KB more environment moved
-    an MLP step's count by 0.01%)."""
+    an MLP step's count by 0.01%); MKL's and oneDNN's ISA follows ``isa`` alone (``"sse4"``:
+    capped, :data:`~modelkit.bench.harness.INSTRUCTION_LANE_ENV`; ``"native"``: the caller's
+    caps removed)."""
     # the caller's pytest settings stay out: PYTEST_XDIST_WORKER (the gate run from a
     # pytest-xdist worker) makes pytest-benchmark disable itself, so nothing would be timed
     env = {k: v for k, v in os.environ.items()
@@ -91,7 +94,12 @@ def side_env(
     if callgrind_out is not None:
         env[harness.ENV_CALLGRIND_OUT] = str(callgrind_out)
     if lane == "instructions":
-        env.update(harness.INSTRUCTION_LANE_ENV)  # MKL/oneDNN without run-time-generated kernels
+        # the kernels MKL/oneDNN pick follow the config alone, never the caller's shell
+        for k, v in harness.INSTRUCTION_LANE_ENV.items():
+            if isa == "sse4":  # without their AVX2 kernels (100-400x slower under valgrind)
+                env[k] = v
+            else:
+                env.pop(k, None)
         env.pop(ENV_PAD, None)
         size = _env_bytes(env) + len(ENV_PAD) + 2
         target = max(ENV_SIZE, -(-(size + 4096) // ENV_SIZE) * ENV_SIZE)
@@ -205,6 +213,7 @@ class SuiteRun:
     bench_min_rounds: int
     bench_max_time: float
     timeout: float
+    instruction_isa: str = "native"
 
     def command(
         self, nodeids: list[str] | None, json_path: Path, callgrind_out: Path | None
@@ -262,7 +271,13 @@ def run_suite(
     json_path, outcomes_path = work / "benchmark.json", work / "outcomes.json"
     callgrind_out = work / "callgrind.out" if lane == "instructions" else None
     env = side_env(
-        tree, how.harness_dir, how.device, outcomes_path, lane=lane, callgrind_out=callgrind_out
+        tree,
+        how.harness_dir,
+        how.device,
+        outcomes_path,
+        lane=lane,
+        callgrind_out=callgrind_out,
+        isa=how.instruction_isa,
     )
     t0 = time.monotonic()
     try:

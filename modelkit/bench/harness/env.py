@@ -14,11 +14,12 @@ EXTRA_KEY = "modelkit"
 LANES = ("time", "instructions")
 SEED = 0
 
-# The instruction lane caps MKL and oneDNN at SSE4: their AVX2/AVX-512 kernels are generated at
-# run time (JIT), which valgrind translates 100-300x slower than ordinary code (measured on this
-# repo's CPU runner: a 128x384 linear 1.18 s -> 0.008 s per call, a small-CNN train step
-# 2.4 s -> 0.09 s, a 2-layer GPT train step 33 s -> 1.4 s). Both sides run the same kernels, so
-# the counts still compare the same code; the time lane and native runs keep the fast kernels.
+# With instruction_isa = "sse4" the instruction lane caps MKL and oneDNN at SSE4: valgrind
+# 3.19 runs their AVX2 kernels 100-400x slower than native (measured on this repo's CPU runner:
+# a 512x128 @ 128x384 linear 1.18 s -> 0.008 s per call, a small-CNN train step 2.4 s -> 0.09 s,
+# a 2-layer GPT train step 33 s -> 1.4 s; no re-translation: the time goes to running the
+# translated AVX2 code). Both sides run the same kernels, so the counts compare the same code;
+# the time lane and native runs keep the fast kernels.
 INSTRUCTION_LANE_ENV = {"MKL_ENABLE_INSTRUCTIONS": "SSE4_2", "ONEDNN_MAX_CPU_ISA": "SSE41"}
 
 # metric kinds understood by the gate (modelkit.bench.deciders); "info" is shown, not judged
