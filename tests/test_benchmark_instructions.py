@@ -250,7 +250,7 @@ def test_cached_counts_are_keyed_by_the_kernels_they_counted(tmp_path):
                 device="cpu",
                 isa=isa,
             )
-        )  # fmt: skip
+        )
         for lane in ("instructions", "time")
         for isa in ("sse4", "native")
     }

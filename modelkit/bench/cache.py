@@ -97,7 +97,7 @@ def key_parts(
     fingerprint: Fingerprint,
     lane: str,
     device: str,
-    isa: str = "native",
+    isa: str,
 ) -> dict[str, str]:
     """What a side's results depend on (see the module doc)."""
     machine = {k: getattr(fingerprint, k) for k in KEY_FINGERPRINT}

@@ -213,7 +213,7 @@ class SuiteRun:
     bench_min_rounds: int
     bench_max_time: float
     timeout: float
-    instruction_isa: str = "native"
+    instruction_isa: str
 
     def command(
         self, nodeids: list[str] | None, json_path: Path, callgrind_out: Path | None
